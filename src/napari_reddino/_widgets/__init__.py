@@ -1,0 +1,1 @@
+"""Thin napari widgets, one per pipeline step; all work is in the headless core."""

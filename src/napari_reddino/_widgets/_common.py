@@ -1,0 +1,122 @@
+"""What every step widget shares: a form, Run/Cancel, a progress bar, work off the GUI thread.
+
+A step widget subclasses :class:`StepWidget`, builds its magicgui form in ``__init__``, and implements
+``work()`` (a generator run in a napari ``thread_worker``: it yields ``Progress`` and returns a result;
+it must not touch layers) and ``show(result)`` (runs on the main thread; adds or updates layers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import Container, PushButton
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
+
+from napari_reddino._progress import Progress
+
+if TYPE_CHECKING:
+    import napari
+
+
+def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
+    """Update the layer called ``name`` in place if it exists with the same kind, else add it.
+    Re-running a step therefore updates its output instead of piling up new layers."""
+    if name in viewer.layers and type(viewer.layers[name]).__name__.lower() == kind:
+        layer = viewer.layers[name]
+        layer.data = data
+        for key, value in kwargs.items():
+            if key in ("features", "metadata"):
+                setattr(layer, key, value) if key == "features" else layer.metadata.update(value)
+            elif key in ("scale", "translate", "opacity", "colormap", "blending", "visible"):
+                setattr(layer, key, value)
+        return layer
+    return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
+
+
+class StepWidget(QWidget):
+    """Base of the step docks. Subclasses fill ``self.form`` and implement ``work`` and ``show``."""
+
+    title = "Run"
+
+    def __init__(self, napari_viewer: "napari.Viewer"):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.form = Container(labels=True)
+        self.run_button = PushButton(text=self.title)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        layout.addWidget(buttons.native)
+        layout.addWidget(self.progress)
+        layout.addStretch(1)
+
+    # --- to implement -------------------------------------------------------------------------
+    def work(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def show(self, result) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepare(self):
+        """Read inputs from the form on the main thread before the worker starts; return False to abort."""
+        return True
+
+    # --- machinery ----------------------------------------------------------------------------
+    def start(self, *_):
+        from napari_reddino.images import InputError
+
+        if self.worker is not None:
+            return None
+        try:
+            if self.prepare() is False:
+                return None
+        except InputError as exc:
+            show_error(str(exc))
+            return None
+        self.worker = create_worker(self.work, _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.worker.start()
+        return self.worker
+
+    def cancel(self, *_):
+        if self.worker is not None:
+            self.worker.quit()
+            show_info(f"{self.title}: cancelled")
+
+    def _on_progress(self, p):
+        if isinstance(p, Progress) and p.total:
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            if p.message:
+                self.progress.setFormat(f"{p.message} %v/%m")
+
+    def _on_returned(self, result):
+        try:
+            self.show(result)
+        except Exception as exc:  # noqa: BLE001 - a failed display must not crash napari
+            self._on_error(exc)
+
+    def _on_error(self, exc):
+        show_error(f"{self.title} failed: {exc}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress.setVisible(False)

@@ -1,0 +1,120 @@
+"""One place where any image napari can hold becomes RGB for the models, or is refused.
+
+Accepted: 2D gray (H, W); RGB/RGBA with the channel last (H, W, 3|4); a channel-first stack (3|4, H, W);
+dtypes uint8, uint16, other integers, bool and float. Everything else raises :class:`InputError` with one
+line naming what was received and what is accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ACCEPTED = "a 2D gray image (H, W) or colour image (H, W, 3|4) or (3|4, H, W), integer or float"
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line, fit for a notification or a CLI error."""
+
+
+def _describe(data) -> str:
+    arr = np.asarray(data) if not hasattr(data, "shape") else data
+    return f"shape {tuple(arr.shape)} dtype {arr.dtype}"
+
+
+def channel_axis(data) -> int | None:
+    """The colour axis of ``data`` (-1 or 0), None for gray; raises InputError otherwise."""
+    shape = tuple(data.shape)
+    if len(shape) == 2:
+        return None
+    if len(shape) == 3:
+        if shape[-1] in (3, 4):
+            return -1
+        if shape[0] in (3, 4) and shape[-1] > 4:
+            return 0
+        if shape[-1] == 1:
+            return -1
+    raise InputError(f"Received an image with {_describe(data)}; accepted: {ACCEPTED}.")
+
+
+def to_rgb_float(data) -> np.ndarray:
+    """Return an (H, W, 3) float32 array in [0, 1]; refuse anything else with a one-line message."""
+    if data is None:
+        raise InputError(f"Received no image; accepted: {ACCEPTED}.")
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"Received an image with {_describe(arr)}; accepted: {ACCEPTED}.")
+    if arr.size == 0 or min(arr.shape[:2] if channel_axis(arr) != 0 else arr.shape[1:]) < 2:
+        raise InputError(f"Received an empty image ({_describe(arr)}); accepted: {ACCEPTED}.")
+    axis = channel_axis(arr)
+    if axis == 0:
+        arr = np.moveaxis(arr, 0, -1)
+    if axis is None:
+        arr = arr[..., None]
+    arr = arr[..., :3]  # drop alpha
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    out = arr.astype(np.float32)
+    if arr.dtype == bool:
+        return out
+    if arr.dtype.kind in "iu":
+        hi = 255.0 if arr.dtype == np.uint8 or out.max() <= 255 else (
+            65535.0 if arr.dtype == np.uint16 or out.max() <= 65535 else float(out.max()))
+        lo = min(0.0, float(out.min()))
+        return np.clip((out - lo) / (hi - lo), 0, 1)
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(out.min()), float(out.max())
+    if lo >= 0 and hi <= 1:
+        return out
+    if lo >= 0 and hi <= 255:
+        return out / 255.0
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def to_rgb_uint8(data) -> np.ndarray:
+    """(H, W, 3) uint8 view of any accepted image (what crops and PIL-style code expect)."""
+    return np.round(to_rgb_float(data) * 255).astype(np.uint8)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB. Files are opened by content, not by suffix
+    (some Chula images are PNG files named .jpg)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Received {str(path)!r}, which is not a file; accepted: an image file "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            data = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                data = np.asarray(im.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is bad input
+        raise InputError(f"Could not read {str(path)!r} as an image ({type(exc).__name__}); accepted: "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))}.") from None
+    return to_rgb_uint8(data)
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Files and folders (searched for images, sorted) → list of image paths; InputError if none."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"Received {str(p)!r}, which does not exist; accepted: image files or folders.")
+    if not out:
+        raise InputError(f"Found no images in {[str(p) for p in paths]}; accepted: "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files or folders holding them.")
+    return out

@@ -1,0 +1,40 @@
+"""Shared fixtures. Nothing here (or in any test) touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
+
+SHARED_DATA = Path(os.environ.get("NAPARI_REDDINO_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it are skipped when it is absent."""
+    if not (SHARED_DATA / "chula-rbc-12").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """A small random-init DINOv2-architecture ViT (patch 14, 56 px, 64-d) built with timm, like the
+    published RedDino models but small enough for tests."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=64,
+                              depth=2, num_heads=2, num_classes=0)
+    return model.eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,84 @@
+"""Per-cell tables and crops."""
+
+import numpy as np
+import pytest
+
+from napari_reddino.cells import cell_table, check_labels, crop_cells, drop_border_cells, padded_crop
+from napari_reddino.images import InputError
+
+
+@pytest.fixture
+def two_cells():
+    labels = np.zeros((40, 50), np.int32)
+    labels[10:20, 10:30] = 1  # 10 x 20 rectangle
+    yy, xx = np.mgrid[:40, :50]
+    labels[(yy - 30) ** 2 + (xx - 40) ** 2 <= 16] = 2  # disc of radius 4
+    image = np.zeros((40, 50, 3), np.uint8)
+    image[labels == 1] = (255, 0, 0)
+    image[labels == 2] = (0, 0, 255)
+    return image, labels
+
+
+def test_cell_table_measures_each_cell(two_cells):
+    image, labels = two_cells
+    t = cell_table(labels, image)
+    assert list(t.label) == [1, 2]
+    r = t.iloc[0]
+    assert (r.centroid_y, r.centroid_x) == pytest.approx((14.5, 19.5))
+    assert (r.bbox_y0, r.bbox_x0, r.bbox_y1, r.bbox_x1) == (10, 10, 20, 30)
+    assert r.area == 200 and r.mean_r == pytest.approx(1.0) and r.mean_b == pytest.approx(0.0)
+    assert t.iloc[1].mean_b == pytest.approx(1.0)
+    assert t.iloc[1].eccentricity < 0.3 < r.eccentricity  # disc vs elongated rectangle
+
+
+def test_cell_table_without_image_has_nan_colour(two_cells):
+    t = cell_table(two_cells[1])
+    assert t.mean_r.isna().all() and len(t) == 2
+
+
+def test_labels_must_match_image(two_cells):
+    image, labels = two_cells
+    with pytest.raises(InputError, match="height and width"):
+        cell_table(labels[:-1], image)
+    with pytest.raises(InputError, match="2D integer"):
+        check_labels(np.zeros((4, 4), np.float32))
+
+
+def test_drop_border_cells():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:3, 0:3] = 1
+    labels[4:6, 4:6] = 2
+    labels[7:10, 8:10] = 3
+    assert set(np.unique(drop_border_cells(labels))) == {0, 2}
+
+
+def test_crop_cells_bbox_and_square_with_padding(two_cells):
+    image, labels = two_cells
+    crops = dict(crop_cells(image, labels))
+    assert crops[1].shape == (10, 20, 3) and (crops[1][..., 0] == 255).all()
+    square = dict(crop_cells(image, labels, pad_square=True, margin=0.5))
+    assert square[1].shape[0] == square[1].shape[1] == 40
+    # cell 2 sits near the border: the square box leaves the image and is padded with 0
+    assert square[2].shape[0] == square[2].shape[1]
+
+
+def test_crop_cells_masks_neighbours():
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:15, 5:10] = 1
+    labels[5:15, 10:15] = 2
+    image = np.full((20, 20, 3), 100, np.uint8)
+    crop = dict(crop_cells(image, labels, pad_square=True, margin=0.2, mask_neighbours=True))[1]
+    assert (crop == 0).any() and (crop == 100).any()
+    unmasked = dict(crop_cells(image, labels, pad_square=True, margin=0.2))[1]
+    assert (unmasked == 100).sum() > (crop == 100).sum()
+
+
+def test_crop_cells_subset_and_missing_labels(two_cells):
+    image, labels = two_cells
+    assert [lab for lab, _ in crop_cells(image, labels, label_ids=[2, 7])] == [2]
+
+
+def test_padded_crop_outside_image():
+    img = np.arange(16).reshape(4, 4)
+    out = padded_crop(img, -1, -1, 2, 2, fill=-5)
+    assert out.tolist() == [[-5, -5, -5], [-5, 0, 1], [-5, 4, 5]]

@@ -1,0 +1,1 @@
+"""The RedDino paper's evaluation protocol on labelled cells (see ``run.evaluate``)."""

@@ -1,0 +1,138 @@
+"""`reddino-train prepare`: patches with background dropped, cell crops, manifest rows, the dataset reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from napari_reddino.images import InputError, read_image
+from napari_reddino.sample_data import synthetic_smear
+from reddino_train.cli import main
+from reddino_train.data import prepare as prep
+from reddino_train.data.dataset import SmearDataset
+from reddino_train.data.prepare import iter_prepare
+from napari_reddino._progress import run
+
+
+@pytest.fixture(scope="module")
+def smear():
+    """A 448x672 synthetic smear (2x3 patches of 224) whose top-right patch is bare glass and whose
+    bottom-right patch is outside the field of view (black)."""
+    image, labels, classes = synthetic_smear(seed=0, shape=(448, 672))
+    image = image.copy()
+    glass = np.median(image[labels == 0], axis=0)
+    noise = np.random.default_rng(0).normal(0, 3, (224, 224, 3))
+    image[0:224, 448:672] = np.clip(glass + noise, 0, 255).astype(np.uint8)
+    image[224:448, 448:672] = np.random.default_rng(1).integers(0, 12, (224, 224, 3), dtype=np.uint8)
+    labels = labels.copy()
+    labels[:, 448:] = 0
+    return image, labels, classes
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory, smear):
+    """A Chula-like folder: images/ (one PNG named .jpg, the Chula trap) and labels/ with cell centres."""
+    root = tmp_path_factory.mktemp("src") / "mysmears"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(smear[0]).save(root / "images" / "7.jpg", format="PNG")
+    Image.fromarray(smear[0][:, ::-1]).save(root / "images" / "8.png")
+    return root
+
+
+def test_patches_keep_cells_drop_glass_and_dark_and_match_the_source(tmp_path, src, smear):
+    manifest = run(iter_prepare([src], tmp_path / "set", patches=True))
+    rows = manifest[manifest.image == "images/7.jpg"]
+    assert list(manifest.columns) == prep.MANIFEST_COLUMNS
+    assert set(manifest.source) == {"mysmears"} and set(manifest.kind) == {"patch"}
+    assert sorted(zip(rows.y0, rows.x0)) == [(0, 0), (0, 224), (224, 0), (224, 224)]  # glass and black dropped
+    assert (rows.y1 - rows.y0 == 224).all() and (rows.x1 - rows.x0 == 224).all()
+    assert (rows.foreground >= 0.05).all() and (rows.label == 0).all()
+    for r in rows.itertuples():  # the file is exactly that region of the source, in RGB
+        np.testing.assert_array_equal(read_image(tmp_path / "set" / r.path), smear[0][r.y0:r.y1, r.x0:r.x1])
+    mirrored = manifest[manifest.image == "images/8.png"]  # flipped: the empty column is now the first
+    assert sorted(zip(mirrored.y0, mirrored.x0)) == [(0, 224), (0, 448), (224, 224), (224, 448)]
+    assert pd.read_csv(tmp_path / "set" / "manifest.csv").shape == manifest.shape
+
+
+def test_glass_has_no_stain_and_cells_do(smear):
+    image, labels, _ = smear
+    od = prep.stain_density(image)
+    assert np.mean(od[0:224, 448:672] > prep.STAIN_OD) < 0.01
+    inside = labels[:, :448] > 0
+    assert np.mean(od[:, :448][inside] > prep.STAIN_OD) > 0.6
+
+
+def test_cells_rows_boxes_and_classes(tmp_path, src, smear, monkeypatch):
+    """Ground-truth labels in place of the segmentation: every non-border cell once, box = its bbox,
+    class from Chula-style centre labels."""
+    import napari_reddino.segment as seg
+    from scipy import ndimage
+
+    image, labels, _ = smear
+    monkeypatch.setattr(seg, "segment", lambda rgb, backend="threshold", **kw: labels if rgb[0, 0, 0] == image[0, 0, 0]
+                        else labels[:, ::-1])
+    centre = ndimage.center_of_mass(labels > 0, labels, [5, 9])
+    (src / "labels").mkdir(exist_ok=True)
+    (src / "labels" / "7.txt").write_text("".join(f"{x:.1f} {y:.1f} {c}\n" for (y, x), c in zip(centre, [3, 12])))
+    manifest = run(iter_prepare([src / "images" / "7.jpg"], tmp_path / "cells", patches=False, cells="threshold"))
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))) - {0}
+    expected = set(np.unique(labels)) - {0} - border
+    assert set(manifest.label) == expected and len(manifest) == len(expected)
+    assert set(manifest.source) == {"images"} and set(manifest.kind) == {"cell"}
+    for r in manifest.itertuples():
+        ys, xs = np.nonzero(labels == r.label)
+        assert (r.y0, r.x0, r.y1, r.x1) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+        assert read_image(tmp_path / "cells" / r.path).shape == (r.y1 - r.y0, r.x1 - r.x0, 3)
+    classes = dict(zip(manifest.label, manifest["class"]))
+    assert {k: v for k, v in classes.items() if v >= 0} == {k: c for k, c in ((5, 3), (9, 12)) if k in expected}
+
+
+def test_cells_from_the_threshold_segmentation(tmp_path):
+    image, labels, _ = synthetic_smear(seed=1, shape=(448, 448))
+    Image.fromarray(image).save(tmp_path / "s.png")
+    manifest = run(iter_prepare([tmp_path / "s.png"], tmp_path / "t", patches=True, cells="threshold"))
+    cells = manifest[manifest.kind == "cell"]
+    assert (manifest.kind == "patch").sum() == 4 and len(cells) > 0.5 * labels.max()
+    for r in cells.itertuples():  # every crop holds mostly one ground-truth cell
+        ids, counts = np.unique(labels[r.y0:r.y1, r.x0:r.x1], return_counts=True)
+        assert counts[ids > 0].max() > 0.3 * (r.y1 - r.y0) * (r.x1 - r.x0)
+
+
+def test_max_per_image_and_limit(tmp_path, src):
+    manifest = run(iter_prepare([src], tmp_path / "q", max_per_image=2, limit=1, seed=3))
+    assert len(manifest) == 2 and manifest.image.nunique() == 1
+
+
+def test_dataset_reads_rgb_and_applies_the_transform(tmp_path, src, smear):
+    run(iter_prepare([src], tmp_path / "d"))
+    data = SmearDataset(tmp_path / "d")
+    assert len(data) == 8
+    first = data.table.iloc[0]
+    np.testing.assert_array_equal(data[0], smear[0][first.y0:first.y1, first.x0:first.x1]
+                                  if first.image == "images/7.jpg" else data[0])
+    shapes = SmearDataset(tmp_path / "d", transform=lambda a: a.shape)
+    assert shapes[3] == (224, 224, 3)
+    assert len(SmearDataset(tmp_path / "d", kinds="patch")) == 8
+    with pytest.raises(InputError, match="no samples"):
+        SmearDataset(tmp_path / "d", kinds="cell")
+    with pytest.raises(InputError, match="manifest.csv"):
+        SmearDataset(tmp_path)
+
+
+def test_bad_input_is_one_line(tmp_path, src):
+    with pytest.raises(InputError, match="accepted"):
+        run(iter_prepare([src], tmp_path / "x", patches=False))
+    with pytest.raises(InputError, match="accepted"):
+        run(iter_prepare([src], tmp_path / "x", cells="watershed"))
+
+
+def test_cli_prepare_and_its_errors(tmp_path, src, capsys):
+    assert main(["prepare", str(src), "--out", str(tmp_path / "c"), "--patch-size", "112"]) == 0
+    manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
+    assert len(manifest) > 8 and (manifest.y1 - manifest.y0 == 112).all()
+    assert "samples from 2 images" in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reddino-train prepare: error:") and "\n" not in err

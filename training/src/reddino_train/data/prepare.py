@@ -1,0 +1,164 @@
+"""Build a training set from folders of smear images: non-overlapping patches and/or single-cell crops.
+
+Output folder: ``manifest.csv`` (one row per sample, :data:`MANIFEST_COLUMNS`) and the samples as PNG files
+under ``patches/<source>/`` and ``cells/<source>/``. ``source`` is the name of the SRC folder given (one row
+per dataset), ``image`` the source image's path relative to it. Images are read by content (some Chula
+images are PNG files named .jpg) and always as RGB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino._progress import Progress
+from napari_reddino.images import InputError, expand_inputs, read_image
+
+MANIFEST_COLUMNS = ["path", "source", "image", "kind", "y0", "x0", "y1", "x1", "label", "class", "foreground"]
+CELL_BACKENDS = ("threshold", "cellpose")
+# Optical density (log10 of local background / pixel, largest over R, G, B) above which a pixel is stained:
+# 0.06 = 13% less light. Looked at on the development data: above JPEG noise and uneven illumination, below
+# the rims of the palest (thalassaemic) cells.
+STAIN_OD = 0.06
+DARK_OD = 1.0  # 10x darker than the image's glass: outside the field of view (black corners), not a cell
+
+
+def local_background(rgb: np.ndarray) -> np.ndarray:
+    """The glass behind every pixel (H, W, 3) float32: brightfield glass transmits the most light, so the
+    brightest colour in a window larger than a cell (a quarter of the short side), smoothed. Local rather than
+    global because illumination is uneven (vignetting) across many smears."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    f = max(1, min(h, w) // 120)  # work at ~120 px on the short side: fast, and averages out pixel noise
+    small = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    win = max(3, min(small.shape[:2]) // 4)
+    bg = cv2.dilate(small, np.ones((win, win), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    bg = cv2.blur(bg, (win, win), borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def stain_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel optical density relative to the local background, the largest over R, G, B: (H, W) float32."""
+    ratio = (local_background(rgb) + 1.0) / (rgb.astype(np.float32) + 1.0)
+    return np.log10(ratio.max(axis=-1))  # log after the max: monotone, and a third of the work
+
+
+def iter_patch_boxes(rgb: np.ndarray, size: int, min_foreground: float):
+    """Yield ``(y0, x0, foreground_fraction)`` for the non-overlapping size x size patches worth keeping:
+    at least ``min_foreground`` stained pixels and at most half of them outside the field of view."""
+    od = stain_density(rgb)
+    lum = rgb.max(axis=-1)
+    dark = lum < (np.percentile(lum[::4, ::4], 90) + 1.0) / 10**DARK_OD - 1.0
+    h, w = od.shape
+    for y0 in range(0, h - size + 1, size):
+        for x0 in range(0, w - size + 1, size):
+            fg = float(np.mean(od[y0:y0 + size, x0:x0 + size] > STAIN_OD))
+            if fg >= min_foreground and np.mean(dark[y0:y0 + size, x0:x0 + size]) <= 0.5:
+                yield y0, x0, fg
+
+
+def cell_boxes(labels: np.ndarray):
+    """``(label, y0, x0, y1, x1)`` of every cell not touching the image border (cut cells are partial)."""
+    from scipy import ndimage
+
+    from napari_reddino.cells import drop_border_cells
+
+    labels = drop_border_cells(labels)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            yield i, sl[0].start, sl[1].start, sl[0].stop, sl[1].stop
+
+
+def point_classes(image_path: Path) -> np.ndarray | None:
+    """Chula-style labels beside ``images/``: ``labels/<stem>.txt`` with ``x y class`` per line, else None."""
+    txt = image_path.parent.parent / "labels" / f"{image_path.stem}.txt"
+    if image_path.parent.name != "images" or not txt.is_file():
+        return None
+    rows = [line.split() for line in txt.read_text().splitlines() if line.strip()]
+    return np.array([[float(v) for v in r[:3]] for r in rows if len(r) >= 3]).reshape(-1, 3)
+
+
+def _class_of_cells(labels: np.ndarray, points: np.ndarray | None) -> dict[int, int]:
+    """label -> class id for each cell holding exactly one labelled centre."""
+    if points is None or not len(points):
+        return {}
+    h, w = labels.shape
+    xs = np.clip(points[:, 0].round().astype(int), 0, w - 1)
+    ys = np.clip(points[:, 1].round().astype(int), 0, h - 1)
+    hit = labels[ys, xs]
+    ids, counts = np.unique(hit[hit > 0], return_counts=True)
+    once = set(ids[counts == 1].tolist())
+    return {int(lab): int(c) for lab, c in zip(hit, points[:, 2]) if lab in once}
+
+
+def _save_png(array: np.ndarray, path: Path):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=3)
+
+
+def _pick(items: list, k: int | None, rng) -> list:
+    if k is None or len(items) <= k:
+        return items
+    return [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))]
+
+
+def list_sources(sources, limit: int | None = None) -> list[tuple[str, Path, Path]]:
+    """``(source name, source folder, image path)`` for every image; ``limit`` = at most that many images per
+    source, evenly spaced over its sorted list (so a quick set still spans the whole folder)."""
+    out = []
+    for src in map(Path, sources):
+        root = src if src.is_dir() else src.parent
+        images = expand_inputs([src])
+        if limit is not None and len(images) > limit:
+            images = [images[i] for i in np.linspace(0, len(images) - 1, limit).round().astype(int)]
+        out += [(root.resolve().name, root, p) for p in images]
+    return out
+
+
+def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, patch_size: int = 224,
+                 min_foreground: float = 0.05, max_per_image: int | None = None, limit: int | None = None,
+                 seed: int = 0, segment_options: dict | None = None):
+    """Progress generator (one step per source image) that writes the training set and returns the manifest."""
+    if not patches and cells is None:
+        raise InputError("Received neither patches nor cells; accepted: --patches and/or --cells threshold|cellpose.")
+    if cells is not None and cells not in CELL_BACKENDS:
+        raise InputError(f"Received cells backend {cells!r}; accepted: {', '.join(CELL_BACKENDS)}.")
+    if patch_size < 14 or not 0 <= min_foreground <= 1:
+        raise InputError(f"Received patch size {patch_size}, min foreground {min_foreground}; accepted: a patch "
+                         "size >= 14 and a foreground fraction in [0, 1].")
+    if (max_per_image is not None and max_per_image < 1) or (limit is not None and limit < 1):
+        raise InputError(f"Received max_per_image={max_per_image}, limit={limit}; accepted: positive integers.")
+    out = Path(out)
+    items = list_sources(sources, limit)
+    rng = np.random.default_rng(seed)
+    rows = []
+    if cells is not None:
+        from napari_reddino.segment import segment  # heavy (cellpose): only when cells are asked for
+    for done, (source, root, path) in enumerate(items):
+        yield Progress(done, len(items), f"{source}: {path.name}")
+        rgb = read_image(path)
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        stem = Path(rel).with_suffix("").as_posix().replace("/", "__")
+        if patches:
+            boxes = _pick(list(iter_patch_boxes(rgb, patch_size, min_foreground)), max_per_image, rng)
+            for y0, x0, fg in boxes:
+                name = f"patches/{source}/{stem}_y{y0}_x{x0}.png"
+                _save_png(rgb[y0:y0 + patch_size, x0:x0 + patch_size], out / name)
+                rows.append((name, source, rel, "patch", y0, x0, y0 + patch_size, x0 + patch_size, 0, -1, fg))
+        if cells is not None:
+            labels = np.asarray(segment(rgb, backend=cells, **(segment_options or {})), dtype=np.int32)
+            classes = _class_of_cells(labels, point_classes(path))
+            for lab, y0, x0, y1, x1 in _pick(list(cell_boxes(labels)), max_per_image, rng):
+                name = f"cells/{source}/{stem}_c{lab}.png"
+                _save_png(np.ascontiguousarray(rgb[y0:y1, x0:x1]), out / name)  # the bounding box, as RedDino
+                rows.append((name, source, rel, "cell", y0, x0, y1, x1, lab, classes.get(lab, -1), np.nan))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    yield Progress(len(items), len(items), "done")
+    return manifest

@@ -28,8 +28,13 @@ def _isolated(tmp_path, monkeypatch):
 def vit():
     """DINOv2-like ViT with 64-d heads (so the head count is inferable like for real DINOv2 weights)."""
     torch.manual_seed(0)
-    return models.create_model("vit_small_patch14_dinov2", img_size=70, embed_dim=128, depth=2,
-                               num_heads=2).eval()
+    model = models.create_model("vit_small_patch14_dinov2", img_size=70, embed_dim=128, depth=2,
+                                num_heads=2).eval()
+    with torch.no_grad():  # LayerScale starts at 1e-5: lift it so the blocks (and head count) matter
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+    return model
 
 
 @pytest.fixture(scope="module")

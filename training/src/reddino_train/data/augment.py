@@ -107,7 +107,8 @@ class MultiCropAugmentation:
         self.reseed(seed)
 
     def reseed(self, seed=None):
-        gen, py = np.random.default_rng(seed), random.Random(seed if seed is not None else gen.integers(2**63))
+        gen = np.random.default_rng(seed)  # int, SeedSequence or None (fresh entropy)
+        py = random.Random(int(gen.integers(2**63)))
         for pipe in self.global_pipes + self.local_pipes:
             pipe.set_random_state(gen, py)
 

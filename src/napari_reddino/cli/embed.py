@@ -1,0 +1,107 @@
+"""``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
+image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels,
+paired with the images in order) or from segmenting on the fly (--segment threshold|cellpose)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_reddino.cli import UsageError
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("embed", help="RedDino features per cell → Parquet/CSV", description=__doc__)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    cells = p.add_mutually_exclusive_group(required=True)
+    cells.add_argument("--labels", nargs="+", help="label images (.tif/.png/.npy) or folders, one per image")
+    cells.add_argument("--segment", choices=["threshold", "cellpose"], help="segment the images first")
+    p.add_argument("--model", default=None,
+                   help="model spec (default: a cached RedDino, else the demo model); see `napari-reddino models list`")
+    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--pad-square", action="store_true", help="square crop with a margin (default: bounding box)")
+    p.add_argument("--mask-neighbours", action="store_true", help="blank other cells inside each crop")
+    p.set_defaults(func=run)
+
+
+def label_paths(items) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, items):
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in LABEL_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UsageError(f"received labels {str(p)!r}, which does not exist; accepted: label image files "
+                             f"({', '.join(LABEL_SUFFIXES)}) or folders")
+    return out
+
+
+def read_labels(path: Path, image_shape) -> np.ndarray:
+    from napari_reddino.cells import check_labels
+    from napari_reddino.images import InputError
+
+    try:
+        if path.suffix.lower() == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            data = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                data = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        raise InputError(f"Could not read labels {str(path)!r} ({type(exc).__name__}); accepted: a 2D integer "
+                         f"label image ({', '.join(LABEL_SUFFIXES)}).") from None
+    return check_labels(np.squeeze(data), image_shape)
+
+
+def run(args) -> int:
+    import sys
+
+    import pandas as pd
+
+    from napari_reddino._progress import run as drive
+    from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
+    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.models import default_spec, load_model
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise UsageError(f"received --out {args.out!r}; accepted: a .parquet or .csv file name")
+    if args.batch_size < 1:
+        raise UsageError(f"received --batch-size {args.batch_size}; accepted: an integer >= 1")
+    images = expand_inputs(args.images)
+    labels = label_paths(args.labels) if args.labels else None
+    if labels is not None and len(labels) != len(images):
+        raise UsageError(f"received {len(images)} images and {len(labels)} label images; accepted: one label "
+                         "image per image, in the same order")
+    spec = args.model or default_spec()
+    model = load_model(spec, device=args.device)
+    frames = []
+    for i, path in enumerate(images):
+        image = read_image(path)
+        if labels is not None:
+            lab = read_labels(labels[i], image.shape)
+        else:
+            from napari_reddino.segment import iter_segment
+
+            lab = drive(iter_segment(image, backend=args.segment), bar=True)
+        table, emb = drive(iter_embed_cells(image, lab, model, batch_size=args.batch_size,
+                                            precision=args.precision, pad_square=args.pad_square,
+                                            mask_neighbours=args.mask_neighbours), bar=True)
+        frames.append(embeddings_frame(table, emb, str(path)))
+        print(f"{path}: {len(table)} cells", file=sys.stderr)
+    frame = pd.concat(frames, ignore_index=True)
+    write_table(frame, out)
+    print(f"wrote {len(frame)} cells × {model.num_features} features ({spec}) to {out}")
+    return 0

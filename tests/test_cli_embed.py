@@ -1,0 +1,112 @@
+"""``napari-reddino embed`` and ``napari-reddino models`` in-process, on a locally saved tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from napari_reddino import embed, models
+from napari_reddino.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _empty_hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    models.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def smear_files(tmp_path_factory):
+    """Two synthetic smears (PNG) with their ground-truth labels (.npy and .tif), and a tiny model folder."""
+    import tifffile
+
+    from napari_reddino.sample_data import synthetic_smear
+
+    root = tmp_path_factory.mktemp("smears")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for seed in (0, 1):
+        image, labels, _ = synthetic_smear(seed, shape=(160, 200))
+        Image.fromarray(image).save(root / "images" / f"smear{seed}.png")
+        if seed == 0:
+            np.save(root / "labels" / "smear0.npy", labels)
+        else:
+            tifffile.imwrite(root / "labels" / "smear1.tif", labels)
+    torch.manual_seed(0)
+    vit = models.create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=64, depth=1, num_heads=1)
+    models.save_local_dir(vit.eval(), root / "model")
+    return root
+
+
+def test_embed_with_labels_writes_one_row_per_cell(smear_files, tmp_path, capsys):
+    root = smear_files
+    out = tmp_path / "cells.parquet"
+    code = main(["embed", str(root / "images"), "--labels", str(root / "labels"), "--model",
+                 f"local-dir:{root / 'model'}", "--out", str(out), "--precision", "fp32", "--batch-size", "4"])
+    assert code == 0
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["image", "label", "x", "y"] + [f"emb_{i}" for i in range(64)]
+    image = np.asarray(Image.open(root / "images" / "smear0.png"))
+    labels = np.load(root / "labels" / "smear0.npy")
+    table, emb = embed.embed_cells(image, labels, models.load_model(f"local-dir:{root / 'model'}"),
+                                   precision="fp32")
+    first = frame[frame["image"].str.endswith("smear0.png")]
+    assert len(first) == len(table) == len(np.unique(labels[labels > 0]))
+    np.testing.assert_array_equal(first["label"], table["label"])
+    np.testing.assert_allclose(first["x"], table["centroid_x"])
+    np.testing.assert_allclose(first[[f"emb_{i}" for i in range(64)]].to_numpy(), emb, atol=1e-6)
+    assert frame["image"].str.endswith("smear1.png").sum() > 0
+    assert f"wrote {len(frame)} cells" in capsys.readouterr().out
+
+
+def test_embed_segments_on_the_fly_to_csv(smear_files, tmp_path):
+    out = tmp_path / "cells.csv"
+    code = main(["embed", str(smear_files / "images" / "smear0.png"), "--segment", "threshold", "--model",
+                 str(smear_files / "model"), "--out", str(out)])
+    assert code == 0
+    frame = pd.read_csv(out)
+    assert len(frame) > 3 and frame["label"].is_unique and "emb_63" in frame
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--out", "cells.xlsx"], "accepted: a .parquet or .csv"),
+    (["--out", "c.csv", "--model", "hf-hub:Snarcy/RedDino-small"], "napari-reddino models download"),
+    (["--out", "c.csv", "--model", "nonsense"], "accepted: hf-hub:Snarcy/RedDino-small|base|large"),
+    (["--out", "c.csv", "--batch-size", "0"], "--batch-size"),
+    (["--out", "c.csv", "--precision", "fp8"], None),  # argparse's own usage error, also exit 2
+])
+def test_bad_input_exits_2_with_one_line(smear_files, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path / a) if a.endswith((".csv", ".xlsx")) else a for a in extra]
+    if "--model" not in extra:
+        extra += ["--model", str(smear_files / "model")]
+    try:
+        code = main(["embed", str(smear_files / "images"), "--labels", str(smear_files / "labels")] + extra)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "Traceback" not in err
+    if message:
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_mismatched_label_count(smear_files, capsys):
+    code = main(["embed", str(smear_files / "images"), "--labels", str(smear_files / "labels" / "smear0.npy"),
+                 "--model", str(smear_files / "model"), "--out", "x.csv"])
+    assert code == 2 and "2 images and 1 label images" in capsys.readouterr().err
+
+
+def test_models_list_and_offline_download(capsys, monkeypatch):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    for spec in ("hf-hub:Snarcy/RedDino-small", "hf-hub:Snarcy/RedDino-base", "hf-hub:Snarcy/RedDino-large"):
+        assert spec in out
+    assert "not cached" in out and "1024" in out and "cc-by-nc-4.0" in out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models", "download", "hf-hub:Snarcy/RedDino-base"]) == 2
+    assert "offline" in capsys.readouterr().err

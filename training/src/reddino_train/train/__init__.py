@@ -1,0 +1,1 @@
+"""The training run: loop, schedules, optimiser, checkpoints, processes."""

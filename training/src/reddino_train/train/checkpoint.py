@@ -1,0 +1,58 @@
+"""Checkpoints: one ``checkpoint.pt`` in the run folder, replaced atomically (write a temporary file, fsync,
+rename), holding models, optimiser, centre, step and RNG states. Read back with ``weights_only=True``: only
+tensors and plain containers are stored. The data position and the schedules follow from the step."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]),
+                   "gauss": py_state[2]},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(run_dir: Path, step: int, student, teacher, optimizer, extra: dict | None = None) -> Path:
+    """Write the state after ``step`` optimiser steps. Call on the main process only."""
+    path = Path(run_dir) / CHECKPOINT
+    tmp = path.with_name(f".{CHECKPOINT}.tmp")
+    state = {"step": int(step), "student": student.state_dict(), "teacher": teacher.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng": rng_state(), **(extra or {})}
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: Path, map_location="cpu") -> dict | None:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=True)

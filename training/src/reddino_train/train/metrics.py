@@ -1,0 +1,42 @@
+"""The per-step metrics CSV (one row per optimiser step) and the CLS feature rank."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+COLUMNS = ["step", "loss", "dino_loss", "ibot_loss", "koleo_loss", "lr", "wd", "momentum", "teacher_temp",
+           "cls_rank", "data_s", "step_s", "img_per_s"]
+
+
+@torch.no_grad()
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe effective rank exp(H(σ/Σσ)) of a (N, D) batch: near 1 when the features collapse, up to min(N, D)."""
+    s = torch.linalg.svdvals(features.detach().float())
+    p = s / s.sum().clamp(min=1e-12) + 1e-12
+    return round(float(torch.exp(-(p * p.log()).sum())), 3)
+
+
+class MetricsCSV:
+    """Appends rows; on resume drops rows past the checkpoint's step (written after it, before the kill)."""
+
+    def __init__(self, path: Path, truncate_after: int = 0):
+        self.path = Path(path)
+        rows = []
+        if truncate_after and self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= truncate_after]
+        self._f = self.path.open("w", newline="")
+        self._w = csv.DictWriter(self._f, fieldnames=COLUMNS, extrasaction="ignore")
+        self._w.writeheader()
+        self._w.writerows(rows)
+        self._f.flush()
+
+    def write(self, row: dict) -> None:
+        self._w.writerow(row)
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

@@ -1,0 +1,106 @@
+"""Dock "PCA overlay": an image layer + a model → RGB layer ``<image> PCA`` of the patch features'
+first three principal components, placed over the image (opacity 0.5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
+from napari.utils.notifications import show_info
+
+from napari_reddino._widgets._common import StepWidget, upsert_layer
+from napari_reddino.images import InputError
+
+if TYPE_CHECKING:
+    import napari
+
+FIT_THIS, FIT_REUSE = "this image", "reuse last fit"
+
+
+class PCAWidget(StepWidget):
+    title = "PCA overlay"
+
+    def __init__(self, napari_viewer: "napari.Viewer"):
+        super().__init__(napari_viewer)
+        from napari_reddino.models import default_spec
+
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.model_spec = LineEdit(label="model", value=default_spec())
+        self.model_spec.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
+        self.overlap = SpinBox(label="overlap (patches)", min=0, max=15, value=0)
+        self.overlap.tooltip = "Patches shared by neighbouring windows; more context at window edges, slower"
+        self.fit_mode = ComboBox(label="fit", choices=[FIT_THIS, FIT_REUSE], value=FIT_THIS)
+        self.fit_mode.tooltip = "Reuse the last fit so colours mean the same across images"
+        self.background = ComboBox(label="background", choices=["black", "transparent"], value="black")
+        self.upsample = CheckBox(label="upsample to image resolution", value=False)
+        self.form.extend([self.image, self.model_spec, self.overlap, self.fit_mode, self.background,
+                          self.upsample])
+        self.last_fit = None  # (model spec, PatchPCA)
+        self._job = None
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _refresh_images(self, *_):
+        self.image.reset_choices()
+        if self.image.value is None and len(self.image.choices) > 1:
+            self.image.value = self.image.choices[-1]
+
+    def _image_layers(self, *_):
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
+
+    def prepare(self):
+        layer = self.image.value
+        if layer is None:
+            raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
+        data = layer.data[0] if layer.multiscale else layer.data
+        if layer.ndim != 2 and not (layer.rgb and layer.ndim == 2):
+            raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
+                             "gray or RGB image layer.")
+        spec = self.model_spec.value.strip()
+        fit = None
+        if self.fit_mode.value == FIT_REUSE:
+            if self.last_fit is None:
+                show_info("PCA overlay: no previous fit yet, fitting on this image")
+            elif self.last_fit[0] != spec:
+                raise InputError(f"Received model {spec!r} but the last fit used {self.last_fit[0]!r}; "
+                                 "accepted: the same model, or fit on this image.")
+            else:
+                fit = self.last_fit[1]
+        self._job = dict(data=np.asarray(data), name=layer.name, scale=tuple(layer.scale[-2:]),
+                         translate=tuple(layer.translate[-2:]), spec=spec, fit=fit,
+                         overlap=int(self.overlap.value), background=self.background.value,
+                         upsample=bool(self.upsample.value))
+        return True
+
+    def work(self):
+        from napari_reddino._progress import Progress
+        from napari_reddino.models import load_model
+        from napari_reddino.pca import iter_pca_overlay
+
+        job = self._job
+        yield Progress(0, 1, "loading model")
+        model = load_model(job["spec"])
+        overlay = yield from iter_pca_overlay(job["data"], model, job["fit"], background=job["background"],
+                                              upsample=job["upsample"], overlap=job["overlap"])
+        return job, overlay
+
+    def show(self, result) -> None:
+        from napari_reddino.pca import overlay_scale_translate
+
+        job, overlay = result
+        self.last_fit = (job["spec"], overlay.fit)
+        scale, translate = overlay_scale_translate(overlay.patch, job["scale"], job["translate"],
+                                                   upsampled=overlay.upsampled)
+        data = np.round(overlay.rgb * 255).astype(np.uint8)
+        name = f"{job['name']} PCA"
+        if name in self.viewer.layers and self.viewer.layers[name].data.shape[-1] != data.shape[-1]:
+            self.viewer.layers.remove(name)  # RGB <-> RGBA: a fresh layer, napari won't switch in place
+        upsert_layer(self.viewer, name, "image", data, rgb=True, opacity=0.5, scale=scale,
+                     translate=translate, metadata={"reddino_pca": {
+                         "model": job["spec"], "image": job["name"], "patch": overlay.patch,
+                         "upsampled": overlay.upsampled, "background": job["background"]}})

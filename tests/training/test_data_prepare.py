@@ -103,6 +103,10 @@ def test_cells_from_the_threshold_segmentation(tmp_path):
 def test_max_per_image_and_limit(tmp_path, src):
     manifest = run(iter_prepare([src], tmp_path / "q", max_per_image=2, limit=1, seed=3))
     assert len(manifest) == 2 and manifest.image.nunique() == 1
+    more = run(iter_prepare([src], tmp_path / "q", max_per_image=1, limit=2, seed=4, append=True))
+    assert more.image.nunique() == 2 and more.path.is_unique
+    assert set(more.path) >= set(manifest.path) and len(more) >= 3
+    assert len(pd.read_csv(tmp_path / "q" / "manifest.csv")) == len(more)
 
 
 def test_dataset_reads_rgb_and_applies_the_transform(tmp_path, src, smear):

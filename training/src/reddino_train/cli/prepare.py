@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-per-image", type=int, default=None, help="at most N patches and N cells per image "
                                                                   "(random, seeded)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per SRC, evenly spaced (quick sets)")
+    p.add_argument("--append", action="store_true", help="add to the manifest already in --out (a set built in "
+                                                            "several runs with different options)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -33,7 +35,8 @@ def run(args) -> int:
     patches = args.patches or args.cells is None
     manifest = run_progress(iter_prepare(
         args.sources, args.out, patches=patches, cells=args.cells, patch_size=args.patch_size,
-        min_foreground=args.min_foreground, max_per_image=args.max_per_image, limit=args.limit, seed=args.seed),
+        min_foreground=args.min_foreground, max_per_image=args.max_per_image, limit=args.limit, seed=args.seed,
+        append=args.append),
         bar=True)
     counts = manifest.groupby(["source", "kind"]).size() if len(manifest) else {}
     for (source, kind), n in dict(counts).items():

@@ -122,8 +122,10 @@ def list_sources(sources, limit: int | None = None) -> list[tuple[str, Path, Pat
 
 def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, patch_size: int = 224,
                  min_foreground: float = 0.05, max_per_image: int | None = None, limit: int | None = None,
-                 seed: int = 0, segment_options: dict | None = None):
-    """Progress generator (one step per source image) that writes the training set and returns the manifest."""
+                 seed: int = 0, segment_options: dict | None = None, append: bool = False):
+    """Progress generator (one step per source image) that writes the training set and returns the manifest.
+    ``append`` keeps the rows of an existing manifest in ``out`` (a set built in several runs, each with its
+    own options); rows for the same file are replaced."""
     if not patches and cells is None:
         raise InputError("Received neither patches nor cells; accepted: --patches and/or --cells threshold|cellpose.")
     if cells is not None and cells not in CELL_BACKENDS:
@@ -158,6 +160,9 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
                 _save_png(np.ascontiguousarray(rgb[y0:y1, x0:x1]), out / name)  # the bounding box, as RedDino
                 rows.append((name, source, rel, "cell", y0, x0, y1, x1, lab, classes.get(lab, -1), np.nan))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if append and (out / "manifest.csv").is_file():
+        old = pd.read_csv(out / "manifest.csv")
+        manifest = pd.concat([old[~old["path"].isin(manifest["path"])], manifest], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out / "manifest.csv", index=False)
     yield Progress(len(items), len(items), "done")

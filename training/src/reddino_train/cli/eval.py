@@ -36,14 +36,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run(args) -> int:
     from reddino_train.eval.protocol import PROTOCOLS
     from reddino_train.eval.run import evaluate
@@ -56,9 +48,9 @@ def run(args) -> int:
     rows = evaluate(args.model, args.dataset, args.out, protocols=protocols, exclude=exclude,
                     crop_size=args.crop_size, limit=args.limit, baselines=not args.no_baselines,
                     knn_metric=args.knn_metric, batch_size=args.batch_size, precision=args.precision,
-                    device=_device(args.device), download=args.download, cache_dir=args.cache_dir,
+                    device=args.device, download=args.download, cache_dir=args.cache_dir,
                     make_umap=not args.no_umap, seed=args.seed,
-                    command="reddino-train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+                    command="reddino-train eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
                     if len(sys.argv) > 1 and sys.argv[1] == "eval" else "")
     best = [r for r in rows if r["metric"] == "wf1" and r["classifier"] == "knn20"]
     for r in best:

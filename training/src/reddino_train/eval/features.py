@@ -40,12 +40,11 @@ def random_init_like(model, seed: int = 0):
 
     rand = copy.deepcopy(model)
     torch.manual_seed(seed)
-    if hasattr(rand, "init_weights"):  # timm VisionTransformer: its own init (trunc-normal pos/cls, etc.)
+    for m in rand.modules():  # every layer (conv, norms, LayerScale) back to its initial state ...
+        if hasattr(m, "reset_parameters") and m is not rand:
+            m.reset_parameters()
+    if hasattr(rand, "init_weights"):  # ... then timm's ViT scheme (trunc-normal linear/pos, tiny cls)
         rand.init_weights()
-    else:
-        for m in rand.modules():
-            if hasattr(m, "reset_parameters") and m is not rand:
-                m.reset_parameters()
     return rand.eval()
 
 

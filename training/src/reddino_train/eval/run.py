@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,49 +9,32 @@ from pathlib import Path
 import numpy as np
 
 from napari_reddino.images import InputError
-from reddino_train.eval import datasets, features, protocol, report
-
-
-def _cached(cache_dir, key: dict, compute):
-    """Feature matrices are the slow part; keep them by what produced them."""
-    if cache_dir is None:
-        return compute()
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / (hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + ".npy")
-    if path.is_file():
-        return np.load(path)
-    X = compute()
-    np.save(path, X)
-    return X
+from reddino_train.eval import cache, datasets, features, protocol, report
 
 
 def feature_sets(cells, model_spec, baselines=True, batch_size=64, precision="auto", device="cpu",
-                 download=False, cache_dir=None, key=None, log=sys.stderr) -> tuple[dict, dict]:
+                 download=False, cache_dir=None, key=None, seed=0, log=sys.stderr) -> tuple[dict, dict]:
     """``{name: (X, standardise)}`` in report order, and ``{name: seconds}`` spent extracting."""
-    key = dict(key or {}, n=len(cells))
-    sets, seconds, model = {}, {}, None
+    from napari_reddino.models import load_model
 
-    def get_model():
-        nonlocal model
-        if model is None:
-            from napari_reddino.models import load_model
+    key = dict(key or {}, n=len(cells), cells=cache.digest(cells.y, cells.groups))
+    model = load_model(model_spec, device=device, download=download)
+    sets, seconds = {}, {}
 
-            model = load_model(model_spec, device=device, download=download)
-        return model
-
-    def timed(name, compute, standardise):
+    def timed(name, k, compute, standardise):
         t0 = time.perf_counter()
-        print(f"{name}: extracting features of {len(cells)} cells", file=log, flush=True)
-        sets[name] = (_cached(cache_dir, dict(key, features=name), compute), standardise)
+        print(f"{name}: features of {len(cells)} cells", file=log, flush=True)
+        sets[name] = (cache.cached_array(cache_dir, dict(k, features=name), compute), standardise)
         seconds[name] = time.perf_counter() - t0
 
-    timed(model_spec, lambda: features.model_features(cells.crops, get_model(), batch_size, precision,
-                                                      log=log), False)
+    timed(model_spec, dict(key, model=model_spec, weights=cache.weights_signature(model)), lambda: features.model_features(
+        cells.crops, model, batch_size, precision, log=log), False)
     if baselines:
-        timed("random-init", lambda: features.model_features(
-            cells.crops, features.random_init_like(get_model()), batch_size, precision, log=log), False)
-        timed("handcrafted", lambda: features.handcrafted_features(cells.crops, cells.thresholds), True)
+        # random weights depend on the architecture and seed only: shared by every model of that shape
+        timed("random-init", dict(key, arch=cache.arch_signature(model), seed=seed), lambda: features.model_features(
+            cells.crops, features.random_init_like(model, seed), batch_size, precision, log=log), False)
+        timed("handcrafted", {k: v for k, v in key.items() if k != "precision"},
+              lambda: features.handcrafted_features(cells.crops, cells.thresholds), True)
     return sets, seconds
 
 
@@ -72,10 +53,9 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
     if "loso" in protocols and (cells.sources is None or len(np.unique(cells.sources)) < 2):
         if len(protocols) > 1:  # 'all' on a dataset without sources: run what can run
             protocols = [p for p in protocols if p != "loso"]
-    key = {"model": model_spec, "dataset": dataset_spec, "crop": crop_size, "limit": limit, "seed": seed,
-           "precision": precision}
+    key = {"dataset": dataset_spec, "crop": crop_size, "limit": limit, "precision": precision}
     sets, seconds = feature_sets(cells, model_spec, baselines, batch_size, precision, device, download,
-                                 cache_dir, key, log)
+                                 cache_dir, key, seed, log)
     keep = np.flatnonzero(~np.isin(cells.y, drop))
     cells = cells.subset(keep)
     sets = {k: (X[keep], s) for k, (X, s) in sets.items()}
@@ -85,7 +65,11 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
         splits = protocol.make_splits(p, cells.y, cells.groups, cells.sources, n_splits)
         for name, (X, standardise) in sets.items():
             print(f"{p} / {name}: {X.shape[1]} features, {len(splits)} folds", file=log, flush=True)
-            res = protocol.run_protocol(X, cells.y, splits, metric=knn_metric, standardise=standardise, log=log)
+            res = {}
+            for clf in protocol.CLASSIFIERS:
+                rkey = [cache.digest(X, cells.y, *[te for _, te in splits]), clf, knn_metric, standardise]
+                res[clf] = cache.cached_result(cache_dir, rkey, lambda: protocol.run_protocol(
+                    X, cells.y, splits, [clf], knn_metric, standardise, log)[clf])
             rows += protocol.summarise(name, p, res)
             preds.setdefault(p, {})[name] = res["linear"]["pred"]
 

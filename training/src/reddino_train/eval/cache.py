@@ -1,0 +1,66 @@
+"""Content-addressed cache for the slow parts of an evaluation (feature matrices, linear-probe folds), so
+re-running with other classes excluded, or for another model of the same architecture, redoes only what
+changed. Keys are JSON of what produced the value; results are keyed by the data they were computed on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def digest(*parts) -> str:
+    h = hashlib.sha1()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def arch_signature(model) -> str:
+    """What fixes a random-init model's weights besides the seed: class, tensor names/shapes, input
+    geometry and normalisation."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    return digest(type(model).__name__, shapes, cfg.get("input_size"), cfg.get("mean"), cfg.get("std"))
+
+
+def weights_signature(model) -> str:
+    """Cheap fingerprint of the weights themselves (a retrained model under the same spec is new)."""
+    import torch
+
+    with torch.no_grad():
+        stats = [(k, tuple(v.shape), float(v.double().sum()), float(v.double().abs().sum()))
+                 for k, v in model.state_dict().items() if v.is_floating_point()]
+    return digest(stats)
+
+
+def cached_array(cache_dir, key, compute) -> np.ndarray:
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"features-{digest(key)}.npy"
+    if path.is_file():
+        return np.load(path)
+    X = np.asarray(compute())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, X)
+    return X
+
+
+def cached_result(cache_dir, key, compute) -> dict:
+    """``{"folds": [score dicts], "pred": int array}`` as :func:`protocol.run_protocol` gives per classifier."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"result-{digest(key)}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {"folds": json.loads(str(z["folds"])), "pred": z["pred"]}
+    res = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, folds=json.dumps(res["folds"]), pred=res["pred"])
+    return res

@@ -1,0 +1,190 @@
+"""The whole chain, headless: segment → per-cell RedDino features → PCA overlay → UMAP.
+
+Used by ``napari-reddino run`` (and so the README's main job) and by the "Run the whole pipeline" dock.
+Each step is the core module's own function; this file only sequences them and writes the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino._progress import Progress
+from napari_reddino.images import InputError, to_rgb_uint8
+
+STEPS = ("segment", "embed", "pca", "umap")
+
+
+@dataclass
+class PipelineOptions:
+    backend: str = "threshold"
+    diameter: float | None = None
+    drop_border: bool = False
+    model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)
+    precision: str = "auto"
+    batch_size: int = 32
+    pca_overlap: int = 0
+    steps: tuple[str, ...] = STEPS
+    seed: int = 0
+
+
+@dataclass
+class SmearResult:
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8
+    labels: np.ndarray | None = None
+    table: pd.DataFrame | None = None  # one row per cell (cells.cell_table columns)
+    embeddings: np.ndarray | None = None  # (N, D), rows aligned with table
+    pca: np.ndarray | None = None  # (gh, gw, 3) float overlay on the patch grid
+    patch: int | None = None
+
+
+@dataclass
+class PipelineResult:
+    smears: list[SmearResult]
+    model: str | None = None
+    umap: np.ndarray | None = None  # (sum N, 2), smears' cells in order
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    def cells(self) -> pd.DataFrame:
+        """Pooled cell table: image, label, centroid, morphology, and UMAP coordinates if computed."""
+        tables = [s.table.assign(image=s.name) for s in self.smears if s.table is not None]
+        if not tables:
+            return pd.DataFrame()
+        df = pd.concat(tables, ignore_index=True)
+        df = df[["image"] + [c for c in df.columns if c != "image"]]
+        if self.umap is not None and len(self.umap) == len(df):
+            df["umap_x"], df["umap_y"] = self.umap[:, 0], self.umap[:, 1]
+        return df
+
+
+def iter_pipeline(images, options: PipelineOptions | None = None):
+    """Progress generator over ``images`` = [(name, array), ...]; returns a :class:`PipelineResult`."""
+    from napari_reddino.cells import cell_table, drop_border_cells
+    from napari_reddino.segment import iter_segment
+
+    opts = options or PipelineOptions()
+    unknown = set(opts.steps) - set(STEPS)
+    if unknown:
+        raise InputError(f"Received steps {sorted(unknown)}; accepted: {', '.join(STEPS)}.")
+    smears = [SmearResult(name, to_rgb_uint8(data)) for name, data in images]
+    if not smears:
+        raise InputError("Received no images; accepted: one or more images.")
+    model, spec = None, None
+    if {"embed", "pca"} & set(opts.steps):
+        from napari_reddino import models
+
+        spec = opts.model or models.default_spec()
+        yield Progress(0, 1, f"Loading model {spec}")
+        model = models.load_model(spec)
+
+    for i, s in enumerate(smears):
+        tag = f"[{i + 1}/{len(smears)}] {s.name}"
+        seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
+        labels = yield from _tagged(iter_segment(s.image, opts.backend, **seg_opts), tag)
+        s.labels = drop_border_cells(labels) if opts.drop_border else labels
+        s.table = cell_table(s.labels, s.image)
+        if "embed" in opts.steps and len(s.table):
+            from napari_reddino.embed import iter_embed_cells
+
+            table, emb = yield from _tagged(iter_embed_cells(
+                s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision), tag)
+            s.embeddings = emb[_order(table["label"].to_numpy(), s.table["label"].to_numpy())]
+        if "pca" in opts.steps:
+            from napari_reddino.patch_features import iter_patch_features, model_patch_size
+            from napari_reddino.pca import fit_pca
+
+            grid = yield from _tagged(iter_patch_features(
+                s.image, model, overlap=opts.pca_overlap, precision=opts.precision), tag)
+            s.pca, s.patch = fit_pca(grid).transform(grid), model_patch_size(model)
+
+    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps))
+    with_emb = [s.embeddings for s in smears if s.embeddings is not None and len(s.embeddings)]
+    if "umap" in opts.steps and with_emb:
+        from napari_reddino.embedding import umap_embed
+
+        yield Progress(0, 1, "UMAP")
+        result.umap = umap_embed(np.concatenate(with_emb), seed=opts.seed)
+        yield Progress(1, 1, "UMAP")
+    return result
+
+
+def _tagged(gen, tag):
+    """Re-yield a step's progress with the image it belongs to; return the step's result."""
+    try:
+        while True:
+            p = next(gen)
+            yield Progress(p.done, p.total, f"{tag}: {p.message}" if p.message else tag)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _order(source_labels, wanted_labels) -> np.ndarray:
+    """Row indices into ``source_labels`` giving ``wanted_labels`` in order."""
+    index = {int(v): i for i, v in enumerate(source_labels)}
+    missing = [int(v) for v in wanted_labels if int(v) not in index]
+    if missing:
+        raise RuntimeError(f"embedding rows missing for labels {missing[:5]}")
+    return np.array([index[int(v)] for v in wanted_labels], dtype=int)
+
+
+def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
+    """Write what a person takes away: per image the labels TIFF, cell table, features and PCA overlay
+    (PNG at image resolution); for all images the pooled cell table and the UMAP plot."""
+    import tifffile
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for s in result.smears:
+        stem = Path(s.name).stem
+        if s.labels is not None:
+            dtype = np.uint16 if s.labels.max() < 2 ** 16 else np.uint32
+            tifffile.imwrite(out / f"{stem}_labels.tif", s.labels.astype(dtype), compression="zlib")
+            s.table.to_csv(out / f"{stem}_cells.csv", index=False)
+            written += [out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"]
+        if s.embeddings is not None:
+            feats = pd.DataFrame({"image": s.name, "label": s.table["label"].to_numpy(),
+                                  "x": s.table["centroid_x"].to_numpy(), "y": s.table["centroid_y"].to_numpy()})
+            emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
+            path = out / f"{stem}_features.parquet"
+            pd.concat([feats, emb], axis=1).to_parquet(path, index=False)
+            written.append(path)
+        if s.pca is not None:
+            from napari_reddino.pca import upsample_overlay
+
+            full = upsample_overlay(s.pca[..., :3], s.patch, s.image.shape)
+            png = (np.clip(full, 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(png).save(out / f"{stem}_pca.png")
+            written.append(out / f"{stem}_pca.png")
+    cells = result.cells()
+    if len(cells):
+        cells.to_csv(out / "cells.csv", index=False)
+        written.append(out / "cells.csv")
+    if result.umap is not None:
+        written.append(plot_umap(result.umap, cells, out / "umap.png"))
+    return written
+
+
+def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
+    """Scatter of the embedding, one colour per image (a class column is used when present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = "class" if "class" in cells.columns else "image"
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    for k, (name, idx) in enumerate(cells.groupby(by).indices.items()):
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=str(name))
+    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", title=f"RedDino cell embedding ({len(xy)} cells)")
+    if cells[by].nunique() <= 20:
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,95 @@
+"""The whole chain headless, and `napari-reddino run` (the README's main job) on a sample smear."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_reddino._progress import Progress, run
+from napari_reddino.cli import main
+from napari_reddino.images import InputError
+from napari_reddino.pipeline import PipelineOptions, iter_pipeline, write_outputs
+from napari_reddino.sample_data import synthetic_smear
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from napari_reddino.models import create_model, save_local_dir
+
+    path = tmp_path_factory.mktemp("model")
+    save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
+                   path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def smear():
+    image, truth, _ = synthetic_smear(seed=3, shape=(200, 260), n_white=1)
+    return image, truth
+
+
+def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
+    image, truth = smear
+    seen = []
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed", "pca"), precision="fp32")
+    result = run(iter_pipeline([("smear.png", image)], opts), callback=seen.append)
+    s = result.smears[0]
+    assert all(isinstance(p, Progress) for p in seen) and any("smear.png" in p.message for p in seen)
+    assert s.labels.shape == image.shape[:2] and len(s.table) == len(np.unique(s.labels)) - 1
+    assert len(s.table) >= 0.7 * (len(np.unique(truth)) - 1)  # the segmentation found most cells
+    assert s.embeddings.shape == (len(s.table), 48)
+    # rows stay aligned with labels: a cell's embedding equals embedding that cell alone
+    from napari_reddino.embed import embed_cells
+    from napari_reddino.models import load_model
+
+    one = s.table.label.iloc[len(s.table) // 2]
+    alone = np.where(s.labels == one, s.labels, 0)
+    _, emb_alone = embed_cells(image, alone, load_model(f"local-dir:{model_dir}"), precision="fp32")
+    np.testing.assert_allclose(s.embeddings[len(s.table) // 2], emb_alone[0], atol=1e-4)
+    assert s.pca.shape[:2] == (-(-200 // 14), -(-260 // 14))  # partial patches at the edge are covered and s.pca.shape[2] >= 3
+
+    written = {p.name for p in write_outputs(result, tmp_path)}
+    assert {"smear_labels.tif", "smear_cells.csv", "smear_features.parquet", "smear_pca.png", "cells.csv"} <= written
+    assert (tifffile.imread(tmp_path / "smear_labels.tif") == s.labels).all()
+    feats = pd.read_parquet(tmp_path / "smear_features.parquet")
+    assert list(feats.columns[:4]) == ["image", "label", "x", "y"] and feats.shape[1] == 4 + 48
+
+
+@pytest.mark.slow
+def test_pipeline_umap_pools_images(model_dir, smear):
+    image, _ = smear
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed", "umap"), precision="fp32")
+    result = run(iter_pipeline([("a.png", image), ("b.png", image[:, ::-1].copy())], opts))
+    cells = result.cells()
+    assert result.umap.shape == (len(cells), 2) and set(cells.image) == {"a.png", "b.png"}
+    assert {"umap_x", "umap_y"} <= set(cells.columns)
+
+
+def test_pipeline_refuses_bad_input(model_dir):
+    with pytest.raises(InputError, match="steps"):
+        run(iter_pipeline([("x", np.zeros((20, 20, 3), np.uint8))], PipelineOptions(steps=("segment", "dance"))))
+    with pytest.raises(InputError, match="Received"):
+        run(iter_pipeline([("x", np.zeros((2, 3, 4, 5)))], PipelineOptions(steps=("segment",))))
+
+
+def test_blank_image_gives_zero_cells_not_an_error(model_dir, tmp_path):
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed"))
+    result = run(iter_pipeline([("blank.png", np.full((120, 150, 3), 230, np.uint8))], opts))
+    assert len(result.smears[0].table) == 0
+    write_outputs(result, tmp_path)
+    assert (tmp_path / "blank_labels.tif").is_file()
+
+
+def test_cli_run_on_sample(model_dir, tmp_path, capsys):
+    code = main(["run", "--sample", "synthetic", "--out", str(tmp_path), "--model", f"local-dir:{model_dir}",
+                 "--no-umap"])
+    assert code == 0
+    assert (tmp_path / "synthetic_smear_pca.png").is_file() and (tmp_path / "cells.csv").is_file()
+    assert "cells" in capsys.readouterr().out
+
+
+def test_cli_run_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path)]) == 2
+    assert main(["run", str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("error:" in line for line in err)

@@ -72,7 +72,8 @@ class PatchPCA:
 
     def save(self, path) -> None:
         arrays = {k: np.asarray(v) for k, v in asdict(self).items() if k != "meta"}
-        np.savez(path, **arrays, meta=np.array(json.dumps(self.meta)))
+        with open(path, "wb") as fh:  # a handle keeps the name as given (np.savez would append .npz)
+            np.savez(fh, **arrays, meta=np.array(json.dumps(self.meta)))
 
     @classmethod
     def load(cls, path) -> "PatchPCA":

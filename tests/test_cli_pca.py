@@ -1,0 +1,64 @@
+"""``napari-reddino pca``: PNGs at image resolution, side-by-side views, joint / saved fits, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_reddino.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory, tiny_vit):
+    from napari_reddino.models import save_local_dir
+
+    return f"local-dir:{save_local_dir(tiny_vit, tmp_path_factory.mktemp('models') / 'tiny')}"
+
+
+@pytest.fixture
+def smears(tmp_path, rng):
+    paths = []
+    for name, shape in (("a.png", (61, 75, 3)), ("b.png", (45, 50, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    return paths
+
+
+def read(path):
+    return np.asarray(Image.open(path))
+
+
+def test_writes_overlay_and_side_by_side_at_image_resolution(tmp_path, smears, tiny_spec):
+    out = tmp_path / "out"
+    assert main(["pca", *map(str, smears), "--model", tiny_spec, "--out", str(out), "--overlap", "1"]) == 0
+    for path in smears:
+        image = read(path)
+        overlay = read(out / f"{path.stem}_pca.png")
+        side = read(out / f"{path.stem}_pca_side.png")
+        assert overlay.shape == image.shape
+        assert side.shape == (image.shape[0], 2 * image.shape[1] + 8, 3)
+        np.testing.assert_array_equal(side[:, :image.shape[1]], image)
+        np.testing.assert_array_equal(side[:, -image.shape[1]:], overlay)
+        assert (overlay == 0).all(axis=-1).any() and overlay.any()  # black background and coloured cells
+
+
+def test_a_saved_joint_fit_colours_a_later_image_the_same(tmp_path, smears, tiny_spec):
+    joint, later, alone = tmp_path / "joint", tmp_path / "later", tmp_path / "alone"
+    fit = tmp_path / "fit"
+    args = ["--model", tiny_spec, "--background", "transparent"]
+    assert main(["pca", *map(str, smears), *args, "--out", str(joint), "--save-fit", str(fit)]) == 0
+    assert main(["pca", str(smears[1]), *args, "--out", str(later), "--load-fit", str(fit)]) == 0
+    assert main(["pca", str(smears[1]), *args, "--out", str(alone), "--fit", "each"]) == 0
+    b_joint, b_later = read(joint / "b_pca.png"), read(later / "b_pca.png")
+    assert b_joint.shape == (45, 50, 4)  # transparent background: RGBA
+    np.testing.assert_array_equal(b_joint, b_later)
+    assert not np.array_equal(b_joint, read(alone / "b_pca.png"))  # its own fit colours it differently
+
+
+@pytest.mark.parametrize("extra", [["--tile", "50"], ["--load-fit", "missing.npz"], []])
+def test_bad_input_exits_2_with_one_line(tmp_path, smears, tiny_spec, capsys, extra):
+    target = [str(tmp_path / "nope.png")] if not extra else [str(smears[0])]
+    assert main(["pca", *target, "--model", tiny_spec, "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-reddino pca: error:") and "\n" not in err and "accepted" in err

@@ -1,0 +1,128 @@
+"""Cell segmentation: an image in, one integer label per cell out (0 = background).
+
+Backends: ``"threshold"`` (stain colour + watershed; no weights, CPU-fast) and ``"cellpose"`` (Cellpose 4 /
+Cellpose-SAM; see :mod:`napari_reddino.segment.cellpose`). Images larger than ``tile_size`` are cut into
+overlapping tiles: each tile keeps the cells whose centre lies in its own core, so every cell is taken
+whole from exactly one tile, and only one tile is in memory as float at a time (the input may be a
+memory-mapped or dask array).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_reddino._progress import Progress, run
+from napari_reddino.images import InputError, channel_axis
+
+BACKENDS = ("threshold", "cellpose")
+
+
+def segment(image, backend: str = "threshold", **opts) -> np.ndarray:
+    """Segment ``image`` and return int32 labels; see :func:`iter_segment` for the options."""
+    return run(iter_segment(image, backend, **opts))
+
+
+def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_overlap: int | None = None,
+                 **opts):
+    """Progress generator: yields :class:`Progress`, returns int32 labels of the image's height and width.
+
+    Options are passed to the backend (``diameter`` for both; see ``segment_threshold`` and
+    ``CellposeSegmenter.segment``). An image without stained cells gives all-zero labels (no error).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"Received backend {backend!r}; accepted: {', '.join(BACKENDS)}.")
+    shape = _image_shape(image)
+    h, w = shape
+    yield Progress(0, 1, f"Segmenting ({backend})")
+    if backend == "threshold":
+        from napari_reddino.segment.threshold import (
+            DEFAULT_DIAMETER, estimate_diameter, fill_holes, segment_threshold, stain_density, stain_stats)
+
+        if max(h, w) > tile_size and ("stats" not in opts or not opts.get("diameter")):
+            # one threshold and one diameter for all tiles, from a strided view of the whole image
+            from napari_reddino.images import to_rgb_float
+
+            step = max(1, int(np.ceil(max(h, w) / tile_size)))
+            sample = to_rgb_float(np.asarray(image[::step, ::step]) if channel_axis(image) != 0
+                                  else np.asarray(image[:, ::step, ::step]))
+            stats = opts.get("stats") or stain_stats(sample, opts.get("threshold_scale", 0.7))
+            opts = {**opts, "stats": stats}
+            if not opts.get("diameter"):
+                fg = stain_density(sample, stats.background) > stats.threshold
+                opts["diameter"] = step * estimate_diameter(fill_holes(fg), default=DEFAULT_DIAMETER / step)
+
+        def one(tile):
+            return segment_threshold(tile, **opts)
+    else:
+        from napari_reddino.segment.cellpose import get_segmenter
+
+        segmenter = get_segmenter(**{k: opts.pop(k) for k in list(opts) if k in _CELLPOSE_MODEL_KEYS})
+
+        def one(tile):
+            return segmenter.segment(tile, **opts)
+
+    if max(h, w) <= tile_size:
+        labels = one(image)
+        yield Progress(1, 1, f"Segmenting ({backend})")
+        return np.asarray(labels, np.int32)
+    labels = yield from _tiled(image, one, shape, tile_size, tile_overlap, opts.get("diameter"), backend)
+    return labels
+
+
+_CELLPOSE_MODEL_KEYS = ("model", "weights", "device", "precision", "download")
+
+
+def _image_shape(image) -> tuple[int, int]:
+    if image is None or not hasattr(image, "shape"):
+        image = np.asarray(image)
+    axis = channel_axis(image)
+    shape = tuple(image.shape)
+    return (shape[1], shape[2]) if axis == 0 else (shape[0], shape[1])
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+def _tiled(image, one, shape, tile_size, overlap, diameter, backend):
+    """Run ``one`` on overlapping tiles; keep from each tile the cells whose centroid is in its core."""
+    from scipy import ndimage
+
+    h, w = shape
+    overlap = int(overlap or 3 * (diameter or 40))
+    overlap = min(overlap, tile_size // 2)
+    ys, xs = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
+    out = np.zeros((h, w), np.int32)
+    n_done, total, next_id = 0, len(ys) * len(xs), 1
+    first = channel_axis(image) != 0
+    for y0 in ys:
+        for x0 in xs:
+            y1, x1 = min(y0 + tile_size, h), min(x0 + tile_size, w)
+            tile = np.asarray(image[y0:y1, x0:x1] if first else image[:, y0:y1, x0:x1])
+            labels = np.asarray(one(tile), np.int32)
+            # the core: this tile's share of the overlap (half on each side; the image edge is its own)
+            cy0 = 0 if y0 == 0 else overlap // 2
+            cx0 = 0 if x0 == 0 else overlap // 2
+            cy1 = (y1 - y0) if y1 == h else (y1 - y0) - overlap // 2
+            cx1 = (x1 - x0) if x1 == w else (x1 - x0) - overlap // 2
+            ids = np.arange(1, labels.max() + 1)
+            if len(ids):
+                cents = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids)).reshape(-1, 2)
+                keep = ids[(cents[:, 0] >= cy0) & (cents[:, 0] < cy1) & (cents[:, 1] >= cx0) & (cents[:, 1] < cx1)]
+                lut = np.zeros(labels.max() + 1, np.int32)
+                lut[keep] = np.arange(next_id, next_id + len(keep))
+                next_id += len(keep)
+                new = lut[labels]
+                region = out[y0:y1, x0:x1]
+                free = (new > 0) & (region == 0)  # a cell already taken from a neighbour tile wins
+                region[free] = new[free]
+            n_done += 1
+            yield Progress(n_done, total, f"Segmenting ({backend}) tile")
+    from napari_reddino.segment.threshold import relabel
+
+    return relabel(out)

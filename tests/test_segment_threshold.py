@@ -1,0 +1,127 @@
+"""Threshold backend and the segment() entry point, checked against synthetic ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_reddino._progress import Progress, run
+from napari_reddino.images import InputError
+from napari_reddino.sample_data import synthetic_smear
+from napari_reddino.segment import iter_segment, segment, tile_starts
+from napari_reddino.segment.threshold import fill_holes, white_cell_flags
+
+
+def score(labels, gt, classes, kinds=("normal", "spherocyte", "target", "elliptocyte")):
+    """Fraction of ground-truth cell centres that fall in exactly one mask holding no other centre."""
+    ids = [k for k, v in classes.items() if v in kinds]
+    cents = np.array(ndimage.center_of_mass(np.ones_like(gt), gt, ids)).round().astype(int)
+    m = labels[cents[:, 0], cents[:, 1]]
+    counts = np.bincount(m, minlength=labels.max() + 1)
+    return ((m > 0) & (counts[m] == 1)).mean(), ((m > 0) & (counts[m] >= 2)).mean()
+
+
+@pytest.fixture(scope="module")
+def smear():
+    return synthetic_smear(seed=2)
+
+
+def test_threshold_finds_each_red_cell_once(smear):
+    image, gt, classes = smear
+    labels = segment(image)
+    assert labels.dtype == np.int32 and labels.shape == gt.shape
+    assert set(np.unique(labels)) == set(range(labels.max() + 1))  # consecutive ids
+    hits, merged = score(labels, gt, classes)
+    assert hits >= 0.95 and merged <= 0.03
+    # platelets are dropped by the size filter
+    platelets = np.isin(gt, [k for k, v in classes.items() if v == "platelet"])
+    assert (labels[platelets] > 0).mean() < 0.2
+
+
+def test_touching_cells_are_split(smear):
+    image, gt, classes = smear
+    labels = segment(image)
+    a, b = gt[:, :-1], gt[:, 1:]
+    pairs = {(p, q) for p, q in zip(a[(a != b) & (a > 0) & (b > 0)], b[(a != b) & (a > 0) & (b > 0)])
+             if classes[p] != "platelet" and classes[q] != "platelet"}
+    assert len(pairs) >= 5
+    split = 0
+    for p, q in pairs:
+        cp = np.round(ndimage.center_of_mass(gt == p)).astype(int)
+        cq = np.round(ndimage.center_of_mass(gt == q)).astype(int)
+        lp, lq = labels[tuple(cp)], labels[tuple(cq)]
+        split += lp > 0 and lq > 0 and lp != lq
+    assert split >= 0.8 * len(pairs)
+
+
+def test_white_cells_flagged_by_colour(smear):
+    image, gt, classes = smear
+    labels = segment(image)
+    flags = white_cell_flags(image, labels)
+    assert flags.shape == (labels.max(),)
+    white_ids = [k for k, v in classes.items() if v == "white_cell"]
+    wbc = np.isin(gt, white_ids)
+    flagged = np.isin(labels, np.nonzero(flags)[0] + 1)
+    assert all((flagged & (gt == k)).sum() > 100 for k in white_ids)  # every white cell is flagged
+    assert (flagged & ~wbc).sum() < 0.15 * flagged.sum()  # and hardly any red cell
+    assert white_cell_flags(image, labels, label_ids=[]).shape == (0,)
+
+
+def test_diameter_option_changes_splitting(smear):
+    image, gt, classes = smear
+    assert segment(image, diameter=120).max() < segment(image, diameter=38).max()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.full((200, 300, 3), 210, np.uint8),
+    lambda: np.random.default_rng(0).normal(200, 4, (200, 300, 3)).clip(0, 255).astype(np.uint8),
+    lambda: np.zeros((64, 64), np.float32),
+])
+def test_empty_image_gives_no_cells(make):
+    labels = segment(make())
+    assert labels.shape == make().shape[:2] and labels.max() == 0
+
+
+def test_progress_generator_and_bad_input(smear):
+    image = smear[0][:200, :200]
+    seen = []
+    labels = run(iter_segment(image), callback=seen.append)
+    assert labels.max() > 0 and all(isinstance(p, Progress) for p in seen) and seen[-1].done == seen[-1].total
+    with pytest.raises(InputError, match="accepted: threshold, cellpose"):
+        segment(image, backend="magic")
+    with pytest.raises(InputError, match="accepted"):
+        segment(np.zeros((5, 5, 7)))
+
+
+def test_large_image_in_tiles_matches_whole():
+    image, gt, classes = synthetic_smear(seed=5, shape=(900, 1300))
+    whole = segment(image)
+    seen = []
+    tiled = run(iter_segment(image, tile_size=500), callback=seen.append)
+    assert seen[-1].total == len(tile_starts(900, 500, 114)) * len(tile_starts(1300, 500, 114)) > 4
+    hits_whole, merged_whole = score(whole, gt, classes)
+    hits_tiled, merged_tiled = score(tiled, gt, classes)
+    assert hits_whole > 0.9 and hits_tiled >= hits_whole - 0.02 and merged_tiled <= merged_whole + 0.02
+    assert abs(int(tiled.max()) - int(whole.max())) <= 0.03 * whole.max()
+    # channel-first input takes the same path
+    assert segment(np.moveaxis(image, -1, 0), tile_size=500).max() == tiled.max()
+
+
+def test_tile_starts_cover_everything():
+    for length, tile, overlap in [(100, 200, 50), (1000, 300, 60), (2049, 2048, 100)]:
+        starts = tile_starts(length, tile, overlap)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s:s + tile] = True
+        assert covered.all() and starts[-1] + min(tile, length) == length
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_fill_holes_keeps_border_background():
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    mask[8:12, 8:12] = False  # a pallor
+    mask[0:3, 0:3] = True
+    filled = fill_holes(mask)
+    assert filled[8:12, 8:12].all() and not filled[18, 18] and filled.sum() == 100 + 9

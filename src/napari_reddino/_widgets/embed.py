@@ -1,0 +1,190 @@
+"""Dock "Extract RedDino features": image + Labels layer + model → one embedding per cell, kept on the
+Labels layer (``metadata["reddino"]``, ``features`` one row per label) for PCA/UMAP/annotation, and
+exportable to Parquet/CSV. Weights are downloaded only by the "Download weights" button."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from napari_reddino._widgets._common import StepWidget
+from napari_reddino.images import InputError
+
+if TYPE_CHECKING:
+    import napari
+
+OTHER = "other (path or spec below)"
+
+
+class EmbedWidget(StepWidget):
+    title = "Extract RedDino features"
+
+    def __init__(self, napari_viewer: "napari.Viewer"):
+        super().__init__(napari_viewer)
+        from napari_reddino.models import default_spec
+
+        self.image = ComboBox(label="image", choices=self._layer_names("Image"), nullable=True)
+        self.labels = ComboBox(label="cells (labels)", choices=self._layer_names("Labels"), nullable=True)
+        self.model_choice = ComboBox(label="model", choices=self._model_choices, value=default_spec())
+        self.model_path = LineEdit(label="model path", value="")
+        self.model_path.tooltip = "local-dir:FOLDER, a timm folder, or a DINOv2 .pth/.safetensors checkpoint"
+        self.download_button = PushButton(text="Download weights")
+        self.download_button.tooltip = "Fetch the chosen hf-hub model into the Hugging Face cache (internet)"
+        self.precision = ComboBox(label="precision", choices=["auto", "bf16", "fp32"], value="auto")
+        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=64)
+        self.pad_square = CheckBox(label="square crop with margin", value=False)
+        self.mask_neighbours = CheckBox(label="mask neighbouring cells", value=False)
+        self.export_path = FileEdit(label="export to", mode="w", filter="*.parquet *.csv")
+        self.export_button = PushButton(text="Export features")
+        self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
+                          self.precision, self.batch_size, self.pad_square, self.mask_neighbours])
+        self.layout().addWidget(Container(widgets=[self.export_path, self.export_button]).native)
+        self.download_button.changed.connect(self.download)
+        self.export_button.changed.connect(self.export)
+        self.image.changed.connect(self._default_labels)
+        self._downloader = None
+        self._job = None
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # --- form ---------------------------------------------------------------------------------
+    def _layer_names(self, kind: str):
+        def choices(*_):
+            return [layer.name for layer in self.viewer.layers if type(layer).__name__ == kind
+                    and not (kind == "Image" and layer.name.endswith(" PCA"))]
+        return choices
+
+    def _model_choices(self, *_):
+        from napari_reddino.models import MODEL_SPECS, is_cached
+
+        out = []
+        for spec in MODEL_SPECS:
+            state = "" if is_cached(spec) else (" (not shipped)" if spec == "demo" else " (not downloaded)")
+            out.append((spec + state, spec))
+        return out + [(OTHER, OTHER)]
+
+    def _refresh_layers(self, *_):
+        previous = self.image.value
+        self.image.reset_choices()
+        self.labels.reset_choices()
+        if self.image.choices and (previous is None or previous not in self.image.choices):
+            self.image.value = self.image.choices[-1]  # the latest image
+        self._default_labels()
+
+    def _default_labels(self, *_):
+        wanted = f"{self.image.value} cells"
+        if wanted in self.labels.choices:
+            self.labels.value = wanted
+        elif self.labels.value is None and self.labels.choices:
+            self.labels.value = self.labels.choices[-1]
+
+    def spec(self) -> str:
+        if self.model_choice.value == OTHER:
+            spec = self.model_path.value.strip()
+            if not spec:
+                raise InputError("Received no model path; accepted: local-dir:FOLDER, a timm folder or a "
+                                 ".pth/.safetensors checkpoint.")
+            return spec
+        return self.model_choice.value
+
+    # --- run ------------------------------------------------------------------------------------
+    def prepare(self):
+        from napari_reddino.cells import check_labels
+
+        if self.image.value is None or self.labels.value is None:
+            raise InputError("Received no image or no Labels layer; accepted: an image layer and its cells "
+                             "(segment first).")
+        image_layer, labels_layer = self.viewer.layers[self.image.value], self.viewer.layers[self.labels.value]
+        image = image_layer.data[0] if image_layer.multiscale else image_layer.data
+        labels = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+        image, labels = np.asarray(image), np.asarray(labels)
+        hw = image.shape[:2] if image_layer.rgb or image.ndim == 2 else image.shape
+        check_labels(labels, hw)
+        self._job = dict(image=image, labels=labels, image_name=image_layer.name, labels_name=labels_layer.name,
+                         spec=self.spec(), precision=self.precision.value, batch_size=int(self.batch_size.value),
+                         pad_square=bool(self.pad_square.value), mask_neighbours=bool(self.mask_neighbours.value))
+        return True
+
+    def work(self):
+        from napari_reddino._progress import Progress
+        from napari_reddino.embed import iter_embed_cells
+        from napari_reddino.models import load_model
+
+        job = self._job
+        yield Progress(0, 0, "loading model")
+        model = load_model(job["spec"], device="auto")
+        table, emb = yield from iter_embed_cells(
+            job["image"], job["labels"], model, batch_size=job["batch_size"], precision=job["precision"],
+            pad_square=job["pad_square"], mask_neighbours=job["mask_neighbours"])
+        return job, table, emb
+
+    def show(self, result) -> None:
+        job, table, emb = result
+        if job["labels_name"] not in self.viewer.layers:
+            raise InputError(f"Labels layer {job['labels_name']!r} was removed during the run; accepted: "
+                             "keep it until the features are stored.")
+        layer = self.viewer.layers[job["labels_name"]]
+        old = layer.features
+        extra = [c for c in old.columns if c not in table.columns] if "label" in old.columns else []
+        features = table.merge(old[["label", *extra]], on="label", how="left") if extra else table.copy()
+        layer.features = features
+        layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
+                                     "model": job["spec"], "image": job["image_name"]}
+        show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}")
+
+    # --- download and export ---------------------------------------------------------------------
+    def download(self, *_):
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        from napari_reddino.models import download, parse_spec
+
+        try:
+            spec = self.spec()
+            if parse_spec(spec)[0] != "hub":
+                raise InputError(f"Received {spec!r} to download; accepted: a hf-hub: model (the others are "
+                                 "local files).")
+        except InputError as exc:
+            show_error(str(exc))
+            return None
+        if self._downloader is not None:
+            return self._downloader
+        self.download_button.enabled = False
+        worker = create_worker(download, spec, tqdm_class=progress, _start_thread=False, _connect={
+            "returned": lambda path: show_info(f"Downloaded {spec}"),
+            "errored": lambda exc: show_error(f"Download failed: {exc}"),  # connected here: no re-raise
+            "finished": self._download_finished})
+        self._downloader = worker
+        worker.start()
+        return worker
+
+    def _download_finished(self):
+        self._downloader = None
+        self.download_button.enabled = True
+        value = self.model_choice.value
+        self.model_choice.reset_choices()
+        self.model_choice.value = value
+
+    def export(self, *_):
+        from napari_reddino.embed import embeddings_frame, write_table
+
+        try:
+            layer = self.viewer.layers[self.labels.value] if self.labels.value else None
+            stored = layer.metadata.get("reddino") if layer is not None else None
+            if stored is None:
+                raise InputError("Received a Labels layer without RedDino features; accepted: one that this dock "
+                                 "has processed (press Run first).")
+            if not str(self.export_path.value) or str(self.export_path.value) == ".":
+                raise InputError("Received no export file; accepted: a .parquet or .csv file name.")
+            table = layer.features.set_index("label").loc[stored["labels"]].reset_index()
+            path = write_table(embeddings_frame(table, stored["embeddings"], stored["image"]),
+                               self.export_path.value)
+        except (InputError, KeyError, OSError) as exc:
+            show_error(f"Export failed: {exc}")
+            return None
+        show_info(f"Wrote {len(table)} cells to {path}")
+        return path

@@ -1,0 +1,197 @@
+"""Cell classes and the annotation store: who said which cell is what, saved on every change.
+
+The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
+columns ``image, label, class``: one file beside each image (``<stem>.reddino-annotations.csv``) or one
+file in a chosen project folder. Re-opening a store reads those files back. Classifier: ``classify.py``;
+tables and the morphology report: ``report.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino.images import InputError
+
+
+@dataclass(frozen=True)
+class CellClass:
+    name: str
+    color: str  # hex "#rrggbb"
+
+
+# Chula-RBC-12 classes in id order; tab20-style colours (the paper's UMAPs use tab20).
+CHULA_CLASSES = [
+    CellClass("normal", "#1f77b4"), CellClass("macrocyte", "#ff7f0e"), CellClass("microcyte", "#2ca02c"),
+    CellClass("spherocyte", "#d62728"), CellClass("target", "#9467bd"), CellClass("stomatocyte", "#8c564b"),
+    CellClass("ovalocyte", "#e377c2"), CellClass("teardrop", "#bcbd22"), CellClass("burr", "#17becf"),
+    CellClass("schistocyte", "#aec7e8"), CellClass("uncategorised", "#7f7f7f"),
+    CellClass("hypochromia", "#ffbb78"), CellClass("elliptocyte", "#98df8a"),
+]
+UNLABELLED_COLOR = "#bbbbbb"
+ANNOTATION_COLUMNS = ["image", "label", "class"]
+PROJECT_FILE = "reddino-annotations.csv"
+SUFFIX = ".reddino-annotations.csv"
+
+
+def default_classes() -> list[CellClass]:
+    return list(CHULA_CLASSES)
+
+
+def class_colors(classes: Iterable[CellClass]) -> dict[str, np.ndarray]:
+    """name → RGBA float array."""
+    from matplotlib.colors import to_rgba
+
+    return {c.name: np.asarray(to_rgba(c.color), dtype=np.float32) for c in classes}
+
+
+def annotation_path(image_path=None, project_folder=None) -> Path:
+    """Where one image's annotations live: the project folder's file, else beside the image."""
+    if project_folder:
+        return Path(project_folder) / PROJECT_FILE
+    if image_path:
+        p = Path(image_path)
+        return p.with_name(p.stem + SUFFIX)
+    raise InputError("Received neither an image file nor a project folder; accepted: a project folder to "
+                     "save annotations in (the image was not opened from a file).")
+
+
+def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` so that a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_annotations(path) -> pd.DataFrame:
+    """An annotation CSV (columns image, label, class) → DataFrame; InputError when it is not one."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"image": str, "class": str})
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        raise InputError(f"Could not read {str(path)!r} ({type(exc).__name__}); accepted: a CSV with columns "
+                         "image, label, class.") from None
+    if any(c not in df.columns for c in ANNOTATION_COLUMNS):
+        raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
+                         "label, class.")
+    df = df[ANNOTATION_COLUMNS].dropna(subset=["label", "class"])
+    df["label"] = df["label"].astype(np.int64)
+    return df
+
+
+Key = tuple[str, int]
+
+
+class AnnotationStore:
+    """Class per ``(image, label)``, with undo, saved to disk after every change.
+
+    ``path_for(image) -> Path`` says where an image's annotations go; several images may share a file.
+    Rows read from a file for images not open now are kept and written back with it.
+    """
+
+    def __init__(self, path_for: Callable[[str], Path] | Path | str):
+        if isinstance(path_for, (str, Path)):
+            fixed = Path(path_for)
+            path_for = lambda image: fixed  # noqa: E731
+        self._path_for = path_for
+        self._paths: dict[str, Path] = {}
+        self.classes: dict[Key, str] = {}
+        self._undo: list[dict[Key, str | None]] = []
+
+    # --- files ------------------------------------------------------------------------------------
+    def path_of(self, image: str) -> Path:
+        if image not in self._paths:
+            self._paths[image] = Path(self._path_for(image))
+        return self._paths[image]
+
+    def load(self, images: Iterable[str]) -> int:
+        """Read the files of ``images`` (each file once); return how many annotations were restored."""
+        seen: set[Path] = set()
+        n = 0
+        for image in images:
+            path = self.path_of(str(image))
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            for img, lbl, cls in read_annotations(path).itertuples(index=False):
+                self._paths.setdefault(img, path)
+                self.classes[(img, int(lbl))] = cls
+                n += 1
+        return n
+
+    def save(self, images: Iterable[str] | None = None) -> list[Path]:
+        """Write the files holding ``images`` (all files when None)."""
+        images = set(self._paths) if images is None else {str(i) for i in images}
+        targets = {self.path_of(i) for i in images}
+        for path in targets:
+            rows = [(img, lbl, cls) for (img, lbl), cls in self.classes.items() if self.path_of(img) == path]
+            df = pd.DataFrame(sorted(rows), columns=ANNOTATION_COLUMNS)
+            atomic_write_csv(df, path)
+        return sorted(targets)
+
+    # --- edits ------------------------------------------------------------------------------------
+    def assign(self, keys: Iterable[Key], cls: str | None) -> int:
+        """Give ``keys`` the class ``cls`` (None removes their class); one undo step; saved at once."""
+        before: dict[Key, str | None] = {}
+        for image, label in keys:
+            key = (str(image), int(label))
+            old = self.classes.get(key)
+            if old == cls or key in before:
+                continue
+            before[key] = old
+            if cls is None:
+                self.classes.pop(key, None)
+            else:
+                self.classes[key] = str(cls)
+        if before:
+            self._undo.append(before)
+            self.save({img for img, _ in before})
+        return len(before)
+
+    def undo(self) -> list[Key]:
+        """Revert the last assignment; return the keys it touched (empty when there is nothing to undo)."""
+        if not self._undo:
+            return []
+        before = self._undo.pop()
+        for key, old in before.items():
+            if old is None:
+                self.classes.pop(key, None)
+            else:
+                self.classes[key] = old
+        self.save({img for img, _ in before})
+        return list(before)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def class_of(self, image: str, label: int) -> str | None:
+        return self.classes.get((str(image), int(label)))
+
+    def column(self, table: pd.DataFrame) -> np.ndarray:
+        """The class of each row of a table with ``image, label`` columns ('' where unannotated)."""
+        get = self.classes.get
+        return np.array([get((str(i), int(lbl)), "") for i, lbl in zip(table["image"], table["label"])],
+                        dtype=object)
+
+    def frame(self) -> pd.DataFrame:
+        rows = sorted((img, lbl, cls) for (img, lbl), cls in self.classes.items())
+        return pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.classes)

@@ -1,0 +1,199 @@
+"""UMAP of per-cell embeddings, and pooling of several images' embeddings into one matrix.
+
+Headless: umap and scikit-learn are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino._progress import Progress
+from napari_reddino.images import InputError
+
+MIN_CELLS = 4
+# Exact k-nearest neighbours (chunked matrix products) up to this many cells: deterministic, needs no
+# numba JIT of NN-descent and beats it on 2 cores at 20k cells. Above it umap's NN-descent takes over.
+EXACT_KNN_MAX = 60_000
+EXACT_KNN_METRICS = ("cosine", "euclidean")
+POOLED_COLUMNS = ["image", "label", "centroid_x", "centroid_y"]
+
+
+def check_embeddings(X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.dtype.kind not in "iuf" or X.shape[1] < 2:
+        raise InputError(f"Received embeddings with shape {X.shape} dtype {X.dtype}; accepted: a numeric "
+                         "(N cells, D features) matrix with D >= 2.")
+    X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise InputError(f"Received embeddings with {int((~np.isfinite(X)).sum())} NaN/inf values; accepted: "
+                         "finite numbers only.")
+    return X
+
+
+def reduce_dims(X: np.ndarray, pca_dims: int | None = 50, seed: int | None = 0) -> np.ndarray:
+    """PCA to ``pca_dims`` components when the features are wider (and there are enough cells)."""
+    n, d = X.shape
+    if not pca_dims or d <= pca_dims or n <= pca_dims:
+        return X
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=pca_dims, random_state=seed).fit_transform(X).astype(np.float32)
+
+
+def exact_knn(X: np.ndarray, k: int, metric: str = "cosine", chunk: int = 2048):
+    """(indices, distances) of each row's ``k`` nearest rows, itself first, as umap expects."""
+    X = np.asarray(X, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.maximum(norms, 1e-12)
+    sq = (X * X).sum(1)
+    n = len(X)
+    idx = np.empty((n, k), dtype=np.int32)
+    dist = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, chunk):
+        block = X[s:s + chunk] @ X.T
+        d = (1.0 - block) if metric == "cosine" else (sq[s:s + chunk, None] + sq[None, :] - 2 * block)
+        rows = np.arange(len(d))
+        d[rows, s + rows] = -np.inf  # self first, whatever rounding says
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        pd_ = np.take_along_axis(d, part, 1)
+        order = np.argsort(pd_, axis=1)
+        idx[s:s + chunk] = np.take_along_axis(part, order, 1)
+        dist[s:s + chunk] = np.take_along_axis(pd_, order, 1)
+    dist[:, 0] = 0.0
+    np.maximum(dist, 0.0, out=dist)
+    if metric == "euclidean":
+        np.sqrt(dist, out=dist)
+    return idx, dist
+
+
+def iter_umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                    seed: int | None = 0, pca_dims: int | None = 50):
+    """Progress generator behind :func:`umap_embed`; returns the (N, 2) float32 embedding."""
+    X = check_embeddings(X)
+    n = len(X)
+    if n < MIN_CELLS:
+        raise InputError(f"Received {n} cells; accepted: at least {MIN_CELLS} cells for a UMAP.")
+    if int(n_neighbors) < 2:
+        raise InputError(f"Received n_neighbors={n_neighbors}; accepted: an integer >= 2.")
+    if not 0 <= float(min_dist) <= 1:
+        raise InputError(f"Received min_dist={min_dist}; accepted: a number in [0, 1].")
+    # Few cells: shrink the neighbourhood rather than refuse (umap needs k < N).
+    k = min(int(n_neighbors), n - 1)
+    yield Progress(0, 3, "PCA")
+    Z = reduce_dims(X, pca_dims, seed)
+    yield Progress(1, 3, "neighbours")
+    knn = exact_knn(Z, k, metric) if metric in EXACT_KNN_METRICS and n <= EXACT_KNN_MAX else (None, None, None)
+    yield Progress(2, 3, "UMAP")
+    import umap
+
+    reducer = umap.UMAP(n_neighbors=k, min_dist=float(min_dist), metric=metric, random_state=seed,
+                        n_components=2, precomputed_knn=knn, init="spectral" if n > 16 else "random")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(precomputed_knn|n_jobs|disconnected|spectral).*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        try:
+            Y = reducer.fit_transform(Z)
+        except ValueError as exc:  # umap's own parameter checks (unknown metric, ...)
+            raise InputError(f"UMAP refused the input ({exc}); accepted: metric names umap-learn knows, "
+                             "e.g. cosine, euclidean, correlation.") from None
+    yield Progress(3, 3, "UMAP")
+    return np.asarray(Y, dtype=np.float32)
+
+
+def umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine", seed: int | None = 0,
+               pca_dims: int | None = 50) -> np.ndarray:
+    """2-D UMAP of an (N, D) feature matrix (PCA to ``pca_dims`` first when D is wider)."""
+    from napari_reddino._progress import run
+
+    return run(iter_umap_embed(X, n_neighbors, min_dist, metric, seed, pca_dims))
+
+
+def pool_embeddings(items) -> tuple[pd.DataFrame, np.ndarray]:
+    """Pool several images' cells into one table and one matrix.
+
+    ``items``: iterable of ``(image_name, labels_table, embeddings)`` where ``labels_table`` has a ``label``
+    column (plus optionally ``centroid_x``/``centroid_y``, e.g. a Labels layer's ``features``) and
+    ``embeddings`` is (N, D) with rows aligned to it. Returns a table with columns ``image, label,
+    centroid_x, centroid_y`` (+ any other columns the inputs share) and the stacked (sum N, D) matrix.
+    """
+    tables, mats = [], []
+    for image, table, emb in items:
+        emb = check_embeddings(emb)
+        table = pd.DataFrame(table)
+        if "label" not in table.columns or len(table) != len(emb):
+            raise InputError(f"Received for {image!r} a table of {len(table)} rows (columns "
+                             f"{list(table.columns)[:6]}) and {len(emb)} embeddings; accepted: a table with a "
+                             "'label' column, one row per embedding.")
+        t = table.copy()
+        t.insert(0, "image", str(image))
+        for col in ("centroid_x", "centroid_y"):
+            if col not in t.columns:
+                t[col] = np.nan
+        tables.append(t.reset_index(drop=True))
+        mats.append(emb)
+    if not tables:
+        raise InputError("Received no images with embeddings; accepted: at least one (image, table, "
+                         "embeddings) item.")
+    dims = {m.shape[1] for m in mats}
+    if len(dims) > 1:
+        raise InputError(f"Received embeddings of different widths {sorted(dims)}; accepted: one model's "
+                         "features (same width) for every pooled image.")
+    shared = [c for c in tables[0].columns if all(c in t.columns for t in tables)]
+    cols = POOLED_COLUMNS + [c for c in shared if c not in POOLED_COLUMNS]
+    table = pd.concat([t[cols] for t in tables], ignore_index=True)
+    table["label"] = table["label"].astype(np.int64)
+    if table.duplicated(["image", "label"]).any():
+        dup = table[table.duplicated(["image", "label"])].iloc[0]
+        raise InputError(f"Received cell ({dup['image']!r}, label {dup['label']}) twice; accepted: unique "
+                         "(image, label) pairs (give each pooled image a distinct name).")
+    return table, np.concatenate(mats, axis=0)
+
+
+def layer_items(metadata_and_features):
+    """``(image, table, embeddings)`` items from ``(layer_name, metadata, features)`` of Labels layers that
+    carry ``metadata["reddino"]`` (see docs/architecture.md); rows are aligned on ``reddino["labels"]``."""
+    items = []
+    for name, metadata, features in metadata_and_features:
+        red = (metadata or {}).get("reddino")
+        if not red or red.get("embeddings") is None:
+            raise InputError(f"Received Labels layer {name!r} without embeddings; accepted: a layer on which "
+                             "'Extract RedDino features' has run (metadata['reddino']).")
+        labels = np.asarray(red.get("labels"), dtype=np.int64)
+        emb = np.asarray(red["embeddings"])
+        feats = pd.DataFrame(features) if features is not None else pd.DataFrame()
+        if "label" in feats.columns and len(feats):
+            feats = feats.drop_duplicates("label").set_index("label").reindex(labels).reset_index()
+        else:
+            feats = pd.DataFrame({"label": labels})
+        items.append((red.get("image") or name, feats, emb))
+    return items
+
+
+FEATURE_PREFIX = "emb_"
+
+
+def read_features(path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A FEATURES file (parquet or csv; columns image, label, x, y, emb_0..emb_{D-1}) → (table, matrix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Received {str(path)!r}, which is not a file; accepted: a FEATURES .parquet or .csv "
+                         "written by 'napari-reddino embed'.")
+    try:
+        df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        raise InputError(f"Could not read {str(path)!r} ({type(exc).__name__}); accepted: a FEATURES .parquet "
+                         "or .csv file.") from None
+    emb_cols = sorted((c for c in df.columns if str(c).startswith(FEATURE_PREFIX) and str(c)[4:].isdigit()),
+                      key=lambda c: int(str(c)[4:]))
+    missing = [c for c in ("image", "label") if c not in df.columns]
+    if missing or len(emb_cols) < 2:
+        raise InputError(f"Received {str(path)!r} with columns {list(df.columns)[:8]}; accepted: columns image, "
+                         "label, x, y, emb_0..emb_{D-1}.")
+    table = df[[c for c in df.columns if c not in emb_cols]].reset_index(drop=True)
+    table["image"] = table["image"].astype(str)
+    return table, check_embeddings(df[emb_cols].to_numpy())

@@ -17,33 +17,37 @@ class UsageError(Exception):
     """Raised by subcommands for bad input; printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-reddino", description=__doc__.splitlines()[0])
+def build_parser(prog: str, package: str, subcommands, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
+    for name in subcommands:
         try:
-            module = importlib.import_module(f"napari_reddino.cli.{name}")
+            module = importlib.import_module(f"{package}.{name}")
         except ModuleNotFoundError as exc:  # a step not built yet must not break the others
-            if exc.name != f"napari_reddino.cli.{name}":
+            if exc.name != f"{package}.{name}":
                 raise
             continue
         module.add_parser(sub)
     return parser
 
 
-def main(argv=None) -> int:
+def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse and run a subcommand; user errors become one line on stderr and exit code 2."""
     from napari_reddino.images import InputError
 
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (InputError, UsageError, FileNotFoundError) as exc:
-        print(f"napari-reddino {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"napari-reddino {args.command}: interrupted", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv=None) -> int:
+    return dispatch(build_parser("napari-reddino", __name__, SUBCOMMANDS, __doc__.splitlines()[0]), argv)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    return dispatch(build_parser("napari-reddino", __name__, SUBCOMMANDS, __doc__.splitlines()[0]), argv)
+    return dispatch(build_parser("napari-reddino", __name__, SUBCOMMANDS,
+                                 "Blood-smear morphology: every pipeline step on image files and folders."), argv)
 
 
 if __name__ == "__main__":

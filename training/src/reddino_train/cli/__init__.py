@@ -11,7 +11,8 @@ SUBCOMMANDS = ["prepare", "augment_sheet", "train", "export", "eval"]
 
 
 def main(argv=None) -> int:
-    return dispatch(build_parser("reddino-train", __name__, SUBCOMMANDS, __doc__.splitlines()[0]), argv)
+    return dispatch(build_parser("reddino-train", __name__, SUBCOMMANDS,
+                                 "Train RedDino-style DINOv2 weights and evaluate them (headless)."), argv)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def test_stitched_grid_holds_each_patch_at_its_place(patch_mean_vit, rng, tile, 
                            dtype=np.float32)
     assert feats.shape == (8, 12, 3)
     np.testing.assert_allclose(feats, block_means(image), atol=1e-5)
+    assert not patch_mean_vit.dynamic_img_size and patch_mean_vit.patch_embed.strict_img_size  # restored
 
 
 def test_grid_equals_the_model_on_one_window(tiny_vit, rng):

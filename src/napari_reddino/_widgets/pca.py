@@ -58,7 +58,7 @@ class PCAWidget(StepWidget):
         if layer is None:
             raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
         data = layer.data[0] if layer.multiscale else layer.data
-        if layer.ndim != 2 and not (layer.rgb and layer.ndim == 2):
+        if layer.ndim != 2:  # napari counts an RGB image as 2D
             raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
                              "gray or RGB image layer.")
         spec = self.model_spec.value.strip()

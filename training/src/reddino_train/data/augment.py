@@ -117,6 +117,9 @@ class MultiCropAugmentation:
 
         info = torch.utils.data.get_worker_info()
         if info is not None and self._worker_seed != info.seed:
+            import cv2
+
+            cv2.setNumThreads(1)  # as torch does in workers: N workers x N OpenCV threads would oversubscribe
             self._worker_seed = info.seed
             extra = [] if self.seed is None else [int(self.seed)]
             self.reseed(np.random.SeedSequence([int(info.seed) % 2**63] + extra))

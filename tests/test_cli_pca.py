@@ -62,3 +62,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path, smears, tiny_spec, capsys, ex
     assert main(["pca", *target, "--model", tiny_spec, "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("napari-reddino pca: error:") and "\n" not in err and "accepted" in err
+
+
+@pytest.mark.data
+def test_runs_on_a_real_smear(tmp_path, shared_data, tiny_spec):
+    from napari_reddino.images import read_image
+
+    path = sorted((shared_data / "chula-rbc-12").rglob("*.jpg"))[0]
+    assert main(["pca", str(path), "--model", tiny_spec, "--out", str(tmp_path), "--smooth"]) == 0
+    image = read_image(path)
+    overlay = read(tmp_path / f"{path.stem}_pca.png")
+    assert overlay.shape == image.shape
+    fg = overlay.any(axis=-1).mean()
+    assert 0.05 < fg < 0.95  # a split into foreground and background, not all or nothing

@@ -140,3 +140,15 @@ def test_cli_prepare_and_its_errors(tmp_path, src, capsys):
     assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("reddino-train prepare: error:") and "\n" not in err
+
+
+@pytest.mark.data
+def test_real_smears_keep_every_patch_and_read_png_named_jpg(tmp_path, shared_data):
+    images = shared_data / "chula-rbc-12" / "images"
+    manifest = run(iter_prepare([images / "1.jpg", images / "710.jpg"], tmp_path / "r"))  # 710: a PNG named .jpg
+    assert len(manifest) == 8 and set(manifest.source) == {"images"}  # dense smears: no patch is background
+    with Image.open(images / "710.jpg") as im:
+        assert im.format == "PNG"
+        png = np.asarray(im.convert("RGB"))
+    row = manifest[manifest.image == "710.jpg"].iloc[0]
+    np.testing.assert_array_equal(read_image(tmp_path / "r" / row.path), png[row.y0:row.y1, row.x0:row.x1])

@@ -76,13 +76,15 @@ def test_same_seed_same_crops_other_seed_other_crops(reddino, image):
 
 
 class _Repeat(torch.utils.data.Dataset):
-    def __init__(self, image, aug):
-        self.image, self.aug = image, aug
+    def __init__(self, image, aug, reseed=False):
+        self.image, self.aug, self.reseed = image, aug, reseed
 
     def __len__(self):
         return 4
 
     def __getitem__(self, i):
+        if self.reseed:
+            self.aug.reseed(100 + i)
         return self.aug(self.image)["global_crops"][0]
 
 
@@ -92,6 +94,10 @@ def test_dataloader_workers_do_not_repeat_each_other(reddino, image):
     loader = torch.utils.data.DataLoader(_Repeat(image, aug), batch_size=1, num_workers=2)
     crops = [b[0] for b in loader]  # items 0 and 1 are each worker's first call
     assert not torch.equal(crops[0], crops[1])
+    # an explicit per-sample seed wins over the worker's own: same crops as in the main process
+    loader = torch.utils.data.DataLoader(_Repeat(image, aug, reseed=True), batch_size=1, num_workers=2)
+    here = [_Repeat(image, aug, reseed=True)[i] for i in range(4)]
+    assert all(torch.equal(b[0], h) for b, h in zip(loader, here))
 
 
 def test_dinov2_pipeline_differs_between_the_two_global_crops(image):

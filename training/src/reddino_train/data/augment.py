@@ -92,6 +92,14 @@ def _view_pipeline(view: dict, size: int, index: int, normalize: dict):
     return A.Compose(steps, p=1.0, save_applied_params=True)
 
 
+def _worker_seed():
+    """The torch DataLoader worker's seed, None in the main process."""
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return None if info is None else info.seed
+
+
 class MultiCropAugmentation:
     """``aug(rgb_uint8 HxWx3) -> {"global_crops": [Tensor 3xSxS], "local_crops": [Tensor 3xsxs]}``.
 
@@ -103,26 +111,26 @@ class MultiCropAugmentation:
     def __init__(self, global_pipes, local_pipes, seed=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.global_pipes, self.local_pipes = list(global_pipes), list(local_pipes)
         self.seed, self.mean, self.std = seed, tuple(mean), tuple(std)
-        self._worker_seed = None
         self.reseed(seed)
 
     def reseed(self, seed=None):
-        gen = np.random.default_rng(seed)  # int, SeedSequence or None (fresh entropy)
+        """Restart the random stream from ``seed`` (int, SeedSequence, or None = fresh entropy). An explicit
+        reseed inside a DataLoader worker is kept (the once-per-worker reseed does not override it)."""
+        gen = np.random.default_rng(seed)
         py = random.Random(int(gen.integers(2**63)))
         for pipe in self.global_pipes + self.local_pipes:
             pipe.set_random_state(gen, py)
-
-    def _check_worker(self):
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker_seed != info.seed:
+        self._worker_seed = _worker_seed()
+        if self._worker_seed is not None:
             import cv2
 
             cv2.setNumThreads(1)  # as torch does in workers: N workers x N OpenCV threads would oversubscribe
-            self._worker_seed = info.seed
+
+    def _check_worker(self):
+        seed = _worker_seed()
+        if seed is not None and seed != self._worker_seed:
             extra = [] if self.seed is None else [int(self.seed)]
-            self.reseed(np.random.SeedSequence([int(info.seed) % 2**63] + extra))
+            self.reseed(np.random.SeedSequence([int(seed) % 2**63] + extra))
 
     def applied(self, image) -> dict:
         """Like ``__call__`` but also returns, per crop, the names of the transforms that fired."""

@@ -26,6 +26,16 @@ def test_chula_reads_every_labelled_centre_and_groups_by_image(chula):
     assert np.isfinite(cells.thresholds).all()
 
 
+def test_chula_reads_the_upstream_layout_too(chula, tmp_path):
+    import shutil
+
+    shutil.copytree(chula / "images", tmp_path / "Dataset")
+    shutil.copytree(chula / "labels", tmp_path / "Label")
+    a = datasets.load_dataset(f"chula:{chula}", crop_size=40)
+    b = datasets.load_dataset(f"chula:{tmp_path}", crop_size=40)
+    assert len(a) == len(b) and (a.y == b.y).all()
+
+
 def test_crop_is_centred_and_padded_at_the_border():
     rgb = np.full((30, 40, 3), 200, np.uint8)
     rgb[0, 0] = (1, 2, 3)

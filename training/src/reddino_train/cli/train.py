@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -42,6 +43,6 @@ def run(args) -> int:
     cfg = load_config(saved if args.resume and saved.is_file() else args.config, args.overrides)
     row = train(cfg, data, args.out, resume=args.resume, max_steps=args.max_steps,
                 checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress)
-    if row:
+    if row and os.environ.get("RANK", "0") == "0":
         print(f"step {row['step']}: loss {row['loss']:.4f} (run folder {args.out})")
     return 0

@@ -50,7 +50,7 @@ def wrap_student(student: torch.nn.Module, d: Dist, mode: str = "ddp"):
                     device_id=d.device if d.device.type == "cuda" else None)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(student, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
+    return DDP(student, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,6 +64,15 @@ def any_rank(flag: bool, d: Dist) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=d.device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def mean_over_ranks(values: list[float], d: Dist) -> list[float]:
+    """The global mean of per-rank means (equal batches), for logging."""
+    if d.world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return (t / d.world).tolist()
 
 
 def cleanup() -> None:

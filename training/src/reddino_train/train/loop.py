@@ -201,7 +201,8 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
             # log, checkpoint, stop
             t_step = time.perf_counter() - t0
             rank_every = int(cfg["train"].get("rank_every", 1) or 0)
-            row = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in losses.items()},
+            logged = distributed.mean_over_ranks([loss.item()] + [v.item() for v in losses.values()], d)
+            row = {"step": step, "loss": logged[0], **dict(zip(losses, logged[1:])),
                    "lr": hp["lr"], "wd": hp["wd"], "momentum": hp["momentum"], "teacher_temp": hp["teacher_temp"],
                    "cls_rank": effective_rank(s_out["cls"]) if rank_every and step % rank_every == 0 else "",
                    "data_s": round(t_data, 5), "step_s": round(t_step, 5),

@@ -1,0 +1,66 @@
+"""``napari-reddino segment``: one label per cell. Writes ``DIR/<stem>_labels.tif`` (uint16, or uint32 past
+65535 cells) and ``DIR/<stem>_cells.csv`` (the per-cell table, with a white_cell column) for each image."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("segment", help="segment cells → labels TIFF + cells CSV", description=__doc__)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--backend", choices=["threshold", "cellpose"], default="threshold",
+                   help="threshold: stain colour + watershed, no weights (default); cellpose: Cellpose-SAM")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--diameter", type=float, default=None, help="cell diameter in pixels (default: estimated)")
+    p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
+    cp = p.add_argument_group("cellpose")
+    cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
+    cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model)")
+    cp.add_argument("--download", action="store_true", help="download the named model if it is missing")
+    cp.add_argument("--flow-threshold", type=float, default=0.4)
+    cp.add_argument("--cellprob-threshold", type=float, default=0.0)
+    cp.add_argument("--min-size", type=int, default=15)
+    cp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    cp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=run)
+
+
+def segment_options(args) -> dict:
+    opts = {"diameter": args.diameter}
+    if args.backend == "cellpose":
+        opts.update(model=args.model, weights=args.weights, download=args.download, device=args.device,
+                    precision=args.precision, flow_threshold=args.flow_threshold,
+                    cellprob_threshold=args.cellprob_threshold, min_size=args.min_size)
+    return opts
+
+
+def run(args) -> int:
+    import tifffile
+
+    from napari_reddino._progress import run as drive
+    from napari_reddino.cells import cell_table, drop_border_cells
+    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.segment import iter_segment
+    from napari_reddino.segment.threshold import relabel, white_cell_flags
+
+    paths = expand_inputs(args.images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = segment_options(args)
+    for path in paths:
+        image = read_image(path)
+        labels = drive(iter_segment(image, args.backend, **opts), bar=sys.stderr.isatty())
+        if args.drop_border:
+            labels = relabel(drop_border_cells(labels))
+        table = cell_table(labels, image)
+        table["white_cell"] = white_cell_flags(image, labels, table["label"].to_numpy())
+        dtype = np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32
+        tifffile.imwrite(out / f"{path.stem}_labels.tif", labels.astype(dtype), compression="zlib")
+        table.to_csv(out / f"{path.stem}_cells.csv", index=False)
+        note = " (no cells: empty or unstained image?)" if len(table) == 0 else ""
+        print(f"{path.name}: {len(table)} cells{note} → {out / (path.stem + '_labels.tif')}")
+    return 0

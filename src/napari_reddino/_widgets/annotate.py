@@ -1,0 +1,192 @@
+"""Dock "Embedding & annotation": UMAP of the cells' embeddings as a Points layer in its own canvas,
+linked both ways with the smear, annotated by selection, with a classifier and a morphology report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from napari_reddino._progress import Progress
+from napari_reddino._widgets._common import StepWidget
+from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
+from napari_reddino._widgets.annotation_state import AnnotationState
+from napari_reddino.annotate import default_classes
+from napari_reddino.images import InputError
+
+METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
+DEFAULT_FOLDER = Path.home() / ".napari-reddino" / "annotations"
+
+
+class AnnotationWidget(StepWidget):
+    title = "Compute UMAP"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.classes = default_classes()
+        self.layers = Select(label="Labels layers", choices=self._embedded_layers)
+        self.n_neighbors = SpinBox(label="n_neighbors", value=15, min=2, max=200)
+        self.min_dist = FloatSpinBox(label="min_dist", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.metric = ComboBox(label="metric", choices=METRICS, value="cosine")
+        self.seed = SpinBox(label="seed (-1: none, faster)", value=0, min=-1, max=2**31 - 1)
+        self.project = FileEdit(label="project folder", mode="d", value="")
+        self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
+        self.panel = AnnotationPanel(self.classes)
+        self.layout().insertWidget(self.layout().count() - 1, self.panel)
+        self.state: AnnotationState | None = None
+        self.canvas = None
+        self._dock = None
+        self._job = None
+        self.viewer.layers.events.inserted.connect(self._reset_choices)
+        self.viewer.layers.events.removed.connect(self._reset_choices)
+        p = self.panel
+        p.assign_button.clicked.connect(lambda: self._safely(self.assign, p.current_class()))
+        p.clear_button.clicked.connect(lambda: self._safely(self.assign, None))
+        p.undo_button.clicked.connect(lambda: self._safely(self.undo))
+        p.train_button.clicked.connect(lambda: self._safely(self.train, p.classifier.currentText()))
+        p.next_button.clicked.connect(lambda: self._safely(self.next_to_annotate, p.next_k.value()))
+        p.export_cells_button.clicked.connect(lambda: self._export("cells"))
+        p.export_report_button.clicked.connect(lambda: self._export("report"))
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def _embedded_layers(self, *_):
+        return [la.name for la in self.viewer.layers
+                if type(la).__name__ == "Labels" and (la.metadata or {}).get("reddino")]
+
+    def _reset_choices(self, *_):
+        self.layers.reset_choices()
+
+    def _project_folder(self):
+        value = self.project.value
+        return Path(value) if value and str(value) not in ("", ".") else None
+
+    def _image_path(self, image: str):
+        layer = self.viewer.layers[image] if image in self.viewer.layers else None
+        path = getattr(getattr(layer, "source", None), "path", None)
+        return Path(path) if path else None
+
+    def prepare(self):
+        from napari_reddino.embedding import layer_items
+
+        names = list(self.layers.value) or self._embedded_layers()
+        if not names:
+            raise InputError("Received no Labels layer with embeddings; accepted: Labels layers on which "
+                             "'Extract RedDino features' has run.")
+        layers = [self.viewer.layers[n] for n in names]
+        items = layer_items([(la.name, la.metadata, la.features) for la in layers])
+        seed = self.seed.value
+        self._job = dict(items=items, sources=names, n_neighbors=self.n_neighbors.value,
+                         min_dist=self.min_dist.value, metric=self.metric.value, seed=None if seed < 0 else seed)
+        return True
+
+    # --- off the GUI thread -----------------------------------------------------------------------
+    def work(self):
+        from napari_reddino.embedding import iter_umap_embed, pool_embeddings
+
+        job = self._job
+        yield Progress(0, 4, "pooling")
+        table, X = pool_embeddings(job["items"])
+        Y = yield from iter_umap_embed(X, job["n_neighbors"], job["min_dist"], job["metric"], job["seed"])
+        return dict(table=table, X=X, Y=Y, sources=job["sources"], images=[it[0] for it in job["items"]])
+
+    # --- main thread ------------------------------------------------------------------------------
+    def show(self, result) -> None:
+        from napari_reddino.annotate import AnnotationStore, annotation_path
+
+        self._ensure_canvas()
+        folder = self._project_folder()
+        paths = {image: self._image_path(image) for image in result["images"]}
+        if folder is None and any(p is None for p in paths.values()):
+            folder = DEFAULT_FOLDER
+            show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
+        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder))
+        restored = store.load(result["images"])
+        if self.state is not None:
+            self.state.disconnect()
+        self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
+        self._bind_keys()
+        self.panel.set_enabled(True)
+        if restored:
+            show_info(f"Restored {restored} annotations")
+
+    def _ensure_canvas(self):
+        from napari_reddino._widgets.umap_canvas import UmapCanvas
+
+        if self.canvas is not None:
+            return
+        self.canvas = UmapCanvas()
+        window = getattr(self.viewer, "window", None)
+        if window is not None and hasattr(window, "add_dock_widget"):
+            self._dock = window.add_dock_widget(self.canvas, name="UMAP", area="right")
+
+    def _bind_keys(self):
+        layer = self.canvas.points
+        for i, key in enumerate(KEYS[:len(self.classes)]):
+            layer.bind_key(key, lambda _layer, i=i: self._safely(self.assign, i), overwrite=True)
+        layer.bind_key("Control-z", lambda _layer: self._safely(self.undo), overwrite=True)
+        layer.bind_key("Backspace", lambda _layer: self._safely(self.assign, None), overwrite=True)
+
+    # --- actions (also the programmatic API the tests drive) ----------------------------------------
+    def _need_state(self) -> AnnotationState:
+        if self.state is None:
+            raise InputError("Received an action before any UMAP; accepted: run 'Compute UMAP' first.")
+        return self.state
+
+    def assign(self, cls) -> int:
+        """Give the selected points class ``cls`` (index into the class list or name; None clears)."""
+        if isinstance(cls, (int, np.integer)):
+            cls = self.classes[int(cls)].name
+        return self._need_state().assign_selected(cls)
+
+    def undo(self):
+        return self._need_state().undo()
+
+    def train(self, kind: str = "logreg"):
+        return self._need_state().train(kind)
+
+    def next_to_annotate(self, k: int = 20):
+        return self._need_state().select_next(k)
+
+    def export_cells(self, path) -> Path:
+        return self._need_state().export_cells(path)
+
+    def export_report(self, path) -> Path:
+        return self._need_state().export_report(path)
+
+    def _safely(self, fn, *args):
+        try:
+            return fn(*args)
+        except InputError as exc:
+            show_error(str(exc))
+            return None
+
+    def _export(self, what: str):
+        from qtpy.QtWidgets import QFileDialog
+
+        default = "cells.csv" if what == "cells" else "morphology_report.csv"
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", default, "CSV (*.csv)")
+        if path:
+            written = self._safely(self.export_cells if what == "cells" else self.export_report, path)
+            if written:
+                show_info(f"Wrote {written}")
+
+    def close_canvas(self):
+        if self.state is not None:
+            self.state.disconnect()
+            self.state = None
+        if self.canvas is not None:
+            if self._dock is not None:
+                try:
+                    self.viewer.window.remove_dock_widget(self._dock)
+                except (AttributeError, LookupError, RuntimeError):
+                    pass
+                self._dock = None
+            self.canvas.close_canvas()
+            self.canvas.deleteLater()
+            self.canvas = None
+
+    def closeEvent(self, event):
+        self.close_canvas()
+        super().closeEvent(event)

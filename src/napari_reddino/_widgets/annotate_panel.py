@@ -1,0 +1,71 @@
+"""The annotation half of the "Embedding & annotation" dock: class list and action buttons (no logic)."""
+
+from __future__ import annotations
+
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem,
+                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from napari_reddino._widgets.report import FrameTable
+
+KEYS = "1234567890"
+
+
+def swatch(color: str) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+class AnnotationPanel(QWidget):
+    def __init__(self, classes, parent=None):
+        super().__init__(parent)
+        self.class_list = QListWidget()
+        for i, c in enumerate(classes):
+            key = f"[{KEYS[i]}] " if i < len(KEYS) else "     "
+            self.class_list.addItem(QListWidgetItem(swatch(c.color), f"{key}{c.name}"))
+        self.class_list.setCurrentRow(0)
+        self.assign_button = QPushButton("Assign selection")
+        self.clear_button = QPushButton("Clear class")
+        self.undo_button = QPushButton("Undo")
+        self.classifier = QComboBox()
+        self.classifier.addItems(["logreg", "knn"])
+        self.train_button = QPushButton("Train && predict")
+        self.next_k = QSpinBox()
+        self.next_k.setRange(1, 1000)
+        self.next_k.setValue(20)
+        self.next_button = QPushButton("Next to annotate")
+        self.export_cells_button = QPushButton("Export cell table…")
+        self.export_report_button = QPushButton("Export report…")
+        self.status = QLabel("Run the UMAP to start annotating.")
+        self.status.setWordWrap(True)
+        self.report = FrameTable()
+
+        box = QGroupBox("Annotation (keys 1-9, 0; Ctrl+Z undo)")
+        grid = QGridLayout(box)
+        grid.addWidget(self.class_list, 0, 0, 1, 3)
+        grid.addWidget(self.assign_button, 1, 0)
+        grid.addWidget(self.clear_button, 1, 1)
+        grid.addWidget(self.undo_button, 1, 2)
+        grid.addWidget(self.classifier, 2, 0)
+        grid.addWidget(self.train_button, 2, 1, 1, 2)
+        grid.addWidget(self.next_k, 3, 0)
+        grid.addWidget(self.next_button, 3, 1, 1, 2)
+        grid.addWidget(self.export_cells_button, 4, 0, 1, 2)
+        grid.addWidget(self.export_report_button, 4, 2)
+        grid.addWidget(self.status, 5, 0, 1, 3)
+        report_box = QGroupBox("Morphology report (per image)")
+        QVBoxLayout(report_box).addWidget(self.report)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(box)
+        layout.addWidget(report_box)
+        self.set_enabled(False)
+
+    def set_enabled(self, on: bool) -> None:
+        for w in (self.assign_button, self.clear_button, self.undo_button, self.train_button,
+                  self.next_button, self.export_cells_button, self.export_report_button):
+            w.setEnabled(on)
+
+    def current_class(self) -> int:
+        return max(0, self.class_list.currentRow())

@@ -1,0 +1,167 @@
+"""One UMAP session: pooled cells, their points, their cells on the smear, annotations and predictions.
+
+Keeps the Points layer (features, colours), the smear layers (selection outline, class colours) and the
+report table in step with the annotation store after every change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino.annotate import UNLABELLED_COLOR, class_colors
+from napari_reddino.classify import fit_predict, next_to_annotate
+from napari_reddino.report import export_cell_table, morphology_report
+
+PREDICTED_ALPHA = 0.35
+CLICK_PIXELS = 4
+
+
+class AnnotationState:
+    def __init__(self, viewer, canvas, classes, store, result: dict, panel):
+        from napari_reddino._widgets.smear_link import SmearLink
+
+        self.viewer, self.canvas, self.classes, self.store, self.panel = viewer, canvas, classes, store, panel
+        self.table: pd.DataFrame = result["table"]
+        self.X: np.ndarray = result["X"]
+        Y = result["Y"]
+        n = len(self.table)
+        self.prediction = np.full(n, "", dtype=object)
+        self.confidence = np.full(n, np.nan, dtype=np.float32)
+        self._colors = class_colors(classes)
+        self._index = {c.name: i for i, c in enumerate(classes)}
+        source_of_image = {image: s for s, image in enumerate(result["images"])}
+        source_of_row = self.table["image"].map(source_of_image).to_numpy()
+        self.link = SmearLink(viewer, result["sources"], source_of_row, self.table["label"].to_numpy())
+        data = np.column_stack([-Y[:, 1], Y[:, 0]])
+        extent = float(np.ptp(data, axis=0).max()) or 1.0
+        name = " + ".join(result["sources"]) + " UMAP"
+        self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 120)
+        self.points.metadata["reddino_umap"] = {"sources": list(result["sources"])}
+        self.points.selected_data.events.items_changed.connect(self._on_selection)
+        viewer.mouse_drag_callbacks.append(self._on_smear_drag)
+        self.refresh()
+
+    def disconnect(self) -> None:
+        if self._on_smear_drag in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_smear_drag)
+        try:
+            self.points.selected_data.events.items_changed.disconnect(self._on_selection)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+
+    # --- derived columns --------------------------------------------------------------------------
+    def class_column(self) -> np.ndarray:
+        return self.store.column(self.table)
+
+    def _features(self) -> pd.DataFrame:
+        return pd.DataFrame({"image": self.table["image"].to_numpy(), "label": self.table["label"].to_numpy(),
+                             "class": self.class_column(), "prediction": self.prediction,
+                             "confidence": self.confidence})
+
+    def _face_colors(self) -> np.ndarray:
+        from matplotlib.colors import to_rgba
+
+        out = np.tile(np.asarray(to_rgba(UNLABELLED_COLOR), np.float32), (len(self.table), 1))
+        for col, alpha in ((self.prediction, PREDICTED_ALPHA), (self.class_column(), 1.0)):
+            for name, rgba in self._colors.items():
+                hit = col == name
+                out[hit] = rgba
+                out[hit, 3] = alpha
+        return out
+
+    def _cell_codes(self) -> tuple[np.ndarray, dict]:
+        """Code per row: class index + 1 when annotated, + 1 + K when only predicted, 0 otherwise."""
+        k = len(self.classes)
+        codes = np.zeros(len(self.table), dtype=np.int32)
+        for col, offset in ((self.prediction, 1 + k), (self.class_column(), 1)):
+            for name, i in self._index.items():
+                codes[col == name] = i + offset
+        colors = {}
+        for name, i in self._index.items():
+            rgba = self._colors[name].copy()
+            colors[i + 1] = rgba
+            faded = rgba.copy()
+            faded[3] = PREDICTED_ALPHA
+            colors[i + 1 + k] = faded
+        return codes, colors
+
+    def refresh(self) -> None:
+        self.points.features = self._features()
+        self.points.face_color = self._face_colors()
+        self.points.refresh()
+        self.link.color_cells(*self._cell_codes())
+        self.panel.report.set_frame(self.report())
+        n_ann = int((self.class_column() != "").sum())
+        where = sorted({str(self.store.path_of(i)) for i in pd.unique(self.table["image"])})
+        self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; saved to {', '.join(where)}")
+
+    # --- selection --------------------------------------------------------------------------------
+    def selected_rows(self) -> np.ndarray:
+        return np.array(sorted(self.points.selected_data), dtype=np.int64)
+
+    def _on_selection(self, *_):
+        self.link.highlight(self.selected_rows())
+
+    def _on_smear_drag(self, viewer, event):
+        start = np.asarray(event.pos, dtype=float)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or np.linalg.norm(np.asarray(event.pos) - start) > CLICK_PIXELS
+            yield
+        if moved:
+            return
+        row = self.link.row_at(event.position)
+        if row is not None:
+            self.canvas.select([row], toggle="Shift" in event.modifiers)
+
+    # --- edits ------------------------------------------------------------------------------------
+    def _keys(self, rows) -> list[tuple[str, int]]:
+        return list(zip(self.table["image"].to_numpy()[rows], self.table["label"].to_numpy()[rows]))
+
+    def assign_selected(self, cls: str | None) -> int:
+        changed = self.store.assign(self._keys(self.selected_rows()), cls)
+        if changed:
+            self.refresh()
+        return changed
+
+    def undo(self):
+        keys = self.store.undo()
+        if keys:
+            self.refresh()
+        return keys
+
+    def train(self, kind: str = "logreg"):
+        self.prediction, self.confidence = fit_predict(self.X, self.class_column(), kind=kind)
+        self.refresh()
+        return self.prediction, self.confidence
+
+    def select_next(self, k: int = 20) -> np.ndarray:
+        from napari_reddino.images import InputError
+
+        if np.isnan(self.confidence).all():
+            raise InputError("Received 'next to annotate' before any prediction; accepted: run "
+                             "'Train & predict' first.")
+        rows = next_to_annotate(self.confidence, self.class_column(), k)
+        self.canvas.select(rows)
+        return rows
+
+    # --- tables -----------------------------------------------------------------------------------
+    def cell_table(self) -> pd.DataFrame:
+        t = self.table.copy()
+        t["class"], t["prediction"], t["confidence"] = self.class_column(), self.prediction, self.confidence
+        return export_cell_table(t)
+
+    def report(self) -> pd.DataFrame:
+        return morphology_report(self.cell_table())
+
+    def export_cells(self, path) -> Path:
+        self.cell_table().to_csv(path, index=False)
+        return Path(path)
+
+    def export_report(self, path) -> Path:
+        self.report().to_csv(path, index=False)
+        return Path(path)

@@ -1,0 +1,170 @@
+"""The UMAP canvas: a second napari viewer embedded in a dock, with box, shift-click and lasso selection.
+
+napari's own Points "select" mode drags the selected points, and UMAP positions are data, so the points
+layer stays in pan_zoom mode and the selection gestures are ours (a viewer-level mouse callback, with
+panning switched off while selecting).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+MODES = {"select": "Box / click", "lasso": "Lasso", "pan_zoom": "Pan / zoom"}
+DRAG_PIXELS = 4
+PREVIEW_EVERY = 3  # redraw the lasso outline every n mouse moves
+
+
+def points_in_polygon(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Indices of ``points`` (N, 2) inside the closed polygon ``vertices`` (M, 2), same coordinates."""
+    from matplotlib.path import Path as MplPath
+
+    vertices = np.asarray(vertices, dtype=float)
+    if len(vertices) < 3 or len(points) == 0:
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero(MplPath(vertices).contains_points(np.asarray(points, dtype=float)[:, :2]))
+
+
+def box_polygon(a, b) -> np.ndarray:
+    (r0, c0), (r1, c1) = a, b
+    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=float)
+
+
+class UmapCanvas(QWidget):
+    """Embedded viewer holding the UMAP Points layer. ``selection_changed`` is forwarded by the owner."""
+
+    def __init__(self, title: str = "UMAP"):
+        super().__init__()
+        from napari.components import ViewerModel
+        from napari.qt import QtViewer
+
+        self.model = ViewerModel(title=title)
+        self.qt_viewer = QtViewer(self.model, show_welcome_screen=False)
+        self.points = None
+        self.preview = None
+        self.mode = "select"
+        self._buttons = QButtonGroup(self)
+        row = QHBoxLayout()
+        for key, text in MODES.items():
+            button = QPushButton(text)
+            button.setCheckable(True)
+            button.setChecked(key == self.mode)
+            button.clicked.connect(lambda _=False, k=key: self.set_mode(k))
+            self._buttons.addButton(button)
+            row.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.qt_viewer, 1)
+        self.model.mouse_drag_callbacks.append(self._on_drag)
+
+    # --- layer ------------------------------------------------------------------------------------
+    def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
+        """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1))."""
+        if self.preview is None:
+            self.preview = self.model.add_shapes(name="selection outline", edge_color="yellow",
+                                                 face_color="transparent", edge_width=size / 3)
+        if self.points is not None and self.points.name != name and self.points in self.model.layers:
+            self.model.layers.remove(self.points)
+            self.points = None
+        if self.points is None:
+            self.points = self.model.add_points(data, name=name, features=features, face_color=face_color,
+                                                size=size, border_width=0)
+            self.model.layers.move(self.model.layers.index(self.points), 0)
+        else:
+            self.points.selected_data = set()
+            self.points.data = data
+            self.points.features = features
+            self.points.face_color = face_color
+            self.points.size = size
+        self.model.layers.selection.active = self.points
+        self.set_mode(self.mode)
+        self.model.reset_view()
+        return self.points
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} not in {list(MODES)}")
+        self.mode = mode
+        for button, key in zip(self._buttons.buttons(), MODES):
+            button.setChecked(key == mode)
+        pan = mode == "pan_zoom"
+        if self.points is not None:
+            self.points.mode = "pan_zoom"
+            if hasattr(self.points, "mouse_pan"):
+                self.points.mouse_pan = pan
+        camera = self.model.scene.camera if hasattr(self.model, "scene") else self.model.camera
+        camera.mouse_pan = pan
+
+    # --- selection --------------------------------------------------------------------------------
+    def select(self, indices, add: bool = False, toggle: bool = False) -> None:
+        if self.points is None:
+            return
+        new = {int(i) for i in np.asarray(indices, dtype=int).ravel()}
+        if toggle:
+            new = set(self.points.selected_data) ^ new
+        elif add:
+            new |= set(self.points.selected_data)
+        self.points.selected_data = new
+        self.points.refresh()
+
+    def select_in_polygon(self, vertices, add: bool = False) -> np.ndarray:
+        """Select the points inside ``vertices`` ((row, col) in the canvas' world coordinates)."""
+        if self.points is None:
+            return np.zeros(0, dtype=int)
+        inside = points_in_polygon(self.points.data, vertices)
+        self.select(inside, add=add)
+        return inside
+
+    def _show_outline(self, vertices, shape_type: str) -> None:
+        if self.preview is None:
+            return
+        self.preview.data = [] if vertices is None else [np.asarray(vertices, dtype=float)]
+        if vertices is not None:
+            self.preview.shape_type = [shape_type]
+        self.model.layers.selection.active = self.points
+
+    def _on_drag(self, viewer, event):
+        if self.points is None or self.mode == "pan_zoom" or event.button != 1:
+            return
+        add = "Shift" in event.modifiers
+        start_pos = np.asarray(event.pos, dtype=float)
+        start = np.asarray(event.position, dtype=float)[-2:]
+        path = [start]
+        dragged = False
+        moves = 0
+        yield
+        while event.type == "mouse_move":
+            here = np.asarray(event.position, dtype=float)[-2:]
+            path.append(here)
+            dragged = dragged or np.linalg.norm(np.asarray(event.pos) - start_pos) > DRAG_PIXELS
+            moves += 1
+            if dragged and moves % PREVIEW_EVERY == 0:
+                if self.mode == "lasso":
+                    self._show_outline(np.array(path), "path")
+                else:
+                    self._show_outline(box_polygon(start, here), "rectangle")
+            yield
+        end = np.asarray(event.position, dtype=float)[-2:]
+        self._show_outline(None, "path")
+        if not dragged:
+            hit = self.points.get_value(event.position, world=True)
+            if hit is not None:
+                self.select([hit], toggle=add)
+            elif not add:
+                self.select([])
+            return
+        polygon = np.array(path + [end]) if self.mode == "lasso" else box_polygon(start, end)
+        self.select_in_polygon(polygon, add=add)
+
+    # --- teardown ---------------------------------------------------------------------------------
+    def close_canvas(self) -> None:
+        """Release the embedded viewer (napari counts live QtViewers; tests check that none leak)."""
+        if self.qt_viewer is not None:
+            self.model.mouse_drag_callbacks.clear()
+            self.model.layers.clear()
+            self.qt_viewer.close()
+            self.qt_viewer.setParent(None)
+            self.qt_viewer.deleteLater()
+            self.qt_viewer = None
+            self.points = self.preview = None

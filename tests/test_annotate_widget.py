@@ -1,0 +1,189 @@
+"""The Embedding & annotation dock, driven programmatically under Xvfb: UMAP in a worker, linking both
+ways, box / shift-click / lasso selection, assignment by button and key, undo, classifier, restart."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.gui
+
+GRID = (3, 4)  # cells per image: 12 squares of 10 px
+CELL = 10
+
+
+def fabricated_labels(offset=0):
+    labels = np.zeros((GRID[0] * 2 * CELL, GRID[1] * 2 * CELL), np.int32)
+    lab = 1
+    for r in range(GRID[0]):
+        for c in range(GRID[1]):
+            labels[2 * r * CELL + 2:2 * r * CELL + CELL + 2, 2 * c * CELL + 2:2 * c * CELL + CELL + 2] = lab
+            lab += 1
+    return labels
+
+
+def add_embedded_smear(viewer, name, clusters, seed):
+    """An image + Labels layer carrying metadata['reddino'] like the embed step writes (Gaussian clusters)."""
+    from napari_reddino.cells import cell_table
+
+    rng = np.random.default_rng(seed)
+    labels = fabricated_labels()
+    centres = np.random.default_rng(42).normal(size=(3, 32)) * 5
+    emb = (centres[clusters] + rng.normal(size=(len(clusters), 32))).astype(np.float32)
+    viewer.add_image(np.zeros(labels.shape + (3,), np.uint8), name=name)
+    layer = viewer.add_labels(labels, name=f"{name} cells", features=cell_table(labels))
+    layer.metadata["reddino"] = {"embeddings": emb, "labels": np.arange(1, 13), "model": "test", "image": name}
+    return layer
+
+
+CLUSTERS = {"s1": np.repeat([0, 1, 2], 4), "s2": np.tile([0, 1, 2], 4)}
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot, tmp_path):
+    from napari_reddino._widgets.annotate import AnnotationWidget
+
+    viewer = make_napari_viewer()
+    for i, (name, cl) in enumerate(CLUSTERS.items()):
+        add_embedded_smear(viewer, name, cl, seed=i)
+    made = []
+
+    def make(project=tmp_path / "proj"):
+        w = AnnotationWidget(viewer)
+        w.project.value = str(project)
+        w.n_neighbors.value = 5
+        made.append(w)
+        worker = w.start()
+        assert worker is not None
+        qtbot.waitUntil(lambda: w.state is not None and w.worker is None, timeout=180_000)
+        return w
+
+    yield viewer, make
+    for w in made:
+        w.close_canvas()
+        w.deleteLater()
+    qtbot.wait(20)
+
+
+def truth(w):
+    t = w.state.table
+    return np.concatenate([CLUSTERS[i][t["label"].to_numpy()[t["image"] == i] - 1] for i in ("s1", "s2")])
+
+
+def drag(canvas, path, modifiers=()):
+    """Drive the canvas' mouse callback along ``path`` (world (row, col) points) like vispy would."""
+    scale = 1000.0  # canvas pixels per world unit: any drag is longer than the click threshold
+    ev = SimpleNamespace(type="mouse_press", button=1, modifiers=list(modifiers), position=tuple(path[0]),
+                         pos=np.asarray(path[0]) * scale)
+    gen = canvas._on_drag(canvas.model, ev)
+    next(gen)
+    for p in path[1:]:
+        ev.type, ev.position, ev.pos = "mouse_move", tuple(p), np.asarray(p) * scale
+        next(gen)
+    ev.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_umap_points_layer_and_linking_both_ways(dock):
+    viewer, make = dock
+    w = make()
+    pts = w.canvas.points
+    assert pts.name == "s1 cells + s2 cells UMAP" and len(pts.data) == 24
+    assert list(pts.features.columns) == ["image", "label", "class", "prediction", "confidence"]
+    assert set(pts.features["image"]) == {"s1", "s2"}
+    rows = np.flatnonzero(pts.features["image"] == "s2")[:3]
+    w.canvas.select(rows)
+    hl = viewer.layers["s2 cells selection"].data
+    assert set(np.unique(hl)) - {0} == set(pts.features["label"].to_numpy()[rows])
+    assert not viewer.layers["s1 cells selection"].data.any()
+    # click on cell 7 of s1 on the smear selects its point
+    cell7 = np.argwhere(viewer.layers["s1 cells"].data == 7).mean(0)
+    ev = SimpleNamespace(type="mouse_press", pos=np.zeros(2), position=tuple(cell7), modifiers=[])
+    gen = w.state._on_smear_drag(viewer, ev)
+    next(gen)
+    ev.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+    [row] = list(pts.selected_data)
+    assert (pts.features["image"][row], pts.features["label"][row]) == ("s1", 7)
+    assert set(np.unique(viewer.layers["s1 cells selection"].data)) == {0, 7}
+
+
+def test_box_shift_click_lasso_and_points_do_not_move(dock):
+    _, make = dock
+    w = make()
+    c, pts = w.canvas, w.canvas.points
+    before = pts.data.copy()
+    y = truth(w)
+    inside = pts.data[y == 0]
+    lo, hi = inside.min(0) - 0.01, inside.max(0) + 0.01
+    drag(c, [lo, (lo + hi) / 2, hi])  # box
+    box_sel = set(pts.selected_data)
+    assert box_sel >= set(np.flatnonzero(y == 0)) and len(box_sel) < 24
+    one = int(np.flatnonzero(y == 1)[0])
+    drag(c, [pts.data[one], pts.data[one]], modifiers=["Shift"])  # shift-click adds
+    assert set(pts.selected_data) == box_sel | {one}
+    drag(c, [pts.data[one], pts.data[one]], modifiers=["Shift"])  # and removes
+    assert set(pts.selected_data) == box_sel
+    c.set_mode("lasso")
+    centre = pts.data[y == 2].mean(0)
+    r = np.linalg.norm(pts.data[y == 2] - centre, axis=1).max() + 0.01
+    ring = [centre + r * np.array([np.sin(a), np.cos(a)]) for a in np.linspace(0, 2 * np.pi, 40)]
+    drag(c, ring)
+    lasso = set(pts.selected_data)
+    assert lasso >= set(np.flatnonzero(y == 2)) and len(lasso) < 24
+    np.testing.assert_array_equal(pts.data, before)
+    assert pts.mode == "pan_zoom"  # napari's own select mode (which drags points) is never entered
+
+
+def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
+    from app_model.types import KeyBinding
+
+    viewer, make = dock
+    w = make()
+    y = truth(w)
+    w.canvas.select(np.flatnonzero(y == 0))
+    w.panel.class_list.setCurrentRow(3)  # spherocyte
+    w.panel.assign_button.click()
+    w.canvas.select(np.flatnonzero(y == 1)[:2])
+    w.canvas.points.keymap[KeyBinding.from_str("5")](w.canvas.points)  # key 5 = 5th class: target
+    f = w.canvas.points.features
+    assert (f["class"][y == 0] == "spherocyte").all() and (f["class"] == "target").sum() == 2
+    saved = pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")
+    assert len(saved) == 10 and set(saved["class"]) == {"spherocyte", "target"}
+    assert w.canvas.points.face_color[np.flatnonzero(y == 0)[0], 3] == 1.0
+    cls_layer = viewer.layers["s1 cells classes"].data
+    assert len(np.unique(cls_layer)) == 3  # background + 2 classes painted on the smear
+    w.undo()
+    assert (w.canvas.points.features["class"] == "target").sum() == 0
+    assert len(pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")) == 8
+    w.close_canvas()
+    w2 = make()  # simulated restart: a new dock, same project folder
+    f2 = w2.canvas.points.features
+    assert (f2["class"][truth(w2) == 0] == "spherocyte").all() and (f2["class"] != "").sum() == 8
+
+
+def test_classifier_next_to_annotate_report_and_export(dock, tmp_path):
+    _, make = dock
+    w = make()
+    y = truth(w)
+    for k, name in enumerate(["normal", "target", "burr"]):
+        w.canvas.select(np.flatnonzero(y == k)[:2])
+        w.assign(name)
+    pred, conf = w.train("logreg")
+    names = np.array(["normal", "target", "burr"])
+    assert (pred == names[y]).mean() > 0.9 and np.isfinite(conf).all()
+    rows = w.next_to_annotate(5)
+    assert len(rows) == 5 and not set(rows) & set(np.flatnonzero(w.canvas.points.features["class"] != ""))
+    assert set(w.canvas.points.selected_data) == set(rows)
+    assert w.panel.report.rowCount() == len(w.state.report()) >= 2
+    w.export_cells(tmp_path / "cells.csv")
+    w.export_report(tmp_path / "report.csv")
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert len(cells) == 24 and {"centroid_x", "prediction", "confidence"} <= set(cells.columns)
+    rep = pd.read_csv(tmp_path / "report.csv")
+    assert rep.groupby("image")["count"].sum().tolist() == [12, 12]
+    pred_knn, _ = w.train("knn")
+    assert (pred_knn == names[y]).mean() > 0.9

@@ -46,8 +46,9 @@ def read_tensors(path) -> dict:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - corrupt header or truncated file
-            raise ModelLoadError(f"Could not read {path.name} as safetensors ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:120]}); expected a valid .safetensors file.") from None
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+            raise ModelLoadError(f"Could not read {path.name} as safetensors ({why}); expected a valid "
+                                 ".safetensors file.") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickles with code, corrupt zips, other formats

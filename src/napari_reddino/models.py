@@ -58,7 +58,8 @@ def parse_spec(spec) -> tuple[str, str]:
 
 def is_offline() -> bool:
     truthy = ("1", "true", "yes", "on")
-    return any(os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "NAPARI_REDDINO_OFFLINE"))
+    keys = ("HF_HUB_OFFLINE", "NAPARI_REDDINO_OFFLINE")
+    return any(os.environ.get(k, "").strip().lower() in truthy for k in keys)
 
 
 def _cached_hub_files(repo: str) -> tuple[Path, Path] | None:

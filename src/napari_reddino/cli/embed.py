@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     cells.add_argument("--labels", nargs="+", help="label images (.tif/.png/.npy) or folders, one per image")
     cells.add_argument("--segment", choices=["threshold", "cellpose"], help="segment the images first")
     p.add_argument("--model", default=None,
-                   help="model spec (default: a cached RedDino, else the demo model); see `napari-reddino models list`")
+                   help="model spec (default: a cached RedDino, else the demo model); "
+                        "see `napari-reddino models list`")
     p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--batch-size", type=int, default=64)

@@ -21,9 +21,12 @@ def run(args) -> int:
         for spec, info in models.MODEL_SPECS.items():
             state = "cached" if models.is_cached(spec) else ("not shipped" if spec == "demo" else "not cached")
             mark = " (default)" if spec == default else ""
-            print(f"{spec:32} {info['dim'] or '-':>5} {info['params']:>7}  {state:10} {info['architecture']}{mark}")
-        print("Also: local-dir:FOLDER (timm config.json + model.safetensors) or a DINOv2 .pth/.safetensors path.")
-        print("RedDino weights: model cards say Apache-2.0, the pushed config says cc-by-nc-4.0; check before use.")
+            print(f"{spec:32} {info['dim'] or '-':>5} {info['params']:>7}  {state:10} "
+                  f"{info['architecture']}{mark}")
+        print("Also: local-dir:FOLDER (timm config.json + model.safetensors) or a DINOv2 .pth/.safetensors "
+              "path.")
+        print("RedDino weights: model cards say Apache-2.0, the pushed config says cc-by-nc-4.0; check before "
+              "use.")
         return 0
     path = models.download(args.spec, tqdm_class=None)
     print(f"{args.spec}: weights at {path}")

@@ -1,0 +1,48 @@
+"""``napari-reddino classify``: train on the annotated cells of a FEATURES table and predict every cell.
+ANN.csv has columns image, label, class. PRED.csv: image, label, x, y, class, prediction, confidence."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="train on annotated cells, predict all → CSV", description=__doc__)
+    p.add_argument("features", help="FEATURES .parquet or .csv (columns image, label, x, y, emb_0..)")
+    p.add_argument("--annotations", required=True, help="CSV with columns image, label, class")
+    p.add_argument("--out", required=True, help="output CSV of predictions")
+    p.add_argument("--classifier", choices=["logreg", "knn"], default="logreg")
+    p.add_argument("--k", type=int, default=20, help="neighbours for --classifier knn")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from napari_reddino.annotate import read_annotations
+    from napari_reddino.classify import fit_predict
+    from napari_reddino.embedding import read_features
+    from napari_reddino.images import InputError
+
+    table, X = read_features(args.features)
+    ann_path = Path(args.annotations)
+    if not ann_path.is_file():
+        raise InputError(f"Received --annotations {args.annotations!r}, which is not a file; accepted: a CSV "
+                         "with columns image, label, class.")
+    ann = read_annotations(ann_path).drop_duplicates(["image", "label"], keep="last")
+    classes = {(str(i), int(lbl)): c for i, lbl, c in ann.itertuples(index=False)}
+    y = np.array([classes.get((str(i), int(lbl)), "") for i, lbl in zip(table["image"], table["label"])],
+                 dtype=object)
+    matched = int((y != "").sum())
+    if matched < len(ann):
+        print(f"napari-reddino classify: {len(ann) - matched} of {len(ann)} annotations match no cell in "
+              f"{args.features}", file=sys.stderr)
+    pred, conf = fit_predict(X, y, kind=args.classifier, k=args.k)
+    out = table[[c for c in ("image", "label", "x", "y") if c in table.columns]].copy()
+    out["class"], out["prediction"], out["confidence"] = y, pred, conf
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.out, index=False)
+    print(f"trained {args.classifier} on {matched} cells of {len(set(y[y != '']))} classes; "
+          f"predicted {len(out)} cells → {args.out}")
+    return 0

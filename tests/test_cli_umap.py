@@ -1,0 +1,65 @@
+"""``napari-reddino umap`` and ``napari-reddino classify`` on small FEATURES files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_reddino.cli import main
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("feat")
+    y = np.repeat(np.array(["normal", "target", "burr"]), 12)
+    centres = {"normal": 0, "target": 6, "burr": -6}
+    emb = np.array([rng.normal(centres[c], 1, 16) + (np.arange(16) == i % 3) * 5 for i, c in enumerate(y)])
+    df = pd.DataFrame({"image": np.where(np.arange(36) % 2, "a", "b"), "label": np.arange(1, 37),
+                       "x": rng.uniform(0, 100, 36), "y": rng.uniform(0, 100, 36)})
+    for j in range(16):
+        df[f"emb_{j}"] = emb[:, j].astype(np.float32)
+    df.to_parquet(d / "f.parquet")
+    return d / "f.parquet", y
+
+
+def test_umap_cli_writes_csv_and_png(features, tmp_path):
+    path, _ = features
+    assert main(["umap", str(path), "--out", str(tmp_path / "u"), "--n-neighbors", "8", "--color-by", "x"]) == 0
+    emb = pd.read_csv(tmp_path / "u" / "umap.csv")
+    assert len(emb) == 36 and {"image", "label", "umap_1", "umap_2"} <= set(emb.columns)
+    assert emb[["umap_1", "umap_2"]].notna().all().all()
+    png = (tmp_path / "u" / "umap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_umap_cli_bad_input_exits_2(features, tmp_path, capsys):
+    path, _ = features
+    assert main(["umap", str(path), "--out", str(tmp_path), "--color-by", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "accepted" in err and len(err.strip().splitlines()) == 1
+    assert main(["umap", str(tmp_path / "missing.parquet"), "--out", str(tmp_path)]) == 2
+
+
+def test_classify_cli_trains_on_annotations(features, tmp_path, capsys):
+    path, y = features
+    picks = [0, 1, 12, 13, 24, 25]
+    ann = pd.DataFrame({"image": np.where(np.array(picks) % 2, "a", "b"), "label": np.array(picks) + 1,
+                        "class": y[picks]})
+    ann.loc[len(ann)] = ["zzz", 999, "normal"]  # matches no cell: reported, not fatal
+    ann.to_csv(tmp_path / "ann.csv", index=False)
+    out = tmp_path / "pred.csv"
+    for kind in ("logreg", "knn"):
+        assert main(["classify", str(path), "--annotations", str(tmp_path / "ann.csv"), "--out", str(out),
+                     "--classifier", kind, "--k", "3"]) == 0
+        pred = pd.read_csv(out, keep_default_na=False)
+        assert list(pred.columns) == ["image", "label", "x", "y", "class", "prediction", "confidence"]
+        assert (pred["prediction"] == y).mean() > 0.9 and (pred["class"] != "").sum() == 6
+    assert "1 of 7 annotations match no cell" in capsys.readouterr().err
+
+
+def test_classify_cli_needs_two_classes(features, tmp_path, capsys):
+    path, _ = features
+    pd.DataFrame({"image": ["b"], "label": [1], "class": ["normal"]}).to_csv(tmp_path / "a.csv", index=False)
+    assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    assert "at least 2 classes" in capsys.readouterr().err

@@ -46,3 +46,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[all,test]" -e ./training
   echo "$want" > "$stamp"
 fi
+# The pinned torch is a CUDA build that brings triton. On a machine without an NVIDIA GPU, napari's software
+# OpenGL (Mesa llvmpipe) and triton's own LLVM cannot live in one process: importing triton after a napari
+# window exists segfaults. CPU torch does not need triton (inductor's CPU backend is C++), so remove it there.
+if ! command -v nvidia-smi >/dev/null 2>&1 && [ -d .venv/lib/python*/site-packages/triton ]; then
+  echo "setup: no NVIDIA GPU: removing triton (conflicts with software OpenGL; not used on CPU)"
+  .venv/bin/python -m pip uninstall -y -q triton
+fi

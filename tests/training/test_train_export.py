@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import torch
 
 from conftest import write_config
@@ -16,12 +18,14 @@ def test_cli_train_export_plugin_load_same_cls(tiny_data, tmp_path, capsys):
     cfg_file = write_config(tmp_path / "tiny.yaml")
     run, out = tmp_path / "run", tmp_path / "exported"
     assert main(["train", "--config", cfg_file, "--data", str(tiny_data), "--out", str(run), "--max-steps", "2",
-                 "--no-progress", "loss.koleo_weight=0.1", "head.shared_ibot_head=false"]) == 0
+                 "--no-progress", "loss.koleo_weight=0.1", "head.shared_ibot_head=false", "crops.n_local=2"]) == 0
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors"}
 
     cfg = read_saved_config(run / "config.yaml")
     assert cfg["loss"]["koleo_weight"] == 0.1 and cfg["augmentation"]["name"] == "reddino"  # resolved, saved
+    with open(run / "metrics.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["koleo_loss"]) != 0  # the switch reached the loss
     _, teacher = build_student_teacher(cfg)
     teacher.load_state_dict(load_checkpoint(run)["teacher"])
     teacher.eval()

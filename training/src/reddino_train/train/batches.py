@@ -51,7 +51,6 @@ class SeededSamples(Dataset):
         torch.manual_seed(sample_seed)
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "reseed"):  # the augmentation keeps its own generators (albumentations 2.x)
-            getattr(transform, "_check_worker", lambda: None)()  # let its once-per-worker reseed happen first
             transform.reseed(sample_seed)
         return self.dataset[self._index(position)]
 

@@ -147,6 +147,12 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
     amp = torch.autocast(d.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     metrics = MetricsCSV(out / "metrics.csv", truncate_after=start_step) if d.main else None
+    knn_every = int(cfg["train"].get("knn_every") or 0)
+    knn = None
+    if d.main and knn_every and cfg["train"].get("knn_data"):
+        from .knn_monitor import KNNMonitor
+
+        knn = KNNMonitor(cfg["train"]["knn_data"], int(cfg["model"]["img_size"]))
     bar = None
     if progress and d.main:
         from tqdm.auto import tqdm
@@ -207,6 +213,8 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
                    "cls_rank": effective_rank(s_out["cls"]) if rank_every and step % rank_every == 0 else "",
                    "data_s": round(t_data, 5), "step_s": round(t_step, 5),
                    "img_per_s": round(global_batch / t_step, 2)}
+            if knn is not None and step % knn_every == 0:
+                row["knn_acc"] = round(knn(teacher.backbone), 4)
             if metrics:
                 metrics.write(row)
             if bar:

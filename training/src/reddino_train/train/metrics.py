@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 COLUMNS = ["step", "loss", "dino_loss", "ibot_loss", "koleo_loss", "lr", "wd", "momentum", "teacher_temp",
-           "cls_rank", "data_s", "step_s", "img_per_s"]
+           "cls_rank", "knn_acc", "data_s", "step_s", "img_per_s"]
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ DINO head (3-layer MLP → bottleneck → L2 norm → weight-normalised prototyp
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -109,9 +110,23 @@ def _custom_args(model_cfg: dict) -> dict:
     return {k: model_cfg[k] for k in ("embed_dim", "depth", "num_heads") if model_cfg.get(k) is not None}
 
 
+def _plugin_spec(init: str) -> str:
+    """A timm name with pretrained weights (``vit_small_patch14_dinov2.lvd142m``) → its ``hf-hub:`` spec; any
+    other spec (``hf-hub:``, ``local-dir:``, a DINOv2 ``.pth``/``.safetensors``) goes to the plugin as is."""
+    import timm
+
+    if init.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or Path(init).exists():
+        return init
+    pretrained = timm.models.get_pretrained_cfg(init) if "." in init else None
+    if pretrained is None or not pretrained.hf_hub_id:
+        raise InputError(f"Received model.init {init!r}; accepted: scratch, hf-hub:ID, local-dir:PATH, a DINOv2 "
+                         ".pth/.safetensors file or a timm name with hub weights (vit_small_patch14_dinov2.lvd142m).")
+    return f"hf-hub:{pretrained.hf_hub_id}"
+
+
 def build_backbone(model_cfg: dict):
-    """A timm DINOv2 ViT at ``img_size``: from scratch, a timm name with pretrained weights, ``hf-hub:`` or
-    ``local-dir:`` (through the plugin's loader); the pos_embed is resampled to the training grid."""
+    """A timm DINOv2 ViT at ``img_size``: from scratch, or initialised through the plugin's loader (no download
+    unless ``model.download``) with the pos_embed resampled to the training grid (continued pretraining)."""
     import timm
 
     init = str(model_cfg.get("init") or "scratch")
@@ -119,23 +134,14 @@ def build_backbone(model_cfg: dict):
     if init == "scratch":
         return timm.create_model(model_cfg["arch"], pretrained=False, img_size=size, num_classes=0,
                                  drop_path_rate=model_cfg.get("drop_path_rate", 0.0), **_custom_args(model_cfg))
-    if init.startswith(("hf-hub:", "local-dir:")):
-        from napari_reddino.models import load_model
+    from napari_reddino.models import load_model
 
-        vit = load_model(init, device="cpu", download=bool(model_cfg.get("download", False)))
-    else:
-        if not model_cfg.get("download", False):
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cache only: never a silent download
-        try:
-            vit = timm.create_model(init, pretrained=True, num_classes=0)
-        except Exception as exc:  # noqa: BLE001 - unknown name, no cache, no network
-            raise InputError(f"Could not load init weights {init!r} ({type(exc).__name__}: {str(exc)[:120]}); "
-                             "accepted: scratch, hf-hub:ID, local-dir:PATH or a timm name with weights "
-                             "(model.download=true to fetch them).") from None
+    # a copy: the plugin caches loaded models, and this one is about to be resized and trained
+    vit = copy.deepcopy(load_model(_plugin_spec(init), device="cpu", download=bool(model_cfg.get("download"))))
     vit.reset_classifier(0)
     vit.set_input_size(img_size=(size, size))
+    for p in vit.parameters():
+        p.requires_grad_(True)
     return vit.train()
 
 

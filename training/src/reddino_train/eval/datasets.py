@@ -20,7 +20,7 @@ from napari_reddino.images import IMAGE_SUFFIXES, InputError, read_image
 CHULA_CLASSES = ["normal cell", "macrocyte", "microcyte", "spherocyte", "target cell", "stomatocyte",
                  "ovalocyte", "teardrop", "burr cell", "schistocyte", "uncategorised", "hypochromia",
                  "elliptocyte"]
-ACCEPTED = "chula:PATH (images/ + labels/<id>.txt 'x y class'), folder:PATH (one sub-folder of crops per " \
+ACCEPTED = "chula:PATH (images/ + labels/<id>.txt 'x y class', or the upstream Dataset/ + Label/), folder:PATH (one sub-folder of crops per " \
            "class) or csv:FILE (columns image, x, y or x0, y0, x1, y1, class, optional source)"
 
 
@@ -66,7 +66,9 @@ def centre_crop(rgb, x, y, size: int) -> np.ndarray:
 
 
 def load_chula(root: Path, crop_size: int) -> CellSet:
-    images, labels = root / "images", root / "labels"
+    # images/ + labels/ (../shared/data) or Dataset/ + Label/ (a clone of Chula-PIC-Lab/Chula-RBC-12-Dataset)
+    images, labels = next(((root / i, root / l) for i, l in (("images", "labels"), ("Dataset", "Label"))
+                           if (root / i).is_dir() and (root / l).is_dir()), (root / "images", root / "labels"))
     if not images.is_dir() or not labels.is_dir():
         raise InputError(f"Received chula:{root}, which has no images/ and labels/ folders; accepted: {ACCEPTED}.")
     by_stem = {p.stem: p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}

@@ -35,6 +35,10 @@ def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
     return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
 
 
+class StepFailed(Exception):
+    """Carries a RuntimeError out of a worker (see ``StepWidget._guarded_work``)."""
+
+
 class StepWidget(QWidget):
     """Base of the step docks. Subclasses fill ``self.form`` and implement ``work`` and ``show``."""
 
@@ -82,17 +86,28 @@ class StepWidget(QWidget):
         except InputError as exc:
             show_error(str(exc))
             return None
-        self.worker = create_worker(self.work, _start_thread=False)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
+        # errored must be connected at creation, else superqt re-raises the error in the Qt loop as well
+        self.worker = create_worker(self._guarded_work, _start_thread=False, _connect={
+            "yielded": self._on_progress, "returned": self._on_returned, "errored": self._on_error,
+            "finished": self._on_finished})
+        try:  # napari's notifying workers also relay errors; _on_error reports them, once
+            self.worker.errored.disconnect(self.worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.worker.start()
         return self.worker
+
+    def _guarded_work(self):
+        # superqt takes a RuntimeError raised in a generator worker for "worker deleted": it only warns and
+        # never emits errored/finished, which would leave this dock stuck. torch raises RuntimeError often.
+        try:
+            return (yield from self.work())
+        except RuntimeError as exc:
+            raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def cancel(self, *_):
         if self.worker is not None:
@@ -113,7 +128,15 @@ class StepWidget(QWidget):
             self._on_error(exc)
 
     def _on_error(self, exc):
-        show_error(f"{self.title} failed: {exc}")
+        from napari.utils.notifications import notification_manager
+
+        from napari_reddino.images import InputError
+
+        if isinstance(exc, InputError):  # bad input: the one-line message says it all
+            show_error(str(exc))
+        else:  # a bug or a resource problem: keep the traceback in the notification's details
+            exc = exc.__cause__ if isinstance(exc, StepFailed) and exc.__cause__ else exc
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _on_finished(self):
         self.worker = None

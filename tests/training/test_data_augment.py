@@ -89,13 +89,18 @@ class _Repeat(torch.utils.data.Dataset):
 
 
 def test_dataloader_workers_do_not_repeat_each_other(reddino, image):
+    import cv2
+
+    big = np.zeros((2000, 2000, 3), np.uint8)
+    for _ in range(3):  # start OpenCV's thread pool in this process: the workers are forked from it
+        cv2.dilate(cv2.resize(big, (1000, 1000), interpolation=cv2.INTER_AREA), np.ones((15, 15), np.uint8))
     torch.manual_seed(0)
     aug = build_augmentation(reddino, n_global=1, global_size=24, seed=1)
-    loader = torch.utils.data.DataLoader(_Repeat(image, aug), batch_size=1, num_workers=2)
+    loader = torch.utils.data.DataLoader(_Repeat(image, aug), batch_size=1, num_workers=2, timeout=60)
     crops = [b[0] for b in loader]  # items 0 and 1 are each worker's first call
     assert not torch.equal(crops[0], crops[1])
     # an explicit per-sample seed wins over the worker's own: same crops as in the main process
-    loader = torch.utils.data.DataLoader(_Repeat(image, aug, reseed=True), batch_size=1, num_workers=2)
+    loader = torch.utils.data.DataLoader(_Repeat(image, aug, reseed=True), batch_size=1, num_workers=2, timeout=60)
     here = [_Repeat(image, aug, reseed=True)[i] for i in range(4)]
     assert all(torch.equal(b[0], h) for b, h in zip(loader, here))
 

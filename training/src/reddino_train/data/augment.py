@@ -121,10 +121,8 @@ class MultiCropAugmentation:
         for pipe in self.global_pipes + self.local_pipes:
             pipe.set_random_state(gen, py)
         self._worker_seed = _worker_seed()
-        if self._worker_seed is not None:
-            import cv2
-
-            cv2.setNumThreads(1)  # as torch does in workers: N workers x N OpenCV threads would oversubscribe
+        # No cv2.setNumThreads here: called in a forked worker after the parent used OpenCV's thread pool, it
+        # can hang (seen with opencv 5.0). To limit OpenCV threads, set them in the parent before forking.
 
     def _check_worker(self):
         seed = _worker_seed()

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..loss.masking import step_masks
+
 
 class PositionSampler(Sampler):
     """Yields this rank's global sample positions, from ``start_step`` on, forever (rank r takes the r-th
@@ -52,23 +54,40 @@ class SeededSamples(Dataset):
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "reseed"):  # the augmentation keeps its own generators (albumentations 2.x)
             transform.reseed(sample_seed)
-        return self.dataset[self._index(position)]
+        return position, self.dataset[self._index(position)]
 
 
-def collate_crops(samples: list[dict]) -> dict:
-    """List of {"global_crops": [..], "local_crops": [..]} → crop-major stacks (n_g·B, 3, S, S)."""
-    n_g, n_l = len(samples[0]["global_crops"]), len(samples[0].get("local_crops") or [])
-    out = {"global_crops": torch.stack([s["global_crops"][c] for c in range(n_g) for s in samples])}
-    out["local_crops"] = (torch.stack([s["local_crops"][c] for c in range(n_l) for s in samples])
-                          if n_l else None)
-    return out
+class CollateCrops:
+    """[(position, {"global_crops": [..], "local_crops": [..]})] → crop-major stacks (n_g·B, 3, S, S) plus this
+    process's iBOT masks, drawn here (in the workers) from (seed, step, slot) like every other random choice."""
+
+    def __init__(self, cfg: dict, global_batch: int, grid: tuple[int, int], n_global: int = 2):
+        m = cfg["masking"]
+        self.seed, self.global_batch, self.grid, self.n_global = int(cfg["train"]["seed"]), global_batch, grid, n_global
+        self.mask_kw = dict(probability=float(m["mask_sample_probability"]), ratio_min_max=tuple(m["mask_ratio_min_max"]),
+                            min_patches=int(m["min_num_patches"]), min_aspect=float(m["min_aspect"]))
+
+    def __call__(self, samples: list) -> dict:
+        positions = [p for p, _ in samples]
+        crops = [c for _, c in samples]
+        n_g, n_l = len(crops[0]["global_crops"]), len(crops[0].get("local_crops") or [])
+        out = {"global_crops": torch.stack([s["global_crops"][c] for c in range(n_g) for s in crops])}
+        out["local_crops"] = (torch.stack([s["local_crops"][c] for c in range(n_l) for s in crops]) if n_l else None)
+        step = positions[0] // self.global_batch
+        slots = [c * self.global_batch + p % self.global_batch for c in range(n_g) for p in positions]
+        out["masks"] = torch.from_numpy(step_masks(self.seed, step, n_g * self.global_batch, self.grid,
+                                                   select=np.asarray(slots), **self.mask_kw))
+        out["step"] = step
+        return out
 
 
-def build_loader(dataset, cfg: dict, rank: int, world: int, start_step: int, num_workers: int | None = None):
+def build_loader(dataset, cfg: dict, rank: int, world: int, start_step: int, num_workers: int | None = None,
+                 patch_size: int = 14):
     global_batch = int(cfg["optim"]["batch_size_per_gpu"]) * world
     workers = int(cfg["train"]["num_workers"] if num_workers is None else num_workers)
+    grid = (int(cfg["crops"]["global_size"]) // patch_size,) * 2
     return torch.utils.data.DataLoader(
         SeededSamples(dataset, int(cfg["train"]["seed"])), batch_size=global_batch // world,
         sampler=PositionSampler(global_batch, rank, world, start_step), num_workers=workers,
-        collate_fn=collate_crops, pin_memory=torch.cuda.is_available(), drop_last=True,
+        collate_fn=CollateCrops(cfg, global_batch, grid), pin_memory=torch.cuda.is_available(), drop_last=True,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)

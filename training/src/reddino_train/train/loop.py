@@ -17,7 +17,6 @@ from ..loss.centering import MomentumCenter, sinkhorn_knopp
 from ..loss.dino import dino_loss
 from ..loss.ibot import ibot_loss
 from ..loss.koleo import koleo_loss
-from ..loss.masking import step_masks
 from ..models import build_student_teacher, ema_update
 from . import distributed
 from .batches import build_loader
@@ -138,11 +137,9 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
     if len(dataset) == 0:
         raise InputError(f"Received a training set with no samples in {str(data_dir)!r}; accepted: a folder made by "
                          "`reddino-train prepare`.")
-    loader = iter(build_loader(dataset, cfg, d.rank, d.world, start_step))
+    loader = iter(build_loader(dataset, cfg, d.rank, d.world, start_step,
+                               patch_size=student.backbone.patch_embed.patch_size[0]))
     n_global, n_local = 2, int(cfg["crops"]["n_local"])
-    grid = (int(cfg["crops"]["global_size"]) // student.backbone.patch_embed.patch_size[0],) * 2
-    rank_slots = [c * global_batch + d.rank * per_rank + i for c in range(n_global) for i in range(per_rank)]
-    m = cfg["masking"]
     dtype = autocast_dtype(cfg["train"]["precision"], d.device)
     amp = torch.autocast(d.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -170,10 +167,8 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
             set_hyperparameters(optimizer, hp["lr"], hp["wd"], hp["last_layer_frozen"])
             global_crops = batch["global_crops"].to(d.device, non_blocking=True)
             local_crops = batch["local_crops"].to(d.device, non_blocking=True) if n_local else None
-            masks = torch.from_numpy(step_masks(
-                seed, step, n_global * global_batch, grid, float(m["mask_sample_probability"]),
-                tuple(m["mask_ratio_min_max"]), int(m["min_num_patches"]), float(m["min_aspect"]),
-                select=rank_slots)).to(d.device)
+            masks = batch["masks"].to(d.device, non_blocking=True)
+            assert batch["step"] == step, "data loader out of step with the loop"
 
             # teacher: whole images → targets for the CLS of each global crop and for the masked patches
             with torch.no_grad(), amp:

@@ -95,8 +95,8 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     assert set(pts.features["image"]) == {"s1", "s2"}
     rows = np.flatnonzero(pts.features["image"] == "s2")[:3]
     w.canvas.select(rows)
-    hl = viewer.layers["s2 cells selection"].data
-    assert set(np.unique(hl)) - {0} == set(pts.features["label"].to_numpy()[rows])
+    lit = viewer.layers["s2 cells"].data[viewer.layers["s2 cells selection"].data > 0]
+    assert set(np.unique(lit)) == set(pts.features["label"].to_numpy()[rows])
     assert not viewer.layers["s1 cells selection"].data.any()
     # click on cell 7 of s1 on the smear selects its point
     cell7 = np.argwhere(viewer.layers["s1 cells"].data == 7).mean(0)
@@ -108,7 +108,14 @@ def test_umap_points_layer_and_linking_both_ways(dock):
         next(gen)
     [row] = list(pts.selected_data)
     assert (pts.features["image"][row], pts.features["label"][row]) == ("s1", 7)
-    assert set(np.unique(viewer.layers["s1 cells selection"].data)) == {0, 7}
+    lit = viewer.layers["s1 cells"].data[viewer.layers["s1 cells selection"].data > 0]
+    assert set(np.unique(lit)) == {7}
+    # a hidden smear is outlined when it is shown again
+    viewer.layers["s2 cells"].visible = False
+    w.canvas.select(rows)
+    assert not viewer.layers["s2 cells selection"].data.any()
+    viewer.layers["s2 cells"].visible = True
+    assert viewer.layers["s2 cells selection"].data.any()
 
 
 def test_box_shift_click_lasso_and_points_do_not_move(dock):
@@ -158,6 +165,15 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     assert len(np.unique(cls_layer)) == 3  # background + 2 classes painted on the smear
     w.undo()
     assert (w.canvas.points.features["class"] == "target").sum() == 0
+    # a hidden smear gets its class colours when it is shown again
+    viewer.layers["s2 cells"].visible = False
+    s2_row = int(np.flatnonzero((w.state.table["image"] == "s2").to_numpy() & (y == 2))[0])
+    w.canvas.select([s2_row])
+    w.assign("burr")
+    n_before = len(np.unique(viewer.layers["s2 cells classes"].data))
+    viewer.layers["s2 cells"].visible = True
+    assert len(np.unique(viewer.layers["s2 cells classes"].data)) == n_before + 1
+    w.undo()
     assert len(pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")) == 8
     w.close_canvas()
     w2 = make()  # simulated restart: a new dock, same project folder

@@ -45,6 +45,7 @@ class AnnotationState:
         self.refresh()
 
     def disconnect(self) -> None:
+        self.link.disconnect()
         if self._on_smear_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_smear_drag)
         try:

@@ -106,7 +106,6 @@ class UmapCanvas(QWidget):
         elif add:
             new |= set(self.points.selected_data)
         self.points.selected_data = new
-        self.points.refresh()
 
     def select_in_polygon(self, vertices, add: bool = False) -> np.ndarray:
         """Select the points inside ``vertices`` ((row, col) in the canvas' world coordinates)."""

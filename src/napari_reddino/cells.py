@@ -52,6 +52,15 @@ def cell_table(labels, image=None) -> pd.DataFrame:
     return df[TABLE_COLUMNS]
 
 
+def save_labels(labels, path) -> None:
+    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32."""
+    import tifffile
+
+    labels = check_labels(labels)
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    tifffile.imwrite(path, labels.astype(dtype), compression="zlib")
+
+
 def drop_border_cells(labels) -> np.ndarray:
     """Labels with every cell that touches the image border set to 0."""
     labels = check_labels(labels).copy()

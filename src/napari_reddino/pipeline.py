@@ -63,8 +63,7 @@ class PipelineResult:
 
 def iter_pipeline(images, options: PipelineOptions | None = None):
     """Progress generator over ``images`` = [(name, array), ...]; returns a :class:`PipelineResult`."""
-    from napari_reddino.cells import cell_table, drop_border_cells
-    from napari_reddino.segment import iter_segment
+    from napari_reddino.segment import iter_segment_cells
 
     opts = options or PipelineOptions()
     unknown = set(opts.steps) - set(STEPS)
@@ -84,9 +83,8 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
     for i, s in enumerate(smears):
         tag = f"[{i + 1}/{len(smears)}] {s.name}"
         seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
-        labels = yield from _tagged(iter_segment(s.image, opts.backend, **seg_opts), tag)
-        s.labels = drop_border_cells(labels) if opts.drop_border else labels
-        s.table = cell_table(s.labels, s.image)
+        s.labels, s.table = yield from _tagged(
+            iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
         if "embed" in opts.steps and len(s.table):
             from napari_reddino.embed import iter_embed_cells
 
@@ -134,8 +132,9 @@ def _order(source_labels, wanted_labels) -> np.ndarray:
 def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     """Write what a person takes away: per image the labels TIFF, cell table, features and PCA overlay
     (PNG at image resolution); for all images the pooled cell table and the UMAP plot."""
-    import tifffile
     from PIL import Image
+
+    from napari_reddino.cells import save_labels
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +142,7 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     for s in result.smears:
         stem = Path(s.name).stem
         if s.labels is not None:
-            dtype = np.uint16 if s.labels.max() < 2 ** 16 else np.uint32
-            tifffile.imwrite(out / f"{stem}_labels.tif", s.labels.astype(dtype), compression="zlib")
+            save_labels(s.labels, out / f"{stem}_labels.tif")
             s.table.to_csv(out / f"{stem}_cells.csv", index=False)
             written += [out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"]
         if s.embeddings is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info
 
@@ -85,19 +84,11 @@ class SegmentWidget(StepWidget):
         return True
 
     def work(self):
-        from napari_reddino._progress import Progress
-        from napari_reddino.cells import cell_table, drop_border_cells
-        from napari_reddino.segment import iter_segment
-        from napari_reddino.segment.threshold import relabel, white_cell_flags
+        from napari_reddino.segment import iter_segment_cells
 
         job = self._job
-        labels = yield from iter_segment(job["data"], job["backend"], **job["opts"])
-        yield Progress(0, 1, "measuring cells")
-        if job["drop_border"]:
-            labels = relabel(drop_border_cells(labels))
-        image = np.asarray(job["data"])
-        table = cell_table(labels, image)
-        table["white_cell"] = white_cell_flags(image, labels, table["label"].to_numpy())
+        labels, table = yield from iter_segment_cells(job["data"], job["backend"], job["drop_border"],
+                                                      **job["opts"])
         return job, labels, table
 
     def show(self, result) -> None:

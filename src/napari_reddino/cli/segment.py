@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 
 
 def add_parser(sub) -> None:
@@ -39,13 +38,10 @@ def segment_options(args) -> dict:
 
 
 def run(args) -> int:
-    import tifffile
-
     from napari_reddino._progress import run as drive
-    from napari_reddino.cells import cell_table, drop_border_cells
+    from napari_reddino.cells import save_labels
     from napari_reddino.images import expand_inputs, read_image
-    from napari_reddino.segment import iter_segment
-    from napari_reddino.segment.threshold import relabel, white_cell_flags
+    from napari_reddino.segment import iter_segment_cells
 
     paths = expand_inputs(args.images)
     out = Path(args.out)
@@ -53,13 +49,9 @@ def run(args) -> int:
     opts = segment_options(args)
     for path in paths:
         image = read_image(path)
-        labels = drive(iter_segment(image, args.backend, **opts), bar=sys.stderr.isatty())
-        if args.drop_border:
-            labels = relabel(drop_border_cells(labels))
-        table = cell_table(labels, image)
-        table["white_cell"] = white_cell_flags(image, labels, table["label"].to_numpy())
-        dtype = np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32
-        tifffile.imwrite(out / f"{path.stem}_labels.tif", labels.astype(dtype), compression="zlib")
+        labels, table = drive(iter_segment_cells(image, args.backend, args.drop_border, **opts),
+                              bar=sys.stderr.isatty())
+        save_labels(labels, out / f"{path.stem}_labels.tif")
         table.to_csv(out / f"{path.stem}_cells.csv", index=False)
         note = " (no cells: empty or unstained image?)" if len(table) == 0 else ""
         print(f"{path.name}: {len(table)} cells{note} → {out / (path.stem + '_labels.tif')}")

@@ -69,6 +69,30 @@ def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_
     return labels
 
 
+def segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
+    """Non-generator :func:`iter_segment_cells`."""
+    return run(iter_segment_cells(image, backend, drop_border, **opts))
+
+
+def iter_segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
+    """Segmentation as the dock, the CLI and the pipeline want it (progress generator): returns ``(labels,
+    table)`` with border cells optionally dropped (labels renumbered 1..N) and the per-cell table of
+    :func:`napari_reddino.cells.cell_table` plus a ``white_cell`` flag."""
+    from napari_reddino.cells import cell_table, drop_border_cells
+    from napari_reddino.images import to_rgb_uint8
+    from napari_reddino.segment.threshold import relabel, white_cell_flags
+
+    labels = yield from iter_segment(image, backend, **opts)
+    yield Progress(0, 1, "measuring cells")
+    if drop_border:
+        labels = relabel(drop_border_cells(labels))
+    rgb = to_rgb_uint8(image)
+    table = cell_table(labels, rgb)
+    table["white_cell"] = white_cell_flags(rgb, labels, table["label"].to_numpy())
+    yield Progress(1, 1, "measuring cells")
+    return labels, table
+
+
 _CELLPOSE_MODEL_KEYS = ("model", "weights", "device", "precision", "download")
 
 

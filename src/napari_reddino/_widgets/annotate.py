@@ -119,7 +119,8 @@ class AnnotationWidget(StepWidget):
         self.canvas = UmapCanvas()
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
-            self._dock = window.add_dock_widget(self.canvas, name="UMAP", area="right")
+            self.canvas.setMinimumHeight(300)
+            self._dock = window.add_dock_widget(self.canvas, name="UMAP", area="bottom")
 
     def _bind_keys(self):
         layer = self.canvas.points

@@ -38,7 +38,7 @@ class AnnotationState:
         data = np.column_stack([-Y[:, 1], Y[:, 0]])
         extent = float(np.ptp(data, axis=0).max()) or 1.0
         name = " + ".join(result["sources"]) + " UMAP"
-        self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 120)
+        self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 80)
         self.points.metadata["reddino_umap"] = {"sources": list(result["sources"])}
         self.points.selected_data.events.items_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)

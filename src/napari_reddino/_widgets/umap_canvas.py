@@ -71,6 +71,8 @@ class UmapCanvas(QWidget):
             self.points = self.model.add_points(data, name=name, features=features, face_color=face_color,
                                                 size=size, border_width=0)
             self.model.layers.move(self.model.layers.index(self.points), 0)
+            # positions are data: whatever switches the layer to napari's add/select (drag) modes, undo it
+            self.points.events.mode.connect(self._keep_pan_zoom)
         else:
             self.points.selected_data = set()
             self.points.data = data
@@ -81,6 +83,11 @@ class UmapCanvas(QWidget):
         self.set_mode(self.mode)
         self.model.reset_view()
         return self.points
+
+    def _keep_pan_zoom(self, event=None) -> None:
+        if self.points is not None and str(self.points.mode) != "pan_zoom":
+            self.points.mode = "pan_zoom"
+            self.set_mode(self.mode)
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:

@@ -53,8 +53,8 @@ def bench_umap(n):
             last[0] = now
 
         Y, wall, cpu = timed(lambda seed=seed: run(iter_umap_embed(X, seed=seed), callback=tick))
-        from sklearn.neighbors import KNeighborsClassifier
         from sklearn.model_selection import cross_val_score
+        from sklearn.neighbors import KNeighborsClassifier
 
         acc = cross_val_score(KNeighborsClassifier(15), Y, y, cv=3).mean()
         rows.append((seed, wall, cpu, acc))
@@ -97,17 +97,17 @@ def bench_highlight(n_cells, k, repeats=5, visible=1):
     import tempfile
 
     w.project.value = tempfile.mkdtemp(prefix="bench_umap_")
-    w.show(dict(table=table, X=rng.normal(size=(len(table), 8)).astype(np.float32),
-                Y=rng.normal(size=(len(table), 2)).astype(np.float32), sources=names,
-                images=[f"smear{i}" for i in range(len(smears))]))
+    w.show({"table": table, "X": rng.normal(size=(len(table), 8)).astype(np.float32),
+            "Y": rng.normal(size=(len(table), 2)).astype(np.float32), "sources": names,
+            "images": [f"smear{i}" for i in range(len(smears))]})
     QApplication.processEvents()
     handler, core, drawn = [], [], []
     for r in range(repeats):
         rows = rng.choice(len(table), k, replace=False)
-        _, wall, _ = timed(lambda: w.state.link.highlight(rows))
+        _, wall, _ = timed(lambda rows=rows: w.state.link.highlight(rows))
         handler.append(wall)
         rows = rng.choice(len(table), k, replace=False)
-        _, wall, _ = timed(lambda: w.canvas.select(rows))
+        _, wall, _ = timed(lambda rows=rows: w.canvas.select(rows))
         core.append(wall)
         rows = rng.choice(len(table), k, replace=False)
 
@@ -135,23 +135,23 @@ def main():
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# Embedding & annotation: UMAP and selection-highlight speed", "",
-        "Command: `OMP_NUM_THREADS=2 xvfb-run -a .venv/bin/python benchmarks/bench_umap.py "
-        f"--cells {args.cells} --select {args.select}`", "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {load:.1f} at the end (the machine is shared: wall time > CPU time under load).", "",
-        f"## UMAP of {args.cells} cells (384-d, 13 Gaussian clusters; PCA 50, exact cosine kNN k=15, "
-        "min_dist 0.1), warm", "",
+        ("Command: `OMP_NUM_THREADS=2 xvfb-run -a .venv/bin/python benchmarks/bench_umap.py "
+         f"--cells {args.cells} --select {args.select}`"), "",
+        (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+         f"load average {load:.1f} at the end (the machine is shared: wall time > CPU time under load)."), "",
+        (f"## UMAP of {args.cells} cells (384-d, 13 Gaussian clusters; PCA 50, exact cosine kNN k=15, "
+         "min_dist 0.1), warm"), "",
         "| seed | wall s | CPU s | 15-NN accuracy of the 2-D map | target |", "|---|---|---|---|---|",
     ]
     for seed, wall, cpu, acc in umap_rows:
         lines.append(f"| {seed if seed is not None else 'none (parallel)'} | {wall:.1f} | {cpu:.1f} | "
                      f"{acc:.3f} | ≤ 20 s |")
-    lines += ["", f"## Selecting {args.select} of {n} points → their cells outlined on 10 smears "
-              "(1000×1000 labels each), median of 5", "",
+    lines += ["", (f"## Selecting {args.select} of {n} points → their cells outlined on 10 smears "
+                   "(1000×1000 labels each), median of 5"), "",
               "Hidden smears are redrawn when shown, so the usual case is one visible smear.", "",
-              "Columns: (a) the smear update alone (selected rows → outline layers updated; the target), "
-              "(b) the whole selection in the canvas (napari's own Points selection bookkeeping + highlight of "
-              "the selected markers + (a)), (c) = (b) + letting Qt draw both canvases (Xvfb, software GL).", "",
+              ("Columns: (a) the smear update alone (selected rows → outline layers updated; the target), "
+               "(b) the whole selection in the canvas (napari's own Points selection bookkeeping + highlight of "
+               "the selected markers + (a)), (c) = (b) + letting Qt draw both canvases (Xvfb, software GL)."), "",
               "| visible smears | (a) smear update, ms | (b) whole selection, ms | (c) + draw, ms | target (a) |",
               "|---|---|---|---|---|"]
     for v, _, hand, core, drawn in highlight:

@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_reddino.annotate import (AnnotationStore, annotation_path, default_classes, read_annotations)
+from napari_reddino.annotate import (
+    AnnotationStore,
+    annotation_path,
+    default_classes,
+    read_annotations,
+)
 from napari_reddino.classify import fit_predict, next_to_annotate, train_classifier
 from napari_reddino.images import InputError
 from napari_reddino.report import export_cell_table, morphology_report

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_reddino.embedding import exact_knn, layer_items, pool_embeddings, read_features, umap_embed
+from napari_reddino.embedding import (
+    exact_knn,
+    layer_items,
+    pool_embeddings,
+    read_features,
+    umap_embed,
+)
 from napari_reddino.images import InputError
 
 
@@ -32,7 +38,7 @@ def test_umap_separates_clusters_and_is_reproducible(embedded):
 
 
 def test_umap_reduces_wide_features_with_pca():
-    X, y = clusters(n_per=25, d=120)  # wider than pca_dims: goes through PCA first
+    X, _ = clusters(n_per=25, d=120)  # wider than pca_dims: goes through PCA first
     Y = umap_embed(X, n_neighbors=8, pca_dims=20)
     assert Y.shape == (75, 2) and np.isfinite(Y).all()
 
@@ -83,7 +89,7 @@ def test_layer_items_align_features_on_metadata_labels():
     feats = pd.DataFrame({"label": [3, 1, 2], "centroid_x": [30.0, 10.0, 20.0]})
     meta = {"reddino": {"embeddings": np.arange(6.0).reshape(3, 2), "labels": np.array([1, 2, 3]),
                         "image": "smear"}}
-    [(image, table, emb)] = layer_items([("smear cells", meta, feats)])
+    [(image, table, _)] = layer_items([("smear cells", meta, feats)])
     assert image == "smear" and list(table["label"]) == [1, 2, 3]
     assert list(table["centroid_x"]) == [10.0, 20.0, 30.0]
     with pytest.raises(InputError, match="without embeddings"):

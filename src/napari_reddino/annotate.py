@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,7 @@ class AnnotationStore:
     def __init__(self, path_for: Callable[[str], Path] | Path | str):
         if isinstance(path_for, (str, Path)):
             fixed = Path(path_for)
-            path_for = lambda image: fixed  # noqa: E731
+            path_for = lambda image: fixed
         self._path_for = path_for
         self._paths: dict[str, Path] = {}
         self.classes: dict[Key, str] = {}

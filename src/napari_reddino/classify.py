@@ -21,8 +21,8 @@ def _annotated(y) -> np.ndarray:
 def train_classifier(X, y, kind: str = "logreg", k: int = 20):
     """Fit on rows whose class ``y`` is a non-empty string; others are ignored. Returns a fitted sklearn
     pipeline with ``predict_proba`` and ``classes_``."""
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -63,7 +63,7 @@ class AnnotationWidget(StepWidget):
         return Path(value) if value and str(value) not in ("", ".") else None
 
     def _image_path(self, image: str):
-        layer = self.viewer.layers[image] if image in self.viewer.layers else None
+        layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
         path = getattr(getattr(layer, "source", None), "path", None)
         return Path(path) if path else None
 
@@ -77,8 +77,9 @@ class AnnotationWidget(StepWidget):
         layers = [self.viewer.layers[n] for n in names]
         items = layer_items([(la.name, la.metadata, la.features) for la in layers])
         seed = self.seed.value
-        self._job = dict(items=items, sources=names, n_neighbors=self.n_neighbors.value,
-                         min_dist=self.min_dist.value, metric=self.metric.value, seed=None if seed < 0 else seed)
+        self._job = {"items": items, "sources": names, "n_neighbors": self.n_neighbors.value,
+                     "min_dist": self.min_dist.value, "metric": self.metric.value,
+                     "seed": None if seed < 0 else seed}
         return True
 
     # --- off the GUI thread -----------------------------------------------------------------------
@@ -89,7 +90,8 @@ class AnnotationWidget(StepWidget):
         yield Progress(0, 4, "pooling")
         table, X = pool_embeddings(job["items"])
         Y = yield from iter_umap_embed(X, job["n_neighbors"], job["min_dist"], job["metric"], job["seed"])
-        return dict(table=table, X=X, Y=Y, sources=job["sources"], images=[it[0] for it in job["items"]])
+        return {"table": table, "X": X, "Y": Y, "sources": job["sources"],
+                "images": [it[0] for it in job["items"]]}
 
     # --- main thread ------------------------------------------------------------------------------
     def show(self, result) -> None:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from qtpy.QtGui import QColor, QIcon, QPixmap
-from qtpy.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem,
-                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_reddino._widgets.report import FrameTable
 

@@ -38,7 +38,7 @@ class SmearLink:
 
     def _layer(self, s):
         name = self.sources[s]
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (no .get)
 
     def _labels_data(self, s) -> np.ndarray:
         layer = self._layer(s)

@@ -20,6 +20,39 @@ if TYPE_CHECKING:
     import napari
 
 
+def image_layer_choices(viewer: "napari.Viewer"):
+    """(name, layer) of the image layers a step can start from (not the PCA overlays it made)."""
+    from napari.layers import Image
+
+    return [(layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
+
+
+def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
+    """Keep ``combo``'s choices in step with the viewer's image layers; default to the newest one."""
+    def refresh(*_):
+        combo.reset_choices()
+        if combo.value is None and len(combo.choices) > 0:
+            combo.value = combo.choices[-1]
+
+    viewer.layers.events.inserted.connect(refresh)
+    viewer.layers.events.removed.connect(refresh)
+    refresh()
+
+
+def image_layer_data(layer):
+    """The 2D (gray or RGB) data of an image layer, first level if multiscale; refuse anything else."""
+    from napari_reddino.images import InputError
+
+    if layer is None:
+        raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
+    data = layer.data[0] if layer.multiscale else layer.data
+    if layer.ndim != 2:  # napari counts an RGB image as 2D
+        raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
+                         "gray or RGB image layer.")
+    return data
+
+
 def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
     """Update the layer called ``name`` in place if it exists with the same kind, else add it.
     Re-running a step therefore updates its output instead of piling up new layers."""

@@ -9,7 +9,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info
 
-from napari_reddino._widgets._common import StepWidget, upsert_layer
+from napari_reddino._widgets._common import (
+    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class PCAWidget(StepWidget):
         super().__init__(napari_viewer)
         from napari_reddino.models import default_spec
 
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
         self.model_spec = LineEdit(label="model", value=default_spec())
         self.model_spec.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
         self.overlap = SpinBox(label="overlap (patches)", min=0, max=15, value=0)
@@ -38,29 +39,11 @@ class PCAWidget(StepWidget):
                           self.upsample])
         self.last_fit = None  # (model spec, PatchPCA)
         self._job = None
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._refresh_images)
-        self._refresh_images()
-
-    def _refresh_images(self, *_):
-        self.image.reset_choices()
-        if self.image.value is None and len(self.image.choices) > 1:
-            self.image.value = self.image.choices[-1]
-
-    def _image_layers(self, *_):
-        from napari.layers import Image
-
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
+        follow_image_layers(napari_viewer, self.image)
 
     def prepare(self):
         layer = self.image.value
-        if layer is None:
-            raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
-        data = layer.data[0] if layer.multiscale else layer.data
-        if layer.ndim != 2:  # napari counts an RGB image as 2D
-            raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
-                             "gray or RGB image layer.")
+        data = image_layer_data(layer)
         spec = self.model_spec.value.strip()
         fit = None
         if self.fit_mode.value == FIT_REUSE:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info
 
-from napari_reddino._widgets._common import StepWidget, upsert_layer
-from napari_reddino.images import InputError
+from napari_reddino._widgets._common import (
+    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 
 if TYPE_CHECKING:
     import napari
@@ -19,7 +19,7 @@ class SegmentWidget(StepWidget):
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
         self.backend = ComboBox(label="method", choices=["threshold", "cellpose"], value="threshold")
         self.backend.tooltip = "threshold: stain colour + watershed, no weights, fast; cellpose: Cellpose-SAM"
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
@@ -39,33 +39,15 @@ class SegmentWidget(StepWidget):
         self.backend.changed.connect(self._show_backend_options)
         self._show_backend_options()
         self._job = None
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._refresh_images)
-        self._refresh_images()
+        follow_image_layers(napari_viewer, self.image)
 
     def _show_backend_options(self, *_):
         for w in self._cellpose_widgets:
             w.visible = self.backend.value == "cellpose"
 
-    def _refresh_images(self, *_):
-        self.image.reset_choices()
-        if self.image.value is None and len(self.image.choices) > 0:
-            self.image.value = self.image.choices[-1]
-
-    def _image_layers(self, *_):
-        from napari.layers import Image
-
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
-
     def prepare(self):
         layer = self.image.value
-        if layer is None:
-            raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
-        data = layer.data[0] if layer.multiscale else layer.data
-        if layer.ndim != 2:
-            raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a "
-                             "2D gray or RGB image layer.")
+        data = image_layer_data(layer)
         opts = {"diameter": float(self.diameter.value) or None}
         if self.backend.value == "cellpose":
             weights = self.cp_weights.value

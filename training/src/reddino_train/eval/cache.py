@@ -31,13 +31,18 @@ def arch_signature(model) -> str:
 
 
 def weights_signature(model) -> str:
-    """Cheap fingerprint of the weights themselves (a retrained model under the same spec is new)."""
+    """Hash of the weights' bytes (a retrained model under the same spec is new). Bytes, not sums: a float
+    reduction's order follows the thread count, which other libraries change mid-process."""
     import torch
 
-    with torch.no_grad():
-        stats = [(k, tuple(v.shape), float(v.double().sum()), float(v.double().abs().sum()))
-                 for k, v in model.state_dict().items() if v.is_floating_point()]
-    return digest(stats)
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(k.encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:20]
 
 
 def cached_array(cache_dir, key, compute) -> np.ndarray:

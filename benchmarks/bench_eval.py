@@ -50,7 +50,13 @@ def main(argv=None) -> int:
              + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])) + "`", "",
              "Data: Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321, MIT), cells cropped "
              f"{args.crop_size} px around the labelled centre. 5-fold StratifiedGroupKFold by image unless "
-             "stated. Values: % mean ± std over folds. Machine: 2 shared CPU cores.", ""]
+             "stated. Values: % mean ± std over folds. Machine: 2 shared CPU cores.", "",
+             "Reading the baselines: `random-init` is the same architecture with timm's initialisation; its "
+             "LayerScale starts at 1e-5, so its raw CLS tokens barely vary between cells and the linear probe "
+             "(raw features, as in the paper) predicts the majority class. kNN does not depend on the feature "
+             "scale and is the fair comparison for it. `handcrafted` = 26 morphology and colour measurements of "
+             "the cell at the crop centre (area, axes, solidity, circularity, mean/std colour, central pallor "
+             "profile), standardised inside each fold.", ""]
     for tag, exclude in (("all", []), ("no12", ["12"])):
         out = Path(args.runs) / f"eval-{tag}"
         t0 = time.perf_counter()

@@ -5,13 +5,14 @@ Chula-RBC-12, 5 folds grouped by image, with and without class 12 (elliptocytes:
         --dataset chula:../shared/data/chula-rbc-12 --cache-dir runs/eval-cache --out benchmarks/results_eval.md
 
 Writes the markdown (tables, timings, the two targets) and leaves each run's results.csv, confusion.png and
-umap.png under runs/eval-<tag>/.
+umap.png under runs/eval-<tag>/ (the all-class figures are copied beside the markdown).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,13 +57,20 @@ def main(argv=None) -> int:
              "(raw features, as in the paper) predicts the majority class. kNN does not depend on the feature "
              "scale and is the fair comparison for it. `handcrafted` = 26 morphology and colour measurements of "
              "the cell at the crop centre (area, axes, solidity, circularity, mean/std colour, central pallor "
-             "profile), standardised inside each fold.", ""]
+             "profile), standardised inside each fold.", "",
+             "`ungrouped` is the paper's split, StratifiedKFold without shuffling. The cells are listed in "
+             "image-id order, so each fold tests a contiguous range of images per class. That makes it a "
+             "blocked split, harder than a random one here. The paper's cell order is not published, and its "
+             "ungrouped numbers depend on that order.", ""]
     for tag, exclude in (("all", []), ("no12", ["12"])):
         out = Path(args.runs) / f"eval-{tag}"
         t0 = time.perf_counter()
         rows = evaluate(args.model, args.dataset, out, protocols=protocols, exclude=exclude,
                         crop_size=args.crop_size, limit=args.limit, cache_dir=args.cache_dir,
                         make_umap=tag == "all", precision="fp32")
+        if tag == "all":  # the figures, next to the table
+            for png in ("confusion.png", "umap.png"):
+                shutil.copy(out / png, Path(args.out).with_name(f"{Path(args.out).stem}_{png}"))
         title = "all 13 classes" if not exclude else "without class 12 (elliptocyte)"
         lines += [f"## {title}", "", (out / "results.md").read_text().split("\n", 2)[2].strip(), "",
                   f"Wall time of this run (features from the cache when present): {time.perf_counter() - t0:.0f} s",

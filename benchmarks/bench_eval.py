@@ -28,10 +28,10 @@ def targets(rows, model) -> list[str]:
     knn, rnd = pick(rows, model, "knn20"), pick(rows, "random-init", "knn20")
     lin, hand = pick(rows, model, "linear"), pick(rows, "handcrafted", "linear")
     gap = 100 * (knn["mean"] - rnd["mean"])
-    return [f"- 20-NN weighted F1: {model} {100 * knn['mean']:.1f} vs random-init {100 * rnd['mean']:.1f} "
-            f"→ {gap:+.1f} points (target ≥ +10: {'met' if gap >= 10 else 'not met'})",
-            f"- linear-probe weighted F1: {model} {100 * lin['mean']:.1f} vs handcrafted "
-            f"{100 * hand['mean']:.1f} (target: beat it — {'met' if lin['mean'] > hand['mean'] else 'not met'})"]
+    return [(f"- 20-NN weighted F1: {model} {100 * knn['mean']:.1f} vs random-init {100 * rnd['mean']:.1f} "
+            f"→ {gap:+.1f} points (target ≥ +10: {'met' if gap >= 10 else 'not met'})"),
+            (f"- linear-probe weighted F1: {model} {100 * lin['mean']:.1f} vs handcrafted "
+            f"{100 * hand['mean']:.1f} (target: beat it — {'met' if lin['mean'] > hand['mean'] else 'not met'})")]
 
 
 def main(argv=None) -> int:
@@ -49,19 +49,19 @@ def main(argv=None) -> int:
     lines = ["# Evaluation: linear probe and kNN on Chula-RBC-12 (development subset)", "",
              "Command: `OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eval.py "
              + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])) + "`", "",
-             "Data: Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321, MIT), cells cropped "
+             ("Data: Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321, MIT), cells cropped "
              f"{args.crop_size} px around the labelled centre. 5-fold StratifiedGroupKFold by image unless "
-             "stated. Values: % mean ± std over folds. Machine: 2 shared CPU cores.", "",
-             "Reading the baselines: `random-init` is the same architecture with timm's initialisation; its "
+             "stated. Values: % mean ± std over folds. Machine: 2 shared CPU cores."), "",
+             ("Reading the baselines: `random-init` is the same architecture with timm's initialisation; its "
              "LayerScale starts at 1e-5, so its raw CLS tokens barely vary between cells and the linear probe "
              "(raw features, as in the paper) predicts the majority class. kNN does not depend on the feature "
              "scale and is the fair comparison for it. `handcrafted` = 26 morphology and colour measurements of "
              "the cell at the crop centre (area, axes, solidity, circularity, mean/std colour, central pallor "
-             "profile), standardised inside each fold.", "",
-             "`ungrouped` is the paper's split, StratifiedKFold without shuffling. The cells are listed in "
+             "profile), standardised inside each fold."), "",
+             ("`ungrouped` is the paper's split, StratifiedKFold without shuffling. The cells are listed in "
              "image-id order, so each fold tests a contiguous range of images per class. That makes it a "
              "blocked split, harder than a random one here. The paper's cell order is not published, and its "
-             "ungrouped numbers depend on that order.", ""]
+             "ungrouped numbers depend on that order."), ""]
     for tag, exclude in (("all", []), ("no12", ["12"])):
         out = Path(args.runs) / f"eval-{tag}"
         t0 = time.perf_counter()

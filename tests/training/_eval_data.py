@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 # synthetic kinds → Chula class ids (normal 0, spherocyte 3, target 4, elliptocyte 12)
 KIND_TO_CHULA = {"normal": 0, "spherocyte": 3, "target": 4, "elliptocyte": 12}
 

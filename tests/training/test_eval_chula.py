@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from reddino_train.eval import datasets, features, protocol
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from _eval_data import make_chula, save_tiny_model
-
 from reddino_train.cli import main
 
 
@@ -49,8 +48,9 @@ def test_eval_writes_the_tables_and_figures(inputs, tmp_path):
 
 
 def test_model_and_random_init_features_differ(inputs):
-    from napari_reddino.models import load_model
     from reddino_train.eval import datasets, features
+
+    from napari_reddino.models import load_model
 
     chula, model = inputs
     cells = datasets.stratified_limit(datasets.load_dataset(f"chula:{chula}", 40), 30)

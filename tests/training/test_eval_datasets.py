@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from _eval_data import make_chula
 from PIL import Image
+from reddino_train.eval import datasets
 
 from napari_reddino.images import InputError
-from reddino_train.eval import datasets
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,9 @@ def test_demo_loads_offline_and_embeds_cells():
 def test_demo_weights_are_trained_not_random():
     """Training moves the weights far from timm's init; a random-init copy of the same architecture differs."""
     import torch
+    from reddino_train.eval.features import random_init_like
 
     from napari_reddino.models import load_model
-    from reddino_train.eval.features import random_init_like
 
     model = load_model("demo")
     rand = random_init_like(model)

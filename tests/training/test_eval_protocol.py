@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reddino_train.eval import features, protocol
 
 from napari_reddino.images import InputError
-from reddino_train.eval import features, protocol
 
 
 def blobs(rng, n_per=40, k=3, d=8, sep=4.0):

@@ -44,7 +44,7 @@ class CellSet:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx) -> "CellSet":
+    def subset(self, idx) -> CellSet:
         idx = np.asarray(idx, dtype=np.int64)
         return CellSet([self.crops[i] for i in idx], self.y[idx], list(self.classes), self.groups[idx],
                        None if self.sources is None else self.sources[idx], self.thresholds[idx])
@@ -61,7 +61,7 @@ def image_threshold(rgb: np.ndarray) -> float:
 
 
 def centre_crop(rgb, x, y, size: int) -> np.ndarray:
-    x0, y0 = int(round(x)) - size // 2, int(round(y)) - size // 2
+    x0, y0 = int(np.round(x)) - size // 2, int(np.round(y)) - size // 2
     return padded_crop(rgb, y0, x0, y0 + size, x0 + size)
 
 
@@ -180,6 +180,6 @@ def stratified_limit(cells: CellSet, limit: int | None, seed: int = 0, min_per_c
     keep = []
     for c in np.unique(cells.y):
         idx = np.flatnonzero(cells.y == c)
-        n = min(len(idx), max(min_per_class, int(round(limit * len(idx) / len(cells)))))
+        n = min(len(idx), max(min_per_class, round(limit * len(idx) / len(cells))))
         keep.append(rng.choice(idx, n, replace=False))
     return cells.subset(np.sort(np.concatenate(keep)))

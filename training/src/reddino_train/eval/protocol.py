@@ -38,7 +38,11 @@ def make_classifier(name: str, dim: int, n_classes: int, metric: str = "euclidea
 
 def make_splits(protocol: str, y, groups=None, sources=None, n_splits: int = 5) -> list:
     """List of (train_idx, test_idx). InputError when the protocol cannot run on these cells."""
-    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import (
+        LeaveOneGroupOut,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+    )
 
     y = np.asarray(y)
     x = np.zeros(len(y))

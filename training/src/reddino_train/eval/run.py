@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,9 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
     drop = datasets.resolve_classes(cells, exclude)
     cells = datasets.stratified_limit(cells, limit, seed)
     print(f"{dataset_spec}: {len(cells)} cells from {len(np.unique(cells.groups))} images", file=log)
-    if "loso" in protocols and (cells.sources is None or len(np.unique(cells.sources)) < 2):
-        if len(protocols) > 1:  # 'all' on a dataset without sources: run what can run
-            protocols = [p for p in protocols if p != "loso"]
+    no_sources = cells.sources is None or len(np.unique(cells.sources)) < 2
+    if "loso" in protocols and no_sources and len(protocols) > 1:  # 'all' without sources: run what can run
+        protocols = [p for p in protocols if p != "loso"]
     key = {"dataset": dataset_spec, "crop": crop_size, "limit": limit, "precision": precision}
     sets, seconds = feature_sets(cells, model_spec, baselines, batch_size, precision, device, download,
                                  cache_dir, key, seed, log)
@@ -68,8 +69,8 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
             res = {}
             for clf in protocol.CLASSIFIERS:
                 rkey = [cache.digest(X, cells.y, *[te for _, te in splits]), clf, knn_metric, standardise]
-                res[clf] = cache.cached_result(cache_dir, rkey, lambda: protocol.run_protocol(
-                    X, cells.y, splits, [clf], knn_metric, standardise, log)[clf])
+                fit = partial(protocol.run_protocol, X, cells.y, splits, [clf], knn_metric, standardise, log)
+                res[clf] = cache.cached_result(cache_dir, rkey, lambda fit=fit, clf=clf: fit()[clf])
             rows += protocol.summarise(name, p, res)
             preds.setdefault(p, {})[name] = res["linear"]["pred"]
 
@@ -78,14 +79,14 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
     header = "\n".join([
         f"# Evaluation of `{model_spec}` on `{dataset_spec}`", "",
         f"Command: `{command}`" if command else "",
-        f"Cells: {len(cells)} from {len(np.unique(cells.groups))} images"
+        (f"Cells: {len(cells)} from {len(np.unique(cells.groups))} images"
         f"{f' (stratified subsample, limit {limit}, seed {seed})' if limit else ''}; crop {crop_size} px "
-        f"around the labelled centre; excluded classes: {[cells.classes[i] for i in drop] or 'none'}.",
+        f"around the labelled centre; excluded classes: {[cells.classes[i] for i in drop] or 'none'}."),
         f"Per class: {counts}.",
         "Feature extraction: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".",
-        f"Classifiers: linear = LogisticRegression(lbfgs, 1000 it, C = D·K/100); knn1/knn20 = "
-        f"KNeighborsClassifier({knn_metric}, uniform). Model and random-init features are the raw CLS "
-        f"token; handcrafted features are standardised inside each fold. Values: % mean ± std over folds.",
+        ("Classifiers: linear = LogisticRegression(lbfgs, 1000 it, C = D·K/100); knn1/knn20 = "
+         f"KNeighborsClassifier({knn_metric}, uniform). Model and random-init features are the raw CLS "
+         "token; handcrafted features are standardised inside each fold. Values: % mean ± std over folds."),
     ])
     report.write_markdown(rows, out, header, list(protocols))
     first = protocols[0]

@@ -113,6 +113,25 @@ class AnnotationWidget(StepWidget):
         if restored:
             show_info(f"Restored {restored} annotations")
 
+    def show_embedding(self, layer_names, Y) -> None:
+        """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``
+        follow the layers' cells in order, as :func:`napari_reddino.embedding.pool_embeddings` pools them."""
+        from napari_reddino.embedding import layer_items, pool_embeddings
+
+        layers = [self.viewer.layers[n] for n in layer_names]
+        items = layer_items([(la.name, la.metadata, la.features) for la in layers])
+        table, X = pool_embeddings(items)
+        if len(Y) != len(table):
+            raise InputError(f"Received {len(Y)} embedding points for {len(table)} cells; accepted: one point "
+                             "per cell of the given layers.")
+        self.reset_choices_to(layer_names)
+        self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
+                       images=[it[0] for it in items]))
+
+    def reset_choices_to(self, layer_names) -> None:
+        self._reset_choices()
+        self.layers.value = [n for n in layer_names if n in self.layers.choices]
+
     def _ensure_canvas(self):
         from napari_reddino._widgets.umap_canvas import UmapCanvas
 

@@ -1,0 +1,103 @@
+"""Dock "Run the whole pipeline": the current image → cells → RedDino features → PCA overlay → UMAP, in one
+click; each result lands where the step docks put theirs, so any step can be re-run on its own after."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
+from napari.utils.notifications import show_info
+
+from napari_reddino._widgets._common import (
+    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_reddino.pipeline import PipelineResult
+
+ANNOTATION_DOCK = "4. Embedding & annotation"
+
+
+class PipelineWidget(StepWidget):
+    title = "Run the whole pipeline"
+
+    def __init__(self, napari_viewer: "napari.Viewer"):
+        super().__init__(napari_viewer)
+        from napari_reddino.models import default_spec
+
+        self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
+        self.backend = ComboBox(label="segmentation", choices=["threshold", "cellpose"], value="threshold")
+        self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
+        self.drop_border = CheckBox(label="drop cells touching the border", value=False)
+        self.model = LineEdit(label="model", value=default_spec())
+        self.model.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
+        self.do_pca = CheckBox(label="PCA overlay", value=True)
+        self.do_umap = CheckBox(label="UMAP for annotation", value=True)
+        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model, self.do_pca,
+                          self.do_umap])
+        follow_image_layers(napari_viewer, self.image)
+        self._job = None
+
+    def prepare(self):
+        from napari_reddino.pipeline import STEPS, PipelineOptions
+
+        layer = self.image.value
+        data = np.asarray(image_layer_data(layer))
+        steps = tuple(s for s in STEPS if (s != "pca" or self.do_pca.value) and (s != "umap" or self.do_umap.value))
+        opts = PipelineOptions(backend=self.backend.value, diameter=float(self.diameter.value) or None,
+                               drop_border=bool(self.drop_border.value), model=self.model.value.strip() or None,
+                               steps=steps)
+        self._job = dict(images=[(layer.name, data)], opts=opts)
+        return True
+
+    def work(self):
+        from napari_reddino.pipeline import iter_pipeline
+
+        result = yield from iter_pipeline(self._job["images"], self._job["opts"])
+        return result
+
+    def show(self, result) -> None:
+        add_result_layers(self.viewer, result)
+        n = sum(len(s.table) for s in result.smears)
+        show_info(f"{self.title}: {n} cells, model {result.model}")
+
+
+def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None):
+    """Put a pipeline result into ``viewer`` as the step docks would: the image (if not there), Labels
+    ``<image> cells`` carrying the table and the embeddings, Image ``<image> PCA``, and the UMAP in the
+    annotation dock (annotations saved in ``project_folder`` when given). Returns that dock's widget (None
+    without a UMAP)."""
+    from napari_reddino.pca import overlay_scale_translate
+
+    cells_layers = []
+    for s in result.smears:
+        if s.name in viewer.layers:
+            image_layer = viewer.layers[s.name]
+        else:
+            image_layer = viewer.add_image(s.image, name=s.name, rgb=True)
+        scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
+        metadata = {"source_image": s.name}
+        if s.embeddings is not None:
+            metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.table["label"].to_numpy(),
+                                   "model": result.model, "image": s.name}
+        cells = upsert_layer(viewer, f"{s.name} cells", "labels", s.labels, features=s.table, scale=scale,
+                             translate=translate, metadata=metadata)
+        cells_layers.append(cells)
+        if s.pca is not None:
+            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate)
+            upsert_layer(viewer, f"{s.name} PCA", "image", np.round(s.pca[..., :3] * 255).astype(np.uint8),
+                         rgb=True, opacity=0.5, scale=pca_scale, translate=pca_translate,
+                         metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch}})
+    with_cells = [la.name for la, s in zip(cells_layers, result.smears)
+                  if s.embeddings is not None and len(s.embeddings)]
+    if cells_layers:
+        viewer.layers.selection.active = cells_layers[-1]
+    if result.umap is None or not with_cells:
+        return None
+    _, dock = viewer.window.add_plugin_dock_widget("napari-reddino", ANNOTATION_DOCK)
+    if project_folder is not None:
+        dock.project.value = str(project_folder)
+    dock.show_embedding(with_cells, result.umap)
+    return dock

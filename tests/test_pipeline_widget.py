@@ -1,0 +1,87 @@
+"""The "Run the whole pipeline" dock: one click on the current image gives every step's layer, linked to
+the annotation dock, and the main job's screenshot of the real window."""
+
+import numpy as np
+import pytest
+
+from napari_reddino.sample_data import synthetic_smear
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def model_spec(tmp_path_factory):
+    from napari_reddino.models import create_model, save_local_dir
+
+    path = tmp_path_factory.mktemp("model")
+    save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
+                   path)
+    return f"local-dir:{path}"
+
+
+def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_viewer, qtbot, model_spec,
+                                                                  tmp_path, monkeypatch):
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    monkeypatch.setattr("napari_reddino._widgets.annotate.DEFAULT_FOLDER", tmp_path)  # never the user's home
+
+    viewer = make_napari_viewer()
+    image, _, _ = synthetic_smear(seed=1, shape=(180, 240), n_white=0)
+    viewer.add_image(image, name="smear", rgb=True, scale=(0.5, 0.5))
+    w = PipelineWidget(viewer)
+    assert w.image.value is viewer.layers["smear"]  # defaults to the current image
+    w.model.value = model_spec
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    cells, pca = viewer.layers["smear cells"], viewer.layers["smear PCA"]
+    assert cells.data.shape == image.shape[:2] and tuple(cells.scale) == (0.5, 0.5)
+    red = cells.metadata["reddino"]
+    assert red["embeddings"].shape == (len(cells.features), 48)
+    assert list(red["labels"]) == list(cells.features["label"])
+    assert tuple(pca.scale) == (7.0, 7.0) and pca.opacity == 0.5
+    # the UMAP went to the annotation dock, one point per cell, and annotation works on it
+    ann = next(d for d in viewer.window.dock_widgets.values() if hasattr(d, "show_embedding"))
+    try:
+        assert len(ann.canvas.points.data) == len(cells.features)
+        ann.canvas.select([0, 1])
+        assert ann.assign(3) == 2
+        assert (tmp_path / "reddino-annotations.csv").is_file()  # saved on the change
+    finally:
+        ann.close_canvas()
+    # re-running updates the layers in place
+    n_layers = len(viewer.layers)
+    w.do_umap.value = False
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert len(viewer.layers) == n_layers
+
+
+def test_no_image_gives_a_notification_not_a_run(make_napari_viewer, monkeypatch):
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    seen = []
+    monkeypatch.setattr("napari_reddino._widgets._common.show_error", seen.append)
+    w = PipelineWidget(make_napari_viewer())
+    assert w.start() is None and len(seen) == 1 and "Received no image layer" in seen[0]
+
+
+def test_main_job_screenshot_shows_the_window(make_napari_viewer, tmp_path, model_spec):
+    from napari_reddino._progress import run
+    from napari_reddino._widgets.pipeline import add_result_layers
+    from napari_reddino.cli.run import save_screenshot
+    from napari_reddino.pipeline import PipelineOptions, iter_pipeline
+
+    image, _, _ = synthetic_smear(seed=2, shape=(160, 200), n_white=0)
+    result = run(iter_pipeline([("s.png", image)], PipelineOptions(model=model_spec)))
+    viewer = make_napari_viewer(show=True)
+    dock = add_result_layers(viewer, result, project_folder=tmp_path)
+    try:
+        written = save_screenshot(viewer, dock, tmp_path / "screenshot.png")
+    finally:
+        dock.close_canvas()
+    from PIL import Image
+
+    shot = np.asarray(Image.open(written[0]))
+    umap = np.asarray(Image.open(written[1]))
+    assert shot.shape[0] > 500 and shot.shape[1] > 800  # the whole window, not just the canvas
+    assert umap.std() > 0  # the UMAP canvas rendered something

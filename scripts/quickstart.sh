@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${1:-reddino-output}
+# The sample smear comes from ../shared/data when it is beside the checkout (no download needed).
+if [ -z "${NAPARI_REDDINO_DATA:-}" ] && [ -d ../shared/data/chula-rbc-12 ]; then
+  export NAPARI_REDDINO_DATA="$(cd ../shared/data && pwd)"
+fi
 if [ -n "${DISPLAY:-}" ]; then
   exec .venv/bin/napari-reddino run --sample --out "$OUT" --view
 fi

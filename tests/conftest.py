@@ -38,3 +38,15 @@ def tiny_vit():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A small random-init DINOv2-architecture ViT saved in timm's Hugging Face folder format (the format of
+    the published RedDino weights and of `reddino-train export`); load it with ``local-dir:<path>``."""
+    from napari_reddino.models import create_model, save_local_dir
+
+    path = tmp_path_factory.mktemp("tiny_model")
+    save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
+                   path)
+    return path

@@ -13,13 +13,8 @@ from napari_reddino.sample_data import synthetic_smear
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from napari_reddino.models import create_model, save_local_dir
-
-    path = tmp_path_factory.mktemp("model")
-    save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
-                   path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope="module")
-def model_spec(tmp_path_factory):
-    from napari_reddino.models import create_model, save_local_dir
-
-    path = tmp_path_factory.mktemp("model")
-    save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
-                   path)
-    return f"local-dir:{path}"
+def model_spec(tiny_model_dir):
+    return f"local-dir:{tiny_model_dir}"
 
 
 def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_viewer, qtbot, model_spec,

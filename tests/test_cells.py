@@ -82,3 +82,12 @@ def test_padded_crop_outside_image():
     img = np.arange(16).reshape(4, 4)
     out = padded_crop(img, -1, -1, 2, 2, fill=-5)
     assert out.tolist() == [[-5, -5, -5], [-5, 0, 1], [-5, 4, 5]]
+
+
+def test_cell_positions_match_the_full_table(two_cells):
+    from napari_reddino.cells import cell_positions
+
+    image, labels = two_cells
+    full, light = cell_table(labels, image), cell_positions(labels)
+    assert list(light.columns) == ["label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
+    assert (full[light.columns].to_numpy() == light.to_numpy()).all()

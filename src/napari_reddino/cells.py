@@ -52,6 +52,17 @@ def cell_table(labels, image=None) -> pd.DataFrame:
     return df[TABLE_COLUMNS]
 
 
+def cell_positions(labels) -> pd.DataFrame:
+    """The cheap part of :func:`cell_table`: ``label, centroid_y, centroid_x`` and the bounding box, one row
+    per label (what the embedding step needs; shape and colour measures cost ~1 ms per cell more)."""
+    from skimage.measure import regionprops_table
+
+    t = regionprops_table(check_labels(labels), properties=("label", "centroid", "bbox"))
+    return pd.DataFrame({"label": t["label"].astype(np.int64), "centroid_y": t["centroid-0"],
+                         "centroid_x": t["centroid-1"], "bbox_y0": t["bbox-0"], "bbox_x0": t["bbox-1"],
+                         "bbox_y1": t["bbox-2"], "bbox_x1": t["bbox-3"]})
+
+
 def save_labels(labels, path) -> None:
     """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32."""
     import tifffile

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino._progress import Progress, run
-from napari_reddino.cells import cell_table, crop_cells
-from napari_reddino.images import InputError, to_rgb_uint8
+from napari_reddino.cells import cell_positions, check_labels, crop_cells
+from napari_reddino.images import InputError, channel_axis, to_rgb_uint8
 from napari_reddino.models import model_input_size, model_mean_std, resolve_precision
 
 _DONE = object()
@@ -139,10 +139,11 @@ def embed_crops(crops, model, batch_size: int = 64, precision="auto") -> np.ndar
 
 def iter_embed_cells(image, labels, model, batch_size: int = 64, precision="auto", pad_square: bool = False,
                      margin: float = 0.1, mask_neighbours: bool = False):
-    """Progress generator; returns ``(table, embeddings)``: :func:`cells.cell_table` (one row per label,
+    """Progress generator; returns ``(table, embeddings)``: :func:`cells.cell_positions` (one row per label,
     sorted by label) and float32 (N, D) embeddings in the same row order. Default crop = the label's
     bounding box, as published; ``pad_square``/``mask_neighbours`` are the options of ``crop_cells``."""
-    table = cell_table(labels, image)
+    hw = image.shape[1:3] if channel_axis(image) == 0 else image.shape[:2]
+    table = cell_positions(check_labels(labels, hw))  # bad shapes are refused before any work
     crops = (crop for _, crop in crop_cells(image, labels, label_ids=table["label"].to_numpy(),
                                             pad_square=pad_square, margin=margin,
                                             mask_neighbours=mask_neighbours))

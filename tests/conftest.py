@@ -50,3 +50,16 @@ def tiny_model_dir(tmp_path_factory):
     save_local_dir(create_model("vit_small_patch14_dinov2", img_size=56, embed_dim=48, depth=2, num_heads=2),
                    path)
     return path
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache (whatever this machine has cached) and no loaded-model cache."""
+    import huggingface_hub.constants as hf_constants
+
+    from napari_reddino import models
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    models.clear_cache()
+    yield tmp_path / "hf-cache"
+    models.clear_cache()

@@ -13,11 +13,8 @@ from napari_reddino.cli import main
 
 
 @pytest.fixture(autouse=True)
-def _empty_hub_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    models.clear_cache()
+def _empty_hub_cache(empty_hub_cache):
+    return empty_hub_cache
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(autouse=True)
-def _empty_hub_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
-    from napari_reddino import models
-
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    models.clear_cache()
+def _empty_hub_cache(empty_hub_cache):
+    return empty_hub_cache
 
 
 @pytest.fixture(scope="module")

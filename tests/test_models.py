@@ -13,15 +13,9 @@ from napari_reddino.models import ModelLoadError
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
+def _isolated(empty_hub_cache, tmp_path, monkeypatch):
     """An empty Hugging Face cache and no shipped demo, whatever the machine has."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(models, "DEMO_DIR", tmp_path / "no-demo")
-    models.clear_cache()
-    yield
-    models.clear_cache()
 
 
 @pytest.fixture(scope="module")

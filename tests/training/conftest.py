@@ -38,6 +38,16 @@ def tiny_data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_labelled(tiny_data, tmp_path_factory):
+    """The same 12 smears as a labelled folder (classes 0/1 alternating) for the kNN monitor."""
+    root = tmp_path_factory.mktemp("labelled")
+    lines = (tiny_data / "manifest.csv").read_text().splitlines()
+    rows = [lines[0] + ",class"] + [f"{line},{i % 2}" for i, line in enumerate(lines[1:])]
+    (root / "manifest.csv").write_text("\n".join(rows).replace("patches/", f"{tiny_data}/patches/") + "\n")
+    return root
+
+
 def write_config(path, **sections) -> str:
     """A YAML file: cpu_tiny + TINY + ``sections`` (dicts merged per section)."""
     from reddino_train.config import deep_merge

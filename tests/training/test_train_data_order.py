@@ -26,13 +26,8 @@ def test_batches_same_with_workers_and_from_a_later_step(tiny_cfg, tiny_data):
     assert torch.equal(rank1, first[1])
 
 
-def test_knn_monitor_column(tiny_cfg, tiny_data, tmp_path):
-    labelled = tmp_path / "labelled"
-    labelled.mkdir()
-    lines = (tiny_data / "manifest.csv").read_text().splitlines()
-    rows = [lines[0] + ",class"] + [f"{line},{i % 2}" for i, line in enumerate(lines[1:])]
-    (labelled / "manifest.csv").write_text("\n".join(rows).replace("patches/", f"{tiny_data}/patches/") + "\n")
-    cfg = tiny_cfg(train={"knn_data": str(labelled), "knn_every": 1})
+def test_knn_monitor_column(tiny_cfg, tiny_data, tiny_labelled, tmp_path):
+    cfg = tiny_cfg(train={"knn_data": str(tiny_labelled), "knn_every": 1})
     train(cfg, tiny_data, tmp_path / "run", max_steps=1, progress=False)
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         acc = float(next(csv.DictReader(f))["knn_acc"])

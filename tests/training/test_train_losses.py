@@ -105,3 +105,15 @@ def test_step_masks_follow_probability_and_stratified_ratio_bounds():
     part = step_masks(0, 3, n, grid, 0.5, (0.1, 0.5), select=np.arange(16, 32))
     np.testing.assert_array_equal(part, masks[16:32])
     assert not np.array_equal(step_masks(0, 4, n, grid), masks)
+
+
+def test_collapse_monitors():
+    """The two columns that tell a collapsed DINO run apart: target entropy = ln K for uniform targets, 0 for
+    one-hot ones; effective rank 1 for identical features, about D for spread ones."""
+    from reddino_train.train.metrics import effective_rank, mean_entropy
+
+    k = 64
+    assert mean_entropy(torch.full((8, k), 1.0 / k)) == pytest.approx(math.log(k), abs=1e-5)
+    assert mean_entropy(torch.eye(k)[:8]) == pytest.approx(0.0, abs=1e-6)
+    assert effective_rank(torch.ones(16, 8)) == pytest.approx(1.0, abs=1e-3)
+    assert effective_rank(torch.eye(8)) == pytest.approx(8.0, abs=1e-2)

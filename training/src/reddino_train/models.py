@@ -156,8 +156,12 @@ def build_student_teacher(cfg: dict):
 
 @torch.no_grad()
 def ema_update(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
-    """teacher = m · teacher + (1 − m) · student, parameter by parameter."""
-    s_params = [p.detach() for p in student.parameters()]
-    t_params = list(teacher.parameters())
+    """teacher = m · teacher + (1 − m) · student, parameter by parameter (shard by shard under FSDP, where both
+    nets are sharded alike)."""
+    def local(p):
+        return p.to_local() if hasattr(p, "to_local") else p
+
+    s_params = [local(p.detach()) for p in student.parameters()]
+    t_params = [local(p) for p in teacher.parameters()]
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)

@@ -37,12 +37,12 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
-def save_checkpoint(run_dir: Path, step: int, student, teacher, optimizer, extra: dict | None = None) -> Path:
-    """Write the state after ``step`` optimiser steps. Call on the main process only."""
+def save_checkpoint(run_dir: Path, step: int, states: dict, extra: dict | None = None) -> Path:
+    """Write the state after ``step`` optimiser steps: ``states`` = student, teacher and optimizer state dicts
+    (``distributed.full_states``). Call on the main process only."""
     path = Path(run_dir) / CHECKPOINT
     tmp = path.with_name(f".{CHECKPOINT}.tmp")
-    state = {"step": int(step), "student": student.state_dict(), "teacher": teacher.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng_state(), **(extra or {})}
+    state = {"step": int(step), **states, "rng": rng_state(), **(extra or {})}
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()

@@ -21,7 +21,7 @@ from ..models import build_student_teacher, ema_update
 from . import distributed
 from .batches import build_loader
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .metrics import MetricsCSV, effective_rank
+from .metrics import MetricsCSV, effective_rank, mean_entropy
 from .optim import build_optimizer, set_hyperparameters
 from .schedules import Schedules
 
@@ -110,26 +110,27 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
                else None for k, n in (("cls", head["n_prototypes"]), ("patch", head["ibot_n_prototypes"]
                                       if not head.get("shared_ibot_head", True) else head["n_prototypes"]))}
 
-    # --- optimiser and schedules ------------------------------------------------------------------
-    per_rank = int(cfg["optim"]["batch_size_per_gpu"])
-    global_batch = per_rank * d.world
-    optimizer = build_optimizer(student, cfg["optim"])
-    sched = Schedules.from_config(cfg, global_batch)
-    end_step = sched.total_steps if max_steps is None else min(int(max_steps), sched.total_steps)
-    every = int(checkpoint_every or cfg["train"]["checkpoint_every"] or 0)
-
-    # --- resume: models, optimiser, centres, RNG; data position and schedules follow from the step -------
+    # --- resume the models; shard or wrap them; then the optimiser (sharding replaces the parameters) ------
     start_step = 0
     if ckpt is not None:
         student.load_state_dict(ckpt["student"])
         teacher.load_state_dict(ckpt["teacher"])
-        optimizer.load_state_dict(ckpt["optimizer"])
         for k, c in centers.items():
             if c is not None and f"center_{k}" in ckpt:
                 c.center.copy_(ckpt[f"center_{k}"])
-        set_rng_state(ckpt["rng"])
         start_step = int(ckpt["step"])
-    model = distributed.wrap_student(student, d, cfg["train"].get("distributed", "ddp"))
+    mode = cfg["train"].get("distributed", "ddp")
+    model = distributed.wrap(student, teacher, d, mode)
+    is_sharded = distributed.sharded(d, mode)
+    optimizer = build_optimizer(student, cfg["optim"])
+    if ckpt is not None:  # optimiser state and RNG; the data position and the schedules follow from the step
+        distributed.load_optimizer(student, optimizer, ckpt, is_sharded)
+        set_rng_state(ckpt["rng"])
+    per_rank = int(cfg["optim"]["batch_size_per_gpu"])
+    global_batch = per_rank * d.world
+    sched = Schedules.from_config(cfg, global_batch)
+    end_step = sched.total_steps if max_steps is None else min(int(max_steps), sched.total_steps)
+    every = int(checkpoint_every or cfg["train"]["checkpoint_every"] or 0)
 
     # --- data: global sample positions from start_step on ----------------------------------------------
     if dataset is None:
@@ -146,7 +147,7 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
     metrics = MetricsCSV(out / "metrics.csv", truncate_after=start_step) if d.main else None
     knn_every = int(cfg["train"].get("knn_every") or 0)
     knn = None
-    if d.main and knn_every and cfg["train"].get("knn_data"):
+    if (d.main or is_sharded) and knn_every and cfg["train"].get("knn_data"):  # a sharded teacher runs on all ranks
         from .knn_monitor import KNNMonitor
 
         knn = KNNMonitor(cfg["train"]["knn_data"], int(cfg["model"]["img_size"]))
@@ -173,6 +174,8 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
             # teacher: whole images → targets for the CLS of each global crop and for the masked patches
             with torch.no_grad(), amp:
                 t_out = teacher(global_crops, masks, mask_input=False)
+            if is_sharded:  # FSDP keeps the root's layers whole after forward, expecting a backward; none comes
+                teacher.reshard()
             t_cls = teacher_targets(t_out["cls_logits"], hp["teacher_temp"], cl, centers["cls"])
             t_patch = teacher_targets(t_out["patch_logits"], hp["teacher_temp"], cl, centers["patch"])
 
@@ -202,14 +205,17 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
             # log, checkpoint, stop
             t_step = time.perf_counter() - t0
             rank_every = int(cfg["train"].get("rank_every", 1) or 0)
-            logged = distributed.mean_over_ranks([loss.item()] + [v.item() for v in losses.values()], d)
-            row = {"step": step, "loss": logged[0], **dict(zip(losses, logged[1:])),
+            logged = distributed.mean_over_ranks([loss.item()] + [v.item() for v in losses.values()]
+                                                 + [mean_entropy(t_cls)], d)
+            row = {"step": step, "loss": logged[0], **dict(zip(losses, logged[1:-1])),
                    "lr": hp["lr"], "wd": hp["wd"], "momentum": hp["momentum"], "teacher_temp": hp["teacher_temp"],
+                   "target_entropy": round(logged[-1], 4),
                    "cls_rank": effective_rank(s_out["cls"]) if rank_every and step % rank_every == 0 else "",
                    "data_s": round(t_data, 5), "step_s": round(t_step, 5),
                    "img_per_s": round(global_batch / t_step, 2)}
             if knn is not None and step % knn_every == 0:
-                row["knn_acc"] = round(knn(teacher.backbone), 4)
+                with distributed.gathered(teacher, is_sharded):
+                    row["knn_acc"] = round(knn(teacher.backbone), 4)
             if metrics:
                 metrics.write(row)
             if bar:
@@ -218,9 +224,11 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
             if on_step is not None:
                 on_step(step, teacher, row)
             stopping = distributed.any_rank(stop.set, d)
-            if d.main and ((every and step % every == 0) or step == end_step or stopping):
-                extra = {f"center_{k}": c.center for k, c in centers.items() if c is not None}
-                save_checkpoint(out, step, student, teacher, optimizer, extra)
+            if (every and step % every == 0) or step == end_step or stopping:
+                states = distributed.full_states(student, teacher, optimizer, is_sharded)  # all ranks under FSDP
+                if d.main:
+                    extra = {f"center_{k}": c.center for k, c in centers.items() if c is not None}
+                    save_checkpoint(out, step, states, extra)
             if stopping:
                 break
     if bar:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 COLUMNS = ["step", "loss", "dino_loss", "ibot_loss", "koleo_loss", "lr", "wd", "momentum", "teacher_temp",
-           "cls_rank", "knn_acc", "data_s", "step_s", "img_per_s"]
+           "target_entropy", "cls_rank", "knn_acc", "data_s", "step_s", "img_per_s"]
 
 
 @torch.no_grad()
@@ -17,6 +17,14 @@ def effective_rank(features: torch.Tensor) -> float:
     s = torch.linalg.svdvals(features.detach().float())
     p = s / s.sum().clamp(min=1e-12) + 1e-12
     return round(float(torch.exp(-(p * p.log()).sum())), 3)
+
+
+@torch.no_grad()
+def mean_entropy(probs: torch.Tensor) -> float:
+    """Mean entropy (nats) of the rows of a (N, K) probability matrix. For the teacher's CLS targets, ln K means
+    every image gets the uniform target: DINO's collapsed state, where the CLS loss teaches nothing."""
+    p = probs.float().clamp(min=1e-12)
+    return float(-(p * p.log()).sum(dim=-1).mean())
 
 
 class MetricsCSV:

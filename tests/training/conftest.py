@@ -12,7 +12,9 @@ TINY = {  # 42 px = a 3x3 patch grid; blocks of 1+ patches so that iBOT masks fi
     "head": {"n_prototypes": 64, "ibot_n_prototypes": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     "crops": {"global_size": 42, "local_size": 28},
     "optim": {"batch_size_per_gpu": 4, "epochs": 1, "epoch_length": 20, "warmup_epochs": 0, "base_lr": 0.02},
-    "loss": {"warmup_teacher_temp_epochs": 0.5},
+    # KoLeo 0 (RedDino's value): KoLeo uses nearest neighbours inside each process's batch, as in DINOv2, so
+    # an N-process step equals the one-process step only without it
+    "loss": {"warmup_teacher_temp_epochs": 0.5, "koleo_weight": 0.0},
     "train": {"num_workers": 0, "checkpoint_every": 0, "precision": "fp32"},
 }
 

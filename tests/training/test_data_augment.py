@@ -38,6 +38,20 @@ def test_config_pins_the_33_transforms_and_the_flips(reddino):
     assert reddino["global_crops"]["crop"]["scale"] == [0.32, 1.0] and reddino["global_crops"]["resize"]
 
 
+def test_mild_variant_is_a_cell_preserving_subset_applied_two_at_a_time(reddino, image):
+    mild = resolve_augmentation("reddino_mild")
+    full = {next(iter(t)) for t in reddino["global_crops"]["transforms"][0]["SomeOf"]["transforms"]}
+    some_of = mild["global_crops"]["transforms"][0]["SomeOf"]
+    names = {next(iter(t)) for t in some_of["transforms"]}
+    assert some_of["n"] == 2 and names < full and not names & {"InvertImg", "ChannelShuffle", "Solarize"}
+    assert mild["global_crops"]["transforms"][1:] == reddino["global_crops"]["transforms"][1:]  # same flips
+    assert mild["global_crops"]["crop"]["scale"] == [0.5, 1.0]
+    aug = build_augmentation(mild, n_global=2, global_size=28, seed=0)
+    for _ in range(20):
+        for applied in aug.applied(image)["global_applied"]:
+            assert len([n for n in applied if n not in FLIPS]) == 2
+
+
 def test_some_of_applies_exactly_four_distinct_and_flips_fire_independently(reddino, image):
     aug = build_augmentation(reddino, n_global=2, global_size=28, seed=0)
     picked, flips = [], []

@@ -89,6 +89,30 @@ def test_cells_rows_boxes_and_classes(tmp_path, src, smear, monkeypatch):
     assert {k: v for k, v in classes.items() if v >= 0} == {k: c for k, c in ((5, 3), (9, 12)) if k in expected}
 
 
+def test_fixed_size_cell_crops_are_centred_with_context_and_padded(tmp_path):
+    """--cell-size: a square of N px centred on each cell, the same scale for every cell (a macrocyte stays
+    bigger than a microcyte after the resize), padded with the image's median colour past the border."""
+    image, labels, _ = synthetic_smear(seed=1, shape=(448, 448))
+    Image.fromarray(image).save(tmp_path / "s.png")
+    manifest = run(iter_prepare([tmp_path / "s.png"], tmp_path / "t", patches=False, cells="threshold",
+                                cell_size=64))
+    assert len(manifest) > 10 and set(manifest.kind) == {"cell"}
+    assert ((manifest.y1 - manifest.y0) == 64).all() and ((manifest.x1 - manifest.x0) == 64).all()
+    median = np.median(image.reshape(-1, 3), axis=0).astype(np.uint8)
+    on_a_cell = []
+    for r in manifest.itertuples():
+        crop = read_image(tmp_path / "t" / r.path)
+        assert crop.shape == (64, 64, 3)
+        on_a_cell.append(labels[r.y0 + 32, r.x0 + 32] > 0)  # the crop centre is a (ground-truth) cell
+        inside = crop[max(-r.y0, 0):64 - max(r.y1 - 448, 0), max(-r.x0, 0):64 - max(r.x1 - 448, 0)]
+        assert np.array_equal(inside, image[max(r.y0, 0):r.y1, max(r.x0, 0):r.x1])
+        if r.y0 < 0:
+            assert np.all(crop[:-r.y0] == median)
+    assert np.mean(on_a_cell) > 0.9
+    with pytest.raises(InputError, match="cell_size=0"):
+        run(iter_prepare([tmp_path / "s.png"], tmp_path / "u", patches=False, cells="threshold", cell_size=0))
+
+
 def test_cells_from_the_threshold_segmentation(tmp_path):
     image, labels, _ = synthetic_smear(seed=1, shape=(448, 448))
     Image.fromarray(image).save(tmp_path / "s.png")

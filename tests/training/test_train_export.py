@@ -18,7 +18,8 @@ def test_cli_train_export_plugin_load_same_cls(tiny_data, tmp_path, capsys):
     cfg_file = write_config(tmp_path / "tiny.yaml")
     run, out = tmp_path / "run", tmp_path / "exported"
     assert main(["train", "--config", cfg_file, "--data", str(tiny_data), "--out", str(run), "--max-steps", "2",
-                 "--no-progress", "loss.koleo_weight=0.1", "head.shared_ibot_head=false", "crops.n_local=2"]) == 0
+                 "--no-progress", "loss.koleo_weight=0.1", "head.shared_ibot_head=false", "crops.n_local=2",
+                 "augmentation=reddino"]) == 0
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors"}
 

@@ -30,6 +30,21 @@ def test_init_from_local_dir_resamples_pos_embed_and_leaves_the_plugin_cache_alo
     assert load_model(f"local-dir:{tmp_path / 'm'}").pos_embed.shape == (1, 17, 32)
 
 
+def test_scratch_layer_scale_init_sets_gamma_and_spreads_the_cls_tokens():
+    """cpu_tiny starts LayerScale at 1: with timm's 1e-5 every image gets nearly the same CLS token."""
+    from reddino_train.train.metrics import effective_rank
+
+    x = torch.randn(16, 3, 42, 42)
+    ranks = {}
+    for gamma in (1e-5, 1.0):
+        torch.manual_seed(0)
+        vit = build_backbone(_model_cfg(layer_scale_init=gamma)).eval()
+        assert torch.all(vit.blocks[0].ls1.gamma == gamma)
+        with torch.no_grad():
+            ranks[gamma] = effective_rank(vit.forward_features(x)[:, 0])
+    assert ranks[1.0] > 2 * ranks[1e-5]
+
+
 def test_refused_inits_are_one_line_input_errors():
     with pytest.raises(InputError, match="accepted"):
         build_backbone(_model_cfg(init="not_a_model"))

@@ -133,7 +133,8 @@ def build_backbone(model_cfg: dict):
     size = int(model_cfg["img_size"])
     if init == "scratch":
         return timm.create_model(model_cfg["arch"], pretrained=False, img_size=size, num_classes=0,
-                                 drop_path_rate=model_cfg.get("drop_path_rate", 0.0), **_custom_args(model_cfg))
+                                 drop_path_rate=model_cfg.get("drop_path_rate", 0.0),
+                                 init_values=float(model_cfg.get("layer_scale_init", 1e-5)), **_custom_args(model_cfg))
     from napari_reddino.models import load_model
 
     # a copy: the plugin caches loaded models, and this one is about to be resized and trained

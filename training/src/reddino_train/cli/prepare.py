@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cells", choices=["threshold", "cellpose"], default=None,
                    help="also (or only) crop single cells segmented with this backend (cells touching the border "
                         "are skipped; crop = the cell's bounding box, as RedDino)")
+    p.add_argument("--cell-size", type=int, default=None,
+                   help="crop cells as a square of N px centred on the cell, neighbours included (keeps cell size "
+                        "and shape through the resize; default: the bounding box)")
     p.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default 224)")
     p.add_argument("--min-foreground", type=float, default=0.05,
                    help="drop patches with a smaller fraction of stained pixels (default 0.05)")
@@ -36,7 +39,7 @@ def run(args) -> int:
     manifest = run_progress(iter_prepare(
         args.sources, args.out, patches=patches, cells=args.cells, patch_size=args.patch_size,
         min_foreground=args.min_foreground, max_per_image=args.max_per_image, limit=args.limit, seed=args.seed,
-        append=args.append),
+        append=args.append, cell_size=args.cell_size),
         bar=True)
     counts = manifest.groupby(["source", "kind"]).size() if len(manifest) else {}
     for (source, kind), n in dict(counts).items():

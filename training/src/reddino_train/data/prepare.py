@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino._progress import Progress
+from napari_reddino.cells import padded_crop
 from napari_reddino.images import InputError, expand_inputs, read_image
 
 MANIFEST_COLUMNS = ["path", "source", "image", "kind", "y0", "x0", "y1", "x1", "label", "class", "foreground"]
@@ -122,10 +123,13 @@ def list_sources(sources, limit: int | None = None) -> list[tuple[str, Path, Pat
 
 def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, patch_size: int = 224,
                  min_foreground: float = 0.05, max_per_image: int | None = None, limit: int | None = None,
-                 seed: int = 0, segment_options: dict | None = None, append: bool = False):
+                 seed: int = 0, segment_options: dict | None = None, append: bool = False,
+                 cell_size: int | None = None):
     """Progress generator (one step per source image) that writes the training set and returns the manifest.
-    ``append`` keeps the rows of an existing manifest in ``out`` (a set built in several runs, each with its
-    own options); rows for the same file are replaced."""
+    Cell crops are the bounding box (RedDino) or, with ``cell_size``, a square of that many pixels centred on
+    the cell, neighbours included and padded with the image's median colour, so that cell size and shape survive
+    the resize to the model input. ``append`` keeps the rows of an existing manifest in ``out`` (a set built in
+    several runs, each with its own options); rows for the same file are replaced."""
     if not patches and cells is None:
         raise InputError("Received neither patches nor cells; accepted: --patches and/or --cells threshold|cellpose.")
     if cells is not None and cells not in CELL_BACKENDS:
@@ -133,8 +137,9 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
     if patch_size < 14 or not 0 <= min_foreground <= 1:
         raise InputError(f"Received patch size {patch_size}, min foreground {min_foreground}; accepted: a patch "
                          "size >= 14 and a foreground fraction in [0, 1].")
-    if (max_per_image is not None and max_per_image < 1) or (limit is not None and limit < 1):
-        raise InputError(f"Received max_per_image={max_per_image}, limit={limit}; accepted: positive integers.")
+    if any(v is not None and v < 1 for v in (max_per_image, limit, cell_size)):
+        raise InputError(f"Received max_per_image={max_per_image}, limit={limit}, cell_size={cell_size}; "
+                         "accepted: positive integers.")
     out = Path(out)
     items = list_sources(sources, limit)
     rng = np.random.default_rng(seed)
@@ -155,9 +160,13 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
         if cells is not None:
             labels = np.asarray(segment(rgb, backend=cells, **(segment_options or {})), dtype=np.int32)
             classes = _class_of_cells(labels, point_classes(path))
+            fill = np.median(rgb.reshape(-1, 3), axis=0).astype(np.uint8)
             for lab, y0, x0, y1, x1 in _pick(list(cell_boxes(labels)), max_per_image, rng):
                 name = f"cells/{source}/{stem}_c{lab}.png"
-                _save_png(np.ascontiguousarray(rgb[y0:y1, x0:x1]), out / name)  # the bounding box, as RedDino
+                if cell_size:
+                    y0, x0 = (y0 + y1 - cell_size) // 2, (x0 + x1 - cell_size) // 2
+                    y1, x1 = y0 + cell_size, x0 + cell_size
+                _save_png(padded_crop(rgb, y0, x0, y1, x1, fill=fill), out / name)
                 rows.append((name, source, rel, "cell", y0, x0, y1, x1, lab, classes.get(lab, -1), np.nan))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if append and (out / "manifest.csv").is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import torch
 
@@ -22,6 +23,7 @@ def test_cli_train_export_plugin_load_same_cls(tiny_data, tmp_path, capsys):
                  "augmentation=reddino"]) == 0
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors"}
+    assert "license" not in json.loads((out / "config.json").read_text())["pretrained_cfg"]  # from scratch
 
     cfg = read_saved_config(run / "config.yaml")
     assert cfg["loss"]["koleo_weight"] == 0.1 and cfg["augmentation"]["name"] == "reddino"  # resolved, saved

@@ -33,6 +33,8 @@ def teacher_backbone(run_dir):
                          mlp_ratio=mlp_ratio)
     model.load_state_dict(backbone)
     model.pretrained_cfg = dict(model.pretrained_cfg, tag="reddino-train")  # not timm's LVD-142M weights
+    if str(mc.get("init") or "scratch") == "scratch":  # timm's licence entry is DINOv2's; none of its weights used
+        model.pretrained_cfg.pop("license", None)
     return model.eval()
 
 

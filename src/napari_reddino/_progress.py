@@ -32,6 +32,9 @@ def run(gen: "Steps[T]", callback: Callable[[Progress], None] | None = None, bar
             if callback is not None:
                 callback(p)
             if bar:
+                if pbar is not None and (p.total != pbar.total or p.done < pbar.n):
+                    pbar.close()  # a new step (pipeline): its own bar, so rate and ETA are its own
+                    pbar = None
                 if pbar is None:
                     from tqdm.auto import tqdm
 

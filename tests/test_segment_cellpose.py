@@ -106,14 +106,14 @@ def test_dtype_is_part_of_the_cache_key(tiny_weights, monkeypatch):
 
 def test_unknown_name_is_refused_without_download(monkeypatch, tmp_path):
     monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path))
-    monkeypatch.setattr("cellpose.utils.download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(InputError, match="Received Cellpose model 'cyto9'; accepted: .*cpsam"):
         cp_backend.resolve_weights("cyto9")
 
 
 def test_missing_weights_name_the_file_and_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path))
-    monkeypatch.setattr("cellpose.utils.download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(InputError) as info:
         cp_backend.resolve_weights("cpsam")
     msg = str(info.value)
@@ -124,15 +124,44 @@ def test_missing_weights_name_the_file_and_folder(monkeypatch, tmp_path):
         cp_backend.resolve_weights(weights=tmp_path / "nope.pth")
 
 
-def test_explicit_download_goes_to_the_model_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path))
+@pytest.fixture
+def fake_server(monkeypatch, tmp_path):
+    """Cellpose's model URL pointed at a local folder (file://): the download code runs, the network is not
+    touched."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "cpsam").write_bytes(np.random.default_rng(0).bytes(3 * 2**20 + 5))
+    monkeypatch.setattr(cp_backend, "MODEL_URL", served.as_uri() + "/")
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path / "models"))
     monkeypatch.setenv("NAPARI_REDDINO_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    got = []
-    monkeypatch.setattr("cellpose.utils.download_url_to_file",
-                        lambda url, dst, progress=True: (got.append(url), open(dst, "wb").close()))
-    assert cp_backend.resolve_weights("cpsam", download=True) == tmp_path / "cpsam"
-    assert got == [cp_backend.MODEL_URL + "cpsam"]
+    return served / "cpsam", tmp_path / "models"
+
+
+def test_explicit_download_reports_megabytes_and_lands_in_the_model_folder(fake_server):
+    source, folder = fake_server
+    gen, seen = cp_backend.iter_resolve_weights("cpsam", download=True), []
+    try:
+        while True:
+            seen.append(next(gen))
+    except StopIteration as stop:
+        path = stop.value
+    assert path == folder / "cpsam" and path.read_bytes() == source.read_bytes()
+    assert [(p.done, p.total) for p in seen] == [(0, 3), (1, 3), (2, 3), (3, 3), (3, 3)]
+    assert "Downloading Cellpose cpsam" in seen[0].message and not list(folder.glob("*.part"))
+    assert cp_backend.resolve_weights("cpsam") == path  # found now, nothing fetched
+
+
+def test_cancelled_or_failed_download_leaves_no_weights(fake_server, monkeypatch):
+    _, folder = fake_server
+    gen = cp_backend.iter_resolve_weights("cpsam", download=True)
+    next(gen), next(gen)
+    gen.close()  # what the dock's Cancel does to the worker's generator
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(cp_backend, "MODEL_URL", (folder / "nowhere").as_uri() + "/")
+    with pytest.raises(InputError, match="Could not download Cellpose weights") as info:
+        cp_backend.resolve_weights("cpsam", download=True)
+    assert "\n" not in str(info.value) and list(folder.iterdir()) == []
 
 
 def test_not_a_cellpose_file_is_one_line(tmp_path, monkeypatch):

@@ -54,9 +54,12 @@ def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_
         def one(tile):
             return segment_threshold(tile, **opts)
     else:
-        from napari_reddino.segment.cellpose import get_segmenter
+        from napari_reddino.segment.cellpose import get_segmenter, iter_resolve_weights
 
-        segmenter = get_segmenter(**{k: opts.pop(k) for k in list(opts) if k in _CELLPOSE_MODEL_KEYS})
+        model_opts = {k: opts.pop(k) for k in list(opts) if k in _CELLPOSE_MODEL_KEYS}
+        weights = yield from iter_resolve_weights(model_opts.pop("model", None), model_opts.pop("weights", None),
+                                                  model_opts.pop("download", False))
+        segmenter = get_segmenter(weights=weights, **model_opts)
 
         def one(tile):
             return segmenter.segment(tile, **opts)

@@ -50,8 +50,16 @@ def _offline() -> bool:
     return is_offline()
 
 
-def resolve_weights(model: str | None = None, weights=None, download: bool = False, progress=True) -> Path:
+def resolve_weights(model: str | None = None, weights=None, download: bool = False) -> Path:
     """The weights file to load: ``weights`` (a path) if given, else the named cellpose model's file."""
+    from napari_reddino._progress import run
+
+    return run(iter_resolve_weights(model, weights, download))
+
+
+def iter_resolve_weights(model: str | None = None, weights=None, download: bool = False):
+    """:func:`resolve_weights` as a progress generator: a download reports its megabytes (the dock and the
+    CLI show them)."""
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -71,14 +79,34 @@ def resolve_weights(model: str | None = None, weights=None, download: bool = Fal
         why = "downloads are off (offline)" if download else "it is only downloaded when you ask"
         raise InputError(f"Cellpose weights {name!r} not found at {path} ({why}); put the file there (folder "
                          f"set by CELLPOSE_LOCAL_MODELS_PATH), pass a weights file, or download it explicitly.")
-    from cellpose.utils import download_url_to_file
+    yield from _iter_download(MODEL_URL + name, path, f"Downloading Cellpose {name} (MB)")
+    return path
+
+
+def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20):
+    """Fetch ``url`` to ``path`` through ``path.part``, renamed only when complete: a failed or cancelled
+    download leaves no truncated weights behind."""
+    import urllib.request
+
+    from napari_reddino._progress import Progress
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
     try:
-        download_url_to_file(MODEL_URL + name, os.fspath(path), progress=progress)
-    except Exception as exc:  # noqa: BLE001 - a failed download becomes one line
-        raise InputError(f"Could not download Cellpose weights {name!r} from {MODEL_URL} "
-                         f"({type(exc).__name__}); put the file at {path} instead.") from None
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            yield Progress(0, max(1, total >> 20), message)
+            while block := response.read(chunk):
+                out.write(block)
+                done += len(block)
+                yield Progress(done >> 20, max(1, total >> 20, done >> 20), message)
+        os.replace(part, path)
+    except OSError as exc:
+        raise InputError(f"Could not download Cellpose weights from {url} ({type(exc).__name__}); put the file "
+                         f"at {path} instead.") from None
+    finally:
+        part.unlink(missing_ok=True)
     return path
 
 

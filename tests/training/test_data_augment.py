@@ -45,7 +45,7 @@ def test_mild_variant_is_a_cell_preserving_subset_applied_two_at_a_time(reddino,
     names = {next(iter(t)) for t in some_of["transforms"]}
     assert some_of["n"] == 2 and names < full and not names & {"InvertImg", "ChannelShuffle", "Solarize"}
     assert mild["global_crops"]["transforms"][1:] == reddino["global_crops"]["transforms"][1:]  # same flips
-    assert mild["global_crops"]["crop"]["scale"] == [0.5, 1.0]
+    assert mild["global_crops"]["crop"]["scale"] == [0.7, 1.0] and mild["global_crops"]["crop"]["ratio"] == [1.0, 1.0]
     aug = build_augmentation(mild, n_global=2, global_size=28, seed=0)
     for _ in range(20):
         for applied in aug.applied(image)["global_applied"]:

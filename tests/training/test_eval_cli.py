@@ -47,6 +47,29 @@ def test_eval_writes_the_tables_and_figures(inputs, tmp_path):
     assert not (again / "umap.png").exists()
 
 
+def test_quick_comparison_scores_chosen_folds_and_classifiers(inputs, tmp_path):
+    from reddino_train.eval import datasets, features, protocol
+
+    from napari_reddino.models import load_model
+
+    chula, model = inputs
+    out = tmp_path / "quick"
+    assert main(["eval", "--model", f"local-dir:{model}", "--dataset", f"chula:{chula}", "--out", str(out),
+                 "--crop-size", "40", "--folds", "2", "--classifiers", "knn20,knn1", "--no-baselines",
+                 "--no-umap", "--precision", "fp32"]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.classifier) == {"knn20", "knn1"} and set(df.model) == {f"local-dir:{model}"}
+    assert "first 2 of each protocol's split" in (out / "results.md").read_text()
+    # the mean is over exactly the first two grouped folds
+    cells = datasets.load_dataset(f"chula:{chula}", 40)
+    X = features.model_features(cells.crops, load_model(f"local-dir:{model}"), precision="fp32", log=None)
+    splits = protocol.make_splits("grouped", cells.y, cells.groups)
+    wf1 = [f["wf1"] for f in protocol.run_protocol(X, cells.y, splits, ["knn20"])["knn20"]["folds"]]
+    got = df[(df.classifier == "knn20") & (df.metric == "wf1")]["mean"].item()
+    assert got == pytest.approx(np.mean(wf1[:2]), abs=1e-4)  # results.csv keeps 4 decimals
+    assert abs(np.mean(wf1[:2]) - np.mean(wf1)) > 1e-3  # so the check above tells 2 folds from 5
+
+
 def test_model_and_random_init_features_differ(inputs):
     from reddino_train.eval import datasets, features
 
@@ -67,6 +90,9 @@ def test_model_and_random_init_features_differ(inputs):
     (["--limit", "0"], "--limit"),
     (["--exclude-classes", "nonsense"], "class"),
     (["--model", "local-dir:/no/such/model"], "folder"),
+    (["--folds", "9"], "--folds"),
+    (["--folds", "0"], "--folds"),
+    (["--classifiers", "svm"], "classifiers"),
 ])
 def test_bad_input_exits_2_with_one_line(inputs, tmp_path, capsys, argv, needle):
     chula, model = inputs

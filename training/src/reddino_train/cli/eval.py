@@ -24,6 +24,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--exclude-classes", default="", help="comma-separated class ids or names to leave out, e.g. 12")
     p.add_argument("--crop-size", type=int, default=48, help="square crop around each labelled centre (px)")
     p.add_argument("--limit", type=int, default=None, help="stratified random subsample of at most N cells")
+    p.add_argument("--folds", type=int, default=None,
+                   help="score only the first N folds (quick comparison of checkpoints; default: all)")
+    p.add_argument("--classifiers", default="linear,knn1,knn20",
+                   help="comma-separated subset of linear, knn1, knn20 (default: all three)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true", help="skip the random-init and handcrafted baselines")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure")
@@ -40,7 +44,7 @@ def run(args) -> int:
     from reddino_train.eval.protocol import PROTOCOLS
     from reddino_train.eval.run import evaluate
 
-    for flag, v in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+    for flag, v in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--folds", args.folds)):
         if v is not None and v < 1:
             raise InputError(f"Received {flag} {v}; accepted: a positive integer.")
     protocols = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
@@ -49,11 +53,12 @@ def run(args) -> int:
                     crop_size=args.crop_size, limit=args.limit, baselines=not args.no_baselines,
                     knn_metric=args.knn_metric, batch_size=args.batch_size, precision=args.precision,
                     device=args.device, download=args.download, cache_dir=args.cache_dir,
-                    make_umap=not args.no_umap, seed=args.seed,
+                    make_umap=not args.no_umap, seed=args.seed, folds=args.folds,
+                    classifiers=[c.strip() for c in args.classifiers.split(",") if c.strip()],
                     command="reddino-train eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
                     if len(sys.argv) > 1 and sys.argv[1] == "eval" else "")
-    best = [r for r in rows if r["metric"] == "wf1" and r["classifier"] == "knn20"]
-    for r in best:
-        print(f"{r['protocol']:>9} {r['model']:<28} knn20 wf1 {100 * r['mean']:.1f} ± {100 * r['std']:.1f}")
+    for r in (r for r in rows if r["metric"] == "wf1"):
+        print(f"{r['protocol']:>9} {r['model']:<28} {r['classifier']:<6} wf1 "
+              f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}")
     print(f"wrote {args.out}/results.csv, results.md, confusion.png" + ("" if args.no_umap else ", umap.png"))
     return 0

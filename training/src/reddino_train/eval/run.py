@@ -42,11 +42,19 @@ def feature_sets(cells, model_spec, baselines=True, batch_size=64, precision="au
 def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), exclude=(), crop_size=48,
              limit=None, baselines=True, knn_metric="euclidean", batch_size=64, precision="auto",
              device="cpu", download=False, cache_dir=None, make_umap=True, seed=0, n_splits=5,
-             command="", log=sys.stderr) -> list[dict]:
-    out, protocols = Path(out), list(protocols)
-    out.mkdir(parents=True, exist_ok=True)
+             folds=None, classifiers=protocol.CLASSIFIERS, command="", log=sys.stderr) -> list[dict]:
+    """``folds``: score only the first N folds of each protocol (quick comparisons between checkpoints; the
+    report says so). ``classifiers``: a subset of linear, knn1, knn20."""
+    out, protocols, classifiers = Path(out), list(protocols), list(classifiers)
     if knn_metric not in ("euclidean", "cosine"):
         raise InputError(f"Received kNN metric {knn_metric!r}; accepted: euclidean or cosine.")
+    bad = [c for c in classifiers if c not in protocol.CLASSIFIERS]
+    if bad or not classifiers:
+        raise InputError(f"Received classifiers {classifiers}; accepted: one or more of "
+                         f"{', '.join(protocol.CLASSIFIERS)}.")
+    if folds is not None and not 1 <= folds <= n_splits:
+        raise InputError(f"Received --folds {folds}; accepted: 1 to {n_splits}.")
+    out.mkdir(parents=True, exist_ok=True)
     cells = datasets.load_dataset(dataset_spec, crop_size)
     drop = datasets.resolve_classes(cells, exclude)
     cells = datasets.stratified_limit(cells, limit, seed)
@@ -63,16 +71,16 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
 
     rows, preds = [], {}
     for p in protocols:
-        splits = protocol.make_splits(p, cells.y, cells.groups, cells.sources, n_splits)
+        splits = protocol.make_splits(p, cells.y, cells.groups, cells.sources, n_splits)[:folds]
         for name, (X, standardise) in sets.items():
             print(f"{p} / {name}: {X.shape[1]} features, {len(splits)} folds", file=log, flush=True)
             res = {}
-            for clf in protocol.CLASSIFIERS:
+            for clf in classifiers:
                 rkey = [cache.digest(X, cells.y, *[te for _, te in splits]), clf, knn_metric, standardise]
                 fit = partial(protocol.run_protocol, X, cells.y, splits, [clf], knn_metric, standardise, log)
                 res[clf] = cache.cached_result(cache_dir, rkey, lambda fit=fit, clf=clf: fit()[clf])
             rows += protocol.summarise(name, p, res)
-            preds.setdefault(p, {})[name] = res["linear"]["pred"]
+            preds.setdefault(p, {})[name] = res[classifiers[0]]["pred"]
 
     report.write_csv(rows, out)
     counts = ", ".join(f"{c} {n}" for c, n in cells.counts().items())
@@ -83,6 +91,8 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
         f"{f' (stratified subsample, limit {limit}, seed {seed})' if limit else ''}; crop {crop_size} px "
         f"around the labelled centre; excluded classes: {[cells.classes[i] for i in drop] or 'none'}."),
         f"Per class: {counts}.",
+        (f"Folds scored: the first {folds} of each protocol's split (a quick comparison, not the full "
+         "protocol)." if folds else ""),
         "Feature extraction: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".",
         ("Classifiers: linear = LogisticRegression(lbfgs, 1000 it, C = D·K/100); knn1/knn20 = "
          f"KNeighborsClassifier({knn_metric}, uniform). Model and random-init features are the raw CLS "
@@ -90,7 +100,7 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
     ])
     report.write_markdown(rows, out, header, list(protocols))
     first = protocols[0]
-    report.plot_confusions([(f"{n} · linear · {first}", cells.y, pr) for n, pr in preds[first].items()],
+    report.plot_confusions([(f"{n} · {classifiers[0]} · {first}", cells.y, pr) for n, pr in preds[first].items()],
                            cells.classes, out / "confusion.png")
     if make_umap:
         report.plot_umap([(model_spec, sets[model_spec][0])], cells.y, cells.classes, out / "umap.png", seed)

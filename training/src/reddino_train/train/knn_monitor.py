@@ -1,5 +1,7 @@
-"""Optional kNN monitor: every N steps, 20-NN accuracy of the teacher's CLS features on a labelled prepared
-folder (``class`` ≥ 0 in its manifest, e.g. ``reddino-train prepare --cells`` on Chula), folds grouped by image."""
+"""Optional kNN monitor: every N steps, 20-NN accuracy and weighted F1 of the teacher's CLS features on labelled
+cells, folds grouped by image. The cells are either a prepared folder (``class`` ≥ 0 in its manifest, e.g.
+``reddino-train prepare --cells`` on Chula) or an evaluation dataset spec (``chula:PATH``, ``folder:PATH``,
+``csv:FILE``) read and cropped exactly as ``reddino-train eval`` does, so the column predicts the evaluation."""
 
 from __future__ import annotations
 
@@ -8,48 +10,78 @@ import torch
 
 from napari_reddino.images import InputError
 
+EVAL_SPECS = ("chula:", "folder:", "csv:")
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the training augmentation's normalisation
+
+
+def _prepared_cells(root, max_samples: int, seed: int):
+    from ..data.dataset import SmearDataset
+
+    ds = SmearDataset(root)
+    table = ds.table
+    if "class" not in table.columns or (table["class"] >= 0).sum() < 10:
+        raise InputError(f"Received train.knn_data {str(root)!r} without labelled samples; accepted: a prepared "
+                         "folder whose manifest has a class >= 0 for at least 10 samples, or chula:PATH, "
+                         "folder:PATH or csv:FILE.")
+    idx = np.flatnonzero(table["class"].to_numpy() >= 0)
+    if len(idx) > max_samples:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_samples, replace=False))
+    groups = table["image"].astype(str).to_numpy()[idx] if "image" in table.columns else idx
+    return [ds[int(i)] for i in idx], table["class"].to_numpy()[idx], groups
+
+
+def _eval_cells(spec: str, max_samples: int, seed: int, crop_size: int):
+    from ..eval.datasets import load_dataset, stratified_limit
+
+    cells = stratified_limit(load_dataset(spec, crop_size), max_samples, seed)
+    return list(cells.crops), cells.y, cells.groups
+
 
 class KNNMonitor:
-    def __init__(self, root, img_size: int, max_samples: int = 2000, k: int = 20, seed: int = 0):
-        from ..data.dataset import SmearDataset
+    def __init__(self, source, img_size: int, max_samples: int = 2000, k: int = 20, seed: int = 0,
+                 crop_size: int = 48):
+        from napari_reddino.embed import resize_crop
 
-        ds = SmearDataset(root)
-        table = ds.table
-        if "class" not in table.columns or (table["class"] >= 0).sum() < 10:
-            raise InputError(f"Received train.knn_data {str(root)!r} without labelled samples; accepted: a prepared "
-                             "folder whose manifest has a class >= 0 for at least 10 samples.")
-        idx = np.flatnonzero(table["class"].to_numpy() >= 0)
-        if len(idx) > max_samples:
-            idx = np.sort(np.random.default_rng(seed).choice(idx, max_samples, replace=False))
-        self.ds, self.idx, self.k, self.size = ds, idx, k, img_size
-        self.y = table["class"].to_numpy()[idx]
-        self.groups = table["image"].astype(str).to_numpy()[idx] if "image" in table.columns else idx
-        self._x = None
+        if str(source).startswith(EVAL_SPECS):
+            crops, self.y, self.groups = _eval_cells(str(source), max_samples, seed, crop_size)
+        else:
+            crops, self.y, self.groups = _prepared_cells(source, max_samples, seed)
+        if len(np.unique(self.groups)) < 2:
+            raise InputError(f"Received train.knn_data {str(source)!r} with cells from one image; accepted: "
+                             "labelled cells from at least two images (the folds are grouped by image).")
+        # resized once, like the evaluation (PIL bilinear squash to the model's input), then normalised
+        x = torch.from_numpy(np.stack([resize_crop(c, (img_size, img_size)) for c in crops]))
+        x = x.permute(0, 3, 1, 2).float().div(255)
+        self._x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+        self.k = k
 
-    def _images(self, device) -> torch.Tensor:
-        if self._x is None:
-            import torch.nn.functional as F
+    def folds(self) -> list:
+        from sklearn.model_selection import StratifiedGroupKFold
 
-            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-            batch = [torch.from_numpy(self.ds[int(i)]).permute(2, 0, 1)[None].float() / 255 for i in self.idx]
-            x = torch.cat([F.interpolate(b, size=(self.size, self.size), mode="bilinear", antialias=True)
-                           for b in batch])
-            self._x = (x - mean) / std
-        return self._x.to(device)
+        n = min(5, len(np.unique(self.groups)))
+        return list(StratifiedGroupKFold(n, shuffle=False).split(self._x[:, 0, 0, 0], self.y, self.groups))
 
     @torch.no_grad()
-    def __call__(self, backbone) -> float:
-        from sklearn.model_selection import GroupKFold, cross_val_score
+    def __call__(self, backbone) -> dict[str, float]:
+        """``{"knn_acc", "knn_wf1"}``: 20-NN (fewer when a fold has fewer training cells) mean over folds."""
+        import warnings
+
         from sklearn.neighbors import KNeighborsClassifier
+
+        from ..eval.protocol import score
 
         was_training = backbone.training
         backbone.eval()
-        x = self._images(next(backbone.parameters()).device)
-        feats = torch.cat([backbone.forward_features(b)[:, 0].float().cpu() for b in x.split(64)]).numpy()
+        device = next(backbone.parameters()).device
+        feats = torch.cat([backbone.forward_features(b.to(device))[:, 0].float().cpu()
+                           for b in self._x.split(64)]).numpy()
         backbone.train(was_training)
-        n_folds = min(5, len(np.unique(self.groups)))
-        folds = list(GroupKFold(n_folds).split(feats, self.y, self.groups))
-        k = max(1, min(self.k, min(len(train) for train, _ in folds)))
-        scores = cross_val_score(KNeighborsClassifier(n_neighbors=k), feats, self.y, cv=folds, error_score="raise")
-        return float(scores.mean())
+        scores = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # StratifiedGroupKFold on classes rarer than the fold count
+            folds = self.folds()
+        for tr, te in folds:
+            clf = KNeighborsClassifier(n_neighbors=max(1, min(self.k, len(tr)))).fit(feats[tr], self.y[tr])
+            scores.append(score(self.y[te], clf.predict(feats[te])))
+        return {"knn_acc": float(np.mean([s["acc"] for s in scores])),
+                "knn_wf1": float(np.mean([s["wf1"] for s in scores]))}

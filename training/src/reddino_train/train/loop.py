@@ -150,7 +150,8 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
     if (d.main or is_sharded) and knn_every and cfg["train"].get("knn_data"):  # a sharded teacher runs on all ranks
         from .knn_monitor import KNNMonitor
 
-        knn = KNNMonitor(cfg["train"]["knn_data"], int(cfg["model"]["img_size"]))
+        knn = KNNMonitor(cfg["train"]["knn_data"], int(cfg["model"]["img_size"]),
+                         max_samples=int(cfg["train"].get("knn_samples") or 2000))
     bar = None
     if progress and d.main:
         from tqdm.auto import tqdm
@@ -215,7 +216,7 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
                    "img_per_s": round(global_batch / t_step, 2)}
             if knn is not None and step % knn_every == 0:
                 with distributed.gathered(teacher, is_sharded):
-                    row["knn_acc"] = round(knn(teacher.backbone), 4)
+                    row.update({k: round(v, 4) for k, v in knn(teacher.backbone).items()})
             if metrics:
                 metrics.write(row)
             if bar:

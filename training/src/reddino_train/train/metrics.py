@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 COLUMNS = ["step", "loss", "dino_loss", "ibot_loss", "koleo_loss", "lr", "wd", "momentum", "teacher_temp",
-           "target_entropy", "cls_rank", "knn_acc", "data_s", "step_s", "img_per_s"]
+           "target_entropy", "cls_rank", "knn_acc", "knn_wf1",
+           "data_s", "step_s", "img_per_s"]
 
 
 @torch.no_grad()

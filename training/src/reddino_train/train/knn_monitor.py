@@ -11,7 +11,6 @@ import torch
 from napari_reddino.images import InputError
 
 EVAL_SPECS = ("chula:", "folder:", "csv:")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the training augmentation's normalisation
 
 
 def _prepared_cells(root, max_samples: int, seed: int):
@@ -42,6 +41,9 @@ class KNNMonitor:
                  crop_size: int = 48):
         from napari_reddino.embed import resize_crop
 
+        from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+        from ..eval.protocol import make_splits
+
         if str(source).startswith(EVAL_SPECS):
             crops, self.y, self.groups = _eval_cells(str(source), max_samples, seed, crop_size)
         else:
@@ -52,20 +54,15 @@ class KNNMonitor:
         # resized once, like the evaluation (PIL bilinear squash to the model's input), then normalised
         x = torch.from_numpy(np.stack([resize_crop(c, (img_size, img_size)) for c in crops]))
         x = x.permute(0, 3, 1, 2).float().div(255)
-        self._x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        self._x = (x - mean) / std
+        # the evaluation's grouped folds (fewer when there are fewer than 5 images), fixed for the whole run
+        self.folds = make_splits("grouped", self.y, self.groups, n_splits=min(5, len(np.unique(self.groups))))
         self.k = k
-
-    def folds(self) -> list:
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        n = min(5, len(np.unique(self.groups)))
-        return list(StratifiedGroupKFold(n, shuffle=False).split(self._x[:, 0, 0, 0], self.y, self.groups))
 
     @torch.no_grad()
     def __call__(self, backbone) -> dict[str, float]:
         """``{"knn_acc", "knn_wf1"}``: 20-NN (fewer when a fold has fewer training cells) mean over folds."""
-        import warnings
-
         from sklearn.neighbors import KNeighborsClassifier
 
         from ..eval.protocol import score
@@ -77,10 +74,7 @@ class KNNMonitor:
                            for b in self._x.split(64)]).numpy()
         backbone.train(was_training)
         scores = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # StratifiedGroupKFold on classes rarer than the fold count
-            folds = self.folds()
-        for tr, te in folds:
+        for tr, te in self.folds:
             clf = KNeighborsClassifier(n_neighbors=max(1, min(self.k, len(tr)))).fit(feats[tr], self.y[tr])
             scores.append(score(self.y[te], clf.predict(feats[te])))
         return {"knn_acc": float(np.mean([s["acc"] for s in scores])),

@@ -78,6 +78,13 @@ def test_synthetic_has_touching_and_overlapping_cells(smear):
     assert gray[contact].mean() < gray[labels > 0].mean()
 
 
+def test_crowded_smear_keeps_placing_cells_after_one_finds_no_room():
+    # 30 large cells cannot all fit in 60x60; the small ones after them still fit between the large ones
+    centres = np.array(sample_data._place(np.random.default_rng(0), (60, 60), [12.0] * 30 + [0.5] * 5, 0.0))
+    assert np.isnan(centres[:30, 0]).any()
+    assert not np.isnan(centres[30:, 0]).any()
+
+
 def test_synthetic_refuses_tiny_shape():
     with pytest.raises(InputError, match="accepted"):
         synthetic_smear(shape=(10, 10))

@@ -73,10 +73,11 @@ def _place(rng, shape, radii, touching_fraction):
     """Centres for cells of the given radii: mostly apart, some touching or overlapping a neighbour."""
     h, w = shape
     centres: list[tuple[float, float]] = []
-    for i, r in enumerate(radii):
+    placed: list[int] = []  # indices of the cells that found room (the others keep a NaN centre)
+    for r in radii:
         for _ in range(400):
-            if centres and rng.random() < touching_fraction:
-                j = rng.integers(len(centres))
+            if placed and rng.random() < touching_fraction:
+                j = placed[rng.integers(len(placed))]
                 ang = rng.uniform(0, 2 * np.pi)
                 dist = (r + radii[j]) * rng.uniform(0.72, 0.98)
                 cy, cx = centres[j][0] + dist * np.sin(ang), centres[j][1] + dist * np.cos(ang)
@@ -86,8 +87,9 @@ def _place(rng, shape, radii, touching_fraction):
                 gap = 1.08
             if not (-0.4 * r <= cy <= h + 0.4 * r and -0.4 * r <= cx <= w + 0.4 * r):
                 continue
-            d = [np.hypot(cy - py, cx - px) / (r + radii[k]) for k, (py, px) in enumerate(centres)]
+            d = [np.hypot(cy - centres[k][0], cx - centres[k][1]) / (r + radii[k]) for k in placed]
             if all(dk >= gap for dk in d):
+                placed.append(len(centres))
                 centres.append((cy, cx))
                 break
         else:

@@ -102,7 +102,7 @@ def bench_highlight(n_cells, k, repeats=5, visible=1):
             "images": [f"smear{i}" for i in range(len(smears))]})
     QApplication.processEvents()
     handler, core, drawn = [], [], []
-    for r in range(repeats):
+    for _ in range(repeats):
         rows = rng.choice(len(table), k, replace=False)
         _, wall, _ = timed(lambda rows=rows: w.state.link.highlight(rows))
         handler.append(wall)

@@ -21,7 +21,7 @@ class SmearLink:
         self.labels = np.asarray(labels, dtype=np.int64)
         self._rows_of_source = [np.flatnonzero(self.source_of_row == s) for s in range(len(self.sources))]
         self._row_lut = []  # per source: label -> row (-1 where no row)
-        for s, name in enumerate(self.sources):
+        for s in range(len(self.sources)):
             data = self._labels_data(s)
             lut = np.full(int(max(data.max(initial=0), self.labels[self._rows_of_source[s]].max(initial=0))) + 1,
                           -1, dtype=np.int64)

@@ -34,6 +34,7 @@ def test_eval_writes_the_tables_and_figures(inputs, tmp_path):
     assert hand.set_index("metric")["mean"]["wf1"] > 0.6
     md = (out / "results.md").read_text()
     assert "### protocol: grouped" in md and "random-init" in md and "±" in md
+    assert "\n\nPer class:" in md and "\n\n\n" not in md  # each header line its own paragraph, no empty ones
     for png in ("confusion.png", "umap.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     cached = sorted((tmp_path / "cache").glob("*.npy"))

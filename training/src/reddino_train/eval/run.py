@@ -84,8 +84,8 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
 
     report.write_csv(rows, out)
     counts = ", ".join(f"{c} {n}" for c, n in cells.counts().items())
-    header = "\n".join([
-        f"# Evaluation of `{model_spec}` on `{dataset_spec}`", "",
+    paragraphs = [
+        f"# Evaluation of `{model_spec}` on `{dataset_spec}`",
         f"Command: `{command}`" if command else "",
         (f"Cells: {len(cells)} from {len(np.unique(cells.groups))} images"
         f"{f' (stratified subsample, limit {limit}, seed {seed})' if limit else ''}; crop {crop_size} px "
@@ -97,7 +97,8 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
         ("Classifiers: linear = LogisticRegression(lbfgs, 1000 it, C = D·K/100); knn1/knn20 = "
          f"KNeighborsClassifier({knn_metric}, uniform). Model and random-init features are the raw CLS "
          "token; handcrafted features are standardised inside each fold. Values: % mean ± std over folds."),
-    ])
+    ]
+    header = "\n\n".join(p for p in paragraphs if p)  # one Markdown paragraph per line; absent ones leave no gap
     report.write_markdown(rows, out, header, list(protocols))
     first = protocols[0]
     report.plot_confusions([(f"{n} · {classifiers[0]} · {first}", cells.y, pr) for n, pr in preds[first].items()],

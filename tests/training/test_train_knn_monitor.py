@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from _eval_data import make_chula, save_tiny_model
 
 from napari_reddino.images import InputError
@@ -34,6 +35,8 @@ def test_monitor_on_an_eval_spec_matches_the_evaluations_20nn(chula_and_model):
     assert got["knn_wf1"] == pytest.approx(np.mean([f["wf1"] for f in res]), abs=1e-6)
     assert got["knn_acc"] == pytest.approx(np.mean([f["acc"] for f in res]), abs=1e-6)
     assert not vit.training  # the backbone's mode is restored
+    # the cells are held as resized uint8 pixels, a quarter of the float32 tensor the backbone reads
+    assert monitor._x.dtype == torch.uint8 and monitor._x.shape == (len(cells), 56, 56, 3)
 
 
 def test_monitor_subsamples_and_refuses_cells_from_one_image(chula_and_model, tmp_path):

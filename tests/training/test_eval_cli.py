@@ -44,7 +44,9 @@ def test_eval_writes_the_tables_and_figures(inputs, tmp_path):
                  "--crop-size", "40", "--exclude-classes", "elliptocyte", "--no-umap", "--precision", "fp32",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert sorted((tmp_path / "cache").glob("*.npy")) == cached
-    assert "excluded classes: ['elliptocyte']" in (again / "results.md").read_text()
+    again_md = (again / "results.md").read_text()
+    assert "excluded classes: ['elliptocyte']" in again_md
+    assert "read from the cache" not in md and again_md.count("read from the cache") == 3
     assert not (again / "umap.png").exists()
 
 

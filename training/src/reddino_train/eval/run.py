@@ -15,7 +15,7 @@ from reddino_train.eval import cache, datasets, features, protocol, report
 
 def feature_sets(cells, model_spec, baselines=True, batch_size=64, precision="auto", device="cpu",
                  download=False, cache_dir=None, key=None, seed=0, log=sys.stderr) -> tuple[dict, dict]:
-    """``{name: (X, standardise)}`` in report order, and ``{name: seconds}`` spent extracting."""
+    """``{name: (X, standardise)}`` in report order, and ``{name: seconds}`` spent extracting (None: cached)."""
     from napari_reddino.models import load_model
 
     key = dict(key or {}, n=len(cells), cells=cache.digest(cells.y, cells.groups))
@@ -23,10 +23,11 @@ def feature_sets(cells, model_spec, baselines=True, batch_size=64, precision="au
     sets, seconds = {}, {}
 
     def timed(name, k, compute, standardise):
-        t0 = time.perf_counter()
+        t0, computed = time.perf_counter(), []
         print(f"{name}: features of {len(cells)} cells", file=log, flush=True)
-        sets[name] = (cache.cached_array(cache_dir, dict(k, features=name), compute), standardise)
-        seconds[name] = time.perf_counter() - t0
+        sets[name] = (cache.cached_array(cache_dir, dict(k, features=name),
+                                         lambda: computed.append(True) or compute()), standardise)
+        seconds[name] = time.perf_counter() - t0 if computed else None
 
     timed(model_spec, dict(key, model=model_spec, weights=cache.weights_signature(model)), lambda: features.model_features(
         cells.crops, model, batch_size, precision, log=log), False)
@@ -93,7 +94,8 @@ def evaluate(model_spec: str, dataset_spec: str, out, protocols=("grouped",), ex
         f"Per class: {counts}.",
         (f"Folds scored: the first {folds} of each protocol's split (a quick comparison, not the full "
          "protocol)." if folds else ""),
-        "Feature extraction: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".",
+        "Feature extraction: " + ", ".join(f"{k} {v:.0f} s" if v is not None else f"{k} read from the cache"
+                                           for k, v in seconds.items()) + ".",
         ("Classifiers: linear = LogisticRegression(lbfgs, 1000 it, C = D·K/100); knn1/knn20 = "
          f"KNeighborsClassifier({knn_metric}, uniform). Model and random-init features are the raw CLS "
          "token; handcrafted features are standardised inside each fold. Values: % mean ± std over folds."),

@@ -41,7 +41,6 @@ class KNNMonitor:
                  crop_size: int = 48):
         from napari_reddino.embed import resize_crop
 
-        from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
         from ..eval.protocol import make_splits
 
         if str(source).startswith(EVAL_SPECS):
@@ -53,9 +52,8 @@ class KNNMonitor:
                              "labelled cells from at least two images (the folds are grouped by image).")
         # resized once, like the evaluation (PIL bilinear squash to the model's input), and kept as uint8 (a
         # quarter of float32: 2,000 cells at 224 px are 0.3 GB, on every rank when the teacher is sharded);
-        # normalised batch by batch in __call__
+        # normalised batch by batch in __call__, by the evaluation's own to_model_input
         self._x = torch.from_numpy(np.stack([resize_crop(c, (img_size, img_size)) for c in crops]))
-        self._mean, self._std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
         # the evaluation's grouped folds (fewer when there are fewer than 5 images), fixed for the whole run
         self.folds = make_splits("grouped", self.y, self.groups, n_splits=min(5, len(np.unique(self.groups))))
         self.k = k
@@ -65,18 +63,14 @@ class KNNMonitor:
         """``{"knn_acc", "knn_wf1"}``: 20-NN (fewer when a fold has fewer training cells) mean over folds."""
         from sklearn.neighbors import KNeighborsClassifier
 
+        from napari_reddino.embed import to_model_input
+
         from ..eval.protocol import score
 
         was_training = backbone.training
         backbone.eval()
-        device = next(backbone.parameters()).device
-        mean, std = self._mean.to(device), self._std.to(device)
-
-        def cls(batch):
-            x = (batch.to(device).permute(0, 3, 1, 2).float().div(255) - mean) / std
-            return backbone.forward_features(x)[:, 0].float().cpu()
-
-        feats = torch.cat([cls(b) for b in self._x.split(64)]).numpy()
+        feats = torch.cat([backbone.forward_features(to_model_input(b, backbone))[:, 0].float().cpu()
+                           for b in self._x.split(64)]).numpy()
         backbone.train(was_training)
         scores = []
         for tr, te in self.folds:

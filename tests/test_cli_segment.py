@@ -32,10 +32,22 @@ def test_segment_writes_labels_and_table(smear_files, tmp_path, capsys):
         table = pd.read_csv(out / f"{stem}_cells.csv")
         assert labels.dtype == np.uint16 and labels.shape == (200, 260)
         assert len(table) == labels.max() >= 3 and table["label"].tolist() == list(range(1, len(table) + 1))
-        assert {"centroid_x", "area", "eccentricity", "mean_r", "white_cell"} <= set(table.columns)
+        assert {"centroid_x", "area", "eccentricity", "mean_r", "type", "border"} <= set(table.columns)
+        assert (table["type"] == "rbc").sum() >= 3
         assert labels[0].max() == labels[:, 0].max() == 0  # border cells dropped
     assert tifffile.imread(out / "blank_labels.tif").max() == 0
-    assert "blank.png: 0 cells (no cells" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "blank.png: no cells found" in out_text and "red cells in 'smear0.png'" in out_text
+
+
+def test_diameter_auto_number_or_refused(smear_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(smear_files / "smear0.png"), "--out", str(out), "--diameter", "auto"]) == 0
+    assert main(["segment", str(smear_files / "smear0.png"), "--out", str(out), "--diameter", "80"]) == 0
+    assert "about 80 px across" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(smear_files / "smear0.png"), "--out", str(out), "--diameter", "big"])
+    assert exc.value.code == 2 and "accepted: auto or a red-cell diameter" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):

@@ -170,3 +170,20 @@ def test_not_a_cellpose_file_is_one_line(tmp_path, monkeypatch):
     torch.save({"something": torch.zeros(2)}, bad)
     with pytest.raises(InputError, match="Could not load Cellpose weights"):
         cp_backend.get_segmenter(weights=bad, device="cpu", precision="fp32")
+
+
+def test_auto_diameter_passes_the_measured_one_to_cellpose(tiny_weights, image, monkeypatch):
+    from napari_reddino.segment import segment_cells
+    from napari_reddino.segment.threshold import estimate_image_diameter
+
+    seen = []
+    real = cp_backend.CellposeSegmenter.flows
+    monkeypatch.setattr(cp_backend.CellposeSegmenter, "flows",
+                        lambda self, img, diameter=None: seen.append(diameter) or real(self, img, diameter))
+    opts = dict(backend="cellpose", weights=tiny_weights, device="cpu", precision="fp32")
+    _, table = segment_cells(image, diameter="auto", **opts)
+    measured = estimate_image_diameter(image)[1]
+    assert seen[-1] == pytest.approx(measured) and table.attrs["diameter"] == pytest.approx(measured)
+    _, table = segment_cells(image, **opts)  # default: Cellpose-SAM's own scale
+    assert seen[-1] is None and table.attrs["diameter"] == pytest.approx(measured)  # types still get a size
+    assert set(table["type"]) <= {"rbc", "wbc", "platelet", "cluster", "artefact"}

@@ -10,7 +10,8 @@ from napari_reddino._progress import Progress, run
 from napari_reddino.images import InputError
 from napari_reddino.sample_data import synthetic_smear
 from napari_reddino.segment import iter_segment, segment, tile_starts
-from napari_reddino.segment.threshold import fill_holes, white_cell_flags
+from napari_reddino.segment.threshold import fill_holes
+from napari_reddino.segment.types import object_types
 
 
 def score(labels, gt, classes, kinds=("normal", "spherocyte", "target", "elliptocyte")):
@@ -34,9 +35,11 @@ def test_threshold_finds_each_red_cell_once(smear):
     assert set(np.unique(labels)) == set(range(labels.max() + 1))  # consecutive ids
     hits, merged = score(labels, gt, classes)
     assert hits >= 0.95 and merged <= 0.03
-    # platelets are dropped by the size filter
+    # platelets are objects of their own, never part of a red cell
+    types = object_types(image, labels)
+    rbc = np.isin(labels, types["label"][types["type"] == "rbc"])
     platelets = np.isin(gt, [k for k, v in classes.items() if v == "platelet"])
-    assert (labels[platelets] > 0).mean() < 0.2
+    assert (rbc[platelets]).mean() < 0.2
 
 
 def test_touching_cells_are_split(smear):
@@ -55,17 +58,17 @@ def test_touching_cells_are_split(smear):
     assert split >= 0.8 * len(pairs)
 
 
-def test_white_cells_flagged_by_colour(smear):
+def test_white_cells_typed_wbc(smear):
     image, gt, classes = smear
     labels = segment(image)
-    flags = white_cell_flags(image, labels)
-    assert flags.shape == (labels.max(),)
+    types = object_types(image, labels)
+    assert list(types["label"]) == list(range(1, labels.max() + 1))
+    wbc_ids = types["label"][types["type"] == "wbc"].to_numpy()
     white_ids = [k for k, v in classes.items() if v == "white_cell"]
-    wbc = np.isin(gt, white_ids)
-    flagged = np.isin(labels, np.nonzero(flags)[0] + 1)
-    assert all((flagged & (gt == k)).sum() > 100 for k in white_ids)  # every white cell is flagged
-    assert (flagged & ~wbc).sum() < 0.15 * flagged.sum()  # and hardly any red cell
-    assert white_cell_flags(image, labels, label_ids=[]).shape == (0,)
+    typed = np.isin(labels, wbc_ids)
+    assert all((typed & (gt == k)).sum() > 100 for k in white_ids)  # every white cell is typed wbc
+    assert (typed & ~np.isin(gt, white_ids)).sum() < 0.15 * typed.sum()  # and hardly any red cell
+    assert len(object_types(image, labels, label_ids=[])) == 0
 
 
 def test_diameter_option_changes_splitting(smear):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_reddino.cells import TABLE_COLUMNS
+from napari_reddino.segment.types import OBJECT_TYPES
 from napari_reddino.sample_data import synthetic_smear
 
 pytestmark = pytest.mark.gui
@@ -43,10 +44,13 @@ def test_labels_layer_with_features_aligned_and_updated(make_napari_viewer, qtbo
     np.testing.assert_allclose(layer.scale, (0.5, 0.5))
     np.testing.assert_allclose(layer.translate, (10, 20))
     table = layer.features
-    assert list(table.columns) == TABLE_COLUMNS + ["white_cell"]
-    assert len(table) == layer.data.max() > 20 and table["white_cell"].dtype == bool
+    assert list(table.columns) == TABLE_COLUMNS + ["type", "border"]
+    assert len(table) == layer.data.max() > 20 and set(table["type"]) <= set(OBJECT_TYPES)
+    assert (table["type"] == "rbc").sum() >= 15 and table["border"].dtype == bool
     assert layer.metadata["source_image"] == "smear"
-    assert notes and "cells" in notes[-1]
+    d = layer.metadata["segmentation"]["estimated_diameter"]
+    assert 25 < d < 50  # the synthetic red cells are 35-43 px across
+    assert notes and "red cells" in notes[-1] and f"about {d:.0f} px" in widget.found.value
     n_all = len(table)
 
     widget.drop_border.value = True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 from napari.utils.notifications import show_info
+
+from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
     StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
@@ -23,6 +25,11 @@ class SegmentWidget(StepWidget):
         self.backend = ComboBox(label="method", choices=["threshold", "cellpose"], value="threshold")
         self.backend.tooltip = "threshold: stain colour + watershed, no weights, fast; cellpose: Cellpose-SAM"
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
+        self.diameter.tooltip = ("Red-cell diameter in pixels. 0 = measured from the image (works from about 30 "
+                                 "to 130 px); the value found is shown after segmenting.")
+        self.cp_auto_diameter = CheckBox(label="give Cellpose the measured cell diameter", value=False)
+        self.cp_auto_diameter.tooltip = ("Cellpose-SAM finds the scale itself; tick to pass it the red-cell "
+                                         "diameter measured from the image instead (when diameter is 0).")
         self.drop_border = CheckBox(label="drop cells touching the border", value=False)
         self.cp_model = LineEdit(label="cellpose model", value="cpsam")
         self.cp_model.tooltip = "a cellpose model name (cpsam, cpsam_v2, ...) found in its model folder"
@@ -33,9 +40,11 @@ class SegmentWidget(StepWidget):
                                                value=0.0)
         self.min_size = SpinBox(label="min size (px)", min=0, max=100000, value=15)
         self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16"], value="auto")
-        self._cellpose_widgets = [self.cp_model, self.cp_weights, self.cp_download, self.flow_threshold,
+        self._cellpose_widgets = [self.cp_auto_diameter, self.cp_model, self.cp_weights, self.cp_download, self.flow_threshold,
                                   self.cellprob_threshold, self.min_size, self.precision]
-        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, *self._cellpose_widgets])
+        self.found = Label(label="found", value="")
+        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, *self._cellpose_widgets,
+                          self.found])
         self.backend.changed.connect(self._show_backend_options)
         self._show_backend_options()
         self._job = None
@@ -48,8 +57,10 @@ class SegmentWidget(StepWidget):
     def prepare(self):
         layer = self.image.value
         data = image_layer_data(layer)
-        opts = {"diameter": float(self.diameter.value) or None}
+        opts = {"diameter": float(self.diameter.value) or "auto"}
         if self.backend.value == "cellpose":
+            if opts["diameter"] == "auto" and not self.cp_auto_diameter.value:
+                opts["diameter"] = None  # Cellpose-SAM's own scale
             weights = self.cp_weights.value
             weights = str(weights) if weights and str(weights) not in ("", ".") else None
             if not self.cp_download.value:  # missing weights: say so now, before any work starts
@@ -79,10 +90,8 @@ class SegmentWidget(StepWidget):
         upsert_layer(self.viewer, name, "labels", labels, features=table, scale=job["scale"],
                      translate=job["translate"],
                      metadata={"source_image": job["name"], "segmentation": {
-                         "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"}}})
-        n = int(len(table))
-        if n == 0:
-            show_info(f"Segment cells: no cells found in {job['name']!r} (empty or unstained image?)")
-        else:
-            white = int(table["white_cell"].sum())
-            show_info(f"Segment cells: {n} cells in {job['name']!r}" + (f" ({white} white)" if white else ""))
+                         "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
+                         "estimated_diameter": table.attrs.get("diameter")}})
+        message = segmentation_summary(table, job["name"])
+        self.found.value = message
+        show_info(f"Segment cells: {message}")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from napari_reddino.cli import UsageError
-
+from napari_reddino.cli.segment import add_diameter_argument
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="segment → RedDino features → PCA overlay → UMAP on images, in one go",
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                    help="use a sample smear (auto: the real Chula-RBC-12 smear if available, else synthetic)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backend", default="threshold", choices=["threshold", "cellpose"])
-    p.add_argument("--diameter", type=float, default=None, help="cell diameter in pixels (default: estimated)")
+    add_diameter_argument(p)
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")

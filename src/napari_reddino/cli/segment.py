@@ -1,5 +1,6 @@
 """``napari-reddino segment``: one label per cell. Writes ``DIR/<stem>_labels.tif`` (uint16, or uint32 past
-65535 cells) and ``DIR/<stem>_cells.csv`` (the per-cell table, with a white_cell column) for each image."""
+65535 cells) and ``DIR/<stem>_cells.csv`` (the per-cell table, with each object's type: rbc, wbc,
+platelet, cluster, artefact, and a border flag) for each image."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=["threshold", "cellpose"], default="threshold",
                    help="threshold: stain colour + watershed, no weights (default); cellpose: Cellpose-SAM")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--diameter", type=float, default=None, help="cell diameter in pixels (default: estimated)")
+    add_diameter_argument(p)
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
     cp = p.add_argument_group("cellpose")
     cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
@@ -28,8 +29,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def diameter_value(text: str):
+    """``--diameter``: ``auto`` or a number of pixels."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"received {text!r}; accepted: auto or a red-cell diameter in pixels > 0")
+    return value
+
+
+def add_diameter_argument(p) -> None:
+    p.add_argument("--diameter", type=diameter_value, default=None,
+                   help="red-cell diameter in pixels, or auto (default: measured from each image for threshold; "
+                        "Cellpose-SAM's own scale for cellpose, auto passes it the measured one)")
+
+
 def segment_options(args) -> dict:
-    opts = {"diameter": args.diameter}
+    default = "auto" if args.backend == "threshold" else None
+    opts = {"diameter": default if args.diameter is None else args.diameter}
     if args.backend == "cellpose":
         opts.update(model=args.model, weights=args.weights, download=args.download, device=args.device,
                     precision=args.precision, flow_threshold=args.flow_threshold,
@@ -42,6 +65,7 @@ def run(args) -> int:
     from napari_reddino.cells import save_labels
     from napari_reddino.images import expand_inputs, read_image
     from napari_reddino.segment import iter_segment_cells
+    from napari_reddino.segment.types import segmentation_summary
 
     paths = expand_inputs(args.images)
     out = Path(args.out)
@@ -53,6 +77,5 @@ def run(args) -> int:
                               bar=sys.stderr.isatty())
         save_labels(labels, out / f"{path.stem}_labels.tif")
         table.to_csv(out / f"{path.stem}_cells.csv", index=False)
-        note = " (no cells: empty or unstained image?)" if len(table) == 0 else ""
-        print(f"{path.name}: {len(table)} cells{note} → {out / (path.stem + '_labels.tif')}")
+        print(f"{path.name}: {segmentation_summary(table, path.name)} → {out / (path.stem + '_labels.tif')}")
     return 0

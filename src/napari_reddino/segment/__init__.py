@@ -26,30 +26,36 @@ def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_
                  **opts):
     """Progress generator: yields :class:`Progress`, returns int32 labels of the image's height and width.
 
-    Options are passed to the backend (``diameter`` for both; see ``segment_threshold`` and
-    ``CellposeSegmenter.segment``). An image without stained cells gives all-zero labels (no error).
+    Options are passed to the backend (see ``segment_threshold`` and ``CellposeSegmenter.segment``).
+    ``diameter``: the red-cell diameter in px; ``"auto"`` (the threshold default) estimates it from the
+    image; for Cellpose, None (its default) lets Cellpose-SAM choose and ``"auto"`` passes the estimate. An
+    image without stained cells gives all-zero labels (no error).
     """
+    labels, _ = yield from _iter_segment(image, backend, tile_size, tile_overlap, **opts)
+    return labels
+
+
+def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
+    """:func:`iter_segment` returning ``(labels, red-cell diameter in px)``."""
+    from napari_reddino.segment.threshold import estimate_image_diameter, is_auto
+
     if backend not in BACKENDS:
         raise InputError(f"Received backend {backend!r}; accepted: {', '.join(BACKENDS)}.")
-    shape = _image_shape(image)
-    h, w = shape
+    h, w = _image_shape(image)
     yield Progress(0, 1, f"Segmenting ({backend})")
+    big = max(h, w) > tile_size
+    auto = is_auto(opts.get("diameter", "auto" if backend == "threshold" else None))
+    if backend == "threshold" or auto or big:
+        # one threshold and one diameter for the whole image (and all its tiles), from a strided view
+        step = max(1, int(np.ceil(max(h, w) / tile_size)))
+        stats, estimate = estimate_image_diameter(_strided(image, step), step=step)
     if backend == "threshold":
-        from napari_reddino.segment.threshold import (
-            DEFAULT_DIAMETER, estimate_diameter, fill_holes, segment_threshold, stain_density, stain_stats)
+        from napari_reddino.segment.threshold import segment_threshold
 
-        if max(h, w) > tile_size and ("stats" not in opts or not opts.get("diameter")):
-            # one threshold and one diameter for all tiles, from a strided view of the whole image
-            from napari_reddino.images import to_rgb_float
-
-            step = max(1, int(np.ceil(max(h, w) / tile_size)))
-            sample = to_rgb_float(np.asarray(image[::step, ::step]) if channel_axis(image) != 0
-                                  else np.asarray(image[:, ::step, ::step]))
-            stats = opts.get("stats") or stain_stats(sample, opts.get("threshold_scale", 0.7))
-            opts = {**opts, "stats": stats}
-            if not opts.get("diameter"):
-                fg = stain_density(sample, stats.background) > stats.threshold
-                opts["diameter"] = step * estimate_diameter(fill_holes(fg), default=DEFAULT_DIAMETER / step)
+        diameter = estimate if is_auto(opts.get("diameter", "auto")) else float(opts["diameter"])
+        opts = {**opts, "diameter": diameter}
+        if big:
+            opts.setdefault("stats", stats)
 
         def one(tile):
             return segment_threshold(tile, **opts)
@@ -60,16 +66,23 @@ def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_
         weights = yield from iter_resolve_weights(model_opts.pop("model", None), model_opts.pop("weights", None),
                                                   model_opts.pop("download", False))
         segmenter = get_segmenter(weights=weights, **model_opts)
+        given = opts.get("diameter")
+        opts["diameter"] = estimate if auto else (float(given) if given else None)
+        diameter = opts["diameter"] or (estimate if big else None)
 
         def one(tile):
             return segmenter.segment(tile, **opts)
 
-    if max(h, w) <= tile_size:
+    if not big:
         labels = one(image)
         yield Progress(1, 1, f"Segmenting ({backend})")
-        return np.asarray(labels, np.int32)
-    labels = yield from _tiled(image, one, shape, tile_size, tile_overlap, opts.get("diameter"), backend)
-    return labels
+        return np.asarray(labels, np.int32), diameter
+    labels = yield from _tiled(image, one, (h, w), tile_size, tile_overlap, diameter, backend)
+    return labels, diameter
+
+
+def _strided(image, step):
+    return np.asarray(image[::step, ::step]) if channel_axis(image) != 0 else np.asarray(image[:, ::step, ::step])
 
 
 def segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
@@ -80,18 +93,25 @@ def segment_cells(image, backend: str = "threshold", drop_border: bool = False, 
 def iter_segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
     """Segmentation as the dock, the CLI and the pipeline want it (progress generator): returns ``(labels,
     table)`` with border cells optionally dropped (labels renumbered 1..N) and the per-cell table of
-    :func:`napari_reddino.cells.cell_table` plus a ``white_cell`` flag."""
+    :func:`napari_reddino.cells.cell_table` plus each object's ``type`` and ``border`` flag
+    (:mod:`napari_reddino.segment.types`). ``table.attrs["diameter"]`` is the red-cell diameter used (px)."""
     from napari_reddino.cells import cell_table, drop_border_cells
     from napari_reddino.images import to_rgb_uint8
-    from napari_reddino.segment.threshold import relabel, white_cell_flags
+    from napari_reddino.segment.threshold import estimate_image_diameter, relabel
+    from napari_reddino.segment.types import object_types
 
-    labels = yield from iter_segment(image, backend, **opts)
+    labels, diameter = yield from _iter_segment(image, backend, **opts)
     yield Progress(0, 1, "measuring cells")
     if drop_border:
         labels = relabel(drop_border_cells(labels))
     rgb = to_rgb_uint8(image)
+    if not diameter:  # Cellpose chose its own scale: the types still need the red-cell size
+        diameter = estimate_image_diameter(rgb)[1]
     table = cell_table(labels, rgb)
-    table["white_cell"] = white_cell_flags(rgb, labels, table["label"].to_numpy())
+    types = object_types(rgb, labels, diameter, table["label"].to_numpy())
+    table["type"] = types["type"].to_numpy()
+    table["border"] = types["border"].to_numpy()
+    table.attrs["diameter"] = float(diameter)
     yield Progress(1, 1, "measuring cells")
     return labels, table
 

@@ -1,11 +1,22 @@
-"""Offline, CPU-fast segmentation of stained smears: no weights, tuned on Chula-RBC-12.
+"""Offline, CPU-fast segmentation of stained smears: no weights, and no setting to tune per lab.
 
-1. Stain density: optical density in the green channel relative to the slide background (eosin-stained
-   red cells absorb green; the pale background and the cells' central pallor do not).
-2. Foreground: a fraction of the Otsu threshold of that density (cells' pale rims sit below Otsu), never
-   below a floor, so an empty slide gives no cells instead of segmented noise.
-3. Holes filled (the central pallor), small objects (platelets, debris) dropped.
-4. Touching cells split by a watershed on the distance transform, seeded one marker per expected cell.
+Everything is found from the image itself:
+
+1. Stain: optical density (OD) of each channel against the slide background. Red cells absorb green;
+   nuclei and platelets ("purple") absorb green strongly and blue little.
+2. Foreground: a fraction of the Otsu threshold of the green OD, taken over the pixels that are *not*
+   purple and clipped at a high percentile, so a dark white cell, platelets, stain precipitate or a
+   scale bar cannot pull the threshold above the pale red cells. Never below a floor, so an empty slide
+   gives no cells instead of segmented noise.
+3. Scale: the red-cell diameter from the isolated, convex, non-purple objects (or the distance-transform
+   peaks in a crowded field). Every size below is a fraction of it.
+4. Central pallor filled; small purple objects at a cell's edge (platelets)
+   cut off as their own objects.
+5. Touching cells split by a watershed on the distance transform, one marker per expected cell; a white
+   cell's nucleus is one marker; an isolated convex cell is never split.
+
+What each object is (red cell, white cell, platelet, cluster, artefact) is decided afterwards, from colour
+and shape, by :mod:`napari_reddino.segment.types` for any backend.
 """
 
 from __future__ import annotations
@@ -16,35 +27,59 @@ import numpy as np
 
 from napari_reddino.images import to_rgb_float
 
-DEFAULT_DIAMETER = 38.0  # px; Chula-RBC-12 red cells at 1000x are 35-45 px across
-MIN_DENSITY = 0.05  # optical density below which nothing counts as stained (about 5% absorbance)
+DEFAULT_DIAMETER = 38.0  # px; used only when an image holds too few cells to measure (Chula at 1000x)
+MIN_DENSITY = 0.05  # green OD below which nothing counts as stained (about 5% absorbance)
+MIN_DIAMETER, MAX_DIAMETER = 8.0, 400.0  # px; estimates outside are clipped
 
 
 @dataclass
 class StainStats:
-    """Whole-image statistics, computed once so that tiles of a large image share one threshold."""
+    """Whole-image statistics, computed once so that tiles of a large image share them."""
 
     background: np.ndarray  # (3,) RGB in [0, 1]
-    threshold: float  # optical-density threshold for the foreground
+    threshold: float  # green-OD threshold for the foreground
 
 
 def estimate_background(rgb: np.ndarray) -> np.ndarray:
-    """Slide colour: the median of the brighter pixels (cells absorb, so the background is bright)."""
+    """Slide colour: the median of the brightest 30% of pixels (cells absorb, so the slide is bright;
+    a crowded field still shows 30% slide)."""
     flat = rgb.reshape(-1, 3)
     if len(flat) > 100_000:  # a sample is as good and much faster
         flat = flat[:: len(flat) // 100_000]
     gray = flat.mean(1)
-    bright = flat[gray >= np.percentile(gray, 60)]
+    bright = flat[gray >= np.percentile(gray, 70)]
     return np.median(bright, axis=0)
 
 
-def stain_density(rgb: np.ndarray, background) -> np.ndarray:
-    """Optical density of the green channel relative to the background, lightly smoothed."""
+def optical_density(rgb: np.ndarray, background, sigma: float = 1.0) -> np.ndarray:
+    """(H, W, 3) float32 OD per channel against the background, lightly smoothed."""
     import cv2  # opencv comes with cellpose; its filters are several times faster than scipy's
 
-    g = np.maximum(rgb[..., 1], 1 / 255)
-    od = -np.log(g / max(float(background[1]), 1 / 255)).astype(np.float32)
-    return cv2.GaussianBlur(od, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    bg = np.maximum(np.asarray(background, np.float32), 1 / 255)
+    od = -np.log(np.maximum(rgb, 1 / 255) / bg).astype(np.float32)
+    return cv2.GaussianBlur(od, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) if sigma else od
+
+
+def stain_density(rgb: np.ndarray, background) -> np.ndarray:
+    """Green-channel OD (red cells' eosin absorbs green), lightly smoothed."""
+    return optical_density(rgb, background)[..., 1]
+
+
+def purple_mask(od: np.ndarray, threshold: float = MIN_DENSITY) -> np.ndarray:
+    """Nuclei, platelets and basophilic stain: strong green absorption with little blue absorption (eosin
+    red cells absorb blue at about half their green OD or more), and darker than a red cell's rim can be
+    (2.5 times the foreground ``threshold``: a dark rim is not a platelet)."""
+    g = od[..., 1]
+    return (g > max(0.3, 2.5 * threshold)) & (od[..., 2] < 0.35 * g) & (od[..., 0] > 0.2 * g)
+
+
+def label_max(values: np.ndarray, labels: np.ndarray, ids) -> np.ndarray:
+    """Largest of ``values`` within each label in ``ids`` (0 for an id that is absent); several times faster
+    than ``ndimage.maximum``, which sorts."""
+    inside = labels > 0
+    out = np.zeros(int(labels.max(initial=0)) + 1, np.float64)
+    np.maximum.at(out, labels[inside], values[inside].astype(np.float64, copy=False))
+    return out[np.asarray(ids, np.int64)]
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -68,79 +103,211 @@ def stain_stats(rgb: np.ndarray, threshold_scale: float = 0.7, max_pixels: int =
     step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / max_pixels))))
     sample = rgb[::step, ::step]
     background = estimate_background(sample)
-    density = stain_density(sample, background)
-    otsu = threshold_otsu(density) if np.ptp(density) > 0 else np.inf
+    od = optical_density(sample, background)
+    g = od[..., 1][~purple_mask(od)]  # without the threshold yet: any dark purple is left out
+    if g.size < 100 or np.ptp(g) <= 0:
+        return StainStats(background, np.inf)
+    # clip at the 99th percentile: dark debris or a stray purple rim must not move Otsu off the red cells
+    g = np.minimum(g, np.percentile(g, 99))
+    otsu = threshold_otsu(g) if np.ptp(g) > 0 else np.inf
     return StainStats(background, float(max(threshold_scale * otsu, MIN_DENSITY)))
 
 
-def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None) -> float:
-    """Median diameter of the blobs that look like single cells (their distance-transform peak is
-    close to the radius of a disc of the same area; merged cells have too much area for their
-    peak); ``default`` when fewer than five such blobs."""
-    from scipy import ndimage
+def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None,
+                      exclude: np.ndarray | None = None) -> float:
+    """Red-cell diameter (px) from the foreground mask.
 
-    blobs, n = ndimage.label(foreground)
-    if n < 5:
-        return default
-    if dist is None:
-        import cv2
-
-        dist = cv2.distanceTransform(foreground.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    ids = np.arange(1, n + 1)
-    area = np.bincount(blobs.ravel(), minlength=n + 1)[1:].astype(float)
-    peak = np.asarray(ndimage.maximum(dist, blobs, ids), float)
-    r_eq = np.sqrt(area / np.pi)
-    single = (area >= 80) & (peak >= 0.85 * r_eq)
-    if single.sum() < 5:
-        return default
-    return float(2 * np.median(r_eq[single]))
-
-
-def segment_threshold(image, diameter: float | None = None, stats: StainStats | None = None,
-                      threshold_scale: float = 0.7, min_area: float = 0.12, marker_distance: float = 0.5,
-                      marker_height: float = 0.35) -> np.ndarray:
-    """Label the red and white cells of a stained smear; returns int32 labels (0 = background).
-
-    ``diameter`` (px) sets the marker spacing and size filter; None estimates it from isolated cells.
-    ``min_area`` is the smallest object kept, as a fraction of a cell's area (drops platelets and
-    debris); ``marker_distance`` and ``marker_height`` (fractions of the radius) control splitting.
+    Isolated cells: blobs whose distance-transform peak is close to the radius of a disc of the same area
+    (merged cells have too much area for their peak), away from the border and not ``exclude``-d
+    (purple objects); the median of their equivalent diameters, taken twice so that debris smaller than
+    a third of a cell's area does not count. In a crowded field with fewer than five such blobs: twice
+    the median height of the distance-transform peaks. ``default`` when there is nothing to measure.
     """
     import cv2
     from scipy import ndimage
-    from skimage.segmentation import watershed
+
+    blobs, n = ndimage.label(foreground)
+    if n == 0:
+        return default
+    if dist is None:
+        dist = cv2.distanceTransform(foreground.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    ids = np.arange(1, n + 1)
+    area = np.bincount(blobs.ravel(), minlength=n + 1)[1:].astype(float)
+    peak = label_max(dist, blobs, ids)
+    r_eq = np.sqrt(area / np.pi)
+    edge = np.unique(np.concatenate([blobs[0], blobs[-1], blobs[:, 0], blobs[:, -1]]))
+    ok = (area >= np.pi * (MIN_DIAMETER / 2) ** 2) & ~np.isin(ids, edge)
+    if exclude is not None:
+        ok &= np.asarray(ndimage.mean(exclude, blobs, ids), float) < 0.05
+    single = ok & (peak >= 0.85 * r_eq)
+    if single.sum() >= 5:
+        d = 2 * np.median(r_eq[single])
+        for _ in range(2):
+            big = single & (area >= 0.33 * np.pi * (d / 2) ** 2)
+            if big.sum() >= 3:
+                d = 2 * np.median(r_eq[big])
+        return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER))
+    # crowded: the cells' centres are the distance-transform maxima (necks between cells are saddles)
+    if exclude is not None:
+        dist = np.where(exclude, 0, dist)
+    local = (dist == cv2.dilate(dist, np.ones((7, 7), np.uint8))) & (dist >= MIN_DIAMETER / 2)
+    heights = dist[local]
+    if len(heights) >= 3:
+        heights = heights[heights >= 0.5 * np.percentile(heights, 90)]
+        return float(np.clip(2 * np.median(heights), MIN_DIAMETER, MAX_DIAMETER))
+    return default
+
+
+def segment_threshold(image, diameter: float | str | None = "auto", stats: StainStats | None = None,
+                      threshold_scale: float = 0.7, min_area: float = 0.04, marker_distance: float = 0.4,
+                      marker_height: float = 0.35) -> np.ndarray:
+    """Label every object of a stained smear (red and white cells, platelets, clusters, artefacts);
+    returns int32 labels (0 = background). :func:`threshold_objects` also returns the diameter used.
+
+    ``diameter`` (px) is the red-cell diameter; ``"auto"`` or None estimates it from the image. Sizes are
+    fractions of it: ``min_area`` the smallest object kept (dust), ``marker_distance`` and
+    ``marker_height`` (of the radius) the splitting of touching cells.
+    """
+    return threshold_objects(image, diameter, stats, threshold_scale, min_area, marker_distance,
+                             marker_height)[0]
+
+
+def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min_area=0.04,
+                      marker_distance=0.4, marker_height=0.35) -> tuple[np.ndarray, float]:
+    """:func:`segment_threshold`, returning ``(labels, diameter)``."""
+    import cv2
+    from scipy import ndimage
 
     rgb = to_rgb_float(image)
     stats = stats or stain_stats(rgb, threshold_scale)
-    foreground = stain_density(rgb, stats.background) > stats.threshold
-    foreground = fill_holes(foreground)
+    od = optical_density(rgb, stats.background)
+    purple = purple_mask(od, stats.threshold)
+    stained = od[..., 1] > stats.threshold
+    foreground = fill_holes(stained)
+    empty = np.zeros(rgb.shape[:2], np.int32)
     if not foreground.any():
-        return np.zeros(rgb.shape[:2], np.int32)
-    dist = cv2.distanceTransform(foreground.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    diameter = float(diameter) if diameter else estimate_diameter(foreground, dist=dist)
+        return empty, DEFAULT_DIAMETER if diameter is None or is_auto(diameter) else float(diameter)
+    if diameter is None or is_auto(diameter):
+        diameter = estimate_diameter(foreground, exclude=purple)
+    else:
+        diameter = float(diameter)
     radius = diameter / 2
-    min_pixels = min_area * np.pi * radius ** 2
+    cell_area = np.pi * radius ** 2
 
-    blobs, n = ndimage.label(foreground)
-    sizes = np.bincount(blobs.ravel(), minlength=n + 1)
-    small = sizes[blobs] < min_pixels
-    foreground[small], blobs[small], dist[small] = False, 0, 0
+    k = max(1, int(round(diameter / 16)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    foreground = _drop_small(foreground, min_area * cell_area)
+    if not foreground.any():
+        return empty, diameter
+
+    # small purple objects at the edge of a cell (platelets) become objects of their own
+    platelets = _edge_platelets(purple & foreground, foreground, 0.35 * cell_area)
+    body = foreground & ~cv2.dilate(platelets.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+    dist = cv2.distanceTransform(body.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    blobs, n = ndimage.label(body)
     # one marker per distance-transform peak (a plateau is one peak), far enough inside a cell
     size = 2 * max(1, int(radius * marker_distance)) + 1
     local_max = cv2.dilate(dist, np.ones((size, size), np.uint8))
     peaks = (dist == local_max) & (dist >= radius * marker_height)
-    markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
-    # only blobs holding two or more markers need the (slow) watershed; the others are one cell each
-    per_blob = np.bincount(blobs[markers > 0][np.unique(markers[markers > 0], return_index=True)[1]],
-                           minlength=n + 1) if n_markers else np.zeros(n + 1, int)
+    # a white cell's nucleus (its lobes joined) is one marker; red-cell peaks on it are dropped
+    kn = max(1, int(round(diameter / 8)))
+    nuclei = cv2.morphologyEx((purple & body).astype(np.uint8), cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kn + 1, 2 * kn + 1))).astype(bool)
+    nuclei = _drop_small(nuclei & body, 0.12 * cell_area)
+    if nuclei.any():
+        near = cv2.dilate(nuclei.astype(np.uint8), disk).astype(bool)
+        peaks &= ~near
+    # a streak or fibre (long, thinner than a cell) is one object, not a row of cells
+    peaks &= ~_streaks(blobs, n, dist, diameter)
+    markers, n_peaks = ndimage.label(peaks, structure=np.ones((3, 3)))
+    if nuclei.any():
+        nuc_lab, n_nuc = ndimage.label(nuclei)
+        markers[nuc_lab > 0] = nuc_lab[nuc_lab > 0] + n_peaks
+    labels = _split(blobs, n, markers, dist, cell_area, nuclei)
+    if platelets.any():
+        pl, n_pl = ndimage.label(platelets)
+        labels[pl > 0] = pl[pl > 0] + labels.max()
+    # watershed slivers are not objects
+    sizes = np.bincount(labels.ravel())
+    labels[sizes[labels] < min_area * cell_area] = 0
+    return relabel(labels), diameter
+
+
+def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return sizes[lab] >= min_pixels
+
+
+def _streaks(blobs, n, dist, diameter):
+    """Pixels of blobs longer than 2.5 cell diameters yet thinner than 0.7 of one (a chain of touching cells
+    is a full diameter thick at each cell)."""
+    from napari_reddino.segment.types import _moments
+
+    ids = np.arange(1, n + 1)
+    if n == 0:
+        return np.zeros(blobs.shape, bool)
+    _, major, _ = _moments(blobs, ids)
+    thin = (2 * label_max(dist, blobs, ids) < 0.7 * diameter) & (major > 2.5 * diameter)
+    return np.concatenate([[False], thin])[blobs]
+
+
+def _edge_platelets(purple_fg, foreground, max_pixels):
+    """Purple components smaller than ``max_pixels`` that touch the slide (inclusions inside a cell do not),
+    and belong to a larger stained blob (a free platelet is an object already)."""
+    import cv2
+    from scipy import ndimage
+
+    lab, n = ndimage.label(purple_fg)
+    if n == 0:
+        return np.zeros_like(purple_fg)
+    ids = np.arange(1, n + 1)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    slide = cv2.dilate((~foreground).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    touches = label_max(slide, lab, ids) > 0
+    blobs, _ = ndimage.label(foreground)
+    blob_of = label_max(blobs, lab, ids).astype(int)
+    blob_size = np.bincount(blobs.ravel())[blob_of]
+    keep = (sizes >= 6) & (sizes < max_pixels) & touches & (blob_size > 1.5 * sizes)
+    lut = np.concatenate([[False], keep])
+    return lut[lab]
+
+
+def _split(blobs, n, markers, dist, cell_area, nuclei):
+    """Blobs with one marker stay whole; the others are split by a watershed on the distance transform,
+    except an isolated convex cell (solidity ≥ 0.95, at most 1.4 cells' area), which stays one."""
+    from skimage.segmentation import watershed
+
+    has = markers > 0
+    if not has.any():
+        return blobs.astype(np.int32)
+    ids_at = blobs[has]
+    pairs = np.unique(np.stack([ids_at, markers[has]]), axis=1)
+    per_blob = np.bincount(pairs[0], minlength=n + 1)
+    multi_ids = np.flatnonzero(per_blob >= 2)
+    if len(multi_ids):
+        from skimage.measure import regionprops
+
+        with_nucleus = np.zeros(n + 1, bool)
+        with_nucleus[np.unique(blobs[nuclei])] = True
+        convex = []
+        for p in regionprops(blobs):
+            if per_blob[p.label] >= 2 and not with_nucleus[p.label] and p.solidity >= 0.95 \
+                    and p.area <= 1.4 * cell_area:
+                convex.append(p.label)
+        per_blob[convex] = 1
     multi = per_blob[blobs] >= 2
-    labels = np.where(per_blob[blobs] == 1, blobs, 0).astype(np.int32)
+    labels = np.where(~multi, blobs, 0).astype(np.int32)
     if multi.any():
         split = watershed(-dist, np.where(multi, markers, 0), mask=multi)
         labels[multi] = split[multi] + n  # ids above every blob id
-    # watershed slivers smaller than the size filter are debris, not cells
-    sizes = np.bincount(labels.ravel())
-    labels[sizes[labels] < min_pixels] = 0
-    return relabel(labels)
+    return labels
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -150,18 +317,16 @@ def relabel(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels.astype(np.int32, copy=False))[0].astype(np.int32)
 
 
-def white_cell_flags(image, labels, label_ids=None, min_fraction: float = 0.15) -> np.ndarray:
-    """True for cells whose colour says white cell: a purple nucleus absorbs red light, which the
-    eosin-pink red cells barely do. Returns one bool per id in ``label_ids`` (default: 1..max)."""
-    from scipy import ndimage
+def is_auto(diameter) -> bool:
+    """True for the values that mean "estimate the diameter from the image"."""
+    return isinstance(diameter, str) and diameter.strip().lower() == "auto" or diameter in (0, 0.0)
 
+
+def estimate_image_diameter(image, threshold_scale: float = 0.7, step: int = 1) -> tuple[StainStats, float]:
+    """``(stain statistics, red-cell diameter in px)`` of an image; ``step`` > 1 when ``image`` is a strided
+    view of a larger one (the diameter is given at full resolution)."""
     rgb = to_rgb_float(image)
-    labels = np.asarray(labels)
-    ids = np.arange(1, int(labels.max()) + 1) if label_ids is None else np.asarray(label_ids)
-    if len(ids) == 0:
-        return np.zeros(0, bool)
-    background = estimate_background(rgb)
-    od = -np.log(np.maximum(rgb, 1 / 255) / np.maximum(background, 1 / 255))
-    nucleus = (od[..., 0] > 0.45) & (od[..., 0] > 0.55 * od[..., 1])
-    fraction = ndimage.mean(nucleus, labels, index=ids)
-    return np.nan_to_num(np.asarray(fraction, float)) >= min_fraction
+    stats = stain_stats(rgb, threshold_scale)
+    od = optical_density(rgb, stats.background)
+    foreground = fill_holes(od[..., 1] > stats.threshold)
+    return stats, step * estimate_diameter(foreground, default=DEFAULT_DIAMETER / step, exclude=purple_mask(od, stats.threshold))

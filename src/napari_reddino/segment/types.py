@@ -1,0 +1,130 @@
+"""What each segmented object is, from its colour and shape relative to the red-cell diameter.
+
+Works on any label image (threshold or Cellpose). Types (a later rule wins over an earlier one):
+
+- ``cluster``: overlapping cells that could not be split reliably (over 2.2 cells' area, or over 1.5 and
+  not convex: solidity under 0.8);
+- ``artefact``: dust (under 6% of a cell's area and not a platelet), and anything thinner than a fifth of a
+  cell diameter (scale bars, text, fibres) or a streak (longer than 2.5 diameters, narrower than half of one);
+- ``platelet``: smaller than 40% of a red cell and at least 30% purple;
+- ``wbc``: holds a nucleus (purple: strong green, little blue absorption) of at least 12% of a red cell's
+  area;
+- ``rbc``: everything else.
+
+``border`` is True for objects touching the image edge (their shape is cut).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+OBJECT_TYPES = ("rbc", "wbc", "platelet", "cluster", "artefact")
+RED_CELL = "rbc"
+
+
+def object_types(image, labels, diameter: float | None = None, label_ids=None) -> pd.DataFrame:
+    """``label, type, border`` for each id in ``label_ids`` (default: every label present)."""
+    import cv2
+    from scipy import ndimage
+    from skimage.measure import regionprops
+    from skimage.segmentation import find_boundaries
+
+    from napari_reddino.images import to_rgb_float
+    from napari_reddino.segment.threshold import label_max, stain_stats, optical_density, purple_mask
+
+    labels = np.asarray(labels, np.int32)
+    present = np.unique(labels)
+    present = present[present > 0]
+    ids = present if label_ids is None else np.asarray(label_ids, np.int64)
+    if len(ids) == 0:
+        return pd.DataFrame({"label": np.zeros(0, np.int64), "type": pd.Series([], dtype=object),
+                             "border": np.zeros(0, bool)})
+    rgb = to_rgb_float(image)
+    stats = stain_stats(rgb)
+    od = optical_density(rgb, stats.background)
+    purple = purple_mask(od, stats.threshold)
+    area, major, minor = _moments(labels, ids)
+    if not diameter:
+        diameter = _diameter_from_labels(area)
+    cell_area = np.pi * (diameter / 2) ** 2
+    purple_px = np.asarray(ndimage.sum(purple, labels, ids), float)
+    # thickness: twice the largest distance to the object's edge (neighbouring objects are edges too)
+    inner = (labels > 0) & ~find_boundaries(labels, mode="inner")
+    dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    thickness = 2 * (label_max(dist, labels, ids) + 1)
+    # solidity (convex hull) only where it decides something: objects of more than 1.3 cells
+    solidity = np.ones(len(ids))
+    big = np.flatnonzero(area > 1.5 * cell_area)
+    if len(big):
+        slices = ndimage.find_objects(labels)
+        for i in big:
+            sl = slices[ids[i] - 1]
+            solidity[i] = regionprops((labels[sl] == ids[i]).astype(np.uint8))[0].solidity
+
+    kind = np.full(len(ids), RED_CELL, dtype=object)
+    cluster = (area > 2.2 * cell_area) | ((area > 1.5 * cell_area) & (solidity < 0.8))
+    thin = (thickness < 0.2 * diameter) | ((major > 2.5 * diameter) & (minor < 0.5 * diameter))
+    platelet = (area < 0.4 * cell_area) & (purple_px >= 0.3 * area)
+    wbc = (purple_px >= 0.12 * cell_area) & (area >= 0.3 * cell_area)
+    kind[cluster] = "cluster"
+    kind[area < 0.06 * cell_area] = "artefact"  # dust
+    kind[platelet] = "platelet"
+    kind[wbc] = "wbc"
+    kind[thin] = "artefact"  # no cell is that thin, whatever its colour (scale bars and text are blue)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return pd.DataFrame({"label": ids.astype(np.int64), "type": kind, "border": np.isin(ids, edge)})
+
+
+def _moments(labels, ids):
+    """Area and the major/minor axis lengths (of the ellipse with the same second moments) per id."""
+    yy, xx = np.indices(labels.shape, dtype=np.float64)
+    flat = labels.ravel()
+    n = int(labels.max()) + 1
+
+    def s(w=None):
+        return np.bincount(flat, weights=None if w is None else w.ravel(), minlength=n)[ids]
+
+    area = s().astype(float)
+    a = np.maximum(area, 1)
+    my, mx = s(yy) / a, s(xx) / a
+    cyy, cxx, cxy = s(yy * yy) / a - my ** 2 + 1 / 12, s(xx * xx) / a - mx ** 2 + 1 / 12, s(yy * xx) / a - my * mx
+    root = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
+    mean = (cyy + cxx) / 2
+    return area, 4 * np.sqrt(np.maximum(mean + root, 0)), 4 * np.sqrt(np.maximum(mean - root, 0))
+
+
+def _diameter_from_labels(area: np.ndarray) -> float:
+    """Red-cell diameter from the objects themselves: the median equivalent diameter, taken twice so that
+    platelets and dust do not pull it down."""
+    from napari_reddino.segment.threshold import DEFAULT_DIAMETER
+
+    area = area[np.isfinite(area) & (area > 0)]
+    if len(area) < 3:
+        return DEFAULT_DIAMETER
+    d = 2 * np.sqrt(np.median(area) / np.pi)
+    big = area[area >= 0.33 * np.pi * (d / 2) ** 2]
+    return float(2 * np.sqrt(np.median(big) / np.pi)) if len(big) >= 3 else float(d)
+
+
+def type_counts(types) -> dict[str, int]:
+    """Objects per type, every type named (0 where absent)."""
+    types = pd.Series(types, dtype=object)
+    return {t: int((types == t).sum()) for t in OBJECT_TYPES}
+
+
+def segmentation_summary(table, name: str) -> str:
+    """One line for the dock and the CLI: red cells found, the other objects by type, the diameter used."""
+    n = len(table)
+    if n == 0:
+        return f"no cells found in {name!r} (empty or unstained image?)"
+    counts = type_counts(table["type"])
+    others = ", ".join(f"{counts[t]} {_NAMES[t][counts[t] > 1]}" for t in OBJECT_TYPES[1:] if counts[t])
+    diameter = table.attrs.get("diameter")
+    size = f"; red cells about {diameter:.0f} px across" if diameter else ""
+    return f"{counts[RED_CELL]} red cell{'s' * (counts[RED_CELL] != 1)} in {name!r}" + (f" (also {others})" if others else "") + size
+
+
+_NAMES = {"wbc": ("white cell", "white cells"), "platelet": ("platelet", "platelets"),
+          "cluster": ("cluster of overlapping cells", "clusters of overlapping cells"),
+          "artefact": ("artefact", "artefacts")}

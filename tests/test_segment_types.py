@@ -1,0 +1,114 @@
+"""The threshold segmenter on generated smears with known answers: scale, overlap, object types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_reddino.sample_data import synthetic_smear
+from napari_reddino.segment import segment_cells
+from napari_reddino.segment.threshold import estimate_image_diameter
+
+BACKGROUND = np.array([0.93, 0.90, 0.86])
+RBC_OD = np.array([0.14, 0.62, 0.48])  # eosin-pink, as the synthetic smear
+NUCLEUS_OD = np.array([0.95, 1.35, 0.45])
+
+
+def render(od, noise=0.004, seed=0):
+    """OD image (H, W, 3) → uint8 RGB on a pale slide (Beer-Lambert), with a little camera noise."""
+    rng = np.random.default_rng(seed)
+    rgb = BACKGROUND * np.exp(-od) + rng.normal(0, noise, od.shape)
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def disc(shape, cy, cx, r, od, pallor=True):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    rho = np.hypot(yy - cy, xx - cx) / r
+    inside = np.clip((1 - rho) * r + 0.5, 0, 1)
+    thick = 1.0 - (0.45 * np.exp(-(rho / 0.45) ** 2) if pallor else 0 * rho)
+    return inside[..., None] * thick[..., None] * od
+
+
+def types_at(labels, table, points):
+    t = dict(zip(table["label"], table["type"]))
+    return [t.get(int(labels[y, x]), "background") for y, x in points]
+
+
+@pytest.mark.parametrize("d", [30, 45, 70, 100, 130])
+def test_isolated_cell_is_one_mask_at_any_scale(d):
+    size = int(4 * d)
+    od = np.zeros((size, size, 3))
+    centres = [(size // 4, size // 4), (size // 4, 3 * size // 4), (3 * size // 4, size // 4),
+               (3 * size // 4, 3 * size // 4), (size // 2, size // 2)]
+    for cy, cx in centres:
+        od += disc(od.shape, cy, cx, d / 2, RBC_OD)
+    image = render(od)
+    labels, table = segment_cells(image)
+    assert abs(table.attrs["diameter"] - d) < 0.15 * d  # the scale is found from the image
+    assert len(table) == 5 and types_at(labels, table, centres) == ["rbc"] * 5
+    assert len(set(int(labels[y, x]) for y, x in centres)) == 5
+    # a number overrides the estimate
+    assert segment_cells(image, diameter=d * 1.1)[1].attrs["diameter"] == pytest.approx(d * 1.1)
+
+
+@pytest.mark.parametrize("d", [40, 110])
+def test_two_overlapping_discs_become_two_masks(d):
+    size = int(5 * d)
+    od = np.zeros((size, size, 3))
+    a, b = (size // 2, size // 2 - int(0.4 * d)), (size // 2, size // 2 + int(0.4 * d))  # centres 0.8 d apart
+    od += disc(od.shape, *a, d / 2, RBC_OD) + disc(od.shape, *b, d / 2, RBC_OD)
+    for cy, cx in [(d, d), (d, size - d), (size - d, d), (size - d, size - d)]:  # isolated cells set the scale
+        od += disc(od.shape, cy, cx, d / 2, RBC_OD)
+    labels, table = segment_cells(render(od))
+    assert labels[a] > 0 and labels[b] > 0 and labels[a] != labels[b]
+    assert types_at(labels, table, [a, b]) == ["rbc", "rbc"]
+
+
+def test_white_cell_beside_red_cells_is_wbc():
+    shape = (300, 400, 3)
+    od = np.zeros(shape)
+    reds = [(60, 60), (60, 340), (240, 60), (240, 340), (150, 270)]
+    for cy, cx in reds:
+        od += disc(shape, cy, cx, 20, RBC_OD)
+    od += disc(shape, 150, 170, 34, np.array([0.12, 0.16, 0.06]), pallor=False)  # cytoplasm
+    od += disc(shape, 150, 170, 22, NUCLEUS_OD, pallor=False)
+    labels, table = segment_cells(render(od))
+    assert types_at(labels, table, [(150, 170)]) == ["wbc"]
+    assert types_at(labels, table, reds) == ["rbc"] * 5
+
+
+def test_scale_bar_and_text_are_artefacts():
+    image, _, _ = synthetic_smear(seed=3)
+    image = image.copy()
+    image[395:460, 430:630] = np.median(image.reshape(-1, 3), axis=0)  # a clear patch of slide for the bar
+    blue = np.array([40, 90, 200], np.uint8)
+    image[440:444, 450:610] = blue  # a scale bar
+    for i, x in enumerate(range(470, 590, 20)):  # "50.00"-like glyphs: thin strokes
+        image[415:433, x:x + 2] = blue
+        image[415:417, x:x + 10] = blue
+        if i % 2:
+            image[431:433, x:x + 10] = blue
+    labels, table = segment_cells(image)
+    assert set(types_at(labels, table, [(442, 460), (442, 530), (442, 600)])) == {"artefact"}
+    glyphs = types_at(labels, table, [(424, x) for x in range(470, 590, 20)])
+    assert all(t in ("artefact", "background") for t in glyphs)
+
+
+def test_same_smear_resized_gives_the_same_count():
+    from PIL import Image
+
+    image, _, _ = synthetic_smear(seed=4)
+    labels, table = segment_cells(image)
+    n = int((table["type"] == "rbc").sum())
+    assert n > 50
+    for factor in (0.5, 2, 3):
+        h, w = image.shape[:2]
+        resized = np.asarray(Image.fromarray(image).resize((int(w * factor), int(h * factor)), Image.BILINEAR))
+        _, t = segment_cells(resized)
+        assert abs(int((t["type"] == "rbc").sum()) - n) <= 0.05 * n, factor
+        assert t.attrs["diameter"] == pytest.approx(table.attrs["diameter"] * factor, rel=0.1)
+
+
+def test_blank_slide_measures_nothing():
+    stats, d = estimate_image_diameter(np.full((100, 120, 3), 220, np.uint8))
+    assert stats.threshold == np.inf and d > 0

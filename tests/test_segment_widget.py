@@ -51,6 +51,7 @@ def test_labels_layer_with_features_aligned_and_updated(make_napari_viewer, qtbo
     d = layer.metadata["segmentation"]["estimated_diameter"]
     assert 25 < d < 50  # the synthetic red cells are 35-43 px across
     assert notes and "red cells" in notes[-1] and f"about {d:.0f} px" in widget.found.value
+    assert widget.minimumSizeHint().width() < 450  # the summary wraps instead of widening the dock
     n_all = len(table)
 
     widget.drop_border.value = True

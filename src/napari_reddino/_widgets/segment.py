@@ -43,6 +43,7 @@ class SegmentWidget(StepWidget):
         self._cellpose_widgets = [self.cp_auto_diameter, self.cp_model, self.cp_weights, self.cp_download, self.flow_threshold,
                                   self.cellprob_threshold, self.min_size, self.precision]
         self.found = Label(label="found", value="")
+        self.found.native.setWordWrap(True)  # a long summary must wrap, not widen the dock over the canvas
         self.form.extend([self.image, self.backend, self.diameter, self.drop_border, *self._cellpose_widgets,
                           self.found])
         self.backend.changed.connect(self._show_backend_options)

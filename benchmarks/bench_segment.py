@@ -1,10 +1,18 @@
-"""Segmentation accuracy and speed on Chula-RBC-12 (labelled cell centres), written to results_segment.md.
+"""Segmentation accuracy and speed per source (Chula, BCCD, TXL-PBC's PBC and Raabin fields), written to
+results_segment.md.
 
-Per image: hit = a labelled centre inside a mask that holds no other centre; miss = a centre in no mask;
-merge = a centre in a mask holding two or more centres; extra = masks holding no centre (not every cell
-is labelled, so extras are partly real cells). Images without a label file or with an empty one are skipped.
+Chula (labelled red-cell centres): hit = a centre inside a red-cell (``rbc``) mask that holds no other
+centre; merge = a centre in a mask holding two or more centres (or typed ``cluster``); miss = anything else.
+Images without a label file or with an empty one are skipped.
+Box sources: the same for each red-cell box centre, skipping boxes that touch the image border (all red-cell
+centres count when deciding whether a mask holds two); a white-cell box is typed right when an object typed
+``wbc`` covers its centre; a platelet box is right when its centre is not inside an ``rbc`` mask. BCCD's
+red-cell boxes are incomplete, so only its labelled cells are scored. The diameter column is the segmenter's
+estimate over the median side of the image's (non-border) red-cell boxes, a check of the scale found.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py [--step N] [--data ../shared/data]
+
+It also draws a contact sheet of the outlines on the disease smears (results_segment_diseases.jpg).
 """
 
 from __future__ import annotations
@@ -13,82 +21,207 @@ import argparse
 import os
 import platform
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from napari_reddino.images import read_image
 from napari_reddino.sample_data import read_chula_centres
-from napari_reddino.segment import segment
+from napari_reddino.segment import segment_cells
 
 HERE = Path(__file__).resolve().parent
+TXL_CLASSES = ("wbc", "rbc", "platelet")
 
 
-def score(labels: np.ndarray, centres_yx: np.ndarray) -> dict:
-    yx = np.round(centres_yx).astype(int)
+def chula_items(root: Path):
+    for lf in sorted((root / "labels").glob("*.txt"), key=lambda p: int(p.stem)):
+        centres, _ = read_chula_centres(lf)
+        if len(centres):
+            yield root / "images" / f"{lf.stem}.jpg", {"rbc": centres}, None
+
+
+def bccd_items(root: Path):
+    for xml in sorted((root / "Annotations").glob("*.xml")):
+        boxes = {"rbc": [], "wbc": [], "platelet": []}
+        tree = ET.parse(xml).getroot()
+        for obj in tree.iter("object"):
+            b = obj.find("bndbox")
+            x0, y0, x1, y1 = (float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            kind = {"RBC": "rbc", "WBC": "wbc", "Platelets": "platelet"}[obj.find("name").text.strip()]
+            boxes[kind].append((y0, x0, y1, x1))
+        yield root / "JPEGImages" / f"{xml.stem}.jpg", None, boxes
+
+
+def txl_items(root: Path, raabin: bool):
+    from PIL import Image
+
+    for image in sorted((root / "images").glob("*.jpg")):
+        with Image.open(image) as im:
+            w, h = im.size
+        if (w == 575) != raabin:
+            continue
+        boxes = {"rbc": [], "wbc": [], "platelet": []}
+        lf = root / "labels" / f"{image.stem}.txt"
+        for line in (lf.read_text().splitlines() if lf.exists() else []):
+            if line.strip():
+                c, cx, cy, bw, bh = line.split()
+                cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+                boxes[TXL_CLASSES[int(c)]].append((cy - bh / 2, cx - bw / 2, cy + bh / 2, cx + bw / 2))
+        yield image, None, boxes
+
+
+def _at(labels, yx):
+    yx = np.round(np.asarray(yx, float)).astype(int).reshape(-1, 2)
     yx[:, 0] = yx[:, 0].clip(0, labels.shape[0] - 1)
     yx[:, 1] = yx[:, 1].clip(0, labels.shape[1] - 1)
-    m = labels[yx[:, 0], yx[:, 1]]
+    return labels[yx[:, 0], yx[:, 1]]
+
+
+def score(labels, types: dict, centres, scored=None) -> dict:
+    """Red-cell centres (y, x): hit / merge / miss over the ``scored`` subset (default all)."""
+    m = _at(labels, centres)
     counts = np.bincount(m.ravel(), minlength=int(labels.max()) + 1)
-    present = np.unique(labels)
-    present = present[present > 0]
-    return {"centres": len(m), "hit": int(((m > 0) & (counts[m] == 1)).sum()), "miss": int((m == 0).sum()),
-            "merge": int(((m > 0) & (counts[m] >= 2)).sum()), "extra": int((counts[present] == 0).sum())}
+    scored = np.ones(len(m), bool) if scored is None else np.asarray(scored, bool)
+    kind = np.array([types.get(int(v), "") for v in m], dtype=object)
+    merged = (m > 0) & ((counts[m] >= 2) | (kind == "cluster"))
+    hit = (m > 0) & ~merged & (kind == "rbc")
+    return {"centres": int(scored.sum()), "hit": int((hit & scored).sum()), "merge": int((merged & scored).sum())}
+
+
+def score_boxes(labels, types, boxes) -> dict:
+    h, w = labels.shape
+    rbc = np.asarray(boxes["rbc"], float).reshape(-1, 4)
+    centres = np.stack([(rbc[:, 0] + rbc[:, 2]) / 2, (rbc[:, 1] + rbc[:, 3]) / 2], 1)
+    inside = (rbc[:, 0] > 1) & (rbc[:, 1] > 1) & (rbc[:, 2] < h - 2) & (rbc[:, 3] < w - 2)
+    s = score(labels, types, centres, inside) if len(rbc) else {"centres": 0, "hit": 0, "merge": 0}
+    for kind, want in (("wbc", lambda t: t == "wbc"), ("platelet", lambda t: t != "rbc")):
+        b = np.asarray(boxes[kind], float).reshape(-1, 4)
+        c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)
+        got = [want(types.get(int(v), "")) for v in _at(labels, c)] if len(b) else []
+        s[f"{kind}_n"], s[f"{kind}_ok"] = len(b), int(sum(got))
+    side = np.sqrt((rbc[inside, 2] - rbc[inside, 0]) * (rbc[inside, 3] - rbc[inside, 1]))
+    s["box_side"] = float(np.median(side)) if len(side) else np.nan
+    return s
+
+
+def run_source(name, items, step):
+    totals, times, ratios, n = {}, [], [], 0
+    for i, (path, labelled, boxes) in enumerate(items):
+        if i % step:
+            continue
+        image = read_image(path)
+        t0 = time.perf_counter()
+        labels, table = segment_cells(image)
+        times.append(time.perf_counter() - t0)
+        types = dict(zip(table["label"].astype(int), table["type"]))
+        s = score(labels, types, labelled["rbc"]) if labelled else score_boxes(labels, types, boxes)
+        if not labelled and np.isfinite(s.pop("box_side")) and boxes["rbc"]:
+            side = score_boxes(labels, types, boxes)["box_side"]
+            if np.isfinite(side):
+                ratios.append(table.attrs["diameter"] / side)
+        for k, v in s.items():
+            totals[k] = totals.get(k, 0) + v
+        n += 1
+    return name, n, totals, times, ratios
+
+
+TYPE_COLOURS = {"rbc": (0, 230, 0), "wbc": (255, 0, 255), "platelet": (255, 220, 0), "cluster": (255, 0, 0),
+                "artefact": (0, 200, 255)}
+
+
+def contact_sheet(root: Path, out: Path, per_folder: int = 2, width: int = 640) -> list[str]:
+    """Outlines coloured by type on the first images of each disease folder, two per row; returns the
+    per-image summaries."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    from napari_reddino.segment.types import segmentation_summary
+
+    tiles, notes = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.jpg"))[:per_folder]:
+            image = read_image(path)
+            labels, table = segment_cells(image)
+            lut = np.zeros((labels.max() + 1, 3), np.uint8)
+            for lab, kind in zip(table["label"], table["type"]):
+                lut[lab] = TYPE_COLOURS[kind]
+            edge = find_boundaries(labels, mode="inner")
+            edge = np.maximum(edge, np.roll(edge, 1, 0) & (labels > 0))  # two pixels wide, visible when shrunk
+            shown = image.copy()
+            shown[edge] = lut[labels[edge]]
+            im = Image.fromarray(shown)
+            im.thumbnail((width, width))
+            tiles.append(np.asarray(im))
+            notes.append(f"{folder.name}/{path.name}: {segmentation_summary(table, path.name)}")
+    h = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, width - t.shape[1]), (0, 0))) for t in tiles]
+    if len(tiles) % 2:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + 2], 1) for i in range(0, len(tiles), 2)]
+    Image.fromarray(np.concatenate(rows, 0)).save(out, quality=80)
+    return notes
+
+
+def pct(a, b):
+    return f"{a / b:.1%}" if b else "–"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE.parent / ".." / "shared" / "data"))
-    parser.add_argument("--step", type=int, default=1, help="every N-th labelled image (1 = all)")
+    parser.add_argument("--step", type=int, default=1, help="every N-th image of each source (1 = all)")
+    parser.add_argument("--sources", default="chula,bccd,pbc,raabin")
     parser.add_argument("--out", default=str(HERE / "results_segment.md"))
+    parser.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
+                        help="skip the contact sheet of the disease smears")
     args = parser.parse_args()
-    root = Path(args.data) / "chula-rbc-12"
-    label_files = sorted((root / "labels").glob("*.txt"), key=lambda p: int(p.stem))[:: args.step]
-    totals = {"centres": 0, "hit": 0, "miss": 0, "merge": 0, "extra": 0}
-    times, n_images, sub = [], 0, {"centres": 0, "hit": 0, "merge": 0}
-    for lf in label_files:
-        centres, classes = read_chula_centres(lf)
-        if len(centres) == 0:
-            continue
-        image = read_image(root / "images" / f"{lf.stem}.jpg")
-        t0 = time.perf_counter()
-        labels = segment(image, backend="threshold")
-        times.append(time.perf_counter() - t0)
-        s = score(labels, centres)
-        for k in totals:
-            totals[k] += s[k]
-        if int(lf.stem) < 707 or int(lf.stem) > 738:  # without the elliptocyte batch (other scanner)
-            keep = score(labels, centres)
-            for k in sub:
-                sub[k] += keep[k]
-        n_images += 1
-    c = totals["centres"]
+    data = Path(args.data)
+    sources = {
+        "chula": lambda: chula_items(data / "chula-rbc-12"),
+        "bccd": lambda: bccd_items(data / "bccd"),
+        "pbc": lambda: txl_items(data / "txl-pbc", raabin=False),
+        "raabin": lambda: txl_items(data / "txl-pbc", raabin=True),
+    }
     rows = [
-        "# Segmentation benchmark: `threshold` backend on Chula-RBC-12",
+        "# Segmentation benchmark: `threshold` backend, default settings, per source",
         "",
         "Command (from the repository root):",
         "",
         f"    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py --step {args.step}",
         "",
-        f"Data: `../shared/data/chula-rbc-12` (Chula-PIC-Lab/Chula-RBC-12-Dataset, Naruenatthanaset et al., "
-        f"arXiv:2012.01321), {n_images} labelled 640x480 images ({'all labelled images' if args.step == 1 else f'every {args.step}th labelled image'}"
-        f"), {c} labelled centres. Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, shared with other jobs while measured; single-threaded (OMP_NUM_THREADS=1).",
+        f"Data in `../shared/data` ({'all images' if args.step == 1 else f'every {args.step}th image of each source'}):"
+        " Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321; labelled red-cell centres, 640x480), BCCD "
+        "(Shenggan/BCCD_Dataset; boxes, 640x480), TXL-PBC (lugan113/TXL-PBC_Dataset; boxes) split into its PBC "
+        "fields (360x363, Acevedo et al.) and Raabin-WBC fields (575x575). Machine: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, single-threaded "
+        "(OMP_NUM_THREADS=1). Time: `segment_cells(image)` (segmentation, types and the cell table; image "
+        "already decoded), wall clock. Targets: red cells hit ≥ 92% (Chula ≥ 97%), merged ≤ 4%, white cells "
+        "typed `wbc` ≥ 90%, ≤ 0.3 s median per 640x480 image.",
         "",
-        "| metric | value | target |",
-        "|---|---|---|",
-        f"| hits (centre in exactly one mask holding no other centre) | {totals['hit'] / c:.1%} | ≥ 95% |",
-        f"| misses (centre in no mask) | {totals['miss'] / c:.1%} | |",
-        f"| centres in merged masks | {totals['merge'] / c:.1%} | ≤ 2% |",
-        f"| extra masks per image (no labelled centre; many are unlabelled cells) | "
-        f"{totals['extra'] / max(n_images, 1):.1f} | |",
-        f"| hits without images 707-738 (the other scanner batch) | {sub['hit'] / max(sub['centres'], 1):.1%} | |",
-        f"| time per image, median | {np.median(times):.3f} s | ≤ 0.3 s |",
-        f"| time per image, 10th-90th percentile | {np.percentile(times, 10):.3f}-{np.percentile(times, 90):.3f} s | |",
-        "",
-        "Time is `segment(image)` only (image already decoded), wall clock.",
-        "",
+        "| source | images | red cells scored | hit | merged | white cells typed wbc | platelets not in an rbc "
+        "| diameter / box side (median, 10-90%) | s per image (median, 90%) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    for key in args.sources.split(","):
+        name, n, t, times, ratios = run_source(key, sources[key](), args.step)
+        c = t.get("centres", 0)
+        ratio = (f"{np.median(ratios):.2f} ({np.percentile(ratios, 10):.2f}-{np.percentile(ratios, 90):.2f})"
+                 if ratios else "–")
+        rows.append(
+            f"| {name} | {n} | {c} | {pct(t.get('hit', 0), c)} | {pct(t.get('merge', 0), c)} | "
+            f"{pct(t.get('wbc_ok', 0), t.get('wbc_n', 0))} ({t.get('wbc_n', 0)}) | "
+            f"{pct(t.get('platelet_ok', 0), t.get('platelet_n', 0))} ({t.get('platelet_n', 0)}) | {ratio} | "
+            f"{np.median(times):.3f}, {np.percentile(times, 90):.3f} |")
+        print(rows[-1], flush=True)
+    if args.contact_sheet:
+        sheet = Path(args.out).with_name("results_segment_diseases.jpg")
+        notes = contact_sheet(data / "chula-rbc-12-diseases", sheet)
+        rows += ["", f"Contact sheet: [`{sheet.name}`]({sheet.name}), the first two 1280x960 smears of each "
+                 "folder of `chula-rbc-12-diseases` (he, hs, iron deficiency, megaloblastic, thalassemia), outlines "
+                 "coloured by type: rbc green, wbc magenta, platelet yellow, cluster red, artefact cyan.", ""]
+        rows += [f"- {n}" for n in notes]
+    rows.append("")
     Path(args.out).write_text("\n".join(rows))
     print("\n".join(rows))
 

@@ -10,7 +10,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget
+from napari_reddino._widgets._common import StepWidget, is_layer_kind
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino.annotate import default_classes
@@ -53,7 +53,7 @@ class AnnotationWidget(StepWidget):
     # --- inputs -----------------------------------------------------------------------------------
     def _embedded_layers(self, *_):
         return [la.name for la in self.viewer.layers
-                if type(la).__name__ == "Labels" and (la.metadata or {}).get("reddino")]
+                if is_layer_kind(la, "Labels") and (la.metadata or {}).get("reddino")]
 
     def _reset_choices(self, *_):
         self.layers.reset_choices()

@@ -146,7 +146,10 @@ class StepWidget(QWidget):
     def _guarded_work(self):
         # superqt takes a RuntimeError raised in a generator worker for "worker deleted": it only warns and
         # never emits errored/finished, which would leave this dock stuck. torch raises RuntimeError often.
+        from napari_reddino._torch_runtime import import_torch
+
         try:
+            import_torch()  # every step may reach torch (cellpose, the ViT, PCA): hide a useless triton first
             return (yield from self.work())
         except RuntimeError as exc:
             raise StepFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -60,6 +60,34 @@ def test_files_beside_each_image_keep_other_images_rows(tmp_path):
         annotation_path(None, None)
 
 
+def test_unwritable_folder_falls_back_says_so_and_keeps_the_work(tmp_path):
+    blocker = tmp_path / "data.txt"
+    blocker.write_text("a file, so no folder can be made under it (chmod does not stop root)")
+    notes = []
+    store = AnnotationStore(lambda image: annotation_path(None, blocker / "proj"), tmp_path / "home", notes.append)
+    assert store.assign([("a", 1)], "normal") == 1
+    kept = tmp_path / "home" / "proj-reddino-annotations.csv"
+    assert read_annotations(kept).values.tolist() == [["a", 1, "normal"]]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert str(blocker / "proj") in notes[0] and "not writable" in notes[0] and str(kept) in notes[0]
+    assert store.path_of("a") == kept and store.save() == [kept]
+    reopened = AnnotationStore(lambda image: annotation_path(None, blocker / "proj"), tmp_path / "home")
+    assert reopened.load(["a"]) == 1 and reopened.class_of("a", 1) == "normal"  # found again next session
+
+
+def test_nowhere_writable_is_one_line_and_keeps_the_annotation(tmp_path, monkeypatch):
+    import napari_reddino.annotate as annotate
+
+    def refuse(df, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(annotate, "atomic_write_csv", refuse)
+    store = AnnotationStore(tmp_path / "ann.csv", tmp_path / "home")
+    with pytest.raises(InputError, match="not writable|is writable") as err:
+        store.assign([("a", 1)], "normal")
+    assert "\n" not in str(err.value) and store.class_of("a", 1) == "normal"
+
+
 def test_read_annotations_refuses_wrong_columns(tmp_path):
     pd.DataFrame({"img": ["a"], "label": [1]}).to_csv(tmp_path / "x.csv", index=False)
     with pytest.raises(InputError, match="image, label, class"):

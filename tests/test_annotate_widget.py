@@ -152,6 +152,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     viewer, make = dock
     w = make()
     y = truth(w)
+    assert "nothing saved yet" in w.panel.status.text()  # no "saved to" before a file exists
     w.canvas.select(np.flatnonzero(y == 0))
     w.panel.class_list.setCurrentRow(3)  # spherocyte
     w.panel.assign_button.click()
@@ -160,6 +161,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     f = w.canvas.points.features
     assert (f["class"][y == 0] == "spherocyte").all() and (f["class"] == "target").sum() == 2
     saved = pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")
+    assert w.panel.status.text().endswith(f"saved to {tmp_path / 'proj' / 'reddino-annotations.csv'}")
     assert len(saved) == 10 and set(saved["class"]) == {"spherocyte", "target"}
     assert w.canvas.points.face_color[np.flatnonzero(y == 0)[0], 3] == 1.0
     cls_layer = viewer.layers["s1 cells classes"].data

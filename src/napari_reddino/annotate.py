@@ -37,6 +37,7 @@ CHULA_CLASSES = [
 UNLABELLED_COLOR = "#bbbbbb"
 ANNOTATION_COLUMNS = ["image", "label", "class"]
 PROJECT_FILE = "reddino-annotations.csv"
+FALLBACK_FOLDER = Path.home() / ".napari-reddino" / "annotations"  # where work goes when its folder is read-only
 SUFFIX = ".reddino-annotations.csv"
 
 
@@ -101,14 +102,18 @@ class AnnotationStore:
     """Class per ``(image, label)``, with undo, saved to disk after every change.
 
     ``path_for(image) -> Path`` says where an image's annotations go; several images may share a file.
-    Rows read from a file for images not open now are kept and written back with it.
+    Rows read from a file for images not open now are kept and written back with it. A file that cannot be
+    written goes to ``fallback_folder`` instead (``notify`` gets one line saying so) and is read from there.
     """
 
-    def __init__(self, path_for: Callable[[str], Path] | Path | str):
+    def __init__(self, path_for: Callable[[str], Path] | Path | str, fallback_folder=None,
+                 notify: Callable[[str], None] | None = None):
         if isinstance(path_for, (str, Path)):
             fixed = Path(path_for)
             path_for = lambda image: fixed
         self._path_for = path_for
+        self.fallback_folder = Path(fallback_folder or FALLBACK_FOLDER)
+        self.notify = notify or (lambda message: None)
         self._paths: dict[str, Path] = {}
         self.classes: dict[Key, str] = {}
         self._undo: list[dict[Key, str | None]] = []
@@ -116,8 +121,33 @@ class AnnotationStore:
     # --- files ------------------------------------------------------------------------------------
     def path_of(self, image: str) -> Path:
         if image not in self._paths:
-            self._paths[image] = Path(self._path_for(image))
+            path = Path(self._path_for(image))
+            fallback = self._fallback(path)
+            self._paths[image] = fallback if not path.is_file() and fallback.is_file() else path
         return self._paths[image]
+
+    def _fallback(self, path: Path) -> Path:
+        return self.fallback_folder / f"{path.parent.name}-{path.name}"
+
+    def _write(self, df: pd.DataFrame, path: Path) -> Path:
+        try:
+            atomic_write_csv(df, path)
+            return path
+        except OSError:
+            pass
+        fallback = self._fallback(path)
+        try:
+            atomic_write_csv(df, fallback)
+        except OSError:
+            raise InputError(f"Could not save annotations: neither {str(path.parent)!r} nor "
+                             f"{str(fallback.parent)!r} is writable; they are kept only until this dock "
+                             "closes.") from None
+        for image, p in self._paths.items():
+            if p == path:
+                self._paths[image] = fallback
+        self.notify(f"The folder {path.parent} is not writable: your annotations are saved in {fallback} "
+                    "instead.")
+        return fallback
 
     def load(self, images: Iterable[str]) -> int:
         """Read the files of ``images`` (each file once); return how many annotations were restored."""
@@ -135,14 +165,13 @@ class AnnotationStore:
         return n
 
     def save(self, images: Iterable[str] | None = None) -> list[Path]:
-        """Write the files holding ``images`` (all files when None)."""
+        """Write the files holding ``images`` (all files when None); return where they were written."""
         images = set(self._paths) if images is None else {str(i) for i in images}
-        targets = {self.path_of(i) for i in images}
-        for path in targets:
+        written = []
+        for path in {self.path_of(i) for i in images}:
             rows = [(img, lbl, cls) for (img, lbl), cls in self.classes.items() if self.path_of(img) == path]
-            df = pd.DataFrame(sorted(rows), columns=ANNOTATION_COLUMNS)
-            atomic_write_csv(df, path)
-        return sorted(targets)
+            written.append(self._write(pd.DataFrame(sorted(rows), columns=ANNOTATION_COLUMNS), path))
+        return sorted(written)
 
     # --- edits ------------------------------------------------------------------------------------
     def assign(self, keys: Iterable[Key], cls: str | None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
 from napari_reddino._widgets._common import StepWidget, is_layer_kind
@@ -17,7 +17,6 @@ from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
 
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
-DEFAULT_FOLDER = Path.home() / ".napari-reddino" / "annotations"
 
 
 class AnnotationWidget(StepWidget):
@@ -95,15 +94,15 @@ class AnnotationWidget(StepWidget):
 
     # --- main thread ------------------------------------------------------------------------------
     def show(self, result) -> None:
-        from napari_reddino.annotate import AnnotationStore, annotation_path
+        from napari_reddino.annotate import FALLBACK_FOLDER, AnnotationStore, annotation_path
 
         self._ensure_canvas()
         folder = self._project_folder()
         paths = {image: self._image_path(image) for image in result["images"]}
         if folder is None and any(p is None for p in paths.values()):
-            folder = DEFAULT_FOLDER
+            folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
-        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder))
+        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder), notify=show_warning)
         restored = store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()

@@ -19,6 +19,16 @@ from napari_reddino.images import InputError
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
 
 
+def restore_message(counts: dict) -> str:
+    """One line on how saved annotations came back ('' when there were none)."""
+    parts = [f"{counts['same']} on the same cells" if counts["same"] else "",
+             f"{counts['matched']} matched to the equivalent cell after re-segmentation" if counts["matched"] else "",
+             f"{counts['by_label']} by cell number from an older file" if counts["by_label"] else "",
+             f"{counts['unmatched']} left unmatched (kept in the file, not shown)" if counts["unmatched"] else ""]
+    parts = [p for p in parts if p]
+    return f"Restored annotations: {'; '.join(parts)}" if parts else ""
+
+
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
 
@@ -103,14 +113,18 @@ class AnnotationWidget(StepWidget):
             folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
         store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder), notify=show_warning)
-        restored = store.load(result["images"])
+        for image, source in zip(result["images"], result["sources"]):
+            if source in self.viewer.layers:
+                store.set_cells(image, self.viewer.layers[source].data)
+        store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()
         self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
         self._bind_keys()
         self.panel.set_enabled(True)
-        if restored:
-            show_info(f"Restored {restored} annotations")
+        message = restore_message(store.restored)
+        if message:
+            show_info(message)
 
     def show_embedding(self, layer_names, Y) -> None:
         """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``

@@ -206,6 +206,10 @@ def test_two_cells_merged_into_one_are_unmatched_not_guessed(tmp_path):
     reopened = AnnotationStore(tmp_path / "ann.csv")
     reopened.set_cells("a", merged)
     assert reopened.load(["a"]) == 0 and reopened.restored["unmatched"] == 2 and len(reopened) == 0
+    reopened.assign([("a", 1)], "spherocyte")  # annotated anew on the merged cell
+    again = AnnotationStore(tmp_path / "ann.csv")
+    again.set_cells("a", merged)
+    assert again.load(["a"]) == 1 and again.class_of("a", 1) == "spherocyte" and again.restored["unmatched"] == 2
 
 
 def test_old_files_without_centroids_load_by_label_only_when_the_cells_fit(tmp_path):
@@ -217,3 +221,20 @@ def test_old_files_without_centroids_load_by_label_only_when_the_cells_fit(tmp_p
     fewer = AnnotationStore(tmp_path / "old.csv")
     fewer.set_cells("a", drop_border(grid_cells()))  # 4 cells: label 16 cannot be the same segmentation
     assert fewer.load(["a"]) == 0 and fewer.restored["unmatched"] == 2 and fewer.class_of("a", 3) is None
+
+
+def test_two_annotations_claiming_one_cell_never_displace_one_made_on_it(tmp_path):
+    before = np.zeros((20, 20), np.int32)
+    before[4:10, 4:10], before[10:16, 10:16] = 1, 2  # two small cells, both near the centre of...
+    after = np.zeros_like(before)
+    after[3:17, 3:17] = 1  # ...one big cell after re-segmentation
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("a", before)
+    store.assign([("a", 1), ("a", 2)], "normal")
+    reopened = AnnotationStore(tmp_path / "ann.csv")
+    reopened.set_cells("a", after)
+    assert reopened.load(["a"]) == 0 and reopened.restored["unmatched"] == 2  # ambiguous: reported, not moved
+    reopened.assign([("a", 1)], "burr")
+    again = AnnotationStore(tmp_path / "ann.csv")
+    again.set_cells("a", after)
+    assert again.load(["a"]) == 1 and again.class_of("a", 1) == "burr" and again.restored["unmatched"] == 2

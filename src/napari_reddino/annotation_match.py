@@ -70,7 +70,9 @@ def match(rows: pd.DataFrame, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
             new[i], kind[i] = (lbl, "matched") if lbl else (0, "unmatched")
         elif legacy[i] and legacy_ok:
             new[i], kind[i] = old[i], "by_label"
-    claimed = pd.Series(new[new > 0]).value_counts()
-    clash = np.isin(new, claimed.index[claimed > 1].to_numpy()) & (new > 0)
+    # a cell annotated on this very segmentation keeps its annotation; others claiming one cell are unmatched
+    moved = (new > 0) & (kind != "same")
+    claimed = pd.Series(new[moved]).value_counts()
+    clash = moved & (np.isin(new, claimed.index[claimed > 1].to_numpy()) | np.isin(new, new[kind == "same"]))
     new[clash], kind[clash] = 0, "unmatched"
     return new, kind

@@ -169,7 +169,7 @@ class AnnotationStore:
     def load(self, images: Iterable[str]) -> int:
         """Read the files of ``images`` (each file once); return how many annotations were put on cells.
         ``restored`` says how: on the same cells, matched after a re-segmentation, by label from an older
-        file, or unmatched (kept in the file, not shown)."""
+        file, unmatched (kept in the file, not shown), or kept as they were (images without cells set)."""
         from napari_reddino.annotation_match import match
 
         seen: set[Path] = set()
@@ -184,9 +184,9 @@ class AnnotationStore:
                 if img in self._cells:
                     labels, kinds = match(rows, self._cells[img])
                 else:  # no segmentation to check against (an image not open now): keep as it was
-                    labels, kinds = rows["label"].to_numpy(), np.full(len(rows), "same", dtype=object)
+                    labels, kinds = rows["label"].to_numpy(), np.full(len(rows), "kept", dtype=object)
                 for row, lbl, kind in zip(rows.itertuples(index=False), labels, kinds):
-                    self.restored[kind] += 1
+                    self.restored[kind] = self.restored.get(kind, 0) + 1
                     if kind == "unmatched":
                         self._unmatched.append(tuple(row))
                         continue

@@ -24,7 +24,8 @@ def restore_message(counts: dict) -> str:
     parts = [f"{counts['same']} on the same cells" if counts["same"] else "",
              f"{counts['matched']} matched to the equivalent cell after re-segmentation" if counts["matched"] else "",
              f"{counts['by_label']} by cell number from an older file" if counts["by_label"] else "",
-             f"{counts['unmatched']} left unmatched (kept in the file, not shown)" if counts["unmatched"] else ""]
+             f"{counts['unmatched']} left unmatched (kept in the file, not shown)" if counts["unmatched"] else "",
+             f"{counts['kept']} of images not shown now (kept in the file)" if counts.get("kept") else ""]
     parts = [p for p in parts if p]
     return f"Restored annotations: {'; '.join(parts)}" if parts else ""
 

@@ -29,7 +29,7 @@ def test_store_saves_every_change_and_restores(tmp_path):
     store.assign([("a", 2)], "target")
     assert store.assign([("a", 2)], "target") == 0  # no change, no undo step
     reopened = AnnotationStore(tmp_path / "ann.csv")
-    assert reopened.load(["a"]) == 3
+    assert reopened.load(["a"]) == 3 and reopened.restored["kept"] == 3  # no cells given: nothing to check
     assert reopened.class_of("a", 2) == "target" and reopened.class_of("b", 1) == "normal"
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary files
 
@@ -40,7 +40,7 @@ def test_undo_reverts_last_assignment_on_disk(tmp_path):
     store.assign([("a", 1), ("a", 2)], "burr")
     assert sorted(store.undo()) == [("a", 1), ("a", 2)]
     assert store.class_of("a", 1) == "normal" and store.class_of("a", 2) is None
-    assert read_annotations(tmp_path / "ann.csv").values.tolist() == [["a", 1, "normal"]]
+    assert read_annotations(tmp_path / "ann.csv").iloc[:, :3].values.tolist() == [["a", 1, "normal"]]
     store.undo()
     assert len(store) == 0 and not store.can_undo and store.undo() == []
     store.assign([("a", 1)], "normal")
@@ -58,6 +58,34 @@ def test_files_beside_each_image_keep_other_images_rows(tmp_path):
     assert annotation_path(paths["s1"], tmp_path / "proj") == tmp_path / "proj" / "reddino-annotations.csv"
     with pytest.raises(InputError, match="project folder"):
         annotation_path(None, None)
+
+
+def test_unwritable_folder_falls_back_says_so_and_keeps_the_work(tmp_path):
+    blocker = tmp_path / "data.txt"
+    blocker.write_text("a file, so no folder can be made under it (chmod does not stop root)")
+    notes = []
+    store = AnnotationStore(lambda image: annotation_path(None, blocker / "proj"), tmp_path / "home", notes.append)
+    assert store.assign([("a", 1)], "normal") == 1
+    kept = tmp_path / "home" / "proj-reddino-annotations.csv"
+    assert read_annotations(kept).iloc[:, :3].values.tolist() == [["a", 1, "normal"]]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert str(blocker / "proj") in notes[0] and "not writable" in notes[0] and str(kept) in notes[0]
+    assert store.path_of("a") == kept and store.save() == [kept]
+    reopened = AnnotationStore(lambda image: annotation_path(None, blocker / "proj"), tmp_path / "home")
+    assert reopened.load(["a"]) == 1 and reopened.class_of("a", 1) == "normal"  # found again next session
+
+
+def test_nowhere_writable_is_one_line_and_keeps_the_annotation(tmp_path, monkeypatch):
+    import napari_reddino.annotate as annotate
+
+    def refuse(df, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(annotate, "atomic_write_csv", refuse)
+    store = AnnotationStore(tmp_path / "ann.csv", tmp_path / "home")
+    with pytest.raises(InputError, match="not writable|is writable") as err:
+        store.assign([("a", 1)], "normal")
+    assert "\n" not in str(err.value) and store.class_of("a", 1) == "normal"
 
 
 def test_read_annotations_refuses_wrong_columns(tmp_path):
@@ -123,3 +151,90 @@ def test_morphology_report_counts_and_percent():
     assert list(out.columns) == ["image", "label", "centroid_x", "centroid_y", "class", "prediction",
                                  "confidence"]
     assert out["centroid_x"].isna().all()
+
+
+def grid_cells(n=4, size=10, gap=4):
+    """n x n square cells numbered row by row; the outer ring touches the image border."""
+    side = n * size + (n - 1) * gap
+    labels = np.zeros((side, side), np.int32)
+    for i in range(n):
+        for j in range(n):
+            r, c = i * (size + gap), j * (size + gap)
+            labels[r:r + size, c:c + size] = i * n + j + 1
+    return labels
+
+
+def drop_border(labels):
+    """What 'drop cells touching the border' does: remove them and renumber the rest 1..N."""
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    kept = np.setdiff1d(np.unique(labels), np.append(edge, 0))
+    lut = np.zeros(labels.max() + 1, np.int32)
+    lut[kept] = np.arange(1, len(kept) + 1)
+    return lut[labels]
+
+
+def test_annotations_follow_their_cells_through_a_renumbering(tmp_path):
+    before = grid_cells()
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("a", before)
+    every = [("a", lbl) for lbl in range(1, 17)]
+    store.assign(every, "normal")
+    store.assign([("a", 6), ("a", 1)], "target")  # 6: inner, 1: on the border
+    after = drop_border(before)  # inner cells 6, 7, 10, 11 become 1, 2, 3, 4
+    reopened = AnnotationStore(tmp_path / "ann.csv")
+    reopened.set_cells("a", after)
+    assert reopened.load(["a"]) == 4
+    assert reopened.restored == {"same": 0, "matched": 4, "by_label": 0, "unmatched": 12}
+    assert reopened.class_of("a", 1) == "target"  # old cell 6, not old cell 1
+    assert [reopened.class_of("a", lbl) for lbl in (2, 3, 4)] == ["normal"] * 3
+    reopened.assign([("a", 2)], "burr")
+    saved = read_annotations(tmp_path / "ann.csv")
+    assert len(saved) == 16  # the 12 unmatched are kept in the file, not deleted
+    same = AnnotationStore(tmp_path / "ann.csv")
+    same.set_cells("a", after)
+    assert same.load(["a"]) == 4 and same.restored["same"] == 4 and same.class_of("a", 2) == "burr"
+
+
+def test_two_cells_merged_into_one_are_unmatched_not_guessed(tmp_path):
+    before = grid_cells(n=2, size=12)
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("a", before)
+    store.assign([("a", 1)], "normal")
+    store.assign([("a", 2)], "burr")
+    merged = np.where(before == 2, 1, before)
+    merged[0:12, 12:16] = 1  # one cell now covers both: neither old centroid is near its centre
+    reopened = AnnotationStore(tmp_path / "ann.csv")
+    reopened.set_cells("a", merged)
+    assert reopened.load(["a"]) == 0 and reopened.restored["unmatched"] == 2 and len(reopened) == 0
+    reopened.assign([("a", 1)], "spherocyte")  # annotated anew on the merged cell
+    again = AnnotationStore(tmp_path / "ann.csv")
+    again.set_cells("a", merged)
+    assert again.load(["a"]) == 1 and again.class_of("a", 1) == "spherocyte" and again.restored["unmatched"] == 2
+
+
+def test_old_files_without_centroids_load_by_label_only_when_the_cells_fit(tmp_path):
+    pd.DataFrame({"image": ["a", "a"], "label": [3, 16], "class": ["normal", "burr"]}).to_csv(
+        tmp_path / "old.csv", index=False)
+    store = AnnotationStore(tmp_path / "old.csv")
+    store.set_cells("a", grid_cells())
+    assert store.load(["a"]) == 2 and store.restored["by_label"] == 2 and store.class_of("a", 16) == "burr"
+    fewer = AnnotationStore(tmp_path / "old.csv")
+    fewer.set_cells("a", drop_border(grid_cells()))  # 4 cells: label 16 cannot be the same segmentation
+    assert fewer.load(["a"]) == 0 and fewer.restored["unmatched"] == 2 and fewer.class_of("a", 3) is None
+
+
+def test_two_annotations_claiming_one_cell_never_displace_one_made_on_it(tmp_path):
+    before = np.zeros((20, 20), np.int32)
+    before[4:10, 4:10], before[10:16, 10:16] = 1, 2  # two small cells, both near the centre of...
+    after = np.zeros_like(before)
+    after[3:17, 3:17] = 1  # ...one big cell after re-segmentation
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("a", before)
+    store.assign([("a", 1), ("a", 2)], "normal")
+    reopened = AnnotationStore(tmp_path / "ann.csv")
+    reopened.set_cells("a", after)
+    assert reopened.load(["a"]) == 0 and reopened.restored["unmatched"] == 2  # ambiguous: reported, not moved
+    reopened.assign([("a", 1)], "burr")
+    again = AnnotationStore(tmp_path / "ann.csv")
+    again.set_cells("a", after)
+    assert again.load(["a"]) == 1 and again.class_of("a", 1) == "burr" and again.restored["unmatched"] == 2

@@ -152,6 +152,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     viewer, make = dock
     w = make()
     y = truth(w)
+    assert "nothing saved yet" in w.panel.status.text()  # no "saved to" before a file exists
     w.canvas.select(np.flatnonzero(y == 0))
     w.panel.class_list.setCurrentRow(3)  # spherocyte
     w.panel.assign_button.click()
@@ -160,6 +161,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     f = w.canvas.points.features
     assert (f["class"][y == 0] == "spherocyte").all() and (f["class"] == "target").sum() == 2
     saved = pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")
+    assert w.panel.status.text().endswith(f"saved to {tmp_path / 'proj' / 'reddino-annotations.csv'}")
     assert len(saved) == 10 and set(saved["class"]) == {"spherocyte", "target"}
     assert w.canvas.points.face_color[np.flatnonzero(y == 0)[0], 3] == 1.0
     cls_layer = viewer.layers["s1 cells classes"].data
@@ -204,3 +206,26 @@ def test_classifier_next_to_annotate_report_and_export(dock, tmp_path):
     assert rep.groupby("image")["count"].sum().tolist() == [12, 12]
     pred_knn, _ = w.train("knn")
     assert (pred_knn == names[y]).mean() > 0.9
+
+
+def test_restart_after_renumbering_puts_annotations_on_the_same_cells(dock, tmp_path, monkeypatch):
+    import napari_reddino._widgets.annotate as annotate_dock
+    from napari_reddino.cells import cell_table
+
+    viewer, make = dock
+    w = make()
+    s1 = (w.state.table["image"] == "s1").to_numpy()
+    w.canvas.select(np.flatnonzero(s1 & (w.state.table["label"] == 1).to_numpy()))
+    w.assign("burr")
+    w.canvas.select(np.flatnonzero(s1 & (w.state.table["label"] == 12).to_numpy()))
+    w.assign("target")
+    w.close_canvas()
+    layer = viewer.layers["s1 cells"]  # re-segmented: the same cells numbered the other way round
+    layer.data = np.where(layer.data > 0, 13 - layer.data, 0).astype(np.int32)
+    layer.metadata["reddino"]["labels"] = 13 - np.arange(1, 13)
+    layer.features = cell_table(layer.data)
+    notes = []
+    monkeypatch.setattr(annotate_dock, "show_info", notes.append)
+    w2 = make()
+    assert w2.state.store.classes == {("s1", 12): "burr", ("s1", 1): "target"}
+    assert any("2 matched to the equivalent cell after re-segmentation" in n for n in notes), notes

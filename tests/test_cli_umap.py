@@ -46,6 +46,7 @@ def test_classify_cli_trains_on_annotations(features, tmp_path, capsys):
     ann = pd.DataFrame({"image": np.where(np.array(picks) % 2, "a", "b"), "label": np.array(picks) + 1,
                         "class": y[picks]})
     ann.loc[len(ann)] = ["zzz", 999, "normal"]  # matches no cell: reported, not fatal
+    ann["x"], ann["y"], ann["segmentation"] = 1.0, 2.0, "f00d"  # the dock's files carry these too
     ann.to_csv(tmp_path / "ann.csv", index=False)
     out = tmp_path / "pred.csv"
     for kind in ("logreg", "knn"):

@@ -18,7 +18,7 @@ def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_view
                                                                   tmp_path, monkeypatch):
     from napari_reddino._widgets.pipeline import PipelineWidget
 
-    monkeypatch.setattr("napari_reddino._widgets.annotate.DEFAULT_FOLDER", tmp_path)  # never the user's home
+    monkeypatch.setattr("napari_reddino.annotate.FALLBACK_FOLDER", tmp_path)  # never the user's home
 
     viewer = make_napari_viewer()
     image, _, _ = synthetic_smear(seed=1, shape=(180, 240), n_white=0)

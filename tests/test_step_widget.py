@@ -72,3 +72,21 @@ def test_cancel_stops_before_show(make_napari_viewer, qtbot):
     w.cancel()
     qtbot.waitUntil(lambda: w.worker is None, timeout=10000)
     assert w.shown == [] and w.worker is None
+
+
+def test_rerun_updates_the_layer_through_the_plugin_proxy(make_napari_viewer):
+    """napari hands plugins a PublicOnlyProxy viewer, whose layers' type name is 'PublicOnlyProxy'."""
+    import numpy as np
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_reddino._widgets._common import upsert_layer
+    from napari_reddino._widgets.embed import EmbedWidget
+
+    viewer = PublicOnlyProxy(make_napari_viewer())
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), name="smear", rgb=True)
+    first = upsert_layer(viewer, "smear cells", "labels", np.ones((8, 8), np.int32))
+    upsert_layer(viewer, "smear cells", "labels", np.full((8, 8), 2, np.int32))
+    assert [la.name for la in viewer.layers] == ["smear", "smear cells"]
+    assert viewer.layers["smear cells"].data.max() == 2 and first.data.max() == 2  # one layer, updated
+    widget = EmbedWidget(viewer)
+    assert widget.image.value == "smear" and widget.labels.value == "smear cells"

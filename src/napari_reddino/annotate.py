@@ -1,7 +1,9 @@
 """Cell classes and the annotation store: who said which cell is what, saved on every change.
 
 The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
-columns ``image, label, class``: one file beside each image (``<stem>.reddino-annotations.csv``) or one
+columns ``image, label, class, x, y, segmentation`` (the cell's centroid and the fingerprint of the
+segmentation it was made on, so that a re-segmentation cannot move annotations onto other cells; see
+``annotation_match.py``): one file beside each image (``<stem>.reddino-annotations.csv``) or one
 file in a chosen project folder. Re-opening a store reads those files back. Classifier: ``classify.py``;
 tables and the morphology report: ``report.py``.
 """
@@ -36,7 +38,9 @@ CHULA_CLASSES = [
 ]
 UNLABELLED_COLOR = "#bbbbbb"
 ANNOTATION_COLUMNS = ["image", "label", "class"]
+WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
 PROJECT_FILE = "reddino-annotations.csv"
+FALLBACK_FOLDER = Path.home() / ".napari-reddino" / "annotations"  # where work goes when its folder is read-only
 SUFFIX = ".reddino-annotations.csv"
 
 
@@ -89,8 +93,12 @@ def read_annotations(path) -> pd.DataFrame:
     if any(c not in df.columns for c in ANNOTATION_COLUMNS):
         raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
                          "label, class.")
-    df = df[ANNOTATION_COLUMNS].dropna(subset=["label", "class"])
+    for col in WHERE_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["label", "class"])
     df["label"] = df["label"].astype(np.int64)
+    df["segmentation"] = df["segmentation"].fillna("").astype(str)
     return df
 
 
@@ -101,48 +109,107 @@ class AnnotationStore:
     """Class per ``(image, label)``, with undo, saved to disk after every change.
 
     ``path_for(image) -> Path`` says where an image's annotations go; several images may share a file.
-    Rows read from a file for images not open now are kept and written back with it.
+    Rows read from a file for images not open now are kept and written back with it. A file that cannot be
+    written goes to ``fallback_folder`` instead (``notify`` gets one line saying so) and is read from there.
     """
 
-    def __init__(self, path_for: Callable[[str], Path] | Path | str):
+    def __init__(self, path_for: Callable[[str], Path] | Path | str, fallback_folder=None,
+                 notify: Callable[[str], None] | None = None):
         if isinstance(path_for, (str, Path)):
             fixed = Path(path_for)
             path_for = lambda image: fixed
         self._path_for = path_for
+        self.fallback_folder = Path(fallback_folder or FALLBACK_FOLDER)
+        self.notify = notify or (lambda message: None)
         self._paths: dict[str, Path] = {}
         self.classes: dict[Key, str] = {}
+        self._cells: dict = {}  # image -> annotation_match.Cells of the segmentation shown now
+        self._where: dict[Key, tuple] = {}  # (x, y, segmentation) read from the file, for images without cells
+        self._unmatched: list[tuple] = []  # file rows that fit no current cell: kept, written back
+        self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0}
         self._undo: list[dict[Key, str | None]] = []
 
     # --- files ------------------------------------------------------------------------------------
     def path_of(self, image: str) -> Path:
         if image not in self._paths:
-            self._paths[image] = Path(self._path_for(image))
+            path = Path(self._path_for(image))
+            fallback = self._fallback(path)
+            self._paths[image] = fallback if not path.is_file() and fallback.is_file() else path
         return self._paths[image]
 
+    def _fallback(self, path: Path) -> Path:
+        return self.fallback_folder / f"{path.parent.name}-{path.name}"
+
+    def _write(self, df: pd.DataFrame, path: Path) -> Path:
+        try:
+            atomic_write_csv(df, path)
+            return path
+        except OSError:
+            pass
+        fallback = self._fallback(path)
+        try:
+            atomic_write_csv(df, fallback)
+        except OSError:
+            raise InputError(f"Could not save annotations: neither {str(path.parent)!r} nor "
+                             f"{str(fallback.parent)!r} is writable; they are kept only until this dock "
+                             "closes.") from None
+        for image, p in self._paths.items():
+            if p == path:
+                self._paths[image] = fallback
+        self.notify(f"The folder {path.parent} is not writable: your annotations are saved in {fallback} "
+                    "instead.")
+        return fallback
+
+    def set_cells(self, image: str, labels) -> None:
+        """The label image ``image``'s annotations refer to now; call before :meth:`load`."""
+        from napari_reddino.annotation_match import Cells
+
+        self._cells[str(image)] = Cells(labels)
+
     def load(self, images: Iterable[str]) -> int:
-        """Read the files of ``images`` (each file once); return how many annotations were restored."""
+        """Read the files of ``images`` (each file once); return how many annotations were put on cells.
+        ``restored`` says how: on the same cells, matched after a re-segmentation, by label from an older
+        file, unmatched (kept in the file, not shown), or kept as they were (images without cells set)."""
+        from napari_reddino.annotation_match import match
+
         seen: set[Path] = set()
-        n = 0
         for image in images:
             path = self.path_of(str(image))
             if path in seen or not path.is_file():
                 continue
             seen.add(path)
-            for img, lbl, cls in read_annotations(path).itertuples(index=False):
+            df = read_annotations(path)
+            for img, rows in df.groupby("image", sort=False):
                 self._paths.setdefault(img, path)
-                self.classes[(img, int(lbl))] = cls
-                n += 1
-        return n
+                if img in self._cells:
+                    labels, kinds = match(rows, self._cells[img])
+                else:  # no segmentation to check against (an image not open now): keep as it was
+                    labels, kinds = rows["label"].to_numpy(), np.full(len(rows), "kept", dtype=object)
+                for row, lbl, kind in zip(rows.itertuples(index=False), labels, kinds):
+                    self.restored[kind] = self.restored.get(kind, 0) + 1
+                    if kind == "unmatched":
+                        self._unmatched.append(tuple(row))
+                        continue
+                    self.classes[(img, int(lbl))] = row[2]
+                    if img not in self._cells:
+                        self._where[(img, int(lbl))] = tuple(row[3:])
+        return sum(v for k, v in self.restored.items() if k != "unmatched")
+
+    def _row(self, img: str, lbl: int, cls: str) -> tuple:
+        cells = self._cells.get(img)
+        where = (*cells.centroid(lbl), cells.fingerprint) if cells else self._where.get((img, lbl), (np.nan,) * 2 + ("",))
+        return (img, lbl, cls, *where)
 
     def save(self, images: Iterable[str] | None = None) -> list[Path]:
-        """Write the files holding ``images`` (all files when None)."""
+        """Write the files holding ``images`` (all files when None); return where they were written."""
         images = set(self._paths) if images is None else {str(i) for i in images}
-        targets = {self.path_of(i) for i in images}
-        for path in targets:
-            rows = [(img, lbl, cls) for (img, lbl), cls in self.classes.items() if self.path_of(img) == path]
-            df = pd.DataFrame(sorted(rows), columns=ANNOTATION_COLUMNS)
-            atomic_write_csv(df, path)
-        return sorted(targets)
+        written = []
+        for path in {self.path_of(i) for i in images}:
+            rows = [self._row(img, lbl, cls) for (img, lbl), cls in sorted(self.classes.items())
+                    if self.path_of(img) == path]
+            rows += [r for r in self._unmatched if self.path_of(r[0]) == path]
+            written.append(self._write(pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + WHERE_COLUMNS), path))
+        return sorted(written)
 
     # --- edits ------------------------------------------------------------------------------------
     def assign(self, keys: Iterable[Key], cls: str | None) -> int:

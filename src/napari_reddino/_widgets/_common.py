@@ -53,10 +53,19 @@ def image_layer_data(layer):
     return data
 
 
+def is_layer_kind(layer, kind: str) -> bool:
+    """Whether ``layer`` is a napari layer of ``kind`` ("labels", "Image", ...). isinstance, not the type's
+    name: napari hands plugins a viewer whose layers are wrapped in a PublicOnlyProxy."""
+    import napari.layers
+
+    cls = getattr(napari.layers, kind[:1].upper() + kind[1:].lower(), None)
+    return cls is not None and isinstance(layer, cls)
+
+
 def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
     """Update the layer called ``name`` in place if it exists with the same kind, else add it.
     Re-running a step therefore updates its output instead of piling up new layers."""
-    if name in viewer.layers and type(viewer.layers[name]).__name__.lower() == kind:
+    if name in viewer.layers and is_layer_kind(viewer.layers[name], kind):
         layer = viewer.layers[name]
         layer.data = data
         for key, value in kwargs.items():
@@ -137,7 +146,10 @@ class StepWidget(QWidget):
     def _guarded_work(self):
         # superqt takes a RuntimeError raised in a generator worker for "worker deleted": it only warns and
         # never emits errored/finished, which would leave this dock stuck. torch raises RuntimeError often.
+        from napari_reddino._torch_runtime import import_torch
+
         try:
+            import_torch()  # every step may reach torch (cellpose, the ViT, PCA): hide a useless triton first
             return (yield from self.work())
         except RuntimeError as exc:
             raise StepFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -7,17 +7,27 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget
+from napari_reddino._widgets._common import StepWidget, is_layer_kind
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
 
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
-DEFAULT_FOLDER = Path.home() / ".napari-reddino" / "annotations"
+
+
+def restore_message(counts: dict) -> str:
+    """One line on how saved annotations came back ('' when there were none)."""
+    parts = [f"{counts['same']} on the same cells" if counts["same"] else "",
+             f"{counts['matched']} matched to the equivalent cell after re-segmentation" if counts["matched"] else "",
+             f"{counts['by_label']} by cell number from an older file" if counts["by_label"] else "",
+             f"{counts['unmatched']} left unmatched (kept in the file, not shown)" if counts["unmatched"] else "",
+             f"{counts['kept']} of images not shown now (kept in the file)" if counts.get("kept") else ""]
+    parts = [p for p in parts if p]
+    return f"Restored annotations: {'; '.join(parts)}" if parts else ""
 
 
 class AnnotationWidget(StepWidget):
@@ -53,7 +63,7 @@ class AnnotationWidget(StepWidget):
     # --- inputs -----------------------------------------------------------------------------------
     def _embedded_layers(self, *_):
         return [la.name for la in self.viewer.layers
-                if type(la).__name__ == "Labels" and (la.metadata or {}).get("reddino")]
+                if is_layer_kind(la, "Labels") and (la.metadata or {}).get("reddino")]
 
     def _reset_choices(self, *_):
         self.layers.reset_choices()
@@ -95,23 +105,27 @@ class AnnotationWidget(StepWidget):
 
     # --- main thread ------------------------------------------------------------------------------
     def show(self, result) -> None:
-        from napari_reddino.annotate import AnnotationStore, annotation_path
+        from napari_reddino.annotate import FALLBACK_FOLDER, AnnotationStore, annotation_path
 
         self._ensure_canvas()
         folder = self._project_folder()
         paths = {image: self._image_path(image) for image in result["images"]}
         if folder is None and any(p is None for p in paths.values()):
-            folder = DEFAULT_FOLDER
+            folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
-        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder))
-        restored = store.load(result["images"])
+        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder), notify=show_warning)
+        for image, source in zip(result["images"], result["sources"]):
+            if source in self.viewer.layers:
+                store.set_cells(image, self.viewer.layers[source].data)
+        store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()
         self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
         self._bind_keys()
         self.panel.set_enabled(True)
-        if restored:
-            show_info(f"Restored {restored} annotations")
+        message = restore_message(store.restored)
+        if message:
+            show_info(message)
 
     def show_embedding(self, layer_names, Y) -> None:
         """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``

@@ -96,8 +96,11 @@ class AnnotationState:
         self.link.color_cells(*self._cell_codes())
         self.panel.report.set_frame(self.report())
         n_ann = int((self.class_column() != "").sum())
-        where = sorted({str(self.store.path_of(i)) for i in pd.unique(self.table["image"])})
-        self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; saved to {', '.join(where)}")
+        where = sorted({self.store.path_of(i) for i in pd.unique(self.table["image"])})
+        saved = [str(p) for p in where if p.is_file()]
+        said = (f"saved to {', '.join(saved)}" if saved else
+                f"nothing saved yet (the first annotation goes to {', '.join(map(str, where))})")
+        self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
 
     # --- selection --------------------------------------------------------------------------------
     def selected_rows(self) -> np.ndarray:

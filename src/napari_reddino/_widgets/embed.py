@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_reddino._widgets._common import StepWidget
+from napari_reddino._widgets._common import StepWidget, is_layer_kind
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class EmbedWidget(StepWidget):
     # --- form ---------------------------------------------------------------------------------
     def _layer_names(self, kind: str):
         def choices(*_):
-            return [layer.name for layer in self.viewer.layers if type(layer).__name__ == kind
+            return [layer.name for layer in self.viewer.layers if is_layer_kind(layer, kind)
                     and not (kind == "Image" and layer.name.endswith(" PCA"))]
         return choices
 

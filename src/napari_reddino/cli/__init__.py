@@ -36,6 +36,10 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
     from napari_reddino.images import InputError
 
     args = parser.parse_args(argv)
+    if args.command != "models":
+        from napari_reddino._torch_runtime import import_torch
+
+        import_torch()  # before any step reaches torch through cellpose, torchvision or timm
     try:
         return int(args.func(args) or 0)
     except (InputError, UsageError, FileNotFoundError) as exc:

@@ -31,7 +31,7 @@ def run(args) -> int:
         raise InputError(f"Received --annotations {args.annotations!r}, which is not a file; accepted: a CSV "
                          "with columns image, label, class.")
     ann = read_annotations(ann_path).drop_duplicates(["image", "label"], keep="last")
-    classes = {(str(i), int(lbl)): c for i, lbl, c in ann.itertuples(index=False)}
+    classes = {(str(i), int(lbl)): c for i, lbl, c in ann[["image", "label", "class"]].itertuples(index=False)}
     y = np.array([classes.get((str(i), int(lbl)), "") for i, lbl in zip(table["image"], table["label"])],
                  dtype=object)
     matched = int((y != "").sum())

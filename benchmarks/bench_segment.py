@@ -190,7 +190,7 @@ def main() -> None:
         "",
         f"    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py --step {args.step}",
         "",
-        f"Data in `../shared/data` ({'all images' if args.step == 1 else f'every {args.step}th image of each source'}):"
+        f"Data in `../shared/data` ({'all images' if args.step == 1 else f'every {args.step}-th image of each source'}):"
         " Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321; labelled red-cell centres, 640x480), BCCD "
         "(Shenggan/BCCD_Dataset; boxes, 640x480), TXL-PBC (lugan113/TXL-PBC_Dataset; boxes) split into its PBC "
         "fields (360x363, Acevedo et al.) and Raabin-WBC fields (575x575). Machine: "

@@ -48,14 +48,13 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
     if backend == "threshold" or auto or big:
         # one threshold and one diameter for the whole image (and all its tiles), from a strided view
         step = max(1, int(np.ceil(max(h, w) / tile_size)))
-        stats, estimate = estimate_image_diameter(_strided(image, step), step=step)
+        stats, estimate = estimate_image_diameter(_strided(image, step), opts.get("threshold_scale", 0.7),
+                                                  step=step)
     if backend == "threshold":
         from napari_reddino.segment.threshold import segment_threshold
 
         diameter = estimate if is_auto(opts.get("diameter", "auto")) else float(opts["diameter"])
-        opts = {**opts, "diameter": diameter}
-        if big:
-            opts.setdefault("stats", stats)
+        opts = {"stats": stats, **opts, "diameter": diameter}  # stats measured once, not again per call
 
         def one(tile):
             return segment_threshold(tile, **opts)

@@ -44,7 +44,8 @@ def test_embed_with_labels_writes_one_row_per_cell(smear_files, tmp_path, capsys
     root = smear_files
     out = tmp_path / "cells.parquet"
     code = main(["embed", str(root / "images"), "--labels", str(root / "labels"), "--model",
-                 f"local-dir:{root / 'model'}", "--out", str(out), "--precision", "fp32", "--batch-size", "4"])
+                 f"local-dir:{root / 'model'}", "--out", str(out), "--precision", "fp32", "--batch-size", "4",
+                 "--cell-types", "all"])
     assert code == 0
     frame = pd.read_parquet(out)
     assert list(frame.columns) == ["image", "label", "x", "y"] + [f"emb_{i}" for i in range(64)]
@@ -61,6 +62,26 @@ def test_embed_with_labels_writes_one_row_per_cell(smear_files, tmp_path, capsys
     assert f"wrote {len(frame)} cells" in capsys.readouterr().out
 
 
+def test_embed_keeps_red_cells_by_default_and_counts_the_rest(smear_files, tmp_path, capsys):
+    """Labels from elsewhere (here the ground truth, white cell and platelets included) are typed from the
+    image; only red cells are embedded unless --cell-types says otherwise, and the rest is reported."""
+    from napari_reddino.segment.types import typed_table
+
+    root = smear_files
+    out = tmp_path / "cells.csv"
+    assert main(["embed", str(root / "images" / "smear0.png"), "--labels", str(root / "labels" / "smear0.npy"),
+                 "--model", f"local-dir:{root / 'model'}", "--out", str(out), "--precision", "fp32"]) == 0
+    image = np.asarray(Image.open(root / "images" / "smear0.png"))
+    types = typed_table(image, np.load(root / "labels" / "smear0.npy"))
+    red = types.loc[types["type"] == "rbc", "label"].to_numpy()
+    assert 0 < len(red) < len(types) and "wbc" in set(types["type"])
+    assert list(pd.read_csv(out)["label"]) == list(red)
+    assert "left out 1 white cell" in capsys.readouterr().err
+    assert main(["embed", str(root / "images" / "smear0.png"), "--labels", str(root / "labels" / "smear0.npy"),
+                 "--model", f"local-dir:{root / 'model'}", "--out", str(out), "--cell-types", "rbc,wbc"]) == 0
+    assert set(pd.read_csv(out)["label"]) == set(types.loc[types["type"].isin(["rbc", "wbc"]), "label"])
+
+
 def test_embed_segments_on_the_fly_to_csv(smear_files, tmp_path):
     out = tmp_path / "cells.csv"
     code = main(["embed", str(smear_files / "images" / "smear0.png"), "--segment", "threshold", "--model",
@@ -71,6 +92,7 @@ def test_embed_segments_on_the_fly_to_csv(smear_files, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
+    (["--out", "c.csv", "--cell-types", "rbc,blob"], "accepted: all, or a comma-separated list of rbc"),
     (["--out", "cells.xlsx"], "accepted: a .parquet or .csv"),
     (["--out", "c.csv", "--model", "hf-hub:Snarcy/RedDino-small"], "napari-reddino models download"),
     (["--out", "c.csv", "--model", "nonsense"], "accepted: hf-hub:Snarcy/RedDino-small|base|large"),

@@ -40,6 +40,30 @@ def viewer_with_cells(make_napari_viewer):
     return viewer, image, labels
 
 
+def test_red_cells_only_by_default_every_object_keeps_its_row(viewer_with_cells, model_dir, qtbot, monkeypatch):
+    """Hand-made labels without types are typed from the image; only red cells get features and the
+    notification counts what was left out; the layer's table keeps a row for every object."""
+    import napari_reddino._widgets.embed as dock
+    from napari_reddino.segment.types import typed_table
+
+    viewer, image, labels = viewer_with_cells
+    told = []
+    monkeypatch.setattr(dock, "show_info", told.append)
+    widget = dock.EmbedWidget(viewer)
+    widget.model_choice.value = dock.OTHER
+    widget.model_path.value = f"local-dir:{model_dir}"
+    run_and_wait(widget, qtbot)
+    layer = viewer.layers["smear cells"]
+    types = typed_table(image, labels)
+    red = types.loc[types["type"] == "rbc", "label"].to_numpy()
+    assert 0 < len(red) < len(types) and "wbc" in set(types["type"])
+    np.testing.assert_array_equal(layer.metadata["reddino"]["labels"], red)
+    assert len(layer.metadata["reddino"]["embeddings"]) == len(red)
+    assert len(layer.features) == len(types) and list(layer.features["type"]) == list(types["type"])
+    assert (layer.features["class"] == "rbc").all()  # the earlier column survives on every row
+    assert any(f"{len(red)} cells" in m and "left out 1 white cell, 5 artefacts" in m for m in told)
+
+
 def run_and_wait(widget, qtbot):
     worker = widget.start()
     assert worker is not None
@@ -50,6 +74,7 @@ def test_defaults_run_store_and_export(viewer_with_cells, model_dir, qtbot, tmp_
     from napari_reddino._widgets.embed import OTHER, EmbedWidget
     from napari_reddino.embed import embed_cells
     from napari_reddino.models import load_model
+    from napari_reddino.segment.types import OBJECT_TYPES
 
     viewer, image, labels = viewer_with_cells
     widget = EmbedWidget(viewer)
@@ -58,6 +83,7 @@ def test_defaults_run_store_and_export(viewer_with_cells, model_dir, qtbot, tmp_
     widget.model_path.value = f"local-dir:{model_dir}"
     widget.precision.value = "fp32"
     widget.batch_size.value = 5
+    widget.cell_types.value = OBJECT_TYPES  # every object (the default, red cells only, is tested below)
     n_layers = len(viewer.layers)
     run_and_wait(widget, qtbot)
 

@@ -32,15 +32,19 @@ def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
     assert all(isinstance(p, Progress) for p in seen) and any("smear.png" in p.message for p in seen)
     assert s.labels.shape == image.shape[:2] and len(s.table) == len(np.unique(s.labels)) - 1
     assert len(s.table) >= 0.7 * (len(np.unique(truth)) - 1)  # the segmentation found most cells
-    assert s.embeddings.shape == (len(s.table), 48)
+    # red cells only, by default: the other objects (here the platelet and artefact) are counted, left out
+    red = s.table.loc[s.table["type"] == "rbc", "label"].to_numpy()
+    assert 0 < len(red) < len(s.table) and list(s.embedded) == list(red)
+    assert s.embeddings.shape == (len(red), 48)
+    assert f"{len(red)} analysed (left out 1 platelet, 1 artefact)" in result.summary()
     # rows stay aligned with labels: a cell's embedding equals embedding that cell alone
     from napari_reddino.embed import embed_cells
     from napari_reddino.models import load_model
 
-    one = s.table.label.iloc[len(s.table) // 2]
+    one = s.embedded[len(red) // 2]
     alone = np.where(s.labels == one, s.labels, 0)
     _, emb_alone = embed_cells(image, alone, load_model(f"local-dir:{model_dir}"), precision="fp32")
-    np.testing.assert_allclose(s.embeddings[len(s.table) // 2], emb_alone[0], atol=1e-4)
+    np.testing.assert_allclose(s.embeddings[len(red) // 2], emb_alone[0], atol=1e-4)
     assert s.pca.shape[:2] == (-(-200 // 14), -(-260 // 14))  # partial patches at the edge are covered and s.pca.shape[2] >= 3
 
     written = {p.name for p in write_outputs(result, tmp_path)}
@@ -48,6 +52,23 @@ def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
     assert (tifffile.imread(tmp_path / "smear_labels.tif") == s.labels).all()
     feats = pd.read_parquet(tmp_path / "smear_features.parquet")
     assert list(feats.columns[:4]) == ["image", "label", "x", "y"] and feats.shape[1] == 4 + 48
+    assert list(feats["label"]) == list(red)
+    np.testing.assert_allclose(feats["x"], s.table.set_index("label").loc[red, "centroid_x"])
+    cells = pd.read_csv(tmp_path / "cells.csv")  # every object, marked analysed or not
+    assert len(cells) == len(s.table) and cells["analysed"].sum() == len(red)
+    assert "rbc" not in set(cells.loc[~cells["analysed"], "type"])
+
+
+def test_pipeline_analyses_every_object_when_asked(model_dir, smear):
+    from napari_reddino.segment.types import OBJECT_TYPES
+
+    image, _ = smear
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed"), precision="fp32",
+                           cell_types=OBJECT_TYPES)
+    result = run(iter_pipeline([("smear.png", image)], opts))
+    s = result.smears[0]
+    assert list(s.embedded) == list(s.table["label"]) and len(s.embeddings) == len(s.table)
+    assert "left out" not in result.summary()
 
 
 @pytest.mark.slow
@@ -56,8 +77,11 @@ def test_pipeline_umap_pools_images(model_dir, smear):
     opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed", "umap"), precision="fp32")
     result = run(iter_pipeline([("a.png", image), ("b.png", image[:, ::-1].copy())], opts))
     cells = result.cells()
-    assert result.umap.shape == (len(cells), 2) and set(cells.image) == {"a.png", "b.png"}
+    assert result.umap.shape == (int(cells["analysed"].sum()), 2) and set(cells.image) == {"a.png", "b.png"}
     assert {"umap_x", "umap_y"} <= set(cells.columns)
+    # the UMAP points sit on the analysed cells, in order; the white cells have none
+    np.testing.assert_array_equal(cells.loc[cells["analysed"], "umap_x"], result.umap[:, 0])
+    assert cells.loc[~cells["analysed"], "umap_x"].isna().all() and (~cells["analysed"]).sum() >= 2
 
 
 def test_pipeline_refuses_bad_input(model_dir):

@@ -138,12 +138,15 @@ def embed_crops(crops, model, batch_size: int = 64, precision="auto") -> np.ndar
 
 
 def iter_embed_cells(image, labels, model, batch_size: int = 64, precision="auto", pad_square: bool = False,
-                     margin: float = 0.1, mask_neighbours: bool = False):
+                     margin: float = 0.1, mask_neighbours: bool = False, label_ids=None):
     """Progress generator; returns ``(table, embeddings)``: :func:`cells.cell_positions` (one row per label,
-    sorted by label) and float32 (N, D) embeddings in the same row order. Default crop = the label's
-    bounding box, as published; ``pad_square``/``mask_neighbours`` are the options of ``crop_cells``."""
+    sorted by label; only ``label_ids`` when given) and float32 (N, D) embeddings in the same row order.
+    Default crop = the label's bounding box, as published; ``pad_square``/``mask_neighbours`` are the
+    options of ``crop_cells``."""
     hw = image.shape[1:3] if channel_axis(image) == 0 else image.shape[:2]
     table = cell_positions(check_labels(labels, hw))  # bad shapes are refused before any work
+    if label_ids is not None:
+        table = table[table["label"].isin(np.asarray(label_ids, np.int64))]
     crops = (crop for _, crop in crop_cells(image, labels, label_ids=table["label"].to_numpy(),
                                             pad_square=pad_square, margin=margin,
                                             mask_neighbours=mask_neighbours))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from napari_reddino._progress import Progress
 from napari_reddino.images import InputError, to_rgb_uint8
+from napari_reddino.segment.types import ANALYSED_DEFAULT
 
 STEPS = ("segment", "embed", "pca", "umap")
 
@@ -29,6 +30,7 @@ class PipelineOptions:
     pca_overlap: int = 0
     steps: tuple[str, ...] = STEPS
     seed: int = 0
+    cell_types: tuple[str, ...] = ANALYSED_DEFAULT  # the objects embedded and put in the UMAP
 
 
 @dataclass
@@ -36,8 +38,9 @@ class SmearResult:
     name: str
     image: np.ndarray  # (H, W, 3) uint8
     labels: np.ndarray | None = None
-    table: pd.DataFrame | None = None  # one row per cell (cells.cell_table columns)
-    embeddings: np.ndarray | None = None  # (N, D), rows aligned with table
+    table: pd.DataFrame | None = None  # one row per object (cells.cell_table columns, type, border)
+    embeddings: np.ndarray | None = None  # (M, D), one row per label of ``embedded``
+    embedded: np.ndarray | None = None  # the labels embedded: the objects of the chosen types, in table order
     pca: np.ndarray | None = None  # (gh, gw, 3) float overlay on the patch grid
     patch: int | None = None
 
@@ -50,15 +53,40 @@ class PipelineResult:
     steps: tuple[str, ...] = field(default_factory=tuple)
 
     def cells(self) -> pd.DataFrame:
-        """Pooled cell table: image, label, centroid, morphology, and UMAP coordinates if computed."""
+        """Pooled table of every object: image, label, centroid, morphology, type, border; with the
+        embedding step ``analysed`` (embedded, so in the UMAP) and UMAP coordinates (NaN for objects left
+        out) if computed."""
         tables = [s.table.assign(image=s.name) for s in self.smears if s.table is not None]
         if not tables:
             return pd.DataFrame()
         df = pd.concat(tables, ignore_index=True)
         df = df[["image"] + [c for c in df.columns if c != "image"]]
-        if self.umap is not None and len(self.umap) == len(df):
-            df["umap_x"], df["umap_y"] = self.umap[:, 0], self.umap[:, 1]
+        if "embed" in self.steps:
+            df["analysed"] = np.concatenate([np.isin(s.table["label"], s.embedded if s.embedded is not None
+                                                     else []) for s in self.smears if s.table is not None])
+            if self.umap is not None and len(self.umap) == int(df["analysed"].sum()):
+                for j, col in enumerate(("umap_x", "umap_y")):
+                    df[col] = np.nan
+                    df.loc[df["analysed"].to_numpy(), col] = self.umap[:, j]
         return df
+
+    def summary(self) -> str:
+        """One line for the dock and the CLI: objects found, what was analysed, what was left out."""
+        n = sum(len(s.table) for s in self.smears if s.table is not None)
+        line = f"{len(self.smears)} image(s), {n} objects"
+        if "embed" in self.steps:
+            m = sum(len(s.embedded) for s in self.smears if s.embedded is not None)
+            left = self.left_out()
+            line += f"; {m} analysed" + (f" ({left})" if left else "")
+        return line + (f", model {self.model}" if self.model else "")
+
+    def left_out(self) -> str:
+        """What the embedding step left out, over all images ('' when nothing): ``"left out 2 white
+        cells, 1 platelet"``."""
+        from napari_reddino.segment.types import left_out_note
+
+        cells = self.cells()
+        return left_out_note(cells, cells["analysed"]) if "analysed" in cells.columns else ""
 
 
 def iter_pipeline(images, options: PipelineOptions | None = None):
@@ -85,12 +113,16 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
         seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
         s.labels, s.table = yield from _tagged(
             iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
-        if "embed" in opts.steps and len(s.table):
+        if "embed" in opts.steps:
             from napari_reddino.embed import iter_embed_cells
+            from napari_reddino.segment.types import select_cells
 
-            table, emb = yield from _tagged(iter_embed_cells(
-                s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision), tag)
-            s.embeddings = emb[_order(table["label"].to_numpy(), s.table["label"].to_numpy())]
+            s.embedded = s.table["label"].to_numpy()[select_cells(s.table, opts.cell_types)]
+            if len(s.embedded):
+                table, emb = yield from _tagged(iter_embed_cells(
+                    s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision,
+                    label_ids=s.embedded), tag)
+                s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
         if "pca" in opts.steps:
             from napari_reddino.patch_features import iter_patch_features, model_patch_size
             from napari_reddino.pca import fit_pca
@@ -146,8 +178,9 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
             s.table.to_csv(out / f"{stem}_cells.csv", index=False)
             written += [out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"]
         if s.embeddings is not None:
-            feats = pd.DataFrame({"image": s.name, "label": s.table["label"].to_numpy(),
-                                  "x": s.table["centroid_x"].to_numpy(), "y": s.table["centroid_y"].to_numpy()})
+            rows = s.table.set_index("label").loc[s.embedded]
+            feats = pd.DataFrame({"image": s.name, "label": s.embedded,
+                                  "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
             emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
             path = out / f"{stem}_features.parquet"
             pd.concat([feats, emb], axis=1).to_parquet(path, index=False)
@@ -164,7 +197,8 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
         cells.to_csv(out / "cells.csv", index=False)
         written.append(out / "cells.csv")
     if result.umap is not None:
-        written.append(plot_umap(result.umap, cells, out / "umap.png"))
+        analysed = cells[cells["analysed"].to_numpy()].reset_index(drop=True)
+        written.append(plot_umap(result.umap, analysed, out / "umap.png"))
     return written
 
 

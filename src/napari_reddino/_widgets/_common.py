@@ -53,6 +53,20 @@ def image_layer_data(layer):
     return data
 
 
+def cell_types_box():
+    """The "cells analysed" choice shared by the feature and pipeline docks: red cells (default) or every
+    object the segmentation found; the value is a tuple of ``segment.types`` names."""
+    from magicgui.widgets import ComboBox
+
+    from napari_reddino.segment.types import ANALYSED_DEFAULT, OBJECT_TYPES
+
+    box = ComboBox(label="cells analysed", choices=[("red cells only", ANALYSED_DEFAULT),
+                                                   ("every object found", OBJECT_TYPES)], value=ANALYSED_DEFAULT)
+    box.tooltip = ("Which segmented objects get features and a UMAP point. White cells, platelets, clusters of "
+                   "overlapping cells and artefacts are counted and left out by default.")
+    return box
+
+
 def is_layer_kind(layer, kind: str) -> bool:
     """Whether ``layer`` is a napari layer of ``kind`` ("labels", "Image", ...). isinstance, not the type's
     name: napari hands plugins a viewer whose layers are wrapped in a PublicOnlyProxy."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -123,9 +124,26 @@ class AnnotationWidget(StepWidget):
         self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
         self._bind_keys()
         self.panel.set_enabled(True)
+        self.panel.left_out.setText(self._left_out(result["sources"]))
         message = restore_message(store.restored)
         if message:
             show_info(message)
+
+    def _left_out(self, sources) -> str:
+        """What the feature step left out of these layers' cells (by type), as one line."""
+        from napari_reddino.segment.types import left_out_note
+
+        frames, kept = [], []
+        for name in sources:
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if layer is None or "type" not in layer.features.columns:
+                continue
+            frames.append(layer.features[["label", "type"]])
+            kept.append(np.isin(layer.features["label"], layer.metadata["reddino"]["labels"]))
+        if not frames:
+            return ""
+        note = left_out_note(pd.concat(frames, ignore_index=True), np.concatenate(kept))
+        return f"Objects not analysed: {note.removeprefix('left out ')}" if note else ""
 
     def show_embedding(self, layer_names, Y) -> None:
         """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``

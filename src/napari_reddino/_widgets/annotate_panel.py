@@ -50,6 +50,10 @@ class AnnotationPanel(QWidget):
         self.status = QLabel("Run the UMAP to start annotating.")
         self.status.setWordWrap(True)
         self.report = FrameTable()
+        self.left_out = QLabel("")
+        self.left_out.setWordWrap(True)
+        self.left_out.setToolTip("The UMAP, the classifier and the report use the objects the feature step "
+                                 "analysed (red cells by default); the others are counted here.")
 
         box = QGroupBox("Annotation (keys 1-9, 0; Ctrl+Z undo)")
         grid = QGridLayout(box)
@@ -65,7 +69,9 @@ class AnnotationPanel(QWidget):
         grid.addWidget(self.export_report_button, 4, 2)
         grid.addWidget(self.status, 5, 0, 1, 3)
         report_box = QGroupBox("Morphology report (per image)")
-        QVBoxLayout(report_box).addWidget(self.report)
+        report_layout = QVBoxLayout(report_box)
+        report_layout.addWidget(self.left_out)
+        report_layout.addWidget(self.report)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)

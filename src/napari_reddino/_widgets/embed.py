@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_reddino._widgets._common import StepWidget, is_layer_kind
+from napari_reddino._widgets._common import StepWidget, cell_types_box, is_layer_kind
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -37,10 +37,12 @@ class EmbedWidget(StepWidget):
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=64)
         self.pad_square = CheckBox(label="square crop with margin", value=False)
         self.mask_neighbours = CheckBox(label="mask neighbouring cells", value=False)
+        self.cell_types = cell_types_box()
         self.export_path = FileEdit(label="export to", mode="w", filter="*.parquet *.csv")
         self.export_button = PushButton(text="Export features")
         self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
-                          self.precision, self.batch_size, self.pad_square, self.mask_neighbours])
+                          self.cell_types, self.precision, self.batch_size, self.pad_square,
+                          self.mask_neighbours])
         self.layout().addWidget(Container(widgets=[self.export_path, self.export_button]).native)
         self.download_button.changed.connect(self.download)
         self.export_button.changed.connect(self.export)
@@ -104,7 +106,10 @@ class EmbedWidget(StepWidget):
         image, labels = np.asarray(image), np.asarray(labels)
         hw = image.shape[:2] if image_layer.rgb or image.ndim == 2 else image.shape
         check_labels(labels, hw)
+        features = labels_layer.features
         self._job = dict(image=image, labels=labels, image_name=image_layer.name, labels_name=labels_layer.name,
+                         features=features.copy() if "label" in features.columns else None,
+                         cell_types=tuple(self.cell_types.value),
                          spec=self.spec(), precision=self.precision.value, batch_size=int(self.batch_size.value),
                          pad_square=bool(self.pad_square.value), mask_neighbours=bool(self.mask_neighbours.value))
         return True
@@ -113,13 +118,19 @@ class EmbedWidget(StepWidget):
         from napari_reddino._progress import Progress
         from napari_reddino.embed import iter_embed_cells
         from napari_reddino.models import load_model
+        from napari_reddino.segment.types import left_out_note, select_cells, typed_table
 
         job = self._job
+        yield Progress(0, 0, "typing cells")
+        objects = typed_table(job["image"], job["labels"], _current_rows(job["features"], job["labels"]))
+        kept = select_cells(objects, job["cell_types"])
+        job["objects"], job["left_out"] = objects, left_out_note(objects, kept)
         yield Progress(0, 0, "loading model")
         model = load_model(job["spec"], device="auto")
         table, emb = yield from iter_embed_cells(
             job["image"], job["labels"], model, batch_size=job["batch_size"], precision=job["precision"],
-            pad_square=job["pad_square"], mask_neighbours=job["mask_neighbours"])
+            pad_square=job["pad_square"], mask_neighbours=job["mask_neighbours"],
+            label_ids=objects["label"].to_numpy()[kept])
         return job, table, emb
 
     def show(self, result) -> None:
@@ -128,13 +139,17 @@ class EmbedWidget(StepWidget):
             raise InputError(f"Labels layer {job['labels_name']!r} was removed during the run; accepted: "
                              "keep it until the features are stored.")
         layer = self.viewer.layers[job["labels_name"]]
-        old = layer.features
-        extra = [c for c in old.columns if c not in table.columns] if "label" in old.columns else []
-        features = table.merge(old[["label", *extra]], on="label", how="left") if extra else table.copy()
+        objects, old = job["objects"], layer.features  # every object keeps its row, embedded or not
+        features = objects.merge(table[["label", *[c for c in table.columns if c not in objects.columns]]],
+                                 on="label", how="left")
+        extra = [c for c in old.columns if c not in features.columns] if "label" in old.columns else []
+        if extra:
+            features = features.merge(old[["label", *extra]].drop_duplicates("label"), on="label", how="left")
         layer.features = features
         layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
                                      "model": job["spec"], "image": job["image_name"]}
-        show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}")
+        left = f" ({job['left_out']})" if job["left_out"] else ""
+        show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}{left}")
 
     # --- download and export ---------------------------------------------------------------------
     def download(self, *_):
@@ -188,3 +203,15 @@ class EmbedWidget(StepWidget):
             return None
         show_info(f"Wrote {len(table)} cells to {path}")
         return path
+
+
+def _current_rows(features, labels):
+    """The layer's feature rows when they describe exactly the labels painted now (else None: the labels
+    were edited, so the types are measured again)."""
+    if features is None:
+        return None
+    present = np.unique(labels)
+    present = present[present > 0]
+    rows = features.drop_duplicates("label").sort_values("label")
+    same = len(rows) == len(present) and (rows["label"].to_numpy() == present).all()
+    return rows.reset_index(drop=True) if same else None

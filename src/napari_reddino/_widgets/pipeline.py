@@ -10,7 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
 from napari.utils.notifications import show_info
 
 from napari_reddino._widgets._common import (
-    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 
 if TYPE_CHECKING:
     import napari
@@ -33,10 +33,11 @@ class PipelineWidget(StepWidget):
         self.drop_border = CheckBox(label="drop cells touching the border", value=False)
         self.model = LineEdit(label="model", value=default_spec())
         self.model.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
+        self.cell_types = cell_types_box()
         self.do_pca = CheckBox(label="PCA overlay", value=True)
         self.do_umap = CheckBox(label="UMAP for annotation", value=True)
-        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model, self.do_pca,
-                          self.do_umap])
+        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
+                          self.cell_types, self.do_pca, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
         self._job = None
 
@@ -48,7 +49,7 @@ class PipelineWidget(StepWidget):
         steps = tuple(s for s in STEPS if (s != "pca" or self.do_pca.value) and (s != "umap" or self.do_umap.value))
         opts = PipelineOptions(backend=self.backend.value, diameter=float(self.diameter.value) or None,
                                drop_border=bool(self.drop_border.value), model=self.model.value.strip() or None,
-                               steps=steps)
+                               steps=steps, cell_types=tuple(self.cell_types.value))
         self._job = dict(images=[(layer.name, data)], opts=opts)
         return True
 
@@ -60,8 +61,7 @@ class PipelineWidget(StepWidget):
 
     def show(self, result) -> None:
         add_result_layers(self.viewer, result)
-        n = sum(len(s.table) for s in result.smears)
-        show_info(f"{self.title}: {n} cells, model {result.model}")
+        show_info(f"{self.title}: {result.summary()}")
 
 
 def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None):
@@ -80,7 +80,7 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
         scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
         metadata = {"source_image": s.name}
         if s.embeddings is not None:
-            metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.table["label"].to_numpy(),
+            metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.embedded,
                                    "model": result.model, "image": s.name}
         cells = upsert_layer(viewer, f"{s.name} cells", "labels", s.labels, features=s.table, scale=scale,
                              translate=translate, metadata=metadata)

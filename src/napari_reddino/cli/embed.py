@@ -28,7 +28,16 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--pad-square", action="store_true", help="square crop with a margin (default: bounding box)")
     p.add_argument("--mask-neighbours", action="store_true", help="blank other cells inside each crop")
+    add_cell_types_argument(p)
     p.set_defaults(func=run)
+
+
+def add_cell_types_argument(p) -> None:
+    from napari_reddino.segment.types import OBJECT_TYPES
+
+    p.add_argument("--cell-types", default="rbc",
+                   help=f"objects to embed: all, or a comma-separated list of {', '.join(OBJECT_TYPES)} "
+                        "(default rbc: red cells only; the others are counted and left out)")
 
 
 def label_paths(items) -> list[Path]:
@@ -75,7 +84,9 @@ def run(args) -> int:
     from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
     from napari_reddino.images import expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
+    from napari_reddino.segment.types import left_out_note, parse_cell_types, select_cells, typed_table
 
+    cell_types = parse_cell_types(args.cell_types)
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise UsageError(f"received --out {args.out!r}; accepted: a .parquet or .csv file name")
@@ -97,11 +108,15 @@ def run(args) -> int:
             from napari_reddino.segment import iter_segment
 
             lab = drive(iter_segment(image, backend=args.segment), bar=True)
+        objects = typed_table(image, lab)  # types from the image, whoever made the labels
+        kept = select_cells(objects, cell_types)
         table, emb = drive(iter_embed_cells(image, lab, model, batch_size=args.batch_size,
                                             precision=args.precision, pad_square=args.pad_square,
-                                            mask_neighbours=args.mask_neighbours), bar=True)
+                                            mask_neighbours=args.mask_neighbours,
+                                            label_ids=objects["label"].to_numpy()[kept]), bar=True)
         frames.append(embeddings_frame(table, emb, str(path)))
-        print(f"{path}: {len(table)} cells", file=sys.stderr)
+        left = left_out_note(objects, kept)
+        print(f"{path}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
     frame = pd.concat(frames, ignore_index=True)
     write_table(frame, out)
     print(f"wrote {len(frame)} cells × {model.num_features} features ({spec}) to {out}")

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from napari_reddino.cli import UsageError
+from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.segment import add_diameter_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="segment → RedDino features → PCA overlay → UMAP on images, in one go",
@@ -20,6 +22,7 @@ def add_parser(sub) -> None:
     add_diameter_argument(p)
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
     view = p.add_mutually_exclusive_group()
@@ -47,6 +50,7 @@ def run(args) -> int:
     from napari_reddino._progress import run as drive
     from napari_reddino.images import expand_inputs, read_image
     from napari_reddino.pipeline import STEPS, PipelineOptions, iter_pipeline, write_outputs
+    from napari_reddino.segment.types import parse_cell_types
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
@@ -54,12 +58,11 @@ def run(args) -> int:
     images += [(p.name, read_image(p)) for p in (expand_inputs(args.images) if args.images else [])]
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
-                           precision=args.precision, steps=steps)
+                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
     t0 = time.perf_counter()
     result = drive(iter_pipeline(images, opts), bar=True)
     written = write_outputs(result, args.out)
-    n = sum(len(s.table) for s in result.smears)
-    print(f"{len(result.smears)} image(s), {n} cells, model {result.model}: {time.perf_counter() - t0:.1f} s")
+    print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s")
     if args.view or args.screenshot:
         written += show(result, Path(args.out), screenshot=args.screenshot)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")

@@ -125,6 +125,56 @@ def segmentation_summary(table, name: str) -> str:
     return f"{counts[RED_CELL]} red cell{'s' * (counts[RED_CELL] != 1)} in {name!r}" + (f" (also {others})" if others else "") + size
 
 
-_NAMES = {"wbc": ("white cell", "white cells"), "platelet": ("platelet", "platelets"),
+_NAMES = {"rbc": ("red cell", "red cells"), "wbc": ("white cell", "white cells"),
+          "platelet": ("platelet", "platelets"),
           "cluster": ("cluster of overlapping cells", "clusters of overlapping cells"),
           "artefact": ("artefact", "artefacts")}
+
+
+ANALYSED_DEFAULT = (RED_CELL,)  # what embedding, UMAP, classifier and report use unless told otherwise
+
+
+def parse_cell_types(value) -> tuple[str, ...]:
+    """``"rbc"``, ``"rbc,wbc"``, ``"all"`` or a sequence of type names → a tuple of types (InputError
+    naming what is accepted otherwise)."""
+    from napari_reddino.images import InputError
+
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    if names == ["all"]:
+        return OBJECT_TYPES
+    unknown = [n for n in names if n not in OBJECT_TYPES]
+    if unknown or not names:
+        raise InputError(f"Received cell types {', '.join(unknown) or repr(value)}; accepted: all, or a comma-"
+                         f"separated list of {', '.join(OBJECT_TYPES)}.")
+    return tuple(names)
+
+
+def select_cells(table: pd.DataFrame, cell_types=ANALYSED_DEFAULT) -> np.ndarray:
+    """Boolean mask over ``table``'s rows: objects whose ``type`` is one of ``cell_types``. A table without
+    a ``type`` column (labels made elsewhere, not typed yet) keeps every row."""
+    if "type" not in table.columns or set(OBJECT_TYPES) <= set(cell_types):
+        return np.ones(len(table), bool)
+    return table["type"].isin(list(cell_types)).to_numpy()
+
+
+def typed_table(image, labels, table: pd.DataFrame | None = None, diameter: float | None = None) -> pd.DataFrame:
+    """``table`` (default: one row per label) with the ``type`` and ``border`` columns, computed from the
+    image when it has none (a Labels layer drawn by hand or label images from another tool)."""
+    if table is not None and "type" in table.columns:
+        return table
+    labels = np.asarray(labels)
+    ids = table["label"].to_numpy() if table is not None else np.unique(labels[labels > 0])
+    types = object_types(image, labels, diameter, ids)
+    base = table.copy() if table is not None else pd.DataFrame({"label": ids.astype(np.int64)})
+    base["type"], base["border"] = types["type"].to_numpy(), types["border"].to_numpy()
+    return base
+
+
+def left_out_note(table: pd.DataFrame, kept) -> str:
+    """'' when every object is used, else e.g. ``"left out 2 white cells, 1 platelet"``."""
+    kept = np.asarray(kept, bool)
+    if "type" not in table.columns or kept.all():
+        return ""
+    counts = type_counts(table["type"].to_numpy()[~kept])
+    parts = [f"{n} {_NAMES[t][n > 1]}" for t, n in counts.items() if n]
+    return "left out " + ", ".join(parts)

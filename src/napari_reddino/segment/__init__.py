@@ -62,7 +62,8 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
     elif backend == "learned":  # the same measured scale and stain, then the U-Net (segment/learned.py)
         from napari_reddino.segment.learned import segment_learned
 
-        diameter = estimate if auto else float(opts["diameter"])
+        given = opts.get("diameter")
+        diameter = estimate if auto or given is None else float(given)
         opts = {"stats": stats, **opts, "diameter": diameter}
 
         def one(tile):

@@ -11,6 +11,10 @@ red-cell boxes are incomplete, so only its labelled cells are scored. The diamet
 estimate over the median side of the image's (non-border) red-cell boxes, a check of the scale found.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py [--step N] [--data ../shared/data]
+        [--backend threshold,learned]
+
+``--backend`` takes a comma-separated list; each backend is measured on the same images, one row per
+source and backend.
 
 It also draws a contact sheet of the outlines on the disease smears (results_segment_diseases.jpg).
 """
@@ -105,14 +109,14 @@ def score_boxes(labels, types, boxes) -> dict:
     return s
 
 
-def run_source(name, items, step):
+def run_source(name, items, step, backend="threshold"):
     totals, times, ratios, n = {}, [], [], 0
     for i, (path, labelled, boxes) in enumerate(items):
         if i % step:
             continue
         image = read_image(path)
         t0 = time.perf_counter()
-        labels, table = segment_cells(image)
+        labels, table = segment_cells(image, backend)
         times.append(time.perf_counter() - t0)
         types = dict(zip(table["label"].astype(int), table["type"]))
         s = score(labels, types, labelled["rbc"]) if labelled else score_boxes(labels, types, boxes)
@@ -172,6 +176,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE.parent / ".." / "shared" / "data"))
     parser.add_argument("--step", type=int, default=1, help="every N-th image of each source (1 = all)")
     parser.add_argument("--sources", default="chula,bccd,pbc,raabin")
+    parser.add_argument("--backend", default="threshold", help="comma-separated backends (threshold, learned)")
     parser.add_argument("--out", default=str(HERE / "results_segment.md"))
     parser.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
                         help="skip the contact sheet of the disease smears")
@@ -184,11 +189,14 @@ def main() -> None:
         "raabin": lambda: txl_items(data / "txl-pbc", raabin=True),
     }
     rows = [
-        "# Segmentation benchmark: `threshold` backend, default settings, per source",
+        f"# Segmentation benchmark: `{args.backend}` backend(s), default settings, per source",
         "",
         "Command (from the repository root):",
         "",
-        f"    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py --step {args.step}",
+        f"    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py --step {args.step}"
+        + (f" --backend {args.backend}" if args.backend != "threshold" else "")
+        + ("" if args.contact_sheet else " --no-contact-sheet")
+        + (f" --sources {args.sources}" if args.sources != "chula,bccd,pbc,raabin" else ""),
         "",
         f"Data in `../shared/data` ({'all images' if args.step == 1 else f'every {args.step}-th image of each source'}):"
         " Chula-RBC-12 (Naruenatthanaset et al., arXiv:2012.01321; labelled red-cell centres, 640x480), BCCD "
@@ -199,17 +207,17 @@ def main() -> None:
         "already decoded), wall clock. Targets: red cells hit ≥ 92% (Chula ≥ 97%), merged ≤ 4%, white cells "
         "typed `wbc` ≥ 90%, ≤ 0.3 s median per 640x480 image.",
         "",
-        "| source | images | red cells scored | hit | merged | white cells typed wbc | platelets not in an rbc "
+        "| source | backend | images | red cells scored | hit | merged | white cells typed wbc | platelets not in an rbc "
         "| diameter / box side (median, 10-90%) | s per image (median, 90%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in args.sources.split(","):
-        name, n, t, times, ratios = run_source(key, sources[key](), args.step)
+    for key, backend in [(k, b) for k in args.sources.split(",") for b in args.backend.split(",")]:
+        name, n, t, times, ratios = run_source(key, sources[key](), args.step, backend)
         c = t.get("centres", 0)
         ratio = (f"{np.median(ratios):.2f} ({np.percentile(ratios, 10):.2f}-{np.percentile(ratios, 90):.2f})"
                  if ratios else "–")
         rows.append(
-            f"| {name} | {n} | {c} | {pct(t.get('hit', 0), c)} | {pct(t.get('merge', 0), c)} | "
+            f"| {name} | {backend} | {n} | {c} | {pct(t.get('hit', 0), c)} | {pct(t.get('merge', 0), c)} | "
             f"{pct(t.get('wbc_ok', 0), t.get('wbc_n', 0))} ({t.get('wbc_n', 0)}) | "
             f"{pct(t.get('platelet_ok', 0), t.get('platelet_n', 0))} ({t.get('platelet_n', 0)}) | {ratio} | "
             f"{np.median(times):.3f}, {np.percentile(times, 90):.3f} |")

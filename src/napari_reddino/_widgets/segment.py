@@ -22,8 +22,10 @@ class SegmentWidget(StepWidget):
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
-        self.backend = ComboBox(label="method", choices=["threshold", "cellpose"], value="threshold")
-        self.backend.tooltip = "threshold: stain colour + watershed, no weights, fast; cellpose: Cellpose-SAM"
+        self.backend = ComboBox(label="method", choices=["threshold", "learned", "cellpose"],
+                                value="threshold")
+        self.backend.tooltip = ("threshold: stain colour + watershed, no weights, fast; learned: the shipped small "
+                                "U-Net at the measured cell scale; cellpose: Cellpose-SAM")
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
         self.diameter.tooltip = ("Red-cell diameter in pixels. 0 = measured from the image (works from about 30 "
                                  "to 130 px); the value found is shown after segmenting.")

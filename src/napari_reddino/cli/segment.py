@@ -12,8 +12,9 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment cells → labels TIFF + cells CSV", description=__doc__)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--backend", choices=["threshold", "cellpose"], default="threshold",
-                   help="threshold: stain colour + watershed, no weights (default); cellpose: Cellpose-SAM")
+    p.add_argument("--backend", choices=["threshold", "learned", "cellpose"], default="threshold",
+                   help="threshold: stain colour + watershed, no weights (default); learned: the shipped small "
+                        "U-Net (see README); cellpose: Cellpose-SAM")
     p.add_argument("--out", required=True, help="output folder")
     add_diameter_argument(p)
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
@@ -51,7 +52,7 @@ def add_diameter_argument(p) -> None:
 
 
 def segment_options(args) -> dict:
-    default = "auto" if args.backend == "threshold" else None
+    default = "auto" if args.backend in ("threshold", "learned") else None
     opts = {"diameter": default if args.diameter is None else args.diameter}
     if args.backend == "cellpose":
         opts.update(model=args.model, weights=args.weights, download=args.download, device=args.device,

@@ -1,6 +1,7 @@
 """Cell segmentation: an image in, one integer label per cell out (0 = background).
 
-Backends: ``"threshold"`` (stain colour + watershed; no weights, CPU-fast) and ``"cellpose"`` (Cellpose 4 /
+Backends: ``"threshold"`` (stain colour + watershed; no weights, CPU-fast), ``"learned"`` (a small U-Net at the
+measured cell scale, :mod:`napari_reddino.segment.learned`) and ``"cellpose"`` (Cellpose 4 /
 Cellpose-SAM; see :mod:`napari_reddino.segment.cellpose`). Images larger than ``tile_size`` are cut into
 overlapping tiles: each tile keeps the cells whose centre lies in its own core, so every cell is taken
 whole from exactly one tile, and only one tile is in memory as float at a time (the input may be a
@@ -14,7 +15,7 @@ import numpy as np
 from napari_reddino._progress import Progress, run
 from napari_reddino.images import InputError, channel_axis
 
-BACKENDS = ("threshold", "cellpose")
+BACKENDS = ("threshold", "cellpose", "learned")
 
 
 def segment(image, backend: str = "threshold", **opts) -> np.ndarray:
@@ -44,8 +45,8 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
     h, w = _image_shape(image)
     yield Progress(0, 1, f"Segmenting ({backend})")
     big = max(h, w) > tile_size
-    auto = is_auto(opts.get("diameter", "auto" if backend == "threshold" else None))
-    if backend == "threshold" or auto or big:
+    auto = is_auto(opts.get("diameter", "auto" if backend in ("threshold", "learned") else None))
+    if backend in ("threshold", "learned") or auto or big:
         # one threshold and one diameter for the whole image (and all its tiles), from a strided view
         step = max(1, int(np.ceil(max(h, w) / tile_size)))
         stats, estimate = estimate_image_diameter(_strided(image, step), opts.get("threshold_scale", 0.7),
@@ -58,6 +59,15 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
 
         def one(tile):
             return segment_threshold(tile, **opts)
+    elif backend == "learned":  # the same measured scale and stain, then the U-Net (segment/learned.py)
+        from napari_reddino.segment.learned import segment_learned
+
+        given = opts.get("diameter")
+        diameter = estimate if auto or given is None else float(given)
+        opts = {"stats": stats, **opts, "diameter": diameter}
+
+        def one(tile):
+            return segment_learned(tile, **opts)
     else:
         from napari_reddino.segment.cellpose import get_segmenter, iter_resolve_weights
 

@@ -7,7 +7,7 @@ import sys
 
 from napari_reddino.cli import build_parser, dispatch
 
-SUBCOMMANDS = ["prepare", "augment_sheet", "train", "export", "eval"]
+SUBCOMMANDS = ["prepare", "augment_sheet", "train", "export", "eval", "segmenter"]
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
     StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+from napari_reddino.segment import BACKENDS
 
 if TYPE_CHECKING:
     import napari
@@ -22,7 +23,7 @@ class SegmentWidget(StepWidget):
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
-        self.backend = ComboBox(label="method", choices=["threshold", "learned", "cellpose"],
+        self.backend = ComboBox(label="method", choices=list(BACKENDS),
                                 value="threshold")
         self.backend.tooltip = ("threshold: stain colour + watershed, no weights, fast; learned: the shipped small "
                                 "U-Net at the measured cell scale; cellpose: Cellpose-SAM")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_reddino.cli import UsageError
+from napari_reddino.segment import BACKENDS
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
@@ -18,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
     cells = p.add_mutually_exclusive_group(required=True)
     cells.add_argument("--labels", nargs="+", help="label images (.tif/.png/.npy) or folders, one per image")
-    cells.add_argument("--segment", choices=["threshold", "cellpose"], help="segment the images first")
+    cells.add_argument("--segment", choices=BACKENDS, help="segment the images first")
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
                         "see `napari-reddino models list`")

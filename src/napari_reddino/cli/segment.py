@@ -7,12 +7,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from napari_reddino.segment import BACKENDS
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment cells → labels TIFF + cells CSV", description=__doc__)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--backend", choices=["threshold", "learned", "cellpose"], default="threshold",
+    p.add_argument("--backend", choices=BACKENDS, default="threshold",
                    help="threshold: stain colour + watershed, no weights (default); learned: the shipped small "
                         "U-Net (see README); cellpose: Cellpose-SAM")
     p.add_argument("--out", required=True, help="output folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_reddino.sample_data import synthetic_smear
 from napari_reddino.segment import segment_cells
@@ -112,3 +113,26 @@ def test_same_smear_resized_gives_the_same_count():
 def test_blank_slide_measures_nothing():
     stats, d = estimate_image_diameter(np.full((100, 120, 3), 220, np.uint8))
     assert stats.threshold == np.inf and d > 0
+
+
+def test_crowded_purple_tinted_cells_keep_their_scale_and_type():
+    """Raabin-WBC's stain: up to a quarter of a red cell reads purple (little blue absorption),
+    yet far paler than a nucleus. In a packed field (no isolated cell to measure) the scale still comes out right, and
+    the cells are red cells, not white cells."""
+    d, rng = 110, np.random.default_rng(3)
+    size = int(4.6 * d)
+    od = np.zeros((size, size, 3))
+    # rows of touching cells (no isolated cell, no slide enclosed between cells)
+    centres = [(int(0.7 * d + i * 1.15 * d), int(0.6 * d + j * 0.85 * d)) for i in range(4) for j in range(5)]
+    for cy, cx in centres:
+        od = np.maximum(od, disc(od.shape, cy, cx, d / 2, RBC_OD))
+    cells = od[..., 1] > 0.2
+    patches = ndimage.gaussian_filter(rng.random(cells.shape), 4)
+    tinted = cells & (patches > np.quantile(patches, 0.75))  # patches over about a quarter of the cells
+    od[tinted] = od[tinted] * np.array([1.5, 1.25, 0.3])  # a little darker, little blue: reads purple
+    image = render(od)
+    labels, table = segment_cells(image)
+    assert abs(table.attrs["diameter"] - d) < 0.2 * d
+    inner = [(cy, cx) for cy, cx in centres if d / 2 < cy < size - d / 2 and d / 2 < cx < size - d / 2]
+    assert types_at(labels, table, inner).count("rbc") >= 0.8 * len(inner)
+    assert "wbc" not in set(table["type"])

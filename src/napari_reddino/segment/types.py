@@ -7,8 +7,8 @@ Works on any label image (threshold or Cellpose). Types (a later rule wins over 
 - ``artefact``: dust (under 6% of a cell's area and not a platelet), and anything thinner than a fifth of a
   cell diameter (scale bars, text, fibres) or a streak (longer than 2.5 diameters, narrower than half of one);
 - ``platelet``: smaller than 40% of a red cell and at least 30% purple;
-- ``wbc``: holds a nucleus (purple: strong green, little blue absorption) of at least 12% of a red cell's
-  area;
+- ``wbc``: holds a nucleus (purple: strong green, little blue absorption, and darker than any red cell)
+  of at least 12% of a red cell's area;
 - ``rbc``: everything else.
 
 ``border`` is True for objects touching the image edge (their shape is cut).
@@ -31,7 +31,8 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
     from skimage.segmentation import find_boundaries
 
     from napari_reddino.images import to_rgb_float
-    from napari_reddino.segment.threshold import label_max, stain_stats, optical_density, purple_mask
+    from napari_reddino.segment.threshold import (label_max, nucleus_mask, optical_density, purple_mask,
+                                                  stain_stats)
 
     labels = np.asarray(labels, np.int32)
     present = np.unique(labels)
@@ -49,6 +50,8 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
         diameter = _diameter_from_labels(area)
     cell_area = np.pi * (diameter / 2) ** 2
     purple_px = np.asarray(ndimage.sum(purple, labels, ids), float)
+    nucleus = nucleus_mask(od, stats.threshold, purple)
+    nucleus_px = np.asarray(ndimage.sum(nucleus, labels, ids), float)
     # thickness: twice the largest distance to the object's edge (neighbouring objects are edges too)
     inner = (labels > 0) & ~find_boundaries(labels, mode="inner")
     dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -66,7 +69,7 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
     cluster = (area > 2.2 * cell_area) | ((area > 1.5 * cell_area) & (solidity < 0.8))
     thin = (thickness < 0.2 * diameter) | ((major > 2.5 * diameter) & (minor < 0.5 * diameter))
     platelet = (area < 0.4 * cell_area) & (purple_px >= 0.3 * area)
-    wbc = (purple_px >= 0.12 * cell_area) & (area >= 0.3 * cell_area)
+    wbc = (nucleus_px >= 0.12 * cell_area) & (area >= 0.3 * cell_area)
     kind[cluster] = "cluster"
     kind[area < 0.06 * cell_area] = "artefact"  # dust
     kind[platelet] = "platelet"

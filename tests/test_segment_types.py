@@ -78,6 +78,30 @@ def test_white_cell_beside_red_cells_is_wbc():
     assert types_at(labels, table, reds) == ["rbc"] * 5
 
 
+def test_lobed_white_cell_is_one_wbc():
+    """A neutrophil: an oval of pale cytoplasm with three nuclear lobes 0.28 diameters apart, each smaller
+    than the least nucleus. The cell is one object typed wbc, the cytoplasm between the lobes included
+    (the oval has two distance-transform peaks of its own, which must not become red cells)."""
+    d = 80
+    shape = (5 * d, 6 * d, 3)
+    od = np.zeros(shape)
+    reds = [(d, d), (d, 5 * d), (4 * d, d), (4 * d, 5 * d), (d, 3 * d)]
+    for cy, cx in reds:
+        od += disc(shape, cy, cx, d / 2, RBC_OD)
+    cy, cx = int(2.6 * d), 3 * d
+    cytoplasm = np.array([0.2, 0.3, 0.08])
+    od += np.maximum(disc(shape, cy, cx - 0.2 * d, 0.5 * d, cytoplasm, pallor=False),
+                     disc(shape, cy, cx + 0.2 * d, 0.5 * d, cytoplasm, pallor=False))
+    lobes = [(cy, int(cx + k * 0.52 * d)) for k in (-1, 0, 1)]
+    for ly, lx in lobes:
+        od += disc(shape, ly, lx, 0.12 * d, NUCLEUS_OD, pallor=False)
+    labels, table = segment_cells(render(od))
+    between = [(cy, int(cx - 0.26 * d)), (cy, int(cx + 0.26 * d))]
+    assert types_at(labels, table, lobes + between) == ["wbc"] * 5
+    assert len({int(labels[y, x]) for y, x in lobes + between}) == 1
+    assert types_at(labels, table, reds) == ["rbc"] * 5
+
+
 def test_scale_bar_and_text_are_artefacts():
     image, _, _ = synthetic_smear(seed=3)
     image = image.copy()

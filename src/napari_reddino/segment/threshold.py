@@ -209,8 +209,6 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     radius = diameter / 2
     cell_area = np.pi * radius ** 2
 
-    k = max(1, int(round(diameter / 16)))
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     foreground = _drop_small(foreground, min_area * cell_area)
     if not foreground.any():
         return empty, diameter
@@ -225,20 +223,23 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     size = 2 * max(1, int(radius * marker_distance)) + 1
     local_max = cv2.dilate(dist, np.ones((size, size), np.uint8))
     peaks = (dist == local_max) & (dist >= radius * marker_height)
-    # a white cell's nucleus (its lobes joined) is one marker; red-cell peaks on it are dropped
+    # a white cell's nucleus is one marker: its lobes (up to 0.3 diameters apart) are one group, sized
+    # together (each lobe of a neutrophil is smaller than the least nucleus), and no red-cell peak lies
+    # within 0.35 diameters of it (the cytoplasm between lobes is a distance-transform peak too)
     kn = max(1, int(round(diameter / 8)))
-    nuclei = cv2.morphologyEx((nucleus & body).astype(np.uint8), cv2.MORPH_CLOSE,
-                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kn + 1, 2 * kn + 1))).astype(bool)
-    nuclei = _drop_small(nuclei & body, 0.12 * cell_area)
-    if nuclei.any():
-        near = cv2.dilate(nuclei.astype(np.uint8), disk).astype(bool)
-        peaks &= ~near
+    nuclei = cv2.morphologyEx((nucleus & body).astype(np.uint8), cv2.MORPH_CLOSE, _ellipse(kn)).astype(bool) & body
+    groups, n_groups = ndimage.label(cv2.dilate(nuclei.astype(np.uint8), _ellipse(round(0.15 * diameter))))
+    groups = np.where(nuclei, groups, 0)
+    group_size = np.bincount(groups.ravel(), minlength=n_groups + 1)
+    group_size[0] = 0
+    groups[group_size[groups] < 0.12 * cell_area] = 0
+    nuclei = groups > 0
+    near_nucleus = cv2.dilate(nuclei.astype(np.uint8), _ellipse(round(0.35 * diameter))).astype(bool)
+    peaks &= ~near_nucleus
     # a streak or fibre (long, thinner than a cell) is one object, not a row of cells
     peaks &= ~_streaks(blobs, n, dist, diameter)
     markers, n_peaks = ndimage.label(peaks, structure=np.ones((3, 3)))
-    if nuclei.any():
-        nuc_lab, n_nuc = ndimage.label(nuclei)
-        markers[nuc_lab > 0] = nuc_lab[nuc_lab > 0] + n_peaks
+    markers[nuclei] = groups[nuclei] + n_peaks
     labels = _split(blobs, n, markers, dist, cell_area, nuclei)
     labels = _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_height)
     if platelets.any():
@@ -248,6 +249,13 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     sizes = np.bincount(labels.ravel())
     labels[sizes[labels] < min_area * cell_area] = 0
     return relabel(labels), diameter
+
+
+def _ellipse(radius):
+    import cv2
+
+    r = max(1, int(radius))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:

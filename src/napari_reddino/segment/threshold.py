@@ -73,12 +73,11 @@ def purple_mask(od: np.ndarray, threshold: float = MIN_DENSITY) -> np.ndarray:
     return (g > max(0.3, 2.5 * threshold)) & (od[..., 2] < 0.35 * g) & (od[..., 0] > 0.2 * g)
 
 
-RESPLIT_AREA = 1.8  # cells' area: a piece larger than this is split again with closer markers
 NUCLEUS_DARKNESS = 4.0  # nuclei: purple and at least this many times the foreground threshold
 
 
 def nucleus_mask(od: np.ndarray, threshold: float = MIN_DENSITY, purple: np.ndarray | None = None) -> np.ndarray:
-    """White-cell nuclei: purple and darker than any red cell. In some stains (Raabin-WBC) up to a tenth of
+    """White-cell nuclei: purple and darker than any red cell. In some stains (Raabin-WBC) up to a fifth of
     a red cell reads purple at 2.5-3.8 times the threshold; nuclei measured on BCCD, PBC and Raabin are
     at 5 times or more (platelets lie between, and stay :func:`purple_mask`)."""
     purple = purple_mask(od, threshold) if purple is None else purple
@@ -161,7 +160,8 @@ def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER,
         return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER))
     # crowded: the cells' centres are the distance-transform maxima (necks between cells are saddles).
     # Maxima on nuclei do not count, but nuclei stay in the foreground: cutting dark pixels out leaves
-    # holes in red cells whose small maxima halve the estimate. The upper quartile, because a cell's pallor, a notch or an overlap only lowers its peak.
+    # holes in red cells whose small maxima halve the estimate. The upper quartile, because a cell's
+    # pallor, a notch or an overlap only lowers its peak.
     local = (dist == cv2.dilate(dist, np.ones((15, 15), np.uint8))) & (dist >= MIN_DIAMETER / 2)
     if exclude is not None:
         local &= ~exclude
@@ -279,7 +279,7 @@ def _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_heig
 
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    big = sizes[labels] > RESPLIT_AREA * cell_area
+    big = sizes[labels] > 1.8 * cell_area
     if not big.any():
         return labels
     size = 2 * max(1, int(radius * marker_distance / 2)) + 1

@@ -160,3 +160,31 @@ def test_crowded_purple_tinted_cells_keep_their_scale_and_type():
     inner = [(cy, cx) for cy, cx in centres if d / 2 < cy < size - d / 2 and d / 2 < cx < size - d / 2]
     assert types_at(labels, table, inner).count("rbc") >= 0.8 * len(inner)
     assert "wbc" not in set(table["type"])
+
+
+def test_specks_outnumbering_cells_do_not_set_the_scale():
+    """BCCD slides carry more specks of debris (about 10 px) than isolated red cells: the scale is the
+    cells', not the specks' (the old median of blob sizes gave 10 px on 12 such slides, and no cell)."""
+    d, rng = 90, np.random.default_rng(5)
+    od = np.zeros((480, 640, 3))
+    for cy, cx in [(80, 90), (80, 330), (240, 210), (380, 90), (380, 470), (200, 540)]:
+        od = np.maximum(od, disc(od.shape, cy, cx, d / 2, RBC_OD))
+    for _ in range(25):
+        cy, cx = rng.integers(10, 470), rng.integers(10, 630)
+        if od[cy, cx, 1] == 0:
+            od = np.maximum(od, disc(od.shape, cy, cx, 5, 1.5 * RBC_OD, pallor=False))
+    _, table = segment_cells(render(od))
+    assert abs(table.attrs["diameter"] - d) < 0.15 * d
+    assert (table["type"] == "rbc").sum() == 6
+
+
+def test_clump_of_overlapping_cells_keeps_its_scale():
+    """A field that is one clump of overlapping cells, no cell isolated: its outline is arcs of the cells,
+    while its distance-transform peaks sit where cells overlap (the old estimate came out 3.7x)."""
+    d, step = 80, 0.8 * 80  # neighbours overlap by a fifth of a diameter
+    od = np.zeros((520, 560, 3))
+    centres = [(int(110 + i * step), int(100 + j * step + (i % 2) * step / 2)) for i in range(5) for j in range(5)]
+    for cy, cx in centres:
+        od = np.maximum(od, disc(od.shape, cy, cx, d / 2, RBC_OD))
+    _, table = segment_cells(render(od))
+    assert abs(table.attrs["diameter"] - d) < 0.15 * d

@@ -126,7 +126,55 @@ def stain_stats(rgb: np.ndarray, threshold_scale: float = 0.7, max_pixels: int =
 
 def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None,
                       exclude: np.ndarray | None = None) -> float:
-    """Red-cell diameter (px) from the foreground mask.
+    """Red-cell diameter (px) from the foreground mask: twice the median radius of curvature of the convex
+    parts of the cells' outlines (a clump's outline is arcs of its cells, so this holds in crowded fields
+    where blob sizes and distance-transform peaks do not), measured over arcs sized from
+    :func:`_first_diameter` and then from the estimate itself; that first guess when the outlines are
+    too short to measure."""
+    d = _first_diameter(foreground, default, dist, exclude)
+    for _ in range(2):  # again with arcs sized from the better estimate: long arcs span two cells
+        radii = _outline_radii(foreground, exclude, d)
+        if len(radii) < 10:
+            break
+        d = float(np.clip(2 * np.median(radii), MIN_DIAMETER, MAX_DIAMETER))
+    return d
+
+
+def _outline_radii(foreground, exclude, diameter):
+    """Radius of the circle through three outline points an arc of 0.35 radii apart on either side, at
+    the convex points of every outer outline; points at the image border or on ``exclude`` (nuclei) left
+    out."""
+    import cv2
+
+    arc = int(np.clip(0.35 * diameter / 2, 4, 60))
+    h, w = foreground.shape
+    contours, _ = cv2.findContours(foreground.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    near_exclude = None if exclude is None else cv2.dilate(exclude.astype(np.uint8), np.ones((5, 5), np.uint8))
+    radii = []
+    for contour in contours:
+        pts = contour[:, 0, :].astype(float)
+        n = len(pts)
+        if n < 4 * arc:
+            continue
+        i = np.arange(0, n, max(1, arc // 4))
+        a, b, c = pts[(i - arc) % n], pts[i], pts[(i + arc) % n]
+        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        r = (np.linalg.norm(b - c, axis=1) * np.linalg.norm(a - c, axis=1) * np.linalg.norm(a - b, axis=1)
+             / np.maximum(2 * np.abs(cross), 1e-9))
+        orientation = np.sign(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+        keep = np.sign(cross) == orientation  # convex: turning the way the outline runs
+        for q in (a, b, c):
+            keep &= (q[:, 0] > 1) & (q[:, 1] > 1) & (q[:, 0] < w - 2) & (q[:, 1] < h - 2)
+        if near_exclude is not None:
+            keep &= near_exclude[b[:, 1].astype(int), b[:, 0].astype(int)] == 0
+        radii.append(r[keep])
+    radii = np.concatenate(radii) if radii else np.zeros(0)
+    return radii[(radii > MIN_DIAMETER / 2) & (radii < MAX_DIAMETER / 2)]
+
+
+def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None,
+                    exclude: np.ndarray | None = None) -> float:
+    """First guess of the red-cell diameter (px), from blob sizes.
 
     Isolated cells: blobs whose distance-transform peak is close to the radius of a disc of the same area
     (merged cells have too much area for their peak), away from the border and not ``exclude``-d
@@ -152,7 +200,9 @@ def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER,
         ok &= np.asarray(ndimage.mean(exclude, blobs, ids), float) < 0.05
     single = ok & (peak >= 0.85 * r_eq)
     if single.sum() >= 5:
-        d = 2 * np.median(r_eq[single])
+        # start from the area-weighted median: a slide with more specks of debris than cells must not
+        # start (and, below, stay) at the specks' size
+        d = 2 * _weighted_median(r_eq[single], area[single])
         for _ in range(2):
             big = single & (area >= 0.33 * np.pi * (d / 2) ** 2)
             if big.sum() >= 3:
@@ -166,10 +216,22 @@ def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER,
     if exclude is not None:
         local &= ~exclude
     heights = dist[local]
-    if len(heights) >= 3:
-        heights = heights[heights >= 0.5 * np.percentile(heights, 90)]
-        return float(np.clip(2 * np.percentile(heights, 75), MIN_DIAMETER, MAX_DIAMETER))
-    return default
+    if len(heights) < 3:
+        return default
+    heights = heights[heights >= 0.5 * np.percentile(heights, 90)]
+    d = 2 * np.percentile(heights, 75)
+    # the few isolated cells a crowded field has are the better measure (a clump's peaks are too high
+    # where cells overlap, too low where pallor or a notch dents them); specks far smaller are not cells
+    few = single & (2 * r_eq >= 0.5 * d)
+    if few.any():
+        d = 2 * np.median(r_eq[few])
+    return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER))
+
+
+def _weighted_median(values, weights):
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def segment_threshold(image, diameter: float | str | None = "auto", stats: StainStats | None = None,

@@ -8,8 +8,8 @@ Everything is found from the image itself:
    purple and clipped at a high percentile, so a dark white cell, platelets, stain precipitate or a
    scale bar cannot pull the threshold above the pale red cells. Never below a floor, so an empty slide
    gives no cells instead of segmented noise.
-3. Scale: the red-cell diameter from the isolated, convex, non-purple objects (or the distance-transform
-   peaks in a crowded field). Every size below is a fraction of it.
+3. Scale: the red-cell diameter from the isolated, convex, non-purple objects (or the curvature of the
+   clumps' outlines in a crowded field). Every size below is a fraction of it.
 4. Central pallor filled; small purple objects at a cell's edge (platelets)
    cut off as their own objects.
 5. Touching cells split by a watershed on the distance transform, one marker per expected cell; a white
@@ -126,12 +126,15 @@ def stain_stats(rgb: np.ndarray, threshold_scale: float = 0.7, max_pixels: int =
 
 def estimate_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None,
                       exclude: np.ndarray | None = None) -> float:
-    """Red-cell diameter (px) from the foreground mask: twice the median radius of curvature of the convex
-    parts of the cells' outlines (a clump's outline is arcs of its cells, so this holds in crowded fields
-    where blob sizes and distance-transform peaks do not), measured over arcs sized from
+    """Red-cell diameter (px) from the foreground mask: the size of its isolated cells
+    (:func:`_first_diameter`) or, in a crowded field with fewer than five, twice the median radius of
+    curvature of the convex parts of the outlines (a clump's outline is arcs of its cells, where blob sizes
+    and distance-transform peaks fail; an elliptocyte's ends would bias it low), measured over arcs sized from
     :func:`_first_diameter` and then from the estimate itself; that first guess when the outlines are
     too short to measure."""
-    d = _first_diameter(foreground, default, dist, exclude)
+    d, crowded = _first_diameter(foreground, default, dist, exclude)
+    if not crowded:  # enough isolated cells: their sizes hold for elongated cells too, curvature does not
+        return d
     for _ in range(2):  # again with arcs sized from the better estimate: long arcs span two cells
         radii = _outline_radii(foreground, exclude, d)
         if len(radii) < 10:
@@ -173,8 +176,9 @@ def _outline_radii(foreground, exclude, diameter):
 
 
 def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, dist=None,
-                    exclude: np.ndarray | None = None) -> float:
-    """First guess of the red-cell diameter (px), from blob sizes.
+                    exclude: np.ndarray | None = None) -> tuple[float, bool]:
+    """``(diameter in px, crowded)``: the red-cell diameter from blob sizes, and whether the field had too
+    few isolated cells to measure it that way.
 
     Isolated cells: blobs whose distance-transform peak is close to the radius of a disc of the same area
     (merged cells have too much area for their peak), away from the border and not ``exclude``-d
@@ -187,7 +191,7 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
 
     blobs, n = ndimage.label(foreground)
     if n == 0:
-        return default
+        return default, False
     if dist is None:
         dist = cv2.distanceTransform(foreground.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     ids = np.arange(1, n + 1)
@@ -207,7 +211,7 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
             big = single & (area >= 0.33 * np.pi * (d / 2) ** 2)
             if big.sum() >= 3:
                 d = 2 * np.median(r_eq[big])
-        return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER))
+        return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER)), False
     # crowded: the cells' centres are the distance-transform maxima (necks between cells are saddles).
     # Maxima on nuclei do not count, but nuclei stay in the foreground: cutting dark pixels out leaves
     # holes in red cells whose small maxima halve the estimate. The upper quartile, because a cell's
@@ -217,7 +221,7 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
         local &= ~exclude
     heights = dist[local]
     if len(heights) < 3:
-        return default
+        return default, True
     heights = heights[heights >= 0.5 * np.percentile(heights, 90)]
     d = 2 * np.percentile(heights, 75)
     # the few isolated cells a crowded field has are the better measure (a clump's peaks are too high
@@ -225,7 +229,7 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
     few = single & (2 * r_eq >= 0.5 * d)
     if few.any():
         d = 2 * np.median(r_eq[few])
-    return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER))
+    return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER)), True
 
 
 def _weighted_median(values, weights):

@@ -224,8 +224,9 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
         return default, True
     heights = heights[heights >= 0.5 * np.percentile(heights, 90)]
     d = 2 * np.percentile(heights, 75)
-    # the few isolated cells a crowded field has are the better measure (a clump's peaks are too high
-    # where cells overlap, too low where pallor or a notch dents them); specks far smaller are not cells
+    # the few isolated cells a crowded field has are the better first guess (a clump's peaks are too high
+    # where cells overlap, too low where pallor or a notch dents them); specks far smaller are not cells.
+    # estimate_diameter sizes its outline arcs from this guess.
     few = single & (2 * r_eq >= 0.5 * d)
     if few.any():
         d = 2 * np.median(r_eq[few])

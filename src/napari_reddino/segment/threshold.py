@@ -182,9 +182,10 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
 
     Isolated cells: blobs whose distance-transform peak is close to the radius of a disc of the same area
     (merged cells have too much area for their peak), away from the border and not ``exclude``-d
-    (white cells' nuclei); the median of their equivalent diameters, taken twice so that debris smaller than
-    a third of a cell's area does not count. In a crowded field with fewer than five such blobs: twice
-    the upper quartile of the distance-transform peaks. ``default`` when there is nothing to measure.
+    (white cells' nuclei); the area-weighted median of their equivalent diameters, then the median twice
+    more so that debris smaller than a third of a cell's area does not count. In a crowded field with
+    fewer than five such blobs: the median of those at least half of twice the upper quartile of the
+    distance-transform peaks, or that value itself. ``default`` when there is nothing to measure.
     """
     import cv2
     from scipy import ndimage

@@ -25,54 +25,15 @@ import argparse
 import os
 import platform
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from napari_reddino.images import read_image
-from napari_reddino.sample_data import read_chula_centres
 from napari_reddino.segment import segment_cells
+from reddino_train.data.smears import source_items
 
 HERE = Path(__file__).resolve().parent
-TXL_CLASSES = ("wbc", "rbc", "platelet")
-
-
-def chula_items(root: Path):
-    for lf in sorted((root / "labels").glob("*.txt"), key=lambda p: int(p.stem)):
-        centres, _ = read_chula_centres(lf)
-        if len(centres):
-            yield root / "images" / f"{lf.stem}.jpg", {"rbc": centres}, None
-
-
-def bccd_items(root: Path):
-    for xml in sorted((root / "Annotations").glob("*.xml")):
-        boxes = {"rbc": [], "wbc": [], "platelet": []}
-        tree = ET.parse(xml).getroot()
-        for obj in tree.iter("object"):
-            b = obj.find("bndbox")
-            x0, y0, x1, y1 = (float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
-            kind = {"RBC": "rbc", "WBC": "wbc", "Platelets": "platelet"}[obj.find("name").text.strip()]
-            boxes[kind].append((y0, x0, y1, x1))
-        yield root / "JPEGImages" / f"{xml.stem}.jpg", None, boxes
-
-
-def txl_items(root: Path, raabin: bool):
-    from PIL import Image
-
-    for image in sorted((root / "images").glob("*.jpg")):
-        with Image.open(image) as im:
-            w, h = im.size
-        if (w == 575) != raabin:
-            continue
-        boxes = {"rbc": [], "wbc": [], "platelet": []}
-        lf = root / "labels" / f"{image.stem}.txt"
-        for line in (lf.read_text().splitlines() if lf.exists() else []):
-            if line.strip():
-                c, cx, cy, bw, bh = line.split()
-                cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-                boxes[TXL_CLASSES[int(c)]].append((cy - bh / 2, cx - bw / 2, cy + bh / 2, cx + bw / 2))
-        yield image, None, boxes
 
 
 def _at(labels, yx):
@@ -182,12 +143,6 @@ def main() -> None:
                         help="skip the contact sheet of the disease smears")
     args = parser.parse_args()
     data = Path(args.data)
-    sources = {
-        "chula": lambda: chula_items(data / "chula-rbc-12"),
-        "bccd": lambda: bccd_items(data / "bccd"),
-        "pbc": lambda: txl_items(data / "txl-pbc", raabin=False),
-        "raabin": lambda: txl_items(data / "txl-pbc", raabin=True),
-    }
     rows = [
         f"# Segmentation benchmark: `{args.backend}` backend(s), default settings, per source",
         "",
@@ -212,7 +167,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, backend in [(k, b) for k in args.sources.split(",") for b in args.backend.split(",")]:
-        name, n, t, times, ratios = run_source(key, sources[key](), args.step, backend)
+        name, n, t, times, ratios = run_source(key, source_items(data, key), args.step, backend)
         c = t.get("centres", 0)
         ratio = (f"{np.median(ratios):.2f} ({np.percentile(ratios, 10):.2f}-{np.percentile(ratios, 90):.2f})"
                  if ratios else "–")

@@ -128,3 +128,26 @@ def test_fill_holes_keeps_border_background():
     mask[0:3, 0:3] = True
     filled = fill_holes(mask)
     assert filled[8:12, 8:12].all() and not filled[18, 18] and filled.sum() == 100 + 9
+
+
+def test_white_cell_filling_the_field_does_not_set_the_threshold():
+    """A high-magnification field (PBC, Raabin-WBC): a white cell's dense, non-purple cytoplasm covers a tenth
+    of it; Otsu over the whole field then falls between that cell and everything else."""
+    from napari_reddino.segment.threshold import stain_stats
+
+    h, w = 360, 360
+    yy, xx = np.indices((h, w))
+    g = np.zeros((h, w))
+    ratios = np.ones((h, w, 3)) * np.array([0.1, 1.0, 0.6])
+    centres = [(y, x) for y in (45, 135, 225, 315) for x in (45, 135, 225, 315) if abs(y - 180) + abs(x - 180) > 100]
+    for cy, cx in centres:
+        g[np.hypot(yy - cy, xx - cx) <= 30] = 0.18  # pale red cells
+    wbc = np.hypot(yy - 180, xx - 180) <= 65
+    g[wbc] = 0.6
+    ratios[wbc] = (0.5, 1.0, 0.9)  # cytoplasm absorbs blue too: not purple
+    rgb = (np.array([0.92, 0.9, 0.88]) * np.exp(-g[..., None] * ratios) * 255).astype(np.uint8)
+    stats = stain_stats(rgb / 255.0)
+    assert stats.threshold < 0.15  # below the red cells' density, so they are foreground
+    labels = segment(rgb)
+    found = {int(labels[cy, cx]) for cy, cx in centres}
+    assert 0 not in found and len(found) == len(centres)

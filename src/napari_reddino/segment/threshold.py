@@ -121,6 +121,15 @@ def stain_stats(rgb: np.ndarray, threshold_scale: float = 0.7, max_pixels: int =
     # clip at the 99th percentile: dark debris or a stray purple rim must not move Otsu off the red cells
     g = np.minimum(g, np.percentile(g, 99))
     otsu = threshold_otsu(g) if np.ptp(g) > 0 else np.inf
+    # a white cell whose cytoplasm fills a high-magnification field sets Otsu between itself and everything
+    # else: then under a fifth of the slide is above the threshold while the part below splits again, above
+    # the least density, into slide and pale red cells (PBC, Raabin-WBC fields: at least 3x the foreground)
+    frac = float(np.mean(g > threshold_scale * otsu))
+    lower = g[g < otsu]
+    if frac < 0.2 and lower.size > 100 and np.ptp(lower) > 0:
+        low = threshold_otsu(lower)
+        if threshold_scale * low > MIN_DENSITY and np.mean(g > threshold_scale * low) >= 3 * frac:
+            otsu = low
     return StainStats(background, float(max(threshold_scale * otsu, MIN_DENSITY)))
 
 

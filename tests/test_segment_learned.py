@@ -1,5 +1,5 @@
-"""The learned segmenter (backend "learned"): weights read with safetensors, instances from the network's
-maps, the training subcommand; answers checked on generated images."""
+"""The learned segmenter (backend "learned"): the threshold pipeline with markers at the centres a U-Net
+finds; weights read with safetensors, the training subcommand; answers checked on generated images."""
 
 from __future__ import annotations
 
@@ -23,15 +23,57 @@ def smear(centres, r, shape=(200, 240)):
     return (rgb * 255).astype(np.uint8)
 
 
-def test_instances_split_two_peaks():
-    from napari_reddino.segment.learned import instances
+def test_peaks_are_one_per_centre():
+    from napari_reddino.segment.learned import peaks
 
     yy, xx = np.indices((40, 60))
-    d1 = np.clip(1 - np.hypot(yy - 20, xx - 20) / 12, 0, 1)
-    d2 = np.clip(1 - np.hypot(yy - 20, xx - 38) / 12, 0, 1)
-    fg = ((d1 > 0) | (d2 > 0)).astype(float)
-    labels = instances(fg, np.maximum(d1, d2))
-    assert labels.max() == 2 and labels[20, 20] != labels[20, 38]
+    prob = np.maximum(np.exp(-((yy - 20) ** 2 + (xx - 18) ** 2) / 18), np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 18))
+    found = peaks(prob * 0.9)
+    assert len(found) == 2 and np.allclose(sorted(found[:, 1]), [18, 40], atol=0.5)
+    assert len(peaks(prob * 0.2)) == 0  # below the least probability: no centre
+
+
+def test_given_centres_split_overlapping_discs_and_never_an_isolated_convex_cell():
+    from napari_reddino.segment.threshold import threshold_objects
+
+    pair = smear([(100, 95), (100, 135)], 25)
+    labels, _ = threshold_objects(pair, 50, centres=lambda rgb, stats, d: np.array([(100, 95), (100, 135)]))
+    assert labels[100, 85] and labels[100, 145] and labels[100, 85] != labels[100, 145]
+    one = smear([(100, 120)], 25)
+    labels, _ = threshold_objects(one, 50, centres=lambda rgb, stats, d: np.array([(100, 108), (100, 132)]))
+    assert len(np.unique(labels[labels > 0])) == 1
+
+
+def test_centres_come_back_at_full_resolution(monkeypatch):
+    from napari_reddino.segment import learned
+    from napari_reddino.segment.threshold import stain_stats
+
+    rgb = smear([(60, 80)], 30, (160, 200)) / 255.0
+
+    def fake_probability(net, x):  # a peak where the network input is darkest (the cell)
+        g = x[1]
+        return (g == g.max()).astype(float) * 0.9
+
+    monkeypatch.setattr(learned, "load_segmenter", lambda weights=None: None)
+    monkeypatch.setattr(learned, "centre_probability", fake_probability)
+    found = learned.predict_centres(rgb, stain_stats(rgb), diameter=60)
+    assert len(found) >= 1 and np.all(np.abs(found - (60, 80)) < 30)
+
+
+def test_labelled_field_knows_only_labelled_cells_and_slide():
+    from reddino_train.segmenter.fields import labelled_field
+
+    from napari_reddino.segment.learned import TARGET_DIAMETER
+
+    rgb = smear([(60, 60), (60, 160), (140, 110)], 22, (200, 240))
+    boxes = {"rbc": [(38, 38, 82, 82)], "wbc": [], "platelet": []}  # the other two cells have no box
+    field = labelled_field(rgb, boxes=boxes)
+    s = field["scale"]
+    assert abs(s - TARGET_DIAMETER / 44) < 0.25 * s  # measured diameter: 44 px
+    heat, weight = field["heat"].astype(float), field["weight"]
+    assert heat[int(60 * s), int(60 * s)] > 0.9 and weight[int(60 * s), int(60 * s)] == 1
+    assert weight[int(60 * s), int(160 * s)] == 0  # an unlabelled cell: neither centre nor not
+    assert weight[2, 2] == 1 and heat[2, 2] < 0.01  # bare slide: no centre
 
 
 def test_training_subcommand_writes_loadable_weights(tmp_path):
@@ -44,10 +86,18 @@ def test_training_subcommand_writes_loadable_weights(tmp_path):
                  "--size", "48"]) == 0
     from safetensors.torch import load_file
 
-    assert "head.weight" in load_file(str(out))
+    assert load_file(str(out))["head.weight"].shape[0] == 1
     load_segmenter(out)
     labels = segment_learned(smear([(100, 120)], 30), diameter=60, weights=out)
     assert labels.shape == (200, 240) and labels.dtype == np.int32
+
+
+def test_training_without_data_is_one_line_error(tmp_path, capsys):
+    from reddino_train.cli import main
+
+    assert main(["segmenter", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "data folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_weights_is_one_line_error(tmp_path):
@@ -63,6 +113,7 @@ def test_shipped_weights_load_with_safetensors():
     from safetensors.torch import load_file
 
     state = load_file(str(WEIGHTS))
+    assert state["head.weight"].shape[0] == 1
     assert sum(v.numel() for v in state.values()) < 1_000_000
     assert WEIGHTS.stat().st_size < 5_000_000
 
@@ -84,3 +135,15 @@ def test_isolated_cell_is_one_mask_at_any_scale(r):
     centres = [(shape[0] // 2, shape[1] // 2)]
     labels, _ = segment_cells(smear(centres, r, shape), "learned", diameter=2 * r)
     assert len(np.unique(labels[labels > 0])) == 1
+
+
+def test_two_centres_split_a_convex_pair_of_heavily_overlapping_cells():
+    """Two cells a third of a diameter apart make a convex blob of 1.4 cells' area: the distance-transform
+    rule keeps it whole (it could be one large cell), two learned centres split it."""
+    from napari_reddino.segment.threshold import threshold_objects
+
+    pair = smear([(100, 112), (100, 128)], 25)
+    labels, _ = threshold_objects(pair, 50)
+    assert labels[100, 100] == labels[100, 140]
+    labels, _ = threshold_objects(pair, 50, centres=lambda rgb, stats, d: np.array([(100, 112), (100, 128)]))
+    assert labels[100, 100] and labels[100, 140] and labels[100, 100] != labels[100, 140]

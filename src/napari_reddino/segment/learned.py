@@ -1,17 +1,21 @@
-"""A small learned segmenter (``backend="learned"``): a U-Net on stain optical density at a fixed cell scale.
+"""The learned segmenter (``backend="learned"``): the threshold segmenter with its cell markers found by a
+small U-Net trained on labelled cell centres.
 
-1. Scale: the red-cell diameter is measured by the threshold module (:func:`estimate_image_diameter`) and the
-   image is resized so that a red cell is ``TARGET_DIAMETER`` px across: one network serves 30 to 130 px cells.
+Most of the threshold segmenter's errors on other labs' crowded fields are merges: two overlapping cells
+make one distance-transform peak, or a peak in their overlap. A network that has seen labelled centres puts one
+marker in each cell (``benchmarks/results_segment.md`` has both backends side by side).
+
+1. Scale: the image is resized so that a red cell (the threshold module's measured diameter) is
+   ``TARGET_DIAMETER`` px across: one network serves 30 to 130 px cells.
 2. Stain: the network sees the optical density (OD) against the slide's own background, not RGB, so lamp
    brightness and camera white balance drop out.
-3. The network predicts a foreground probability and, per pixel, the distance to its own cell's edge
-   divided by that cell's largest such distance (1 at every cell's centre, 0 at its boundary, also where two
-   cells overlap). Instances: one marker per connected region of high distance, a watershed on the distance
-   inside the foreground, labels resized back to the image.
+3. The network predicts, per pixel, how likely it is a cell's centre (red or white cell); markers are the
+   local maxima above ``min_probability``, then :func:`~napari_reddino.segment.threshold.threshold_objects`
+   does the rest (its rules hold: an isolated convex cell is never split, a nucleus is one marker); a centre
+   on an open central pallor also fills that pallor.
 
 Weights (``segmenter.safetensors`` beside this file, or ``weights=PATH``) are read with safetensors only; the
-training recipe (synthetic fields composed from the threshold segmenter's isolated cells, no labels) is
-``reddino-train segmenter``. Object types come afterwards from :mod:`napari_reddino.segment.types`.
+training recipe is ``reddino-train segmenter`` (the training half of the labelled sources).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from napari_reddino.images import InputError, to_rgb_float
 
 TARGET_DIAMETER = 24.0  # px: the red-cell diameter the network works at
 OD_SCALE = 2.0  # network input = OD * OD_SCALE (red cells' green OD is about 0.2-0.5)
+CENTRE_SIGMA = 0.12  # of the diameter: the width of a centre's peak in the training target
 WEIGHTS = Path(__file__).with_name("segmenter.safetensors")
 CHANNELS = (16, 32, 64)
 
 
 def build_unet(channels=CHANNELS):
-    """A three-level U-Net: 3 OD channels in, 2 out (foreground logit, distance logit)."""
+    """A three-level U-Net: 3 OD channels in, 1 out (the centre logit)."""
     from napari_reddino._torch_runtime import import_torch
 
     torch = import_torch()
@@ -46,7 +51,7 @@ def build_unet(channels=CHANNELS):
             self.enc1, self.enc2, self.mid = block(3, c1), block(c1, c2), block(c2, c3)
             self.up2, self.dec2 = nn.ConvTranspose2d(c3, c2, 2, stride=2), block(2 * c2, c2)
             self.up1, self.dec1 = nn.ConvTranspose2d(c2, c1, 2, stride=2), block(2 * c1, c1)
-            self.head = nn.Conv2d(c1, 2, 1)
+            self.head = nn.Conv2d(c1, 1, 1)
 
         def forward(self, x):
             e1 = self.enc1(x)
@@ -73,12 +78,26 @@ def load_segmenter(weights=None):
     key = (str(path.resolve()), path.stat().st_mtime)
     if key not in _CACHE:
         state = load_file(str(path))
+        if state["head.weight"].shape[0] != 1:
+            raise InputError(f"Received learned-segmenter weights {str(path)!r} of an older format; accepted: a "
+                             "centre network written by `reddino-train segmenter`.")
         channels = tuple(int(state[f"{k}.0.weight"].shape[0]) for k in ("enc1", "enc2", "mid"))
         net = build_unet(channels)
         net.load_state_dict(state)
         _CACHE.clear()
         _CACHE[key] = net.eval()
     return _CACHE[key]
+
+
+def to_network_scale(rgb: np.ndarray, diameter: float) -> tuple[np.ndarray, float]:
+    """``(rgb resized so a red cell is TARGET_DIAMETER px across, the scale factor)``."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = TARGET_DIAMETER / float(diameter)
+    size = (max(8, int(round(w * s))), max(8, int(round(h * s))))
+    small = cv2.resize(rgb.astype(np.float32), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return small, s
 
 
 def network_input(rgb: np.ndarray, background) -> np.ndarray:
@@ -88,8 +107,8 @@ def network_input(rgb: np.ndarray, background) -> np.ndarray:
     return np.ascontiguousarray((optical_density(rgb, background) * OD_SCALE).transpose(2, 0, 1))
 
 
-def predict(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability and normalised distance for a (3, H, W) input (padded to a multiple of 4)."""
+def centre_probability(net, x: np.ndarray) -> np.ndarray:
+    """Per-pixel centre probability for a (3, H, W) input (padded to a multiple of 4)."""
     from napari_reddino._torch_runtime import import_torch
 
     torch = import_torch()
@@ -97,46 +116,47 @@ def predict(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ph, pw = (-h) % 4, (-w) % 4
     x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 4 else "edge")
     with torch.inference_mode():
-        out = net(torch.from_numpy(x)[None]).numpy()[0, :, :h, :w]
-    return 1 / (1 + np.exp(-out[0])), 1 / (1 + np.exp(-out[1]))
+        out = net(torch.from_numpy(x)[None]).numpy()[0, 0, :h, :w]
+    return 1 / (1 + np.exp(-out))
 
 
-def instances(fg: np.ndarray, dist: np.ndarray, fg_threshold=0.5, marker_threshold=0.5) -> np.ndarray:
-    """Labels from the two maps: markers where the distance is high, watershed on -distance in the
-    foreground; a foreground region without a marker is one object."""
-    from scipy import ndimage
-    from skimage.segmentation import watershed
-
-    mask = fg > fg_threshold
-    markers, n = ndimage.label(mask & (dist > marker_threshold))
-    labels = watershed(-dist, markers, mask=mask) if n else np.zeros(fg.shape, np.int32)
-    rest, _ = ndimage.label(mask & (labels == 0))
-    labels = np.where(rest > 0, rest + labels.max(), labels)
-    return labels.astype(np.int32)
-
-
-def segment_learned(image, diameter=None, stats=None, weights=None, min_area: float = 0.04,
-                    fg_threshold: float = 0.5, marker_threshold: float = 0.5) -> np.ndarray:
-    """int32 labels of every object (0 = background). ``diameter``: the red-cell diameter in px (None or
-    "auto": measured); ``stats``: the image's :class:`StainStats` (measured when None)."""
+def peaks(prob: np.ndarray, min_probability: float = 0.3, spacing: float = 0.25) -> np.ndarray:
+    """(N, 2) (y, x) local maxima of ``prob`` above ``min_probability``, at least ``spacing`` diameters apart
+    (at the network's scale)."""
     import cv2
 
-    from napari_reddino.segment.threshold import estimate_image_diameter, is_auto, relabel, stain_stats
+    from scipy import ndimage
+
+    prob = np.asarray(prob, np.float32)
+    k = 2 * max(1, int(round(spacing * TARGET_DIAMETER))) + 1
+    top = (prob == cv2.dilate(prob, np.ones((k, k), np.uint8))) & (prob >= min_probability)
+
+    lab, n = ndimage.label(top, structure=np.ones((3, 3)))  # a plateau is one peak
+    if n == 0:
+        return np.zeros((0, 2))
+    return np.asarray(ndimage.center_of_mass(top, lab, np.arange(1, n + 1)), float).reshape(-1, 2)
+
+
+def predict_centres(rgb, stats, diameter, weights=None, min_probability: float = 0.3) -> np.ndarray:
+    """(N, 2) (y, x) cell centres in ``rgb`` (full resolution) found by the network."""
+    small, s = to_network_scale(to_rgb_float(rgb), diameter)
+    prob = centre_probability(load_segmenter(weights), network_input(small, stats.background))
+    return (peaks(prob, min_probability) + 0.5) / s - 0.5
+
+
+def segment_learned(image, diameter=None, stats=None, weights=None, min_probability: float = 0.3,
+                    **threshold_opts) -> np.ndarray:
+    """int32 labels of every object (0 = background). ``diameter``: the red-cell diameter in px (None or
+    "auto": measured); ``stats``: the image's :class:`StainStats` (measured when None); other options as
+    :func:`~napari_reddino.segment.threshold.segment_threshold`."""
+    from napari_reddino.segment.threshold import estimate_image_diameter, is_auto, threshold_objects
 
     rgb = to_rgb_float(image)
-    h, w = rgb.shape[:2]
     if diameter is None or is_auto(diameter):
         stats, diameter = estimate_image_diameter(rgb)
-    stats = stats or stain_stats(rgb)
-    if not np.isfinite(stats.threshold):
-        return np.zeros((h, w), np.int32)
-    s = TARGET_DIAMETER / float(diameter)
-    size = (max(8, int(round(w * s))), max(8, int(round(h * s))))
-    small = cv2.resize(rgb.astype(np.float32), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    fg, dist = predict(load_segmenter(weights), network_input(small, stats.background))
-    labels = instances(fg, dist, fg_threshold, marker_threshold)
-    labels = cv2.resize(labels.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-    cell_area = np.pi * (float(diameter) / 2) ** 2
-    sizes = np.bincount(labels.ravel())
-    labels[sizes[labels] < min_area * cell_area] = 0
-    return relabel(labels)
+    load_segmenter(weights)  # a missing file fails here, before any work
+
+    def centres(rgb, stats, diameter):
+        return predict_centres(rgb, stats, diameter, weights, min_probability)
+
+    return threshold_objects(rgb, diameter, stats, centres=centres, **threshold_opts)[0]

@@ -12,8 +12,9 @@ Everything is found from the image itself:
    clumps' outlines in a crowded field). Every size below is a fraction of it.
 4. Central pallor filled; small purple objects at a cell's edge (platelets)
    cut off as their own objects.
-5. Touching cells split by a watershed on the distance transform, one marker per expected cell; a white
-   cell's nucleus is one marker; an isolated convex cell is never split.
+5. Touching cells split by a watershed on the distance transform, one marker per expected cell (a
+   distance-transform peak, or a centre the learned segmenter found); a white cell's nucleus is one marker;
+   an isolated convex cell is never split.
 
 What each object is (red cell, white cell, platelet, cluster, artefact) is decided afterwards, from colour
 and shape, by :mod:`napari_reddino.segment.types` for any backend.
@@ -264,8 +265,10 @@ def segment_threshold(image, diameter: float | str | None = "auto", stats: Stain
 
 
 def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min_area=0.04,
-                      marker_distance=0.4, marker_height=0.35) -> tuple[np.ndarray, float]:
-    """:func:`segment_threshold`, returning ``(labels, diameter)``."""
+                      marker_distance=0.4, marker_height=0.35, centres=None) -> tuple[np.ndarray, float]:
+    """:func:`segment_threshold`, returning ``(labels, diameter)``. ``centres``: a function
+    ``(rgb, stats, diameter) -> (N, 2) (y, x)`` giving the cells' centres (the learned segmenter's), whose
+    small discs replace the distance-transform peaks as the red cells' markers."""
     import cv2
     from scipy import ndimage
 
@@ -289,6 +292,9 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     foreground = _drop_small(foreground, min_area * cell_area)
     if not foreground.any():
         return empty, diameter
+    found = None if centres is None else np.asarray(centres(rgb, stats, diameter), float).reshape(-1, 2)
+    if found is not None:
+        foreground |= _pallor_at(found, foreground, diameter)
 
     # small purple objects at the edge of a cell (platelets) become objects of their own
     platelets = _edge_platelets(purple & foreground, foreground, 0.35 * cell_area)
@@ -296,10 +302,12 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
 
     dist = cv2.distanceTransform(body.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     blobs, n = ndimage.label(body)
-    # one marker per distance-transform peak (a plateau is one peak), far enough inside a cell
-    size = 2 * max(1, int(radius * marker_distance)) + 1
-    local_max = cv2.dilate(dist, np.ones((size, size), np.uint8))
-    peaks = (dist == local_max) & (dist >= radius * marker_height)
+    # one marker per distance-transform peak (a plateau is one peak) far enough inside a cell, or per centre
+    if centres is None:
+        size = 2 * max(1, int(radius * marker_distance)) + 1
+        peaks = (dist == cv2.dilate(dist, np.ones((size, size), np.uint8))) & (dist >= radius * marker_height)
+    else:
+        peaks = _centre_discs(found, body.shape, 0.12 * diameter) & body
     # a white cell's nucleus is one marker: its lobes (up to 0.3 diameters apart) are one group, sized
     # together (each lobe of a neutrophil is smaller than the least nucleus), and no red-cell peak lies
     # within 0.35 diameters of it (the cytoplasm between lobes is a distance-transform peak too)
@@ -317,7 +325,10 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     peaks &= ~_streaks(blobs, n, dist, diameter)
     markers, n_peaks = ndimage.label(peaks, structure=np.ones((3, 3)))
     markers[nuclei] = groups[nuclei] + n_peaks
-    labels = _split(blobs, n, markers, dist, cell_area, nuclei)
+    # a convex blob of up to 1.4 cells' area is one cell, whatever its distance-transform peaks; learned
+    # centres are trusted from 1.15 cells' area up (two heavily overlapping cells make a convex blob)
+    convex_cells = 1.4 if found is None else 1.15
+    labels = _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells)
     labels = _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_height)
     if platelets.any():
         pl, n_pl = ndimage.label(platelets)
@@ -326,6 +337,38 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     sizes = np.bincount(labels.ravel())
     labels[sizes[labels] < min_area * cell_area] = 0
     return relabel(labels), diameter
+
+
+def _pallor_at(yx, foreground, diameter) -> np.ndarray:
+    """Discs of a quarter diameter at the centres that lie on slide yet are ringed by stain (at least 60% of
+    the ring from 0.25 to 0.45 diameters): a central pallor whose rim is open on one side, which
+    :func:`fill_holes` cannot fill."""
+    import cv2
+
+    h, w = foreground.shape
+    r_in, r_out = max(1, int(round(0.25 * diameter))), max(2, int(round(0.45 * diameter)))
+    yy, xx = np.mgrid[-r_out:r_out + 1, -r_out:r_out + 1]
+    rr = np.hypot(yy, xx)
+    ring = (rr > r_in) & (rr <= r_out)
+    out = np.zeros((h, w), np.uint8)
+    padded = np.pad(foreground, r_out)
+    for y, x in np.round(yx).astype(int):
+        if not (0 <= y < h and 0 <= x < w) or foreground[y, x]:
+            continue
+        window = padded[y:y + 2 * r_out + 1, x:x + 2 * r_out + 1]
+        if window[ring].mean() >= 0.6:
+            cv2.circle(out, (int(x), int(y)), r_in, 1, -1)
+    return out.astype(bool)
+
+
+def _centre_discs(yx, shape, radius) -> np.ndarray:
+    import cv2
+
+    out = np.zeros(shape, np.uint8)
+    for y, x in np.round(np.asarray(yx, float).reshape(-1, 2)).astype(int):
+        if 0 <= y < shape[0] and 0 <= x < shape[1]:
+            cv2.circle(out, (int(x), int(y)), max(1, int(radius)), 1, -1)
+    return out.astype(bool)
 
 
 def _ellipse(radius):
@@ -403,9 +446,9 @@ def _edge_platelets(purple_fg, foreground, max_pixels):
     return lut[lab]
 
 
-def _split(blobs, n, markers, dist, cell_area, nuclei):
+def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4):
     """Blobs with one marker stay whole; the others are split by a watershed on the distance transform,
-    except an isolated convex cell (solidity ≥ 0.95, at most 1.4 cells' area), which stays one."""
+    except an isolated convex cell (solidity ≥ 0.95, at most ``convex_cells`` cells' area), which stays one."""
     from skimage.segmentation import watershed
 
     has = markers > 0
@@ -423,7 +466,7 @@ def _split(blobs, n, markers, dist, cell_area, nuclei):
         convex = []
         for p in regionprops(blobs):
             if per_blob[p.label] >= 2 and not with_nucleus[p.label] and p.solidity >= 0.95 \
-                    and p.area <= 1.4 * cell_area:
+                    and p.area <= convex_cells * cell_area:
                 convex.append(p.label)
         per_blob[convex] = 1
     multi = per_blob[blobs] >= 2

@@ -1,24 +1,25 @@
-"""``reddino-train segmenter``: train the plugin's learned segmenter on synthetic smears (no labels)."""
+"""``reddino-train segmenter``: train the plugin's learned segmenter (its centre network) on labelled smears."""
 
 from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "segmenter", help="train the learned segmenter (napari-reddino --backend learned) on synthetic smears",
-        description="Find isolated cells in the training images with the threshold segmenter, compose "
-                    "synthetic fields from them with exact overlap ground truth and fit the U-Net. No labels "
-                    "are read. Default images: the odd-index images of each benchmark source under --data.",
-        epilog="example: OMP_NUM_THREADS=1 reddino-train segmenter --data ../shared/data --out "
+        "segmenter", help="train the learned segmenter (napari-reddino --backend learned) on labelled smears",
+        description="Measure each training image as the plugin does (stain, red-cell diameter), resize it so a "
+                    "red cell is 24 px across and fit the U-Net to find the labelled red- and white-cell "
+                    "centres. Training images: the odd-index images of each labelled source under --data "
+                    "(the segmentation benchmark scores the even ones).",
+        epilog="example: reddino-train segmenter --data ../shared/data --threads 2 --out "
                "src/napari_reddino/segment/segmenter.safetensors")
-    p.add_argument("images", nargs="*", help="training images (default: the benchmark's training half of --data)")
-    p.add_argument("--data", default=None, help="data folder with chula-rbc-12, bccd, txl-pbc")
-    p.add_argument("--per-source", type=int, default=60, help="training images per source (default 60)")
-    p.add_argument("--synthetic", action="store_true", help="use a bank of generated discs (a smoke run)")
+    p.add_argument("--data", default=None, help="data folder with chula-rbc-12, bccd, txl-pbc (any of them)")
+    p.add_argument("--sources", default="chula,bccd,pbc,raabin", help="comma-separated (default: all four)")
+    p.add_argument("--per-source", type=int, default=None, help="at most this many training images per source")
+    p.add_argument("--synthetic", action="store_true", help="generated discs instead of data (a smoke run)")
     p.add_argument("--out", required=True, help="safetensors file to write")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--size", type=int, default=96, help="field side in px at the network scale")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=96, help="crop side in px at the network scale")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -27,24 +28,36 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     import time
+    from pathlib import Path
+
+    import numpy as np
 
     from napari_reddino.images import InputError
 
-    from ..segmenter.synth import cell_bank, disc_bank, training_items
+    from ..data.smears import SOURCES, source_items, training_half
+    from ..segmenter.fields import labelled_field, synthetic_field
     from ..segmenter.train import train_segmenter
 
     t0 = time.time()
+    fields = {}
     if args.synthetic:
-        bank = disc_bank(seed=args.seed)
+        rng = np.random.default_rng(args.seed)
+        fields["synthetic"] = [labelled_field(*synthetic_field(rng)) for _ in range(4)]
     else:
-        images = args.images or (training_items(args.data, max_per_source=args.per_source) if args.data else [])
-        if not images:
-            raise InputError("Received no training images; accepted: image files, --data FOLDER or --synthetic.")
-        bank = cell_bank(images, seed=args.seed)
-        print(f"cell bank: {len(bank)} cells from {len(images)} images ({time.time() - t0:.0f} s)", flush=True)
-    if not bank:
-        raise InputError("Received images without isolated cells; accepted: stained smears.")
-    loss = train_segmenter(bank, args.out, steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+        bad = [s for s in sources if s not in SOURCES]
+        if bad or not args.data or not Path(args.data).is_dir():
+            raise InputError(f"Received --data {args.data!r} and sources {args.sources!r}; accepted: a data folder "
+                             f"holding chula-rbc-12, bccd or txl-pbc and sources among {', '.join(SOURCES)}, "
+                             "or --synthetic.")
+        for src in sources:
+            items = training_half(list(source_items(args.data, src)))[: args.per_source]
+            fields[src] = [labelled_field(path, centres, boxes) for path, centres, boxes in items]
+            print(f"{src}: {len(fields[src])} training images ({time.time() - t0:.0f} s)", flush=True)
+    if not any(fields.values()):
+        raise InputError(f"Received no labelled images under {args.data!r}; accepted: chula-rbc-12/labels, "
+                         "bccd/Annotations or txl-pbc/labels beside their images.")
+    loss = train_segmenter(fields, args.out, steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
                            seed=args.seed, threads=args.threads)
     print(f"wrote {args.out} (loss {loss:.4f}, {time.time() - t0:.0f} s)")
     return 0

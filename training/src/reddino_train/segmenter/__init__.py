@@ -1,3 +1,3 @@
-"""Training of the plugin's learned segmenter (``napari_reddino.segment.learned``) without any labels:
-:mod:`.synth` composes smear fields from the threshold segmenter's isolated cells with exact overlap ground
-truth, :mod:`.train` fits the U-Net on them and writes safetensors weights."""
+"""Training of the plugin's learned segmenter (``napari_reddino.segment.learned``): :mod:`.fields` turns
+labelled smears into network inputs and centre targets at the network's scale, :mod:`.train` fits the U-Net on
+random crops of them and writes safetensors weights."""

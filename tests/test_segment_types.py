@@ -119,17 +119,18 @@ def test_scale_bar_and_text_are_artefacts():
     assert all(t in ("artefact", "background") for t in glyphs)
 
 
-def test_same_smear_resized_gives_the_same_count():
+@pytest.mark.parametrize("backend", ["learned", "threshold"])
+def test_same_smear_resized_gives_the_same_count(backend):
     from PIL import Image
 
     image, _, _ = synthetic_smear(seed=4)
-    labels, table = segment_cells(image)
+    labels, table = segment_cells(image, backend)
     n = int((table["type"] == "rbc").sum())
     assert n > 50
     for factor in (0.5, 2, 3):
         h, w = image.shape[:2]
         resized = np.asarray(Image.fromarray(image).resize((int(w * factor), int(h * factor)), Image.BILINEAR))
-        _, t = segment_cells(resized)
+        _, t = segment_cells(resized, backend)
         assert abs(int((t["type"] == "rbc").sum()) - n) <= 0.05 * n, factor
         assert t.attrs["diameter"] == pytest.approx(table.attrs["diameter"] * factor, rel=0.1)
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from napari_reddino._progress import Progress
 from napari_reddino.images import InputError, to_rgb_uint8
+from napari_reddino.segment import DEFAULT_BACKEND
 from napari_reddino.segment.types import ANALYSED_DEFAULT
 
 STEPS = ("segment", "embed", "pca", "umap")
@@ -21,7 +22,7 @@ STEPS = ("segment", "embed", "pca", "umap")
 
 @dataclass
 class PipelineOptions:
-    backend: str = "threshold"
+    backend: str = DEFAULT_BACKEND
     diameter: float | None = None
     drop_border: bool = False
     model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)

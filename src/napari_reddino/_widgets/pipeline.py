@@ -11,7 +11,7 @@ from napari.utils.notifications import show_info
 
 from napari_reddino._widgets._common import (
     StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
-from napari_reddino.segment import BACKENDS
+from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     import napari
@@ -29,7 +29,7 @@ class PipelineWidget(StepWidget):
         from napari_reddino.models import default_spec
 
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
-        self.backend = ComboBox(label="segmentation", choices=list(BACKENDS), value="threshold")
+        self.backend = ComboBox(label="segmentation", choices=list(BACKENDS), value=DEFAULT_BACKEND)
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
         self.drop_border = CheckBox(label="drop cells touching the border", value=False)
         self.model = LineEdit(label="model", value=default_spec())

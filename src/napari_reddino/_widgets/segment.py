@@ -11,7 +11,7 @@ from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
     StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
-from napari_reddino.segment import BACKENDS
+from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     import napari
@@ -24,9 +24,9 @@ class SegmentWidget(StepWidget):
         super().__init__(napari_viewer)
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
         self.backend = ComboBox(label="method", choices=list(BACKENDS),
-                                value="threshold")
-        self.backend.tooltip = ("threshold: stain colour + watershed, no weights, fast; learned: the shipped small "
-                                "U-Net at the measured cell scale; cellpose: Cellpose-SAM")
+                                value=DEFAULT_BACKEND)
+        self.backend.tooltip = ("learned (default): the stain pipeline with cell centres from the shipped small "
+                                "U-Net; threshold: stain colour + watershed, no weights; cellpose: Cellpose-SAM")
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
         self.diameter.tooltip = ("Red-cell diameter in pixels. 0 = measured from the image (works from about 30 "
                                  "to 130 px); the value found is shown after segmenting.")

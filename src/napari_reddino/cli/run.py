@@ -9,7 +9,7 @@ from pathlib import Path
 from napari_reddino.cli import UsageError
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.segment import add_diameter_argument
-from napari_reddino.segment import BACKENDS
+from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--sample", nargs="?", const="auto", choices=["auto", "chula", "synthetic"],
                    help="use a sample smear (auto: the real Chula-RBC-12 smear if available, else synthetic)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", default="threshold", choices=BACKENDS)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     add_diameter_argument(p)
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])

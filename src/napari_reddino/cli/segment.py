@@ -7,15 +7,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from napari_reddino.segment import BACKENDS
+from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment cells → labels TIFF + cells CSV", description=__doc__)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--backend", choices=BACKENDS, default="threshold",
-                   help="threshold: stain colour + watershed, no weights (default); learned: the shipped small "
-                        "U-Net (see README); cellpose: Cellpose-SAM")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help="learned (default): the stain pipeline with cell centres from the shipped small U-Net "
+                        "(see README); threshold: stain colour + watershed, no weights; cellpose: Cellpose-SAM")
     p.add_argument("--out", required=True, help="output folder")
     add_diameter_argument(p)
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")

@@ -1,7 +1,8 @@
 """Cell segmentation: an image in, one integer label per cell out (0 = background).
 
-Backends: ``"threshold"`` (stain colour + watershed; no weights, CPU-fast), ``"learned"`` (a small U-Net at the
-measured cell scale, :mod:`napari_reddino.segment.learned`) and ``"cellpose"`` (Cellpose 4 /
+Backends: ``"learned"`` (the default: the threshold pipeline with cell markers from a small shipped U-Net that
+finds cell centres at the measured cell scale, :mod:`napari_reddino.segment.learned`), ``"threshold"`` (stain
+colour + distance-transform watershed; no weights, no torch) and ``"cellpose"`` (Cellpose 4 /
 Cellpose-SAM; see :mod:`napari_reddino.segment.cellpose`). Images larger than ``tile_size`` are cut into
 overlapping tiles: each tile keeps the cells whose centre lies in its own core, so every cell is taken
 whole from exactly one tile, and only one tile is in memory as float at a time (the input may be a
@@ -15,15 +16,16 @@ import numpy as np
 from napari_reddino._progress import Progress, run
 from napari_reddino.images import InputError, channel_axis
 
-BACKENDS = ("threshold", "cellpose", "learned")
+BACKENDS = ("learned", "threshold", "cellpose")
+DEFAULT_BACKEND = "learned"  # the benchmark's best on every source (README §1, benchmarks/results_segment.md)
 
 
-def segment(image, backend: str = "threshold", **opts) -> np.ndarray:
+def segment(image, backend: str = DEFAULT_BACKEND, **opts) -> np.ndarray:
     """Segment ``image`` and return int32 labels; see :func:`iter_segment` for the options."""
     return run(iter_segment(image, backend, **opts))
 
 
-def iter_segment(image, backend: str = "threshold", tile_size: int = 2048, tile_overlap: int | None = None,
+def iter_segment(image, backend: str = DEFAULT_BACKEND, tile_size: int = 2048, tile_overlap: int | None = None,
                  **opts):
     """Progress generator: yields :class:`Progress`, returns int32 labels of the image's height and width.
 
@@ -94,12 +96,12 @@ def _strided(image, step):
     return np.asarray(image[::step, ::step]) if channel_axis(image) != 0 else np.asarray(image[:, ::step, ::step])
 
 
-def segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
+def segment_cells(image, backend: str = DEFAULT_BACKEND, drop_border: bool = False, **opts):
     """Non-generator :func:`iter_segment_cells`."""
     return run(iter_segment_cells(image, backend, drop_border, **opts))
 
 
-def iter_segment_cells(image, backend: str = "threshold", drop_border: bool = False, **opts):
+def iter_segment_cells(image, backend: str = DEFAULT_BACKEND, drop_border: bool = False, **opts):
     """Segmentation as the dock, the CLI and the pipeline want it (progress generator): returns ``(labels,
     table)`` with border cells optionally dropped (labels renumbered 1..N) and the per-cell table of
     :func:`napari_reddino.cells.cell_table` plus each object's ``type`` and ``border`` flag

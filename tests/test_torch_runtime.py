@@ -26,6 +26,9 @@ ENTRY = {  # how each of the plugin's entry points reaches torch first
             "p = argparse.ArgumentParser(prog='t'); s = p.add_subparsers(dest='command')\n"
             f"s.add_parser('embed').set_defaults(func=lambda a: exec({TINY_STEP!r}))\n"
             "assert dispatch(p, ['embed']) == 0\n"),
+    "segment": ("from napari_reddino.sample_data import synthetic_smear\nfrom napari_reddino.segment import segment_cells\n"
+                "labels, table = segment_cells(synthetic_smear(0, shape=(120, 160))[0])\n"  # the default: learned
+                "assert (table['type'] == 'rbc').sum() > 0\n" + TINY_STEP),
     "widget": ("from types import SimpleNamespace\nfrom napari_reddino._widgets._common import StepWidget\n"
                f"def work():\n    exec({TINY_STEP!r})\n    return 'done'\n    yield\n"
                "gen = StepWidget._guarded_work(SimpleNamespace(work=work))\n"

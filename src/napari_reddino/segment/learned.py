@@ -69,6 +69,9 @@ _CACHE: dict = {}
 
 def load_segmenter(weights=None):
     """The U-Net with ``weights`` (default: the shipped file), in eval mode; built once per file."""
+    from napari_reddino._torch_runtime import import_torch
+
+    import_torch()  # before safetensors.torch imports torch (triton hidden inside napari)
     from safetensors.torch import load_file
 
     path = Path(weights) if weights else WEIGHTS

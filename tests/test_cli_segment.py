@@ -65,3 +65,14 @@ def test_console_script_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "napari_reddino.cli", "segment", str(tmp_path / "nope.jpg"),
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_learned_backend_uses_the_weights_given(smear_files, tmp_path, capsys):
+    """--weights names the learned segmenter's file too; a missing one is a one-line error, not the shipped
+    weights used silently."""
+    image = str(smear_files / "smear0.png")
+    assert main(["segment", image, "--backend", "learned", "--weights", str(tmp_path / "absent.safetensors"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "absent.safetensors" in err and "reddino-train segmenter" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "smear0_labels.tif").exists()

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
     cp = p.add_argument_group("cellpose")
     cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
-    cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model)")
+    cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model); with --backend learned, a "
+                    "segmenter file written by `reddino-train segmenter` (default: the shipped one)")
     cp.add_argument("--download", action="store_true", help="download the named model if it is missing")
     cp.add_argument("--flow-threshold", type=float, default=0.4)
     cp.add_argument("--cellprob-threshold", type=float, default=0.0)
@@ -59,6 +60,8 @@ def segment_options(args) -> dict:
         opts.update(model=args.model, weights=args.weights, download=args.download, device=args.device,
                     precision=args.precision, flow_threshold=args.flow_threshold,
                     cellprob_threshold=args.cellprob_threshold, min_size=args.min_size)
+    elif args.backend == "learned" and args.weights:
+        opts["weights"] = args.weights
     return opts
 
 

@@ -91,3 +91,18 @@ def test_cell_positions_match_the_full_table(two_cells):
     full, light = cell_table(labels, image), cell_positions(labels)
     assert list(light.columns) == ["label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
     assert (full[light.columns].to_numpy() == light.to_numpy()).all()
+
+
+def test_eccentricity_matches_skimage_for_every_region():
+    from skimage.measure import regionprops_table
+
+    from napari_reddino.cells import eccentricity
+
+    labels = np.zeros((60, 80), np.int32)
+    yy, xx = np.indices(labels.shape)
+    labels[((yy - 20) / 12) ** 2 + ((xx - 20) / 6) ** 2 <= 1] = 1  # an upright ellipse
+    labels[np.hypot(yy - 40, xx - 60) <= 10] = 3  # a disc (id 2 absent)
+    labels[50:52, 5:40] = 4  # a thin bar
+    labels[5, 70] = 5  # one pixel
+    ref = regionprops_table(labels, properties=["label", "eccentricity"])
+    np.testing.assert_allclose(eccentricity(labels, ref["label"]), ref["eccentricity"], atol=1e-6)

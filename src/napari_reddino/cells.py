@@ -34,8 +34,7 @@ def cell_table(labels, image=None) -> pd.DataFrame:
     rgb = to_rgb_float(image) if image is not None else None
     if rgb is not None:
         check_labels(labels, rgb.shape)
-    props = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area",
-             "eccentricity", "solidity"]
+    props = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area", "solidity"]
     if rgb is not None:
         props.append("intensity_mean")
     t = regionprops_table(labels, intensity_image=rgb, properties=props)
@@ -45,11 +44,30 @@ def cell_table(labels, image=None) -> pd.DataFrame:
         "bbox_y0": t["bbox-0"], "bbox_x0": t["bbox-1"], "bbox_y1": t["bbox-2"], "bbox_x1": t["bbox-3"],
         "area": t["area"], "perimeter": t["perimeter"],
         "equivalent_diameter": t["equivalent_diameter_area"],
-        "eccentricity": t["eccentricity"], "solidity": t["solidity"],
+        "eccentricity": eccentricity(labels, t["label"]), "solidity": t["solidity"],
     })
     for i, c in enumerate("rgb"):
         df[f"mean_{c}"] = t[f"intensity_mean-{i}"] if rgb is not None else np.nan
     return df[TABLE_COLUMNS]
+
+
+def eccentricity(labels, ids) -> np.ndarray:
+    """skimage's ``eccentricity`` (of the ellipse with the same second central moments) for every id at
+    once, from pixel sums: regionprops computes it one region at a time, the slowest measure after solidity."""
+    yy, xx = np.indices(labels.shape, dtype=np.float64)
+    flat = labels.ravel()
+    n = int(labels.max(initial=0)) + 1
+    ids = np.asarray(ids, np.int64)
+
+    def total(w=None):
+        return np.bincount(flat, weights=None if w is None else w.ravel(), minlength=n)[ids]
+
+    a = np.maximum(total().astype(float), 1)
+    my, mx = total(yy) / a, total(xx) / a
+    cyy, cxx, cxy = total(yy * yy) / a - my ** 2, total(xx * xx) / a - mx ** 2, total(yy * xx) / a - my * mx
+    root = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
+    major, minor = (cyy + cxx) / 2 + root, np.maximum((cyy + cxx) / 2 - root, 0)
+    return np.where(major > 0, np.sqrt(np.clip(1 - minor / np.where(major > 0, major, 1), 0, 1)), 0.0)
 
 
 def cell_positions(labels) -> pd.DataFrame:

@@ -106,3 +106,22 @@ def test_eccentricity_matches_skimage_for_every_region():
     labels[5, 70] = 5  # one pixel
     ref = regionprops_table(labels, properties=["label", "eccentricity"])
     np.testing.assert_allclose(eccentricity(labels, ref["label"]), ref["eccentricity"], atol=1e-6)
+
+
+def test_solidity_matches_skimage_for_every_region():
+    from skimage.measure import regionprops_table
+
+    from napari_reddino.cells import solidity
+
+    labels = np.zeros((70, 90), np.int32)
+    yy, xx = np.indices(labels.shape)
+    labels[((yy - 20) / 12) ** 2 + ((xx - 20) / 7) ** 2 <= 1] = 1  # an ellipse
+    ring = (np.hypot(yy - 40, xx - 60) <= 14) & ~((np.abs(yy - 40) < 4) & (xx > 56))
+    labels[ring] = 3  # a C shape (id 2 absent)
+    labels[(np.hypot(yy - 40, xx - 60) <= 5) & ring] = 6  # a part inside it
+    labels[60:63, 5:40] = 4  # a thin bar
+    labels[5, 80] = 5  # one pixel
+    labels[65:68, 60:63] = 7
+    labels[60:62, 80:85] = 7  # one id, two pieces
+    ref = regionprops_table(labels, properties=["label", "area", "solidity"])
+    np.testing.assert_allclose(solidity(labels, ref["label"], ref["area"]), ref["solidity"], atol=1e-12)

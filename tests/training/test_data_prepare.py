@@ -113,10 +113,11 @@ def test_fixed_size_cell_crops_are_centred_with_context_and_padded(tmp_path):
         run(iter_prepare([tmp_path / "s.png"], tmp_path / "u", patches=False, cells="threshold", cell_size=0))
 
 
-def test_cells_from_the_threshold_segmentation(tmp_path):
+@pytest.mark.parametrize("backend", ["learned", "threshold"])
+def test_cells_from_the_plugins_segmentation(tmp_path, backend):
     image, labels, _ = synthetic_smear(seed=1, shape=(448, 448))
     Image.fromarray(image).save(tmp_path / "s.png")
-    manifest = run(iter_prepare([tmp_path / "s.png"], tmp_path / "t", patches=True, cells="threshold"))
+    manifest = run(iter_prepare([tmp_path / "s.png"], tmp_path / "t", patches=True, cells=backend))
     cells = manifest[manifest.kind == "cell"]
     assert (manifest.kind == "patch").sum() == 4 and len(cells) > 0.5 * labels.max()
     for r in cells.itertuples():  # every crop holds mostly one ground-truth cell

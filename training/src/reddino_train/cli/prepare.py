@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from napari_reddino._progress import run as run_progress
+from napari_reddino.segment import BACKENDS as CELL_BACKENDS
 
 
 def add_parser(subparsers) -> None:
@@ -14,7 +15,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder (manifest.csv, patches/, cells/)")
     p.add_argument("--patches", action="store_true", help="cut patches (the default when --cells is not given)")
-    p.add_argument("--cells", choices=["threshold", "cellpose"], default=None,
+    p.add_argument("--cells", choices=CELL_BACKENDS, default=None,
                    help="also (or only) crop single cells segmented with this backend (cells touching the border "
                         "are skipped; crop = the cell's bounding box, as RedDino)")
     p.add_argument("--cell-size", type=int, default=None,

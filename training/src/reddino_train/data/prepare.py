@@ -16,9 +16,10 @@ import pandas as pd
 from napari_reddino._progress import Progress
 from napari_reddino.cells import padded_crop
 from napari_reddino.images import InputError, expand_inputs, read_image
+from napari_reddino.segment import BACKENDS
 
 MANIFEST_COLUMNS = ["path", "source", "image", "kind", "y0", "x0", "y1", "x1", "label", "class", "foreground"]
-CELL_BACKENDS = ("threshold", "cellpose")
+CELL_BACKENDS = BACKENDS  # the plugin's own segmentation backends
 # Optical density (log10 of local background / pixel, largest over R, G, B) above which a pixel is stained:
 # 0.06 = 13% less light. Looked at on the development data: above JPEG noise and uneven illumination, below
 # the rims of the palest (thalassaemic) cells.
@@ -131,7 +132,8 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
     the resize to the model input. ``append`` keeps the rows of an existing manifest in ``out`` (a set built in
     several runs, each with its own options); rows for the same file are replaced."""
     if not patches and cells is None:
-        raise InputError("Received neither patches nor cells; accepted: --patches and/or --cells threshold|cellpose.")
+        raise InputError("Received neither patches nor cells; accepted: --patches and/or --cells "
+                         f"{'|'.join(CELL_BACKENDS)}.")
     if cells is not None and cells not in CELL_BACKENDS:
         raise InputError(f"Received cells backend {cells!r}; accepted: {', '.join(CELL_BACKENDS)}.")
     if patch_size < 14 or not 0 <= min_foreground <= 1:

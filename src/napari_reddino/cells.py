@@ -51,9 +51,10 @@ def cell_table(labels, image=None) -> pd.DataFrame:
     return df[TABLE_COLUMNS]
 
 
-def eccentricity(labels, ids) -> np.ndarray:
-    """skimage's ``eccentricity`` (of the ellipse with the same second central moments) for every id at
-    once, from pixel sums: regionprops computes it one region at a time, the slowest measure after solidity."""
+def second_moments(labels, ids, pixel_area: bool = False):
+    """``(area, larger, smaller)`` per id: the pixel count and the eigenvalues of the covariance of the
+    pixel coordinates, for every id at once from pixel sums. ``pixel_area`` adds each pixel's own spread
+    (1/12), so a one-pixel object has a size."""
     yy, xx = np.indices(labels.shape, dtype=np.float64)
     flat = labels.ravel()
     n = int(labels.max(initial=0)) + 1
@@ -62,11 +63,20 @@ def eccentricity(labels, ids) -> np.ndarray:
     def total(w=None):
         return np.bincount(flat, weights=None if w is None else w.ravel(), minlength=n)[ids]
 
-    a = np.maximum(total().astype(float), 1)
+    area = total().astype(float)
+    a = np.maximum(area, 1)
     my, mx = total(yy) / a, total(xx) / a
-    cyy, cxx, cxy = total(yy * yy) / a - my ** 2, total(xx * xx) / a - mx ** 2, total(yy * xx) / a - my * mx
+    extra = 1 / 12 if pixel_area else 0.0
+    cyy, cxx = total(yy * yy) / a - my ** 2 + extra, total(xx * xx) / a - mx ** 2 + extra
+    cxy = total(yy * xx) / a - my * mx
     root = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
-    major, minor = (cyy + cxx) / 2 + root, np.maximum((cyy + cxx) / 2 - root, 0)
+    return area, (cyy + cxx) / 2 + root, np.maximum((cyy + cxx) / 2 - root, 0)
+
+
+def eccentricity(labels, ids) -> np.ndarray:
+    """skimage's ``eccentricity`` (of the ellipse with the same second central moments) for every id at
+    once: regionprops computes it one region at a time, the slowest measure after solidity."""
+    _, major, minor = second_moments(labels, ids)
     return np.where(major > 0, np.sqrt(np.clip(1 - minor / np.where(major > 0, major, 1), 0, 1)), 0.0)
 
 

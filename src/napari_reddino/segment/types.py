@@ -81,20 +81,10 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
 
 def _moments(labels, ids):
     """Area and the major/minor axis lengths (of the ellipse with the same second moments) per id."""
-    yy, xx = np.indices(labels.shape, dtype=np.float64)
-    flat = labels.ravel()
-    n = int(labels.max()) + 1
+    from napari_reddino.cells import second_moments
 
-    def s(w=None):
-        return np.bincount(flat, weights=None if w is None else w.ravel(), minlength=n)[ids]
-
-    area = s().astype(float)
-    a = np.maximum(area, 1)
-    my, mx = s(yy) / a, s(xx) / a
-    cyy, cxx, cxy = s(yy * yy) / a - my ** 2 + 1 / 12, s(xx * xx) / a - mx ** 2 + 1 / 12, s(yy * xx) / a - my * mx
-    root = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
-    mean = (cyy + cxx) / 2
-    return area, 4 * np.sqrt(np.maximum(mean + root, 0)), 4 * np.sqrt(np.maximum(mean - root, 0))
+    area, larger, smaller = second_moments(labels, ids, pixel_area=True)
+    return area, 4 * np.sqrt(np.maximum(larger, 0)), 4 * np.sqrt(smaller)
 
 
 def _diameter_from_labels(area: np.ndarray) -> float:

@@ -22,8 +22,8 @@ def labelled_field(image, centres=None, boxes=None) -> dict:
     import cv2
 
     from napari_reddino.images import read_image, to_rgb_float
-    from napari_reddino.segment.learned import network_input, to_network_scale
-    from napari_reddino.segment.threshold import estimate_image_diameter, optical_density
+    from napari_reddino.segment.learned import OD_SCALE, network_input, to_network_scale
+    from napari_reddino.segment.threshold import estimate_image_diameter
 
     rgb = to_rgb_float(read_image(image) if not isinstance(image, np.ndarray) else image)
     stats, d = estimate_image_diameter(rgb)
@@ -44,7 +44,7 @@ def labelled_field(image, centres=None, boxes=None) -> dict:
             axes = (max(1, int(round((x1 - x0) / 2))), max(1, int(round((y1 - y0) / 2))))
             cv2.ellipse(known, (int(round(cx)), int(round(cy))), axes, 0, 0, 360, 1, -1)
     od = network_input(small, stats.background)
-    green = optical_density(small, stats.background)[..., 1]
+    green = od[1] / OD_SCALE
     stained = cv2.dilate((green > 0.5 * stats.threshold).astype(np.uint8), np.ones((5, 5), np.uint8))
     weight = np.maximum(known, 1 - stained)
     heat = centre_heat((h, w), pos)

@@ -147,3 +147,26 @@ def test_two_centres_split_a_convex_pair_of_heavily_overlapping_cells():
     assert labels[100, 100] == labels[100, 140]
     labels, _ = threshold_objects(pair, 50, centres=lambda rgb, stats, d: np.array([(100, 112), (100, 128)]))
     assert labels[100, 100] and labels[100, 140] and labels[100, 100] != labels[100, 140]
+
+
+def test_network_depth_is_read_from_the_weights(tmp_path):
+    """A deeper centre network (``reddino-train segmenter --channels 8,16,32,64``) loads from its file alone
+    and takes any image size (padded to its stride of 8)."""
+    from safetensors.torch import save_file
+
+    from napari_reddino.segment.learned import build_unet, centre_probability, load_segmenter
+
+    path = tmp_path / "deep.safetensors"
+    save_file({k: v.contiguous() for k, v in build_unet((8, 16, 32, 64)).state_dict().items()}, str(path))
+    net = load_segmenter(path)
+    assert net.levels == 3 and net.enc3[0].out_channels == 32 and net.mid[0].out_channels == 64
+    prob = centre_probability(net, np.zeros((3, 37, 50), np.float32))
+    assert prob.shape == (37, 50) and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_bad_channels_option_is_one_line_error(tmp_path, capsys):
+    from reddino_train.cli import main
+
+    assert main(["segmenter", "--synthetic", "--channels", "16", "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--channels" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -179,3 +179,71 @@ def test_centre_on_an_open_pallor_is_inside_its_cell():
     assert without[100, 100] == 0  # the pallor stays slide
     labels, _ = threshold_objects(rgb, 80, centres=lambda rgb, stats, d: np.array([(100.0, 100.0)]))
     assert labels[100, 100] > 0 and labels[100, 100] == labels[100, 70]
+
+
+def test_centre_in_a_pallor_wider_than_the_measured_diameter_fills_it_and_no_further():
+    """BCCD's cells are up to 1.3 of the measured diameter across: their open pallor reaches beyond the
+    ring a fixed fraction of the diameter would look at. The rays from the centre find the rim."""
+    from napari_reddino.segment.threshold import threshold_objects
+
+    h, w = 220, 220
+    yy, xx = np.indices((h, w))
+    rr = np.hypot(yy - 110, xx - 110)
+    g = np.where((rr <= 40) & (rr > 27), 0.35, 0.0)
+    g[(np.abs(yy - 110) < 5) & (xx > 110)] = 0.0  # the rim is open to the right
+    rgb = _od_image(g, (0.1, 1.0, 0.6), (h, w))
+    labels, _ = threshold_objects(rgb, 60, centres=lambda rgb, stats, d: np.array([(110.0, 110.0)]))
+    assert labels[110, 110] > 0 and labels[110, 110] == labels[110, 76] == labels[90, 110]
+    assert labels[110, 160] == 0 and labels[110, 200] == 0  # the gap is bridged, the slide beyond is not filled
+
+
+def _pale_field():
+    """A normal red cell (green OD 0.3), a pale one (0.06, below the 0.1 threshold) and one pale except for a
+    crescent of its rim at 0.15, on a 240x360 slide."""
+    h, w = 240, 360
+    yy, xx = np.indices((h, w))
+    g = np.zeros((h, w))
+    g[np.hypot(yy - 120, xx - 60) <= 30] = 0.3
+    g[np.hypot(yy - 120, xx - 170) <= 30] = 0.06
+    pale = np.hypot(yy - 120, xx - 280) <= 30
+    g[pale] = 0.06
+    g[pale & (xx < 262)] = 0.15
+    return _od_image(g, (0.1, 1.0, 0.6), (h, w))
+
+
+def test_pale_cell_at_a_centre_is_found_whole():
+    """A pale red cell (BCCD) below the foreground threshold, or with only a crescent of its rim above it:
+    where the learned segmenter found its centre it is one object of about its size; a centre on bare slide
+    adds nothing."""
+    from napari_reddino.segment.threshold import StainStats, threshold_objects
+
+    rgb = _pale_field()
+    stats = StainStats(background=np.array([0.92, 0.9, 0.88]), threshold=0.1)
+    without, _ = threshold_objects(rgb, 60, stats)
+    assert without[120, 170] == 0 and without[120, 280] == 0 and without[120, 255] > 0
+    centres = np.array([(120.0, 60.0), (120.0, 170.0), (120.0, 280.0), (40.0, 170.0)])
+    labels, _ = threshold_objects(rgb, 60, stats, centres=lambda rgb, s, d: centres)
+    a, b, c = labels[120, 60], labels[120, 170], labels[120, 280]
+    assert a and b and c and len({a, b, c}) == 3
+    assert labels[120, 255] == c  # the crescent and the rest of its cell are one object
+    disc = np.pi * 30 ** 2
+    assert 0.7 * disc < (labels == b).sum() < 1.3 * disc and 0.7 * disc < (labels == c).sum() < 1.3 * disc
+    assert labels[40, 170] == 0 and len(np.unique(labels[labels > 0])) == 3
+
+
+def test_diameter_of_a_crowded_field_is_not_set_by_its_specks():
+    """A crowded field (BCCD) whose only free blobs are platelets and specks of dust: the red cells' size
+    comes from the clumps, not from the specks."""
+    from napari_reddino.segment.threshold import estimate_image_diameter
+
+    h, w = 480, 640
+    yy, xx = np.indices((h, w))
+    g = np.zeros((h, w))
+    for cy in (75, 240, 405):
+        for cx in range(40, 640, 62):
+            g[np.hypot(yy - cy, xx - cx) <= 40] = 0.3
+    for cx in range(50, 640, 80):
+        g[np.hypot(yy - 158, xx - cx) <= 6] = 0.3
+        g[np.hypot(yy - 322, xx - cx - 40) <= 6] = 0.3
+    _, d = estimate_image_diameter(_od_image(g, (0.1, 1.0, 0.6), (h, w)))
+    assert 60 < d < 100

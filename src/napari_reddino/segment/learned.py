@@ -34,7 +34,8 @@ CHANNELS = (16, 32, 64)
 
 
 def build_unet(channels=CHANNELS):
-    """A three-level U-Net: 3 OD channels in, 1 out (the centre logit)."""
+    """A U-Net with one level per entry of ``channels`` (the last is the bottom): 3 OD channels in, 1 out
+    (the centre logit). Layer names ``enc1.. mid up*/dec* head`` do not depend on the depth."""
     from napari_reddino._torch_runtime import import_torch
 
     torch = import_torch()
@@ -47,19 +48,25 @@ def build_unet(channels=CHANNELS):
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
-            c1, c2, c3 = channels
-            self.enc1, self.enc2, self.mid = block(3, c1), block(c1, c2), block(c2, c3)
-            self.up2, self.dec2 = nn.ConvTranspose2d(c3, c2, 2, stride=2), block(2 * c2, c2)
-            self.up1, self.dec1 = nn.ConvTranspose2d(c2, c1, 2, stride=2), block(2 * c1, c1)
-            self.head = nn.Conv2d(c1, 1, 1)
+            c = tuple(channels)
+            self.levels = len(c) - 1
+            for i in range(1, len(c)):
+                setattr(self, f"enc{i}", block(3 if i == 1 else c[i - 2], c[i - 1]))
+                setattr(self, f"up{i}", nn.ConvTranspose2d(c[i], c[i - 1], 2, stride=2))
+                setattr(self, f"dec{i}", block(2 * c[i - 1], c[i - 1]))
+            self.mid = block(c[-2], c[-1])
+            self.head = nn.Conv2d(c[0], 1, 1)
 
         def forward(self, x):
-            e1 = self.enc1(x)
-            e2 = self.enc2(nn.functional.max_pool2d(e1, 2))
-            m = self.mid(nn.functional.max_pool2d(e2, 2))
-            d2 = self.dec2(torch.cat([self.up2(m), e2], 1))
-            d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-            return self.head(d1)
+            skips = []
+            for i in range(1, self.levels + 1):
+                x = getattr(self, f"enc{i}")(x)
+                skips.append(x)
+                x = nn.functional.max_pool2d(x, 2)
+            x = self.mid(x)
+            for i in range(self.levels, 0, -1):
+                x = getattr(self, f"dec{i}")(torch.cat([getattr(self, f"up{i}")(x), skips[i - 1]], 1))
+            return self.head(x)
 
     return UNet()
 
@@ -84,8 +91,9 @@ def load_segmenter(weights=None):
         if state["head.weight"].shape[0] != 1:
             raise InputError(f"Received learned-segmenter weights {str(path)!r} of an older format; accepted: a "
                              "centre network written by `reddino-train segmenter`.")
-        channels = tuple(int(state[f"{k}.0.weight"].shape[0]) for k in ("enc1", "enc2", "mid"))
-        net = build_unet(channels)
+        levels = sum(1 for k in state if k.startswith("enc") and k.endswith(".0.weight"))
+        channels = tuple(int(state[f"enc{i}.0.weight"].shape[0]) for i in range(1, levels + 1))
+        net = build_unet(channels + (int(state["mid.0.weight"].shape[0]),))
         net.load_state_dict(state)
         _CACHE.clear()
         _CACHE[key] = net.eval()
@@ -111,12 +119,13 @@ def network_input(rgb: np.ndarray, background) -> np.ndarray:
 
 
 def centre_probability(net, x: np.ndarray) -> np.ndarray:
-    """Per-pixel centre probability for a (3, H, W) input (padded to a multiple of 4)."""
+    """Per-pixel centre probability for a (3, H, W) input (padded to a multiple of the network's stride)."""
     from napari_reddino._torch_runtime import import_torch
 
     torch = import_torch()
     _, h, w = x.shape
-    ph, pw = (-h) % 4, (-w) % 4
+    stride = 2 ** getattr(net, "levels", 2)
+    ph, pw = (-h) % stride, (-w) % stride
     x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 4 else "edge")
     with torch.inference_mode():
         out = net(torch.from_numpy(x)[None]).numpy()[0, 0, :h, :w]

@@ -23,6 +23,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", default=None,
+                   help="U-Net widths, one level per entry, comma-separated (default: the plugin's, "
+                        "napari_reddino.segment.learned.CHANNELS)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,16 @@ def run(args) -> int:
     if not any(fields.values()):
         raise InputError(f"Received no labelled images under {args.data!r}; accepted: chula-rbc-12/labels, "
                          "bccd/Annotations or txl-pbc/labels beside their images.")
+    channels = None
+    if args.channels:
+        try:
+            channels = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            channels = ()
+        if len(channels) < 2 or min(channels) < 1:
+            raise InputError(f"Received --channels {args.channels!r}; accepted: two or more positive widths, "
+                             "comma-separated, for example 16,32,64,128.")
     loss = train_segmenter(fields, args.out, steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
-                           seed=args.seed, threads=args.threads)
+                           seed=args.seed, threads=args.threads, channels=channels)
     print(f"wrote {args.out} (loss {loss:.4f}, {time.time() - t0:.0f} s)")
     return 0

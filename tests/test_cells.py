@@ -125,3 +125,32 @@ def test_solidity_matches_skimage_for_every_region():
     labels[60:62, 80:85] = 7  # one id, two pieces
     ref = regionprops_table(labels, properties=["label", "area", "solidity"])
     np.testing.assert_allclose(solidity(labels, ref["label"], ref["area"]), ref["solidity"], atol=1e-12)
+
+
+def test_cell_table_matches_skimage_for_touching_regions_and_the_border():
+    """The table's measures are computed for every label at once; they must be regionprops' own, also where
+    regions touch each other (another label is an edge) and the image border."""
+    from skimage.measure import regionprops_table
+
+    from napari_reddino.cells import cell_table
+
+    rng = np.random.default_rng(1)
+    labels = np.zeros((70, 90), np.int32)
+    yy, xx = np.indices(labels.shape)
+    labels[np.hypot(yy - 30, xx - 30) <= 15] = 2
+    labels[np.hypot(yy - 30, xx - 52) <= 12] = 3  # overlaps 2: they touch along a line
+    labels[np.hypot(yy - 65, xx - 85) <= 9] = 5  # cut by the border
+    labels[((yy - 55) / 8) ** 2 + ((xx - 20) / 14) ** 2 <= 1] = 7
+    labels[55, 20] = 0  # a one-pixel hole
+    labels[2, 2] = 8
+    labels[60:62, 50:56] = 9
+    labels[64:66, 58:61] = 9  # one id, two pieces
+    image = rng.uniform(0, 1, labels.shape + (3,))
+    ours = cell_table(labels, image)
+    ref = regionprops_table(labels, intensity_image=image, properties=[
+        "label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area", "intensity_mean"])
+    for col, key in [("label", "label"), ("centroid_y", "centroid-0"), ("centroid_x", "centroid-1"),
+                     ("bbox_y0", "bbox-0"), ("bbox_x0", "bbox-1"), ("bbox_y1", "bbox-2"), ("bbox_x1", "bbox-3"),
+                     ("area", "area"), ("perimeter", "perimeter"), ("equivalent_diameter", "equivalent_diameter_area"),
+                     ("mean_r", "intensity_mean-0"), ("mean_g", "intensity_mean-1"), ("mean_b", "intensity_mean-2")]:
+        np.testing.assert_allclose(ours[col].to_numpy(float), ref[key], atol=1e-9, err_msg=col)

@@ -27,56 +27,83 @@ def check_labels(labels, image_shape=None) -> np.ndarray:
 
 
 def cell_table(labels, image=None) -> pd.DataFrame:
-    """One row per label with position, shape and mean colour (colour is NaN without an image)."""
-    from skimage.measure import regionprops_table
-
+    """One row per label with position, shape and mean colour (colour is NaN without an image); the
+    measures are skimage's ``regionprops`` ones, computed for every label at once."""
     labels = check_labels(labels)
     rgb = to_rgb_float(image) if image is not None else None
     if rgb is not None:
         check_labels(labels, rgb.shape)
-    props = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area"]
-    if rgb is not None:
-        props.append("intensity_mean")
-    t = regionprops_table(labels, intensity_image=rgb, properties=props)
-    df = pd.DataFrame({
-        "label": t["label"].astype(np.int64),
-        "centroid_y": t["centroid-0"], "centroid_x": t["centroid-1"],
-        "bbox_y0": t["bbox-0"], "bbox_x0": t["bbox-1"], "bbox_y1": t["bbox-2"], "bbox_x1": t["bbox-3"],
-        "area": t["area"], "perimeter": t["perimeter"],
-        "equivalent_diameter": t["equivalent_diameter_area"],
-        "eccentricity": eccentricity(labels, t["label"]), "solidity": solidity(labels, t["label"], t["area"]),
-    })
+    df, sums = _positions(labels)
+    ids = df["label"].to_numpy()
+    area = sums[0]
+    df["area"] = area
+    df["perimeter"] = perimeter(labels, ids)
+    df["equivalent_diameter"] = np.sqrt(4 * area / np.pi)
+    df["eccentricity"] = eccentricity(labels, ids, sums)
+    df["solidity"] = solidity(labels, ids, area)
     for i, c in enumerate("rgb"):
-        df[f"mean_{c}"] = t[f"intensity_mean-{i}"] if rgb is not None else np.nan
+        df[f"mean_{c}"] = _label_sums(labels, ids, rgb[..., i]) / np.maximum(area, 1) if rgb is not None else np.nan
     return df[TABLE_COLUMNS]
 
 
-def second_moments(labels, ids, pixel_area: bool = False):
-    """``(area, larger, smaller)`` per id: the pixel count and the eigenvalues of the covariance of the
-    pixel coordinates, for every id at once from pixel sums. ``pixel_area`` adds each pixel's own spread
-    (1/12), so a one-pixel object has a size."""
-    yy, xx = np.indices(labels.shape, dtype=np.float64)
-    flat = labels.ravel()
+def _label_sums(labels, ids, values=None) -> np.ndarray:
     n = int(labels.max(initial=0)) + 1
-    ids = np.asarray(ids, np.int64)
+    return np.bincount(labels.ravel(), weights=None if values is None else values.ravel(), minlength=n)[ids]
 
-    def total(w=None):
-        return np.bincount(flat, weights=None if w is None else w.ravel(), minlength=n)[ids]
 
-    area = total().astype(float)
+# skimage's perimeter (4-connected): a border pixel's code is 1 + 2 per side neighbour and 10 per corner
+# neighbour that is a border pixel of the same region; the code's weight is its share of the outline
+_PERIMETER_WEIGHTS = np.zeros(50)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2)
+_PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
+
+
+def perimeter(labels, ids) -> np.ndarray:
+    """skimage's ``regionprops`` ``perimeter`` for every id at once (it measures one region at a time)."""
+    lab = np.pad(labels, 1)
+    h, w = labels.shape
+
+    def shifted(dy, dx):
+        return lab[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+    same = {(dy, dx): shifted(dy, dx) == labels for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    border = (labels > 0) & ~(same[-1, 0] & same[1, 0] & same[0, -1] & same[0, 1])
+    bpad = np.pad(border, 1)
+    code = border.astype(np.int64)
+    for (dy, dx), eq in same.items():
+        if dy or dx:
+            nb = bpad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] & eq
+            code += np.where(nb & border, 10 if dy and dx else 2, 0)
+    weight = np.where(border, _PERIMETER_WEIGHTS[np.minimum(code, 49)], 0.0)
+    return _label_sums(labels, ids, weight)
+
+
+def _moment_sums(labels, ids):
+    """``(area, mean y, mean x, var y, var x, cov yx)`` of the pixel coordinates per id, from pixel sums."""
+    yy, xx = np.indices(labels.shape, dtype=np.float64)
+    area = _label_sums(labels, ids).astype(float)
     a = np.maximum(area, 1)
-    my, mx = total(yy) / a, total(xx) / a
+    my, mx = _label_sums(labels, ids, yy) / a, _label_sums(labels, ids, xx) / a
+    cyy, cxx = _label_sums(labels, ids, yy * yy) / a - my ** 2, _label_sums(labels, ids, xx * xx) / a - mx ** 2
+    return area, my, mx, cyy, cxx, _label_sums(labels, ids, yy * xx) / a - my * mx
+
+
+def second_moments(labels, ids, pixel_area: bool = False, sums=None):
+    """``(area, larger, smaller)`` per id: the pixel count and the eigenvalues of the covariance of the
+    pixel coordinates, for every id at once. ``pixel_area`` adds each pixel's own spread (1/12), so a
+    one-pixel object has a size; ``sums``: :func:`_moment_sums` already computed."""
+    area, _, _, cyy, cxx, cxy = sums if sums is not None else _moment_sums(labels, np.asarray(ids, np.int64))
     extra = 1 / 12 if pixel_area else 0.0
-    cyy, cxx = total(yy * yy) / a - my ** 2 + extra, total(xx * xx) / a - mx ** 2 + extra
-    cxy = total(yy * xx) / a - my * mx
+    cyy, cxx = cyy + extra, cxx + extra
     root = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
     return area, (cyy + cxx) / 2 + root, np.maximum((cyy + cxx) / 2 - root, 0)
 
 
-def eccentricity(labels, ids) -> np.ndarray:
+def eccentricity(labels, ids, sums=None) -> np.ndarray:
     """skimage's ``eccentricity`` (of the ellipse with the same second central moments) for every id at
     once: regionprops computes it one region at a time, the slowest measure after solidity."""
-    _, major, minor = second_moments(labels, ids)
+    _, major, minor = second_moments(labels, ids, sums=sums)
     return np.where(major > 0, np.sqrt(np.clip(1 - minor / np.where(major > 0, major, 1), 0, 1)), 0.0)
 
 
@@ -103,13 +130,21 @@ def solidity(labels, ids, area) -> np.ndarray:
 
 def cell_positions(labels) -> pd.DataFrame:
     """The cheap part of :func:`cell_table`: ``label, centroid_y, centroid_x`` and the bounding box, one row
-    per label (what the embedding step needs; shape and colour measures cost ~1 ms per cell more)."""
-    from skimage.measure import regionprops_table
+    per label (what the embedding step needs)."""
+    return _positions(check_labels(labels))[0]
 
-    t = regionprops_table(check_labels(labels), properties=("label", "centroid", "bbox"))
-    return pd.DataFrame({"label": t["label"].astype(np.int64), "centroid_y": t["centroid-0"],
-                         "centroid_x": t["centroid-1"], "bbox_y0": t["bbox-0"], "bbox_x0": t["bbox-1"],
-                         "bbox_y1": t["bbox-2"], "bbox_x1": t["bbox-3"]})
+
+def _positions(labels):
+    """(positions table, :func:`_moment_sums`) of checked labels."""
+    from scipy import ndimage
+
+    slices = ndimage.find_objects(labels)
+    ids = np.array([i + 1 for i, sl in enumerate(slices) if sl is not None], np.int64)
+    sums = _moment_sums(labels, ids)
+    box = np.array([(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop) for sl in slices if sl is not None],
+                   np.int64).reshape(-1, 4)
+    return pd.DataFrame({"label": ids, "centroid_y": sums[1], "centroid_x": sums[2], "bbox_y0": box[:, 0],
+                         "bbox_x0": box[:, 1], "bbox_y1": box[:, 2], "bbox_x1": box[:, 3]}), sums
 
 
 def save_labels(labels, path) -> None:

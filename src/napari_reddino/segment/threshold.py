@@ -296,8 +296,11 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
         return empty, diameter
     found = None if centres is None else np.asarray(centres(rgb, stats, diameter), float).reshape(-1, 2)
     if found is not None:
-        foreground |= _pallor_at(found, foreground, diameter)
-        foreground |= _pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter)
+        # a red cell's rim is never purple (nor the paler edge of a purple stroke): the gaps between a
+        # scale bar and the strokes of its label are no cell's pallor
+        purple_edge = cv2.dilate(purple.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        foreground |= _pallor_at(found, foreground, diameter, rim=foreground & ~purple_edge)
+        foreground |= _pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter, purple_edge)
 
     # small purple objects at the edge of a cell (platelets) become objects of their own
     platelets = _edge_platelets(purple & foreground, foreground, 0.35 * cell_area)
@@ -342,14 +345,15 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     return relabel(labels), diameter
 
 
-def _pallor_at(yx, foreground, diameter, rays: int = 24) -> np.ndarray:
+def _pallor_at(yx, foreground, diameter, rays: int = 24, rim=None) -> np.ndarray:
     """The central pallors at the centres that lie on slide yet are ringed by stain (at least 60% of the
     rays cast from the centre meet stain within 0.7 diameters): a pallor whose rim is open on one side,
     which :func:`fill_holes` cannot fill. Each is filled up to where its rays met the rim (the median
-    distance across the gaps)."""
+    distance across the gaps). ``rim``: the stain the rays may meet (default ``foreground``)."""
     import cv2
 
     h, w = foreground.shape
+    rim = foreground if rim is None else rim
     out = np.zeros((h, w), np.uint8)
     reach = max(3, int(round(0.7 * diameter)))
     angles = np.linspace(0, 2 * np.pi, rays, endpoint=False)
@@ -361,7 +365,7 @@ def _pallor_at(yx, foreground, diameter, rays: int = 24) -> np.ndarray:
         ys, xs = np.round(y + dy).astype(int), np.round(x + dx).astype(int)
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         stain = np.zeros(ys.shape, bool)
-        stain[inside] = foreground[ys[inside], xs[inside]]
+        stain[inside] = rim[ys[inside], xs[inside]]
         met = stain.any(1)
         if met.mean() < 0.6:
             continue
@@ -375,12 +379,13 @@ def _pallor_at(yx, foreground, diameter, rays: int = 24) -> np.ndarray:
 PALE_FRACTION = 0.4  # of the foreground threshold: the rim of a pale red cell the network found
 
 
-def _pale_cells_at(yx, green, foreground, threshold, diameter) -> np.ndarray:
+def _pale_cells_at(yx, green, foreground, threshold, diameter, purple=None) -> np.ndarray:
     """Pale red cells at the centres that lie on slide, where the threshold found none or only a piece of
     one (a crescent of its rim, under 0.7 of a cell and holding no centre): within 0.7 diameters of the
     centre, the convex hull of those pieces and the pixels stained above ``PALE_FRACTION`` of the threshold,
     away from the other cells; kept when it holds the centre and is 0.35 to 1.6 cells' area (BCCD's cells
-    are up to 1.15 of the measured diameter across)."""
+    are up to 1.15 of the measured diameter across). Nothing ``purple`` (nuclei, platelets, a scale bar)
+    is part of one."""
     import cv2
     from scipy import ndimage
 
@@ -396,6 +401,8 @@ def _pale_cells_at(yx, green, foreground, threshold, diameter) -> np.ndarray:
     sizes = np.bincount(blobs.ravel(), minlength=n + 1)
     has_centre = np.zeros(n + 1, bool)
     has_centre[blobs[yx[:, 0], yx[:, 1]]] = True
+    purple = np.zeros((h, w), bool) if purple is None else purple
+    has_centre[np.unique(blobs[purple])] = True  # a piece holding purple is no crescent of a pale rim
     piece = ((sizes < 0.7 * cell_area) & ~has_centre)[blobs] & foreground
     near = cv2.dilate((foreground & ~piece).astype(np.uint8), _ellipse(max(1, round(0.08 * diameter)))).astype(bool)
     smooth = cv2.GaussianBlur(green, (0, 0), max(1.0, 0.05 * diameter))
@@ -516,16 +523,14 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4):
     per_blob = np.bincount(pairs[0], minlength=n + 1)
     multi_ids = np.flatnonzero(per_blob >= 2)
     if len(multi_ids):
-        from skimage.measure import regionprops
+        from napari_reddino.cells import solidity
 
         with_nucleus = np.zeros(n + 1, bool)
         with_nucleus[np.unique(blobs[nuclei])] = True
-        convex = []
-        for p in regionprops(blobs):
-            if per_blob[p.label] >= 2 and not with_nucleus[p.label] and p.solidity >= 0.95 \
-                    and p.area <= convex_cells * cell_area:
-                convex.append(p.label)
-        per_blob[convex] = 1
+        area = np.bincount(blobs.ravel(), minlength=n + 1)
+        maybe = multi_ids[~with_nucleus[multi_ids] & (area[multi_ids] <= convex_cells * cell_area)]
+        if len(maybe):
+            per_blob[maybe[solidity(blobs, maybe, area[maybe]) >= 0.95]] = 1
     multi = per_blob[blobs] >= 2
     labels = np.where(~multi, blobs, 0).astype(np.int32)
     if multi.any():

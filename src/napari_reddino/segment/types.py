@@ -27,9 +27,9 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
     """``label, type, border`` for each id in ``label_ids`` (default: every label present)."""
     import cv2
     from scipy import ndimage
-    from skimage.measure import regionprops
     from skimage.segmentation import find_boundaries
 
+    from napari_reddino.cells import solidity as cell_solidity
     from napari_reddino.images import to_rgb_float
     from napari_reddino.segment.threshold import (label_max, nucleus_mask, optical_density, purple_mask,
                                                   stain_stats)
@@ -60,10 +60,7 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
     solidity = np.ones(len(ids))
     big = np.flatnonzero(area > 1.5 * cell_area)
     if len(big):
-        slices = ndimage.find_objects(labels)
-        for i in big:
-            sl = slices[ids[i] - 1]
-            solidity[i] = regionprops((labels[sl] == ids[i]).astype(np.uint8))[0].solidity
+        solidity[big] = cell_solidity(labels, ids[big], area[big])
 
     kind = np.full(len(ids), RED_CELL, dtype=object)
     cluster = (area > 2.2 * cell_area) | ((area > 1.5 * cell_area) & (solidity < 0.8))

@@ -14,7 +14,8 @@ estimate over the median side of the image's (non-border) red-cell boxes, a chec
         [--backend threshold,learned]
 
 ``--backend`` takes a comma-separated list; each backend is measured on the same images, one row per
-source and backend.
+source and backend. ``learned=WEIGHTS`` measures the learned segmenter with other weights (a network from
+``reddino-train segmenter``) beside the shipped one.
 
 It also draws a contact sheet of the outlines on the disease smears (results_segment_diseases.jpg).
 """
@@ -77,7 +78,8 @@ def run_source(name, items, step, backend="threshold"):
             continue
         image = read_image(path)
         t0 = time.perf_counter()
-        labels, table = segment_cells(image, backend)
+        name_, _, weights = backend.partition("=")
+        labels, table = segment_cells(image, name_, **({"weights": weights} if weights else {}))
         times.append(time.perf_counter() - t0)
         types = dict(zip(table["label"].astype(int), table["type"]))
         s = score(labels, types, labelled["rbc"]) if labelled else score_boxes(labels, types, boxes)
@@ -137,7 +139,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE.parent / ".." / "shared" / "data"))
     parser.add_argument("--step", type=int, default=1, help="every N-th image of each source (1 = all)")
     parser.add_argument("--sources", default="chula,bccd,pbc,raabin")
-    parser.add_argument("--backend", default="threshold", help="comma-separated backends (threshold, learned)")
+    parser.add_argument("--backend", default="threshold",
+                        help="comma-separated backends (threshold, learned, learned=WEIGHTS for other weights)")
     parser.add_argument("--out", default=str(HERE / "results_segment.md"))
     parser.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
                         help="skip the contact sheet of the disease smears")

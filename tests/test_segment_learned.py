@@ -170,3 +170,25 @@ def test_bad_channels_option_is_one_line_error(tmp_path, capsys):
     assert main(["segmenter", "--synthetic", "--channels", "16", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "--channels" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_folding_batch_norm_keeps_the_output():
+    """load_segmenter folds each batch norm into its convolution (faster on a CPU): the centre probability
+    must not change."""
+    import torch
+
+    from napari_reddino.segment.learned import build_unet, centre_probability, fold_batch_norm
+
+    torch.manual_seed(0)
+    net = build_unet((8, 16, 32))
+    for m in net.modules():  # running statistics and affine terms away from their initial values
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 40, 52)).astype(np.float32)
+    before = centre_probability(net.eval(), x)
+    folded = fold_batch_norm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    np.testing.assert_allclose(centre_probability(folded, x), before, atol=1e-5)

@@ -247,3 +247,21 @@ def test_diameter_of_a_crowded_field_is_not_set_by_its_specks():
         g[np.hypot(yy - 322, xx - cx - 40) <= 6] = 0.3
     _, d = estimate_image_diameter(_od_image(g, (0.1, 1.0, 0.6), (h, w)))
     assert 60 < d < 100
+
+
+def test_diameter_of_an_elliptocytosis_smear_comes_from_its_cells():
+    """Elongated cells are not "isolated" by the distance-transform test (their peak is low for their area),
+    so the few round ones hold a small part of the stain; the field is still not crowded, and its cells'
+    size (area-equivalent diameter 56 px) is measured from them, not from outline curvature."""
+    from napari_reddino.segment.threshold import estimate_image_diameter
+
+    h, w = 960, 1280
+    yy, xx = np.indices((h, w))
+    g = np.zeros((h, w))
+    for k, (cy, cx) in enumerate((y, x) for y in range(70, h - 60, 130) for x in range(80, w - 60, 150)):
+        if k < 5:
+            g[np.hypot(yy - cy, xx - cx) <= 28] = 0.3
+        else:
+            g[((yy - cy) / 19) ** 2 + ((xx - cx) / 42) ** 2 <= 1] = 0.3
+    _, d = estimate_image_diameter(_od_image(g, (0.1, 1.0, 0.6), (h, w)))
+    assert 50 < d < 63

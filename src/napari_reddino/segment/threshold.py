@@ -221,9 +221,13 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
             big = single & (area >= 0.33 * np.pi * (d / 2) ** 2)
             if big.sum() >= 3:
                 d = 2 * np.median(r_eq[big])
-        # the "isolated cells" must be a fair part of the cells: in a crowded field whose few free blobs
-        # are platelets and specks of dust, they are a percent of the stained area
-        if area[single & (area >= 0.33 * np.pi * (d / 2) ** 2)].sum() >= 0.1 * area[not_white].sum():
+        # the "isolated cells" must not be the specks of a crowded field: there they hold a percent of the
+        # stained area and clumps of many such "cells" nearly all of it (an elliptocytosis smear's cells are
+        # not "isolated" either, being elongated, but its blobs are single cells)
+        cell = np.pi * (d / 2) ** 2
+        specks = (area[single & (area >= 0.33 * cell)].sum() < 0.1 * area[not_white].sum()
+                  and area[not_white & (area > 4 * cell)].sum() >= 0.8 * area[not_white].sum())
+        if not specks:
             return float(np.clip(d, MIN_DIAMETER, MAX_DIAMETER)), False
     # crowded: the cells' centres are the distance-transform maxima (necks between cells are saddles).
     # Maxima on nuclei do not count, but nuclei stay in the foreground: cutting dark pixels out leaves

@@ -164,17 +164,22 @@ def test_white_cell_filling_the_field_does_not_set_the_threshold():
     assert 0 not in found and len(found) == len(centres)
 
 
+def _open_ring(side, pallor_radius):
+    """A red cell 40 px in radius at the centre of a square slide, its pallor open to the right."""
+    c = side // 2
+    yy, xx = np.indices((side, side))
+    rr = np.hypot(yy - c, xx - c)
+    g = np.where((rr <= 40) & (rr > pallor_radius), 0.35, 0.0)
+    g[(np.abs(yy - c) < 5) & (xx > c)] = 0.0
+    return _od_image(g, (0.1, 1.0, 0.6), (side, side))
+
+
 def test_centre_on_an_open_pallor_is_inside_its_cell():
     """A red cell whose pale centre opens to the slide on one side: fill_holes cannot fill it; a cell centre
     found there (the learned segmenter's) puts it inside the cell's mask."""
     from napari_reddino.segment.threshold import threshold_objects
 
-    h, w = 200, 200
-    yy, xx = np.indices((h, w))
-    rr = np.hypot(yy - 100, xx - 100)
-    g = np.where((rr <= 40) & (rr > 16), 0.35, 0.0)
-    g[(np.abs(yy - 100) < 5) & (xx > 100)] = 0.0  # the rim is open to the right
-    rgb = _od_image(g, (0.1, 1.0, 0.6), (h, w))
+    rgb = _open_ring(200, 16)
     without, _ = threshold_objects(rgb, 80)
     assert without[100, 100] == 0  # the pallor stays slide
     labels, _ = threshold_objects(rgb, 80, centres=lambda rgb, stats, d: np.array([(100.0, 100.0)]))
@@ -186,12 +191,7 @@ def test_centre_in_a_pallor_wider_than_the_measured_diameter_fills_it_and_no_fur
     ring a fixed fraction of the diameter would look at. The rays from the centre find the rim."""
     from napari_reddino.segment.threshold import threshold_objects
 
-    h, w = 220, 220
-    yy, xx = np.indices((h, w))
-    rr = np.hypot(yy - 110, xx - 110)
-    g = np.where((rr <= 40) & (rr > 27), 0.35, 0.0)
-    g[(np.abs(yy - 110) < 5) & (xx > 110)] = 0.0  # the rim is open to the right
-    rgb = _od_image(g, (0.1, 1.0, 0.6), (h, w))
+    rgb = _open_ring(220, 27)
     labels, _ = threshold_objects(rgb, 60, centres=lambda rgb, stats, d: np.array([(110.0, 110.0)]))
     assert labels[110, 110] > 0 and labels[110, 110] == labels[110, 76] == labels[90, 110]
     assert labels[110, 160] == 0 and labels[110, 200] == 0  # the gap is bridged, the slide beyond is not filled

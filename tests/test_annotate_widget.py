@@ -229,3 +229,44 @@ def test_restart_after_renumbering_puts_annotations_on_the_same_cells(dock, tmp_
     w2 = make()
     assert w2.state.store.classes == {("s1", 12): "burr", ("s1", 1): "target"}
     assert any("2 matched to the equivalent cell after re-segmentation" in n for n in notes), notes
+
+
+def _visible(canvas):
+    """(row0, row1, col0, col1) of the canvas' view in world coordinates."""
+    cam = canvas.camera
+    h, w = canvas.model.canvas.size
+    cr, cc = cam.center[-2:]
+    return cr - h / (2 * cam.zoom), cr + h / (2 * cam.zoom), cc - w / (2 * cam.zoom), cc + w / (2 * cam.zoom)
+
+
+def _all_in_view(canvas):
+    r0, r1, c0, c1 = _visible(canvas)
+    p = canvas.points.data
+    return bool(np.all((p[:, 0] >= r0) & (p[:, 0] <= r1) & (p[:, 1] >= c0) & (p[:, 1] <= c1)))
+
+
+def test_umap_canvas_frames_its_points_after_a_resize_until_the_user_zooms(qtbot):
+    """The dock lays the canvas out after the points arrive (a short, wide strip on a laptop screen): the
+    view must still frame every point, follow later resizes, stop following once the user zooms, and come
+    back with Reset view."""
+    from napari_reddino._widgets.umap_canvas import UmapCanvas
+
+    canvas = UmapCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(700, 500)
+    canvas.show()
+    qtbot.wait(50)
+    pts = np.random.default_rng(0).normal(size=(60, 2)) * [8, 2]  # tall cloud (rows)
+    canvas.set_points("umap", pts, None, "white", 0.3)
+    canvas.resize(700, 160)  # the dock squeezes it
+    qtbot.waitUntil(lambda: canvas.model.canvas.size[0] < 200, timeout=5000)
+    qtbot.waitUntil(lambda: _all_in_view(canvas), timeout=5000)
+    canvas.camera.zoom *= 4  # the user zooms in
+    assert not canvas.framed
+    canvas.resize(700, 400)
+    qtbot.wait(100)
+    assert not _all_in_view(canvas)  # their zoom is kept
+    canvas.reset_button.click()
+    qtbot.waitUntil(lambda: _all_in_view(canvas), timeout=5000)
+    assert canvas.framed
+    canvas.close_canvas()

@@ -43,6 +43,10 @@ class UmapCanvas(QWidget):
         self.points = None
         self.preview = None
         self.mode = "select"
+        # the view follows the points (and the canvas' size, which the dock sets after the points arrive)
+        # until the user pans or zooms; "Reset view" frames them again
+        self.framed = True
+        self._framing = False
         self._buttons = QButtonGroup(self)
         row = QHBoxLayout()
         for key, text in MODES.items():
@@ -52,11 +56,46 @@ class UmapCanvas(QWidget):
             button.clicked.connect(lambda _=False, k=key: self.set_mode(k))
             self._buttons.addButton(button)
             row.addWidget(button)
+        self.reset_button = QPushButton("Reset view")
+        self.reset_button.setToolTip("Zoom the UMAP so that every cell's point is in view")
+        self.reset_button.clicked.connect(self.frame_points)
+        row.addWidget(self.reset_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.qt_viewer, 1)
         self.model.mouse_drag_callbacks.append(self._on_drag)
+        self.camera.events.zoom.connect(self._user_moved)
+        self.camera.events.center.connect(self._user_moved)
+
+    # --- view -------------------------------------------------------------------------------------
+    @property
+    def camera(self):
+        return self.model.scene.camera if hasattr(self.model, "scene") else self.model.camera  # napari < 0.7
+
+    def frame_points(self) -> None:
+        """Fit the view to the points, and keep it fitted as the canvas is resized."""
+        self._framing = True
+        try:
+            self.model.reset_view()
+        finally:
+            self._framing = False
+        self.framed = True
+
+    def _user_moved(self, event=None) -> None:
+        if not self._framing:
+            self.framed = False
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if self.framed and self.points is not None:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._refit)  # after the canvas inside has taken its new size
+
+    def _refit(self) -> None:
+        if self.framed and self.points is not None and self.qt_viewer is not None:
+            self.frame_points()
 
     # --- layer ------------------------------------------------------------------------------------
     def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
@@ -81,7 +120,7 @@ class UmapCanvas(QWidget):
             self.points.size = size
         self.model.layers.selection.active = self.points
         self.set_mode(self.mode)
-        self.model.reset_view()
+        self.frame_points()
         return self.points
 
     def _keep_pan_zoom(self, event=None) -> None:
@@ -100,8 +139,7 @@ class UmapCanvas(QWidget):
             self.points.mode = "pan_zoom"
             if hasattr(self.points, "mouse_pan"):
                 self.points.mouse_pan = pan
-        camera = self.model.scene.camera if hasattr(self.model, "scene") else self.model.camera
-        camera.mouse_pan = pan
+        self.camera.mouse_pan = pan
 
     # --- selection --------------------------------------------------------------------------------
     def select(self, indices, add: bool = False, toggle: bool = False) -> None:

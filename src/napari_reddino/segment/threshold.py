@@ -300,11 +300,13 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
         return empty, diameter
     found = None if centres is None else np.asarray(centres(rgb, stats, diameter), float).reshape(-1, 2)
     if found is not None:
+        from napari_reddino.segment.at_centres import centre_discs, pale_cells_at, pallor_at
+
         # a red cell's rim is never purple (nor the paler edge of a purple stroke): the gaps between a
         # scale bar and the strokes of its label are no cell's pallor
         purple_edge = cv2.dilate(purple.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        foreground |= _pallor_at(found, foreground, diameter, rim=foreground & ~purple_edge)
-        foreground |= _pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter, purple_edge)
+        foreground |= pallor_at(found, foreground, diameter, rim=foreground & ~purple_edge)
+        foreground |= pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter, purple_edge)
 
     # small purple objects at the edge of a cell (platelets) become objects of their own
     platelets = _edge_platelets(purple & foreground, foreground, 0.35 * cell_area)
@@ -317,7 +319,7 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
         size = 2 * max(1, int(radius * marker_distance)) + 1
         peaks = (dist == cv2.dilate(dist, np.ones((size, size), np.uint8))) & (dist >= radius * marker_height)
     else:
-        peaks = _centre_discs(found, body.shape, 0.12 * diameter) & body
+        peaks = centre_discs(found, body.shape, 0.12 * diameter) & body
     # a white cell's nucleus is one marker: its lobes (up to 0.3 diameters apart) are one group, sized
     # together (each lobe of a neutrophil is smaller than the least nucleus), and no red-cell peak lies
     # within 0.35 diameters of it (the cytoplasm between lobes is a distance-transform peak too)
@@ -347,96 +349,6 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     sizes = np.bincount(labels.ravel())
     labels[sizes[labels] < min_area * cell_area] = 0
     return relabel(labels), diameter
-
-
-def _pallor_at(yx, foreground, diameter, rays: int = 24, rim=None) -> np.ndarray:
-    """The central pallors at the centres that lie on slide yet are ringed by stain (at least 60% of the
-    rays cast from the centre meet stain within 0.7 diameters): a pallor whose rim is open on one side,
-    which :func:`fill_holes` cannot fill. Each is filled up to where its rays met the rim (the median
-    distance across the gaps). ``rim``: the stain the rays may meet (default ``foreground``)."""
-    import cv2
-
-    h, w = foreground.shape
-    rim = foreground if rim is None else rim
-    out = np.zeros((h, w), np.uint8)
-    reach = max(3, int(round(0.7 * diameter)))
-    angles = np.linspace(0, 2 * np.pi, rays, endpoint=False)
-    steps = np.arange(1, reach + 1)
-    dy, dx = np.sin(angles)[:, None] * steps, np.cos(angles)[:, None] * steps
-    for y, x in np.round(np.asarray(yx, float).reshape(-1, 2)).astype(int):
-        if not (0 <= y < h and 0 <= x < w) or foreground[y, x] or out[y, x]:
-            continue
-        ys, xs = np.round(y + dy).astype(int), np.round(x + dx).astype(int)
-        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        stain = np.zeros(ys.shape, bool)
-        stain[inside] = rim[ys[inside], xs[inside]]
-        met = stain.any(1)
-        if met.mean() < 0.6:
-            continue
-        dist = np.where(met, steps[stain.argmax(1)], 0).astype(float)
-        dist[~met] = np.median(dist[met])
-        poly = np.stack([x + np.cos(angles) * dist, y + np.sin(angles) * dist], 1)
-        cv2.fillPoly(out, [np.round(poly).astype(np.int32)], 1)
-    return out.astype(bool)
-
-
-PALE_FRACTION = 0.4  # of the foreground threshold: the rim of a pale red cell the network found
-
-
-def _pale_cells_at(yx, green, foreground, threshold, diameter, purple=None) -> np.ndarray:
-    """Pale red cells at the centres that lie on slide, where the threshold found none or only a piece of
-    one (a crescent of its rim, under 0.7 of a cell and holding no centre): within 0.7 diameters of the
-    centre, the convex hull of those pieces and the pixels stained above ``PALE_FRACTION`` of the threshold,
-    away from the other cells; kept when it holds the centre and is 0.35 to 1.6 cells' area (BCCD's cells
-    are up to 1.15 of the measured diameter across). Nothing ``purple`` (nuclei, platelets, a scale bar)
-    is part of one."""
-    import cv2
-    from scipy import ndimage
-
-    h, w = foreground.shape
-    r = max(2, int(round(0.7 * diameter)))
-    cell_area = np.pi * (diameter / 2) ** 2
-    yx = np.round(np.asarray(yx, float).reshape(-1, 2)).astype(int)
-    yx = yx[(yx[:, 0] >= 0) & (yx[:, 0] < h) & (yx[:, 1] >= 0) & (yx[:, 1] < w)]
-    todo = yx[~foreground[yx[:, 0], yx[:, 1]]]
-    if not len(todo):
-        return np.zeros((h, w), bool)
-    blobs, n = ndimage.label(foreground)
-    sizes = np.bincount(blobs.ravel(), minlength=n + 1)
-    has_centre = np.zeros(n + 1, bool)
-    has_centre[blobs[yx[:, 0], yx[:, 1]]] = True
-    purple = np.zeros((h, w), bool) if purple is None else purple
-    has_centre[np.unique(blobs[purple])] = True  # a piece holding purple is no crescent of a pale rim
-    piece = ((sizes < 0.7 * cell_area) & ~has_centre)[blobs] & foreground
-    near = cv2.dilate((foreground & ~piece).astype(np.uint8), _ellipse(max(1, round(0.08 * diameter)))).astype(bool)
-    smooth = cv2.GaussianBlur(green, (0, 0), max(1.0, 0.05 * diameter))
-    low = ((smooth > PALE_FRACTION * threshold) | piece) & ~near
-    disc = _ellipse(r).astype(bool)
-    out = np.zeros((h, w), bool)
-    for y, x in todo:
-        if near[y, x] or out[y, x]:
-            continue
-        y0, x0, y1, x1 = max(0, y - r), max(0, x - r), min(h, y + r + 1), min(w, x + r + 1)
-        win = low[y0:y1, x0:x1] & disc[r - (y - y0):r + (y1 - y), r - (x - x0):r + (x1 - x)]
-        pts = np.argwhere(win)
-        if len(pts) < 0.2 * cell_area:
-            continue
-        hull = np.zeros(win.shape, np.uint8)
-        cv2.fillConvexPoly(hull, cv2.convexHull(pts[:, ::-1].astype(np.int32)), 1)
-        hull = hull.astype(bool) & ~near[y0:y1, x0:x1]
-        if hull[y - y0, x - x0] and 0.35 * cell_area <= hull.sum() <= 1.6 * cell_area:
-            out[y0:y1, x0:x1] |= hull
-    return out
-
-
-def _centre_discs(yx, shape, radius) -> np.ndarray:
-    import cv2
-
-    out = np.zeros(shape, np.uint8)
-    for y, x in np.round(np.asarray(yx, float).reshape(-1, 2)).astype(int):
-        if 0 <= y < shape[0] and 0 <= x < shape[1]:
-            cv2.circle(out, (int(x), int(y)), max(1, int(radius)), 1, -1)
-    return out.astype(bool)
 
 
 def _ellipse(radius):

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--centre-weight", type=float, default=3.0,
+                   help="how many times a pixel at a labelled centre counts in the loss (default 3)")
     p.add_argument("--channels", default=None,
                    help="U-Net widths, one level per entry, comma-separated (default: the plugin's, "
                         "napari_reddino.segment.learned.CHANNELS)")
@@ -70,6 +72,7 @@ def run(args) -> int:
             raise InputError(f"Received --channels {args.channels!r}; accepted: two or more positive widths, "
                              "comma-separated, for example 16,32,64,128.")
     loss = train_segmenter(fields, args.out, steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
-                           seed=args.seed, threads=args.threads, channels=channels)
+                           seed=args.seed, threads=args.threads, channels=channels,
+                           centre_weight=args.centre_weight)
     print(f"wrote {args.out} (loss {loss:.4f}, {time.time() - t0:.0f} s)")
     return 0

@@ -12,7 +12,7 @@ marker in each cell (``benchmarks/results_segment.md`` has both backends side by
 3. The network predicts, per pixel, how likely it is a cell's centre (red or white cell); markers are the
    local maxima above ``min_probability``, then :func:`~napari_reddino.segment.threshold.threshold_objects`
    does the rest (its rules hold: an isolated convex cell is never split, a nucleus is one marker); a centre
-   on an open central pallor also fills that pallor.
+   on slide recovers its cell (an open central pallor, a pale red cell: :mod:`.at_centres`).
 
 Weights (``segmenter.safetensors`` beside this file, or ``weights=PATH``) are read with safetensors only; the
 training recipe is ``reddino-train segmenter`` (the training half of the labelled sources).

@@ -10,7 +10,8 @@ Everything is found from the image itself:
    gives no cells instead of segmented noise.
 3. Scale: the red-cell diameter from the isolated, convex, non-purple objects (or the curvature of the
    clumps' outlines in a crowded field). Every size below is a fraction of it.
-4. Central pallor filled (an open one too, where the learned segmenter found a centre); small purple
+4. Central pallor filled (an open one too, and a pale cell, where the learned segmenter found a centre:
+   :mod:`napari_reddino.segment.at_centres`); small purple
    objects at a cell's edge (platelets) cut off as their own objects.
 5. Touching cells split by a watershed on the distance transform, one marker per expected cell (a
    distance-transform peak, or a centre the learned segmenter found); a white cell's nucleus is one marker;

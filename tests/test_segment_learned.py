@@ -170,6 +170,9 @@ def test_bad_channels_option_is_one_line_error(tmp_path, capsys):
     assert main(["segmenter", "--synthetic", "--channels", "16", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "--channels" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["segmenter", "--synthetic", "--centre-weight", "0", "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--centre-weight" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_folding_batch_norm_keeps_the_output():

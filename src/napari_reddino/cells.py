@@ -67,16 +67,14 @@ def perimeter(labels, ids) -> np.ndarray:
     def shifted(dy, dx):
         return lab[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
 
-    same = {(dy, dx): shifted(dy, dx) == labels for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    same = {(dy, dx): shifted(dy, dx) == labels for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx}
     border = (labels > 0) & ~(same[-1, 0] & same[1, 0] & same[0, -1] & same[0, 1])
     bpad = np.pad(border, 1)
-    code = border.astype(np.int64)
+    code = border.astype(np.int64)  # at most 1 + 4 * 2 + 4 * 10 = 49
     for (dy, dx), eq in same.items():
-        if dy or dx:
-            nb = bpad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] & eq
-            code += np.where(nb & border, 10 if dy and dx else 2, 0)
-    weight = np.where(border, _PERIMETER_WEIGHTS[np.minimum(code, 49)], 0.0)
-    return _label_sums(labels, ids, weight)
+        nb = bpad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] & eq & border
+        code += nb * (10 if dy and dx else 2)
+    return _label_sums(labels, ids, _PERIMETER_WEIGHTS[code])  # code 0 (not a border pixel) weighs 0
 
 
 def _moment_sums(labels, ids):

@@ -43,6 +43,19 @@ def run(args) -> int:
     from ..segmenter.fields import labelled_field, synthetic_field
     from ..segmenter.train import train_segmenter
 
+    # options first: measuring the training images takes minutes
+    if not args.centre_weight > 0:
+        raise InputError(f"Received --centre-weight {args.centre_weight}; accepted: a positive number (how many "
+                         "times a labelled centre counts; 3 by default).")
+    channels = None
+    if args.channels:
+        try:
+            channels = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            channels = ()
+        if len(channels) < 2 or min(channels) < 1:
+            raise InputError(f"Received --channels {args.channels!r}; accepted: two or more positive widths, "
+                             "comma-separated, for example 16,32,64,128.")
     t0 = time.time()
     fields = {}
     if args.synthetic:
@@ -62,15 +75,6 @@ def run(args) -> int:
     if not any(fields.values()):
         raise InputError(f"Received no labelled images under {args.data!r}; accepted: chula-rbc-12/labels, "
                          "bccd/Annotations or txl-pbc/labels beside their images.")
-    channels = None
-    if args.channels:
-        try:
-            channels = tuple(int(c) for c in args.channels.split(","))
-        except ValueError:
-            channels = ()
-        if len(channels) < 2 or min(channels) < 1:
-            raise InputError(f"Received --channels {args.channels!r}; accepted: two or more positive widths, "
-                             "comma-separated, for example 16,32,64,128.")
     loss = train_segmenter(fields, args.out, steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
                            seed=args.seed, threads=args.threads, channels=channels,
                            centre_weight=args.centre_weight)

@@ -31,8 +31,10 @@ class AnnotationPanel(QWidget):
     def __init__(self, classes, parent=None):
         super().__init__(parent)
         self.class_list = QListWidget()
+        self._item_names = []
         for i, c in enumerate(classes):
             key = f"[{KEYS[i]}] " if i < len(KEYS) else "     "
+            self._item_names.append(f"{key}{c.name}")
             self.class_list.addItem(QListWidgetItem(swatch(c.color), f"{key}{c.name}"))
         self.class_list.setCurrentRow(0)
         self.assign_button = QPushButton("Assign selection")
@@ -82,6 +84,13 @@ class AnnotationPanel(QWidget):
         for w in (self.assign_button, self.clear_button, self.undo_button, self.train_button,
                   self.next_button, self.export_cells_button, self.export_report_button):
             w.setEnabled(on)
+
+    def set_counts(self, counts) -> None:
+        """Show each class' number of annotated cells in the class list (``counts``: one int per class)."""
+        for i, n in enumerate(counts):
+            item = self.class_list.item(i)
+            if item is not None:
+                item.setText(f"{self._item_names[i]}  ({n})" if n else self._item_names[i])
 
     def current_class(self) -> int:
         return max(0, self.class_list.currentRow())

@@ -33,16 +33,28 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
+               "select cells on it or on the smear to annotate them")
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.classes = default_classes()
-        self.layers = Select(label="Labels layers", choices=self._embedded_layers)
-        self.n_neighbors = SpinBox(label="n_neighbors", value=15, min=2, max=200)
-        self.min_dist = FloatSpinBox(label="min_dist", value=0.1, min=0.0, max=1.0, step=0.05)
-        self.metric = ComboBox(label="metric", choices=METRICS, value="cosine")
+        self.layers = Select(label="cells layers", choices=self._embedded_layers)
+        self.layers.tooltip = ("The cells (from 'Extract RedDino features') to put on one map; select several "
+                               "to compare smears; none selected: all of them")
+        self.n_neighbors = SpinBox(label="neighbours", value=15, min=2, max=200)
+        self.n_neighbors.tooltip = ("How many similar cells each cell is compared with: fewer brings out small "
+                                    "groups, more the overall layout (15)")
+        self.min_dist = FloatSpinBox(label="spacing", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.min_dist.tooltip = "How closely similar cells are packed: 0 tight clumps, 1 evenly spread (0.1)"
+        self.metric = ComboBox(label="similarity", choices=METRICS, value="cosine")
+        self.metric.tooltip = "How the likeness of two cells' descriptions is measured; cosine suits RedDino"
         self.seed = SpinBox(label="seed (-1: none, faster)", value=0, min=-1, max=2**31 - 1)
+        self.seed.tooltip = ("The same number gives the same map for the same cells every time; -1: a slightly "
+                             "different map on each run, a little faster")
         self.project = FileEdit(label="project folder", mode="d", value="")
+        self.project.tooltip = ("Folder where the annotations are saved, one file for all images; empty: a file "
+                                "beside each image")
         self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
         self.panel = AnnotationPanel(self.classes)
         self.layout().insertWidget(self.layout().count() - 1, self.panel)

@@ -85,6 +85,10 @@ class UmapCanvas(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
+        from napari_reddino._widgets._common import wrap_tooltips
+
+        for w in (self.legend, self.reset_button, *self._buttons.buttons()):  # not napari's own widgets
+            wrap_tooltips(w)
         self.model.mouse_drag_callbacks.append(self._on_drag)
         self.camera.events.zoom.connect(self._user_moved)
         self.camera.events.center.connect(self._user_moved)

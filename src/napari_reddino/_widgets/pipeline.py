@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
@@ -70,7 +70,10 @@ class PipelineWidget(StepWidget):
 
     def show(self, result) -> None:
         add_result_layers(self.viewer, result)
-        show_info(f"{self.title}: {result.summary()}")
+        if result.skipped:  # the layers that could be made are in place; say once what was not, and why
+            show_warning("; ".join(result.skipped))  # no title first: a toast shows its first 40 characters
+        else:
+            show_info(f"{self.title}: {result.summary()}")
 
 
 def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None):

@@ -330,3 +330,40 @@ def test_legend_counts_cells_per_class_and_follows_annotations(dock):
     w.assign("burr")
     w.train("logreg")
     assert "predicted" in w.canvas.legend.text()
+
+
+def test_opening_the_annotation_or_pipeline_dock_warms_the_umap_compile_in_the_background(
+        make_napari_viewer, monkeypatch):
+    """The first UMAP of a session sat at "0/1" while numba compiled (seconds; tens on a fresh install),
+    with GUI stalls: opening either dock now compiles it in one background thread, once per session."""
+    import threading
+
+    import napari_reddino._widgets._common as common
+    import napari_reddino.embedding as embedding
+    from napari_reddino._widgets.annotate import AnnotationWidget
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    ran = []
+    real = embedding.warm_umap
+    monkeypatch.setattr(embedding, "warm_umap", lambda: (ran.append(threading.current_thread()), real()))
+    monkeypatch.setattr(common, "_warm_thread", None)
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "1")
+    viewer = make_napari_viewer()
+    AnnotationWidget(viewer)
+    thread = common._warm_thread
+    assert thread is not None and thread.daemon and thread is not threading.main_thread()
+    PipelineWidget(viewer)
+    assert common._warm_thread is thread  # once per session
+    thread.join(timeout=300)
+    assert not thread.is_alive() and ran == [thread]
+    import umap.layouts
+
+    assert umap.layouts._nb_optimize_layout_euclidean_single_epoch.signatures  # compiled off the GUI thread
+    # turned off, nothing starts; a failing warm-up stays silent
+    monkeypatch.setattr(common, "_warm_thread", None)
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "0")
+    PipelineWidget(viewer)
+    assert common._warm_thread is None
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "1")
+    monkeypatch.setattr(embedding, "warm_umap", lambda: 1 / 0)
+    common.start_warm_up().join(timeout=60)

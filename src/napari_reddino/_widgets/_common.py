@@ -7,6 +7,8 @@ it must not touch layers) and ``show(result)`` (runs on the main thread; adds or
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container, PushButton
@@ -51,6 +53,38 @@ def wrap_tooltips(root, width: int = 72) -> None:
         text = w.toolTip()
         if text and "\n" not in text and len(text) > width and not text.lstrip().startswith("<"):
             w.setToolTip(textwrap.fill(text, width))
+
+
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def start_warm_up() -> threading.Thread | None:
+    """Compile, once per session and in a background thread, the numba code the first UMAP waits for:
+    umap's (seconds; tens of seconds on a fresh install) and napari's for the class colours and the
+    canvas' outline layer (a second, and seconds on a fresh install, of the GUI thread). Called when the annotation or pipeline dock opens. A daemon thread, not a napari worker: it
+    reports nothing, touches no layer, and quitting napari must not wait for it.
+    ``NAPARI_REDDINO_WARM_UMAP=0`` turns it off. Returns the thread (the same one on later calls)."""
+    global _warm_thread
+    if os.environ.get("NAPARI_REDDINO_WARM_UMAP", "1").strip().lower() in ("0", "false", "no"):
+        return None
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_up, name="napari-reddino warm-up", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
+
+
+def _warm_up() -> None:
+    from napari_reddino._widgets.smear_link import warm_class_colours, warm_outline_shapes
+    from napari_reddino.embedding import warm_umap
+
+    # what the GUI thread would compile first goes first: ready even for a click at once
+    for step in (warm_class_colours, warm_outline_shapes, warm_umap):
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - a warm-up must never disturb the session; the real run reports
+            pass
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
@@ -134,6 +168,7 @@ class StepWidget(QWidget):
 
     title = "Run"
     run_tip = "Run this step on the choices above"
+    uses_torch = True  # False for a step that never reaches torch: it need not wait for torch's import
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__()
@@ -204,7 +239,8 @@ class StepWidget(QWidget):
         from napari_reddino._torch_runtime import import_torch
 
         try:
-            import_torch()  # every step may reach torch (cellpose, the ViT, PCA): hide a useless triton first
+            if getattr(self, "uses_torch", True):  # cellpose, the ViT, PCA: hide a useless triton first
+                import_torch()
             return (yield from self.work())
         except RuntimeError as exc:
             raise StepFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget, is_layer_kind
+from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_warm_up
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino.annotate import default_classes
@@ -33,6 +33,7 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    uses_torch = False  # umap, numba and scikit-learn only: no 1-2 s torch import before the map starts
     run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
                "select cells on it or on the smear to annotate them")
 
@@ -64,6 +65,7 @@ class AnnotationWidget(StepWidget):
         self._job = None
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
+        start_warm_up()  # the first UMAP of the session need not wait for numba to compile
         p = self.panel
         p.assign_button.clicked.connect(lambda: self._safely(self.assign, p.current_class()))
         p.clear_button.clicked.connect(lambda: self._safely(self.assign, None))

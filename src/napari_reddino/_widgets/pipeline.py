@@ -10,7 +10,8 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
 from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
-    TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, start_warm_up,
+    upsert_layer)
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class PipelineWidget(StepWidget):
                           self.cell_types, self.do_pca, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
         self._job = None
+        start_warm_up()  # the first UMAP of the session need not wait for numba to compile
 
     def prepare(self):
         from napari_reddino.pipeline import STEPS, PipelineOptions

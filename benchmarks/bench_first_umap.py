@@ -79,6 +79,10 @@ def child(when: str) -> dict:
     return out
 
 
+def _num(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if key in row else "–"
+
+
 def main() -> None:
     rows = []
     for cache in ("as installed", "empty"):
@@ -101,7 +105,7 @@ def main() -> None:
              "(ms) | Compute UMAP → map (s) | longest GUI gap (ms) |", "|---|---|---|---|---|---|---|"]
     for cache, warm, when, r in rows:
         lines.append(f"| {cache} | {warm} | {'at once' if when == 'now' else 'after the warm-up'} | "
-                     f"{r.get('warm_up_s', float('nan')):.1f} | {r.get('warm_up_gap_ms', float('nan')):.0f} | "
+                     f"{_num(r, 'warm_up_s', '.1f')} | {_num(r, 'warm_up_gap_ms', '.0f')} | "
                      f"{r['umap_s']:.1f} | {r['gap_ms']:.0f} |")
     path = Path(__file__).with_name("results_first_umap.md")
     path.write_text("\n".join(lines) + "\n")

@@ -367,3 +367,20 @@ def test_opening_the_annotation_or_pipeline_dock_warms_the_umap_compile_in_the_b
     monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "1")
     monkeypatch.setattr(embedding, "warm_umap", lambda: 1 / 0)
     common.start_warm_up().join(timeout=60)
+
+
+def test_too_few_cells_for_a_umap_is_said_in_plain_words_before_any_work(make_napari_viewer, monkeypatch):
+    import napari_reddino._widgets._common as common
+    from napari_reddino._widgets.annotate import AnnotationWidget
+
+    said = []
+    monkeypatch.setattr(common, "show_error", said.append)
+    viewer = make_napari_viewer()
+    layer = add_embedded_smear(viewer, "few", CLUSTERS["s1"], seed=0)
+    layer.metadata["reddino"]["embeddings"] = layer.metadata["reddino"]["embeddings"][:3]
+    layer.metadata["reddino"]["labels"] = np.arange(1, 4)
+    w = AnnotationWidget(viewer)
+    assert w.start() is None and w.worker is None
+    assert said == ["3 cells in few cells: too few for a UMAP map (it needs at least 4); choose more images or "
+                    "segment a larger field"]
+    w.close_canvas()

@@ -93,7 +93,7 @@ class AnnotationWidget(StepWidget):
         return Path(path) if path else None
 
     def prepare(self):
-        from napari_reddino.embedding import layer_items
+        from napari_reddino.embedding import MIN_CELLS, layer_items
 
         names = list(self.layers.value) or self._embedded_layers()
         if not names:
@@ -101,6 +101,11 @@ class AnnotationWidget(StepWidget):
                              "'Extract RedDino features' has run.")
         layers = [self.viewer.layers[n] for n in names]
         items = layer_items([(la.name, la.metadata, la.features) for la in layers])
+        n = sum(len(emb) for _, _, emb in items)
+        if n < MIN_CELLS:  # say it here, in plain words, before any work starts
+            cells = "1 cell" if n == 1 else f"{n} cells"
+            raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
+                             f"{MIN_CELLS}); choose more images or segment a larger field")
         seed = self.seed.value
         self._job = {"items": items, "sources": names, "n_neighbors": self.n_neighbors.value,
                      "min_dist": self.min_dist.value, "metric": self.metric.value,

@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
+os.environ.setdefault("NAPARI_REDDINO_WARM_UMAP", "0")  # no background compile in every dock test (see test_embedding)
 
 SHARED_DATA = Path(os.environ.get("NAPARI_REDDINO_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 

@@ -270,3 +270,117 @@ def test_umap_canvas_frames_its_points_after_a_resize_until_the_user_zooms(qtbot
     qtbot.waitUntil(lambda: _all_in_view(canvas), timeout=5000)
     assert canvas.framed
     canvas.close_canvas()
+
+
+def test_selection_rings_are_a_colour_no_class_uses_and_napari_blue_is_not_drawn(qtbot):
+    """The selected points were ringed in napari's highlight blue, next to the "normal" class' blue: now they
+    are ringed in SELECTION_COLOR, far from every class colour, and napari's own highlight is not drawn."""
+    from matplotlib.colors import to_rgb
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from napari_reddino._widgets.umap_canvas import SELECTION_COLOR, UmapCanvas
+    from napari_reddino.annotate import UNLABELLED_COLOR, default_classes
+
+    used = [c.color for c in default_classes()] + [UNLABELLED_COLOR]
+    lab = rgb2lab(np.array([[to_rgb(c) for c in used]]))[0]
+    ring = rgb2lab(np.array([[to_rgb(SELECTION_COLOR)]]))[0]
+    napari_blue = rgb2lab(np.array([[[0.0, 0.6, 1.0]]]))[0]
+    assert deltaE_ciede2000(napari_blue, lab[:1])[0] < 14  # what the user could not tell apart
+    assert deltaE_ciede2000(np.repeat(ring, len(lab), 0), lab).min() > 15
+
+    canvas = UmapCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(500, 400)
+    canvas.show()
+    qtbot.wait(50)
+    pts = np.stack(np.meshgrid(np.arange(6.0), np.arange(6.0)), -1).reshape(-1, 2)
+    canvas.set_points("umap", pts, None, default_classes()[0].color, 0.5)  # all "normal"
+    canvas.select(range(0, 36, 2))
+    qtbot.wait(50)
+    shot = canvas.qt_viewer.screenshot(flash=False)[..., :3].astype(int)
+
+    def near(rgb, tol=40):
+        return int((np.abs(shot - np.array(rgb)).max(-1) < tol).sum())
+
+    assert near((0, 153, 255)) == 0  # no napari highlight blue
+    assert near(np.round(np.array(to_rgb(SELECTION_COLOR)) * 255)) > 100  # the rings are drawn
+    assert len(canvas.marks.data) == 18
+    canvas.select([])
+    assert len(canvas.marks.data) == 0
+    canvas.close_canvas()
+
+
+def test_legend_counts_cells_per_class_and_follows_annotations(dock):
+    _, make = dock
+    w = make()
+    y = truth(w)
+    assert "unannotated&nbsp;24" in w.canvas.legend.text()
+    w.canvas.select(np.flatnonzero(y == 0))
+    w.assign("spherocyte")
+    w.canvas.select(np.flatnonzero(y == 1)[:2])
+    w.assign("target")
+    text = w.canvas.legend.text()
+    assert "spherocyte&nbsp;8" in text and "target&nbsp;2" in text and "unannotated&nbsp;14" in text
+    assert "normal" not in text  # classes without cells stay out of the legend
+    assert w.panel.class_list.item(3).text().endswith("spherocyte  (8)")
+    w.undo()
+    assert "target" not in w.canvas.legend.text() and "unannotated&nbsp;16" in w.canvas.legend.text()
+    assert w.panel.class_list.item(4).text().endswith("target")
+    w.canvas.select(np.flatnonzero(y == 2)[:2])
+    w.assign("burr")
+    w.train("logreg")
+    assert "predicted" in w.canvas.legend.text()
+
+
+def test_opening_the_annotation_or_pipeline_dock_warms_the_umap_compile_in_the_background(
+        make_napari_viewer, monkeypatch):
+    """The first UMAP of a session sat at "0/1" while numba compiled (seconds; tens on a fresh install),
+    with GUI stalls: opening either dock now compiles it in one background thread, once per session."""
+    import threading
+
+    import napari_reddino._widgets._common as common
+    import napari_reddino.embedding as embedding
+    from napari_reddino._widgets.annotate import AnnotationWidget
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    ran = []
+    real = embedding.warm_umap
+    monkeypatch.setattr(embedding, "warm_umap", lambda: (ran.append(threading.current_thread()), real()))
+    monkeypatch.setattr(common, "_warm_thread", None)
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "1")
+    viewer = make_napari_viewer()
+    AnnotationWidget(viewer)
+    thread = common._warm_thread
+    assert thread is not None and thread.daemon and thread is not threading.main_thread()
+    PipelineWidget(viewer)
+    assert common._warm_thread is thread  # once per session
+    thread.join(timeout=300)
+    assert not thread.is_alive() and ran == [thread]
+    import umap.layouts
+
+    assert umap.layouts._nb_optimize_layout_euclidean_single_epoch.signatures  # compiled off the GUI thread
+    # turned off, nothing starts; a failing warm-up stays silent
+    monkeypatch.setattr(common, "_warm_thread", None)
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "0")
+    PipelineWidget(viewer)
+    assert common._warm_thread is None
+    monkeypatch.setenv("NAPARI_REDDINO_WARM_UMAP", "1")
+    monkeypatch.setattr(embedding, "warm_umap", lambda: 1 / 0)
+    common.start_warm_up().join(timeout=60)
+
+
+def test_too_few_cells_for_a_umap_is_said_in_plain_words_before_any_work(make_napari_viewer, monkeypatch):
+    import napari_reddino._widgets._common as common
+    from napari_reddino._widgets.annotate import AnnotationWidget
+
+    said = []
+    monkeypatch.setattr(common, "show_error", said.append)
+    viewer = make_napari_viewer()
+    layer = add_embedded_smear(viewer, "few", CLUSTERS["s1"], seed=0)
+    layer.metadata["reddino"]["embeddings"] = layer.metadata["reddino"]["embeddings"][:3]
+    layer.metadata["reddino"]["labels"] = np.arange(1, 4)
+    w = AnnotationWidget(viewer)
+    assert w.start() is None and w.worker is None
+    assert said == ["3 cells in few cells: too few for a UMAP map (it needs at least 4); choose more images or "
+                    "segment a larger field"]
+    w.close_canvas()

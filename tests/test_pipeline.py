@@ -112,3 +112,25 @@ def test_cli_run_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("error:" in line for line in err)
+
+
+def test_a_step_that_cannot_run_is_skipped_with_a_note(model_dir, tmp_path, capsys):
+    """Too few cells for a UMAP, or an image too small for an overlay: the other steps' results stand, and
+    the result (and `napari-reddino run`) says what was not made and why."""
+    image, _, _ = synthetic_smear(seed=4, shape=(160, 200), n_cells=3, n_white=0, n_platelets=0,
+                                  touching_fraction=0.0)
+    result = run(iter_pipeline([("few.png", image)], PipelineOptions(model=f"local-dir:{model_dir}")))
+    s = result.smears[0]
+    assert len(s.embeddings) == 3 and s.pca is not None and result.umap is None
+    assert result.skipped == ["3 red cells found: too few for a UMAP map (it needs at least 4); the "
+                              "segmentation and the PCA overlay are kept"]
+    tiny = run(iter_pipeline([("tiny.png", np.full((5, 5, 3), 200, np.uint8))],
+                             PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed", "pca"))))
+    assert tiny.smears[0].pca is None
+    assert tiny.skipped == ["tiny.png is 5 x 5 pixels: too small for a PCA overlay (it needs at least 15 x 15)"]
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "few.png", image)
+    assert main(["run", str(tmp_path / "few.png"), "--out", str(tmp_path / "out"), "--model",
+                 f"local-dir:{model_dir}"]) == 0
+    assert "not made: 3 red cells found" in capsys.readouterr().out

@@ -80,3 +80,39 @@ def test_main_job_screenshot_shows_the_window(make_napari_viewer, tmp_path, mode
     umap = np.asarray(Image.open(written[1]))
     assert shot.shape[0] > 500 and shot.shape[1] > 800  # the whole window, not just the canvas
     assert umap.std() > 0  # the UMAP canvas rendered something
+
+
+def test_too_few_cells_for_a_umap_keeps_the_other_layers_and_says_why(make_napari_viewer, qtbot, model_spec,
+                                                                       monkeypatch):
+    """A smear where segmentation finds 3 red cells: the UMAP cannot be made, but the segmentation and the
+    PCA overlay must stay, with one notification that says why in plain words (it failed the whole run)."""
+    import napari_reddino._widgets._common as common
+    import napari_reddino._widgets.pipeline as pipeline_dock
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    said = []
+    for module in (pipeline_dock, common):
+        for name in ("show_info", "show_warning", "show_error"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, lambda msg, name=name: said.append((name, msg)))
+    from napari.utils.notifications import notification_manager
+
+    monkeypatch.setattr(notification_manager, "receive_error", lambda *a, **k: said.append(("error", str(a[1]))))
+    viewer = make_napari_viewer()
+    image, _, _ = synthetic_smear(seed=4, shape=(160, 200), n_cells=3, n_white=0, n_platelets=0,
+                                  touching_fraction=0.0)
+    viewer.add_image(image, name="few", rgb=True)
+    w = PipelineWidget(viewer)
+    w.model.value = model_spec
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    cells = viewer.layers["few cells"]
+    assert (cells.features["type"] == "rbc").sum() == 3
+    assert "few PCA" in viewer.layers
+    assert not any(hasattr(d, "show_embedding") for d in viewer.window.dock_widgets.values())
+    assert len(said) == 1, said
+    kind, message = said[0]
+    assert kind == "show_warning" and "\n" not in message
+    assert message.startswith("3 red cells found: too few for a UMAP map (it needs at least 4)")
+    assert "segmentation and the PCA overlay are kept" in message
+    assert "Received" not in message and "accepted" not in message

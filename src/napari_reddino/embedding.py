@@ -113,6 +113,18 @@ def umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "c
     return run(iter_umap_embed(X, n_neighbors, min_dist, metric, seed, pca_dims))
 
 
+WARM_CELLS = 24  # enough for umap's spectral start, like a real smear's
+
+
+def warm_umap() -> None:
+    """Compile umap's numba code for this session with a tiny UMAP through the docks' path (float32 cells,
+    exact neighbours, cosine, seed 0), so that the first real UMAP does not sit for seconds (tens of
+    seconds on a fresh install) before it moves. The docks run it in a background thread
+    (``_widgets._common.start_warm_up``)."""
+    X = np.random.default_rng(0).normal(size=(WARM_CELLS, 8)).astype(np.float32)
+    umap_embed(X, n_neighbors=5)
+
+
 def pool_embeddings(items) -> tuple[pd.DataFrame, np.ndarray]:
     """Pool several images' cells into one table and one matrix.
 

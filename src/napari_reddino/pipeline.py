@@ -6,6 +6,7 @@ Each step is the core module's own function; this file only sequences them and w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino._progress import Progress
+from napari_reddino.embedding import MIN_CELLS
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.segment import DEFAULT_BACKEND
 from napari_reddino.segment.types import ANALYSED_DEFAULT
 
 STEPS = ("segment", "embed", "pca", "umap")
+MIN_PCA_SQUARES = 4  # fit_pca needs 4 of the model's squares (a 15 x 15 image at 14 px, with the partial ones)
 
 
 @dataclass
@@ -52,6 +55,9 @@ class PipelineResult:
     model: str | None = None
     umap: np.ndarray | None = None  # (sum N, 2), smears' cells in order
     steps: tuple[str, ...] = field(default_factory=tuple)
+    # one line per step that could not run on this input (too few cells for a UMAP, an image too small
+    # for an overlay): the other steps' results stand, and the dock and the CLI say why
+    skipped: list[str] = field(default_factory=list)
 
     def cells(self) -> pd.DataFrame:
         """Pooled table of every object: image, label, centroid, morphology, type, border; with the
@@ -99,6 +105,7 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
     if unknown:
         raise InputError(f"Received steps {sorted(unknown)}; accepted: {', '.join(STEPS)}.")
     smears = [SmearResult(name, to_rgb_uint8(data)) for name, data in images]
+    skipped: list[str] = []
     if not smears:
         raise InputError("Received no images; accepted: one or more images.")
     model, spec = None, None
@@ -128,13 +135,26 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
             from napari_reddino.patch_features import iter_patch_features, model_patch_size
             from napari_reddino.pca import fit_pca
 
-            grid = yield from _tagged(iter_patch_features(
-                s.image, model, overlap=opts.pca_overlap, precision=opts.precision), tag)
-            s.pca, s.patch = fit_pca(grid).transform(grid), model_patch_size(model)
+            patch = model_patch_size(model)
+            h, w = s.image.shape[:2]
+            if math.ceil(h / patch) * math.ceil(w / patch) < MIN_PCA_SQUARES:
+                skipped.append(f"{s.name} is {w} x {h} pixels: too small for a PCA overlay (it needs at least "
+                               f"{patch + 1} x {patch + 1})")
+            else:
+                grid = yield from _tagged(iter_patch_features(
+                    s.image, model, overlap=opts.pca_overlap, precision=opts.precision), tag)
+                s.pca, s.patch = fit_pca(grid).transform(grid), patch
 
-    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps))
+    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped)
     with_emb = [s.embeddings for s in smears if s.embeddings is not None and len(s.embeddings)]
-    if "umap" in opts.steps and with_emb:
+    n_cells = sum(len(e) for e in with_emb)
+    if "umap" in opts.steps and "embed" in opts.steps and n_cells < MIN_CELLS:
+        what = "red cells" if tuple(opts.cell_types) == tuple(ANALYSED_DEFAULT) else "cells"
+        found = f"{n_cells} {what} found" if n_cells != 1 else f"1 {what[:-1]} found"
+        kept = ("the segmentation and the PCA overlay are" if any(s.pca is not None for s in smears)
+                else "the segmentation is")
+        result.skipped.append(f"{found}: too few for a UMAP map (it needs at least {MIN_CELLS}); {kept} kept")
+    elif "umap" in opts.steps and with_emb:
         from napari_reddino.embedding import umap_embed
 
         yield Progress(0, 1, "UMAP")

@@ -7,6 +7,8 @@ it must not touch layers) and ``show(result)`` (runs on the main thread; adds or
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container, PushButton
@@ -18,6 +20,71 @@ from napari_reddino._progress import Progress
 
 if TYPE_CHECKING:
     import napari
+
+
+# Tooltips shared by several docks, worded for the person at the microscope (tests/test_tooltips.py checks
+# that every control has one and that none uses the code's own names)
+TIPS = {
+    "image": "The smear image to work on (a colour or grey image layer; the newest one is picked for you)",
+    "backend": "How cells are found. learned (default): by their stain, touching cells split at the cell "
+               "centres found by a small trained network shipped with the plugin; threshold: by stain "
+               "colour alone, nothing trained; cellpose: Cellpose-SAM, a large general cell finder (slower, "
+               "needs its model file)",
+    "diameter": "Red-cell diameter in pixels. 0 = measured from the image (works from about 30 to 130 px); "
+                "the value found is shown after segmenting.",
+    "drop_border": "Leave out the cells cut by the edge of the image (their size and shape would be wrong)",
+    "model": "The RedDino model that describes each cell: hf-hub:Snarcy/RedDino-small (fastest), -base or "
+             "-large (most detailed); demo: a tiny model shipped for trying the plugin, not for results; or "
+             "your own model as local-dir:FOLDER or a .pth / .safetensors weights file",
+    "precision": "Number precision of the model's arithmetic. auto: faster half precision where this computer "
+                 "runs it natively, else full; fp32: always full precision; bf16: always half precision",
+    "cancel": "Stop this step; what the earlier steps made stays in place",
+}
+
+
+def wrap_tooltips(root, width: int = 72) -> None:
+    """Break the long one-line tooltips under ``root`` into lines (Qt shows a plain tooltip on one line, as
+    wide as the screen)."""
+    import textwrap
+
+    from qtpy.QtWidgets import QWidget
+
+    for w in [root, *root.findChildren(QWidget)]:
+        text = w.toolTip()
+        if text and "\n" not in text and len(text) > width and not text.lstrip().startswith("<"):
+            w.setToolTip(textwrap.fill(text, width))
+
+
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def start_warm_up() -> threading.Thread | None:
+    """Compile, once per session and in a background thread, the numba code the first UMAP waits for:
+    umap's (seconds; tens of seconds on a fresh install) and napari's for the class colours and the
+    canvas' outline layer (a second, and seconds on a fresh install, of the GUI thread). Called when the annotation or pipeline dock opens. A daemon thread, not a napari worker: it
+    reports nothing, touches no layer, and quitting napari must not wait for it.
+    ``NAPARI_REDDINO_WARM_UMAP=0`` turns it off. Returns the thread (the same one on later calls)."""
+    global _warm_thread
+    if os.environ.get("NAPARI_REDDINO_WARM_UMAP", "1").strip().lower() in ("0", "false", "no"):
+        return None
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_up, name="napari-reddino warm-up", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
+
+
+def _warm_up() -> None:
+    from napari_reddino._widgets.smear_link import warm_class_colours, warm_outline_shapes
+    from napari_reddino.embedding import warm_umap
+
+    # what the GUI thread would compile first goes first: ready even for a click at once
+    for step in (warm_class_colours, warm_outline_shapes, warm_umap):
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - a warm-up must never disturb the session; the real run reports
+            pass
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
@@ -62,8 +129,9 @@ def cell_types_box():
 
     box = ComboBox(label="cells analysed", choices=[("red cells only", ANALYSED_DEFAULT),
                                                    ("every object found", OBJECT_TYPES)], value=ANALYSED_DEFAULT)
-    box.tooltip = ("Which segmented objects get features and a UMAP point. White cells, platelets, clusters of "
-                   "overlapping cells and artefacts are counted and left out by default.")
+    box.tooltip = ("Which of the objects found are described and put on the map: red cells only (white cells, "
+                   "platelets, clumps of overlapping cells and artefacts are counted and left out) or every "
+                   "object")
     return box
 
 
@@ -99,6 +167,8 @@ class StepWidget(QWidget):
     """Base of the step docks. Subclasses fill ``self.form`` and implement ``work`` and ``show``."""
 
     title = "Run"
+    run_tip = "Run this step on the choices above"
+    uses_torch = True  # False for a step that never reaches torch: it need not wait for torch's import
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__()
@@ -107,6 +177,8 @@ class StepWidget(QWidget):
         self.form = Container(labels=True)
         self.run_button = PushButton(text=self.title)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.run_button.tooltip = self.run_tip
+        self.cancel_button.tooltip = TIPS["cancel"]
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.progress = QProgressBar()
@@ -125,6 +197,10 @@ class StepWidget(QWidget):
 
     def show(self, result) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        wrap_tooltips(self)  # once the subclass has set them all; cheap and idempotent
+        super().showEvent(event)
 
     def prepare(self):
         """Read inputs from the form on the main thread before the worker starts; return False to abort."""
@@ -163,7 +239,8 @@ class StepWidget(QWidget):
         from napari_reddino._torch_runtime import import_torch
 
         try:
-            import_torch()  # every step may reach torch (cellpose, the ViT, PCA): hide a useless triton first
+            if getattr(self, "uses_torch", True):  # cellpose, the ViT, PCA: hide a useless triton first
+                import_torch()
             return (yield from self.work())
         except RuntimeError as exc:
             raise StepFailed(f"{type(exc).__name__}: {exc}") from exc

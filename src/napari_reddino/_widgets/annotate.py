@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget, is_layer_kind
+from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_warm_up
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino.annotate import default_classes
@@ -33,16 +33,29 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    uses_torch = False  # umap, numba and scikit-learn only: no 1-2 s torch import before the map starts
+    run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
+               "select cells on it or on the smear to annotate them")
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.classes = default_classes()
-        self.layers = Select(label="Labels layers", choices=self._embedded_layers)
-        self.n_neighbors = SpinBox(label="n_neighbors", value=15, min=2, max=200)
-        self.min_dist = FloatSpinBox(label="min_dist", value=0.1, min=0.0, max=1.0, step=0.05)
-        self.metric = ComboBox(label="metric", choices=METRICS, value="cosine")
+        self.layers = Select(label="cells layers", choices=self._embedded_layers)
+        self.layers.tooltip = ("The cells (from 'Extract RedDino features') to put on one map; select several "
+                               "to compare smears; none selected: all of them")
+        self.n_neighbors = SpinBox(label="neighbours", value=15, min=2, max=200)
+        self.n_neighbors.tooltip = ("How many similar cells each cell is compared with: fewer brings out small "
+                                    "groups, more the overall layout (15)")
+        self.min_dist = FloatSpinBox(label="spacing", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.min_dist.tooltip = "How closely similar cells are packed: 0 tight clumps, 1 evenly spread (0.1)"
+        self.metric = ComboBox(label="similarity", choices=METRICS, value="cosine")
+        self.metric.tooltip = "How the likeness of two cells' descriptions is measured; cosine suits RedDino"
         self.seed = SpinBox(label="seed (-1: none, faster)", value=0, min=-1, max=2**31 - 1)
+        self.seed.tooltip = ("The same number gives the same map for the same cells every time; -1: a slightly "
+                             "different map on each run, a little faster")
         self.project = FileEdit(label="project folder", mode="d", value="")
+        self.project.tooltip = ("Folder where the annotations are saved, one file for all images; empty: a file "
+                                "beside each image")
         self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
         self.panel = AnnotationPanel(self.classes)
         self.layout().insertWidget(self.layout().count() - 1, self.panel)
@@ -52,6 +65,7 @@ class AnnotationWidget(StepWidget):
         self._job = None
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
+        start_warm_up()  # the first UMAP of the session need not wait for numba to compile
         p = self.panel
         p.assign_button.clicked.connect(lambda: self._safely(self.assign, p.current_class()))
         p.clear_button.clicked.connect(lambda: self._safely(self.assign, None))
@@ -79,7 +93,7 @@ class AnnotationWidget(StepWidget):
         return Path(path) if path else None
 
     def prepare(self):
-        from napari_reddino.embedding import layer_items
+        from napari_reddino.embedding import MIN_CELLS, layer_items
 
         names = list(self.layers.value) or self._embedded_layers()
         if not names:
@@ -87,6 +101,11 @@ class AnnotationWidget(StepWidget):
                              "'Extract RedDino features' has run.")
         layers = [self.viewer.layers[n] for n in names]
         items = layer_items([(la.name, la.metadata, la.features) for la in layers])
+        n = sum(len(emb) for _, _, emb in items)
+        if n < MIN_CELLS:  # say it here, in plain words, before any work starts
+            cells = "1 cell" if n == 1 else f"{n} cells"
+            raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
+                             f"{MIN_CELLS}); choose more images or segment a larger field")
         seed = self.seed.value
         self._job = {"items": items, "sources": names, "n_neighbors": self.n_neighbors.value,
                      "min_dist": self.min_dist.value, "metric": self.metric.value,

@@ -31,22 +31,41 @@ class AnnotationPanel(QWidget):
     def __init__(self, classes, parent=None):
         super().__init__(parent)
         self.class_list = QListWidget()
+        self._item_names = []
         for i, c in enumerate(classes):
             key = f"[{KEYS[i]}] " if i < len(KEYS) else "     "
+            self._item_names.append(f"{key}{c.name}")
             self.class_list.addItem(QListWidgetItem(swatch(c.color), f"{key}{c.name}"))
         self.class_list.setCurrentRow(0)
+        self.class_list.setToolTip("The cell classes, with the number of cells annotated in each: pick one, "
+                                   "then 'Assign selection', or press its key over the map")
         self.assign_button = QPushButton("Assign selection")
+        self.assign_button.setToolTip("Give the selected cells the class picked above (keys 1-9, 0 over the map)")
         self.clear_button = QPushButton("Clear class")
+        self.clear_button.setToolTip("Take the class off the selected cells (Backspace over the map)")
         self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Undo the last change of classes (Ctrl+Z over the map)")
         self.classifier = QComboBox()
         self.classifier.addItems(["logreg", "knn"])
+        self.classifier.setToolTip("How the classes of the other cells are predicted: logreg (logistic "
+                                   "regression, a good default) or knn (the class most common among the most "
+                                   "similar annotated cells)")
         self.train_button = QPushButton("Train && predict")
+        self.train_button.setToolTip("Learn from the annotated cells (at least 2 classes) and predict a class for "
+                                     "every other cell, shown in faded colour")
         self.next_k = QSpinBox()
         self.next_k.setRange(1, 1000)
         self.next_k.setValue(20)
+        self.next_k.setToolTip("How many cells 'Next to annotate' selects")
         self.next_button = QPushButton("Next to annotate")
+        self.next_button.setToolTip("Select the cells whose prediction is least sure: annotating those teaches "
+                                    "the classifier the most")
         self.export_cells_button = QPushButton("Export cell table…")
+        self.export_cells_button.setToolTip("Save one row per cell: image, position, measurements, class, "
+                                            "prediction (CSV)")
         self.export_report_button = QPushButton("Export report…")
+        self.export_report_button.setToolTip("Save the number and percentage of cells of each class per image "
+                                             "(CSV)")
         self.status = QLabel("Run the UMAP to start annotating.")
         self.status.setWordWrap(True)
         self.report = FrameTable()
@@ -82,6 +101,13 @@ class AnnotationPanel(QWidget):
         for w in (self.assign_button, self.clear_button, self.undo_button, self.train_button,
                   self.next_button, self.export_cells_button, self.export_report_button):
             w.setEnabled(on)
+
+    def set_counts(self, counts) -> None:
+        """Show each class' number of annotated cells in the class list (``counts``: one int per class)."""
+        for i, n in enumerate(counts):
+            item = self.class_list.item(i)
+            if item is not None:
+                item.setText(f"{self._item_names[i]}  ({n})" if n else self._item_names[i])
 
     def current_class(self) -> int:
         return max(0, self.class_list.currentRow())

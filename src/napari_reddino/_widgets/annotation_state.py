@@ -94,6 +94,7 @@ class AnnotationState:
         self.points.face_color = self._face_colors()
         self.points.refresh()
         self.link.color_cells(*self._cell_codes())
+        self._show_counts()
         self.panel.report.set_frame(self.report())
         n_ann = int((self.class_column() != "").sum())
         where = sorted({self.store.path_of(i) for i in pd.unique(self.table["image"])})
@@ -101,6 +102,20 @@ class AnnotationState:
         said = (f"saved to {', '.join(saved)}" if saved else
                 f"nothing saved yet (the first annotation goes to {', '.join(map(str, where))})")
         self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
+
+    def class_counts(self) -> list[tuple[str, str, int, int]]:
+        """(name, colour, annotated, predicted) per class (predicted: by the classifier, among the cells not
+        annotated), then ("unannotated", grey, every cell without an annotation, 0)."""
+        cls, pred = self.class_column(), self.prediction
+        free = cls == ""
+        rows = [(c.name, c.color, int((cls == c.name).sum()), int((free & (pred == c.name)).sum()))
+                for c in self.classes]
+        return rows + [("unannotated", UNLABELLED_COLOR, int(free.sum()), 0)]
+
+    def _show_counts(self) -> None:
+        counts = self.class_counts()
+        self.canvas.set_legend(counts)
+        self.panel.set_counts([n for _, _, n, _ in counts[:-1]])
 
     # --- selection --------------------------------------------------------------------------------
     def selected_rows(self) -> np.ndarray:

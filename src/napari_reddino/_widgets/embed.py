@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_reddino._widgets._common import StepWidget, cell_types_box, is_layer_kind
+from napari_reddino._widgets._common import TIPS, StepWidget, cell_types_box, is_layer_kind
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ OTHER = "other (path or spec below)"
 
 class EmbedWidget(StepWidget):
     title = "Extract RedDino features"
+    run_tip = ("Describe each cell with the RedDino model (a list of numbers per cell, kept on the cells "
+               "layer) for the overlay, the map of similar cells and the classifier")
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
@@ -29,17 +31,34 @@ class EmbedWidget(StepWidget):
         self.image = ComboBox(label="image", choices=self._layer_names("Image"), nullable=True)
         self.labels = ComboBox(label="cells (labels)", choices=self._layer_names("Labels"), nullable=True)
         self.model_choice = ComboBox(label="model", choices=self._model_choices, value=default_spec())
+        self.image.tooltip = "The smear image the cells were found on"
+        self.labels.tooltip = "The cells to describe: the '<image> cells' layer made by 'Segment cells'"
+        self.model_choice.tooltip = ("The RedDino model that describes each cell: small is fastest, large the "
+                                     "most detailed; a model marked 'not downloaded' needs 'Download weights' "
+                                     "once. demo: a tiny model shipped for trying the plugin, not for results")
         self.model_path = LineEdit(label="model path", value="")
-        self.model_path.tooltip = "local-dir:FOLDER, a timm folder, or a DINOv2 .pth/.safetensors checkpoint"
+        self.model_path.tooltip = ("Only with 'other' chosen above: your own model, as local-dir:FOLDER or a "
+                                   ".pth / .safetensors weights file (e.g. one made with reddino-train)")
         self.download_button = PushButton(text="Download weights")
-        self.download_button.tooltip = "Fetch the chosen hf-hub model into the Hugging Face cache (internet)"
+        self.download_button.tooltip = ("Download the chosen RedDino model from Hugging Face (needs the internet "
+                                        "once; afterwards it works offline)")
         self.precision = ComboBox(label="precision", choices=["auto", "bf16", "fp32"], value="auto")
+        self.precision.tooltip = TIPS["precision"]
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=64)
+        self.batch_size.tooltip = ("How many cells the model looks at together: more is faster but needs more "
+                                   "memory; lower it if the computer runs out of memory")
         self.pad_square = CheckBox(label="square crop with margin", value=False)
+        self.pad_square.tooltip = ("Show the model each cell in a square picture with a margin around it, "
+                                   "instead of the tight box around the cell (the published setting)")
         self.mask_neighbours = CheckBox(label="mask neighbouring cells", value=False)
+        self.mask_neighbours.tooltip = ("Blank out the neighbouring cells in each cell's picture, so that only "
+                                        "the cell itself is described")
         self.cell_types = cell_types_box()
         self.export_path = FileEdit(label="export to", mode="w", filter="*.parquet *.csv")
+        self.export_path.tooltip = ("File to write the cells' descriptions to (.parquet or .csv), for analysis "
+                                    "outside napari")
         self.export_button = PushButton(text="Export features")
+        self.export_button.tooltip = "Write the chosen cells' descriptions and positions to the file above"
         self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
                           self.cell_types, self.precision, self.batch_size, self.pad_square,
                           self.mask_neighbours])

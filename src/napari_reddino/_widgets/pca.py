@@ -10,7 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info
 
 from napari_reddino._widgets._common import (
-    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ FIT_THIS, FIT_REUSE = "this image", "reuse last fit"
 
 class PCAWidget(StepWidget):
     title = "PCA overlay"
+    run_tip = ("Colour the image by what the RedDino model sees in it: regions that look alike get alike "
+               "colours (shown as '<image> PCA', half transparent over the image)")
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
@@ -28,13 +30,22 @@ class PCAWidget(StepWidget):
 
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
         self.model_spec = LineEdit(label="model", value=default_spec())
-        self.model_spec.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
-        self.overlap = SpinBox(label="overlap (patches)", min=0, max=15, value=0)
-        self.overlap.tooltip = "Patches shared by neighbouring windows; more context at window edges, slower"
+        self.image.tooltip = TIPS["image"]
+        self.model_spec.tooltip = TIPS["model"]
+        self.overlap = SpinBox(label="window overlap", min=0, max=15, value=0)
+        self.overlap.tooltip = ("The model reads a large image in windows, one colour per small square (14 px "
+                                "for RedDino); "
+                                "neighbouring windows can share this many squares so that the colours do not "
+                                "jump at window edges. 0 is fastest")
         self.fit_mode = ComboBox(label="fit", choices=[FIT_THIS, FIT_REUSE], value=FIT_THIS)
-        self.fit_mode.tooltip = "Reuse the last fit so colours mean the same across images"
+        self.fit_mode.tooltip = ("this image: colours chosen for this image alone; reuse last fit: the colours "
+                                 "of the previous image, so that a colour means the same on every image")
         self.background = ComboBox(label="background", choices=["black", "transparent"], value="black")
+        self.background.tooltip = ("Where the slide is bare, between the cells: black, or transparent so that "
+                                   "the image shows through")
         self.upsample = CheckBox(label="upsample to image resolution", value=False)
+        self.upsample.tooltip = ("Smooth the overlay to the image's own pixels instead of one colour square "
+                                 "per 14 px")
         self.form.extend([self.image, self.model_spec, self.overlap, self.fit_mode, self.background,
                           self.upsample])
         self.last_fit = None  # (model spec, PatchPCA)

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
-    StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, start_warm_up,
+    upsert_layer)
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ ANNOTATION_DOCK = "4. Embedding & annotation"
 
 class PipelineWidget(StepWidget):
     title = "Run the whole pipeline"
+    run_tip = ("On the chosen image: find the cells, describe each with RedDino, colour the image by its "
+               "features and put the cells on a map for annotation, in one go")
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
@@ -33,14 +36,21 @@ class PipelineWidget(StepWidget):
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
         self.drop_border = CheckBox(label="drop cells touching the border", value=False)
         self.model = LineEdit(label="model", value=default_spec())
-        self.model.tooltip = "hf-hub:Snarcy/RedDino-small|base|large, demo, local-dir:PATH or a checkpoint"
+        self.image.tooltip, self.backend.tooltip = TIPS["image"], TIPS["backend"]
+        self.diameter.tooltip, self.drop_border.tooltip = TIPS["diameter"], TIPS["drop_border"]
+        self.model.tooltip = TIPS["model"]
         self.cell_types = cell_types_box()
         self.do_pca = CheckBox(label="PCA overlay", value=True)
+        self.do_pca.tooltip = ("Also colour the image by what RedDino sees in it: regions that look alike get "
+                               "alike colours")
         self.do_umap = CheckBox(label="UMAP for annotation", value=True)
+        self.do_umap.tooltip = ("Also put the cells on a map of similar cells and open the annotation dock "
+                                "(needs at least 4 cells)")
         self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
                           self.cell_types, self.do_pca, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
         self._job = None
+        start_warm_up()  # the first UMAP of the session need not wait for numba to compile
 
     def prepare(self):
         from napari_reddino.pipeline import STEPS, PipelineOptions
@@ -62,7 +72,10 @@ class PipelineWidget(StepWidget):
 
     def show(self, result) -> None:
         add_result_layers(self.viewer, result)
-        show_info(f"{self.title}: {result.summary()}")
+        if result.skipped:  # the layers that could be made are in place; say once what was not, and why
+            show_warning("; ".join(result.skipped))  # no title first: a toast shows its first 40 characters
+        else:
+            show_info(f"{self.title}: {result.summary()}")
 
 
 def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None):

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_info
 from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
-    StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -19,30 +19,43 @@ if TYPE_CHECKING:
 
 class SegmentWidget(StepWidget):
     title = "Segment cells"
+    run_tip = "Find every cell on the image and measure it; the cells appear as a new '<image> cells' layer"
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         super().__init__(napari_viewer)
         self.image = ComboBox(label="image", choices=lambda *_: image_layer_choices(self.viewer), nullable=True)
         self.backend = ComboBox(label="method", choices=list(BACKENDS),
                                 value=DEFAULT_BACKEND)
-        self.backend.tooltip = ("learned (default): the stain pipeline with cell centres from the shipped small "
-                                "U-Net; threshold: stain colour + watershed, no weights; cellpose: Cellpose-SAM")
+        self.image.tooltip = TIPS["image"]
+        self.backend.tooltip = TIPS["backend"]
         self.diameter = FloatSpinBox(label="cell diameter (px, 0 = auto)", min=0, max=1000, value=0)
-        self.diameter.tooltip = ("Red-cell diameter in pixels. 0 = measured from the image (works from about 30 "
-                                 "to 130 px); the value found is shown after segmenting.")
+        self.diameter.tooltip = TIPS["diameter"]
         self.cp_auto_diameter = CheckBox(label="give Cellpose the measured cell diameter", value=False)
         self.cp_auto_diameter.tooltip = ("Cellpose-SAM finds the scale itself; tick to pass it the red-cell "
                                          "diameter measured from the image instead (when diameter is 0).")
         self.drop_border = CheckBox(label="drop cells touching the border", value=False)
+        self.drop_border.tooltip = TIPS["drop_border"] + "; the remaining cells are numbered again"
         self.cp_model = LineEdit(label="cellpose model", value="cpsam")
-        self.cp_model.tooltip = "a cellpose model name (cpsam, cpsam_v2, ...) found in its model folder"
+        self.cp_model.tooltip = ("Name of the Cellpose model: cpsam (Cellpose-SAM, the default) or another one "
+                                 "already on this computer")
         self.cp_weights = FileEdit(label="cellpose weights file", mode="r", nullable=True)
+        self.cp_weights.tooltip = ("A Cellpose model file of your own (for example one you trained); empty: the "
+                                   "model named above")
         self.cp_download = CheckBox(label="download the model if missing", value=False)
+        self.cp_download.tooltip = ("Allow fetching the Cellpose model from the internet when it is not on this "
+                                    "computer (a large file, fetched once)")
         self.flow_threshold = FloatSpinBox(label="flow threshold", min=0, max=3, step=0.05, value=0.4)
+        self.flow_threshold.tooltip = ("How far a found shape may differ from what Cellpose expects of a cell: "
+                                       "raise it if cells are missed, lower it if odd shapes are kept (0.4)")
         self.cellprob_threshold = FloatSpinBox(label="cell probability threshold", min=-6, max=6, step=0.25,
                                                value=0.0)
+        self.cellprob_threshold.tooltip = ("How sure Cellpose must be that a pixel belongs to a cell: lower it "
+                                           "to keep pale or faint cells, raise it if background is taken "
+                                           "for cells (0)")
         self.min_size = SpinBox(label="min size (px)", min=0, max=100000, value=15)
+        self.min_size.tooltip = "Objects with a smaller area, in pixels, are dropped as debris"
         self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16"], value="auto")
+        self.precision.tooltip = TIPS["precision"]
         self._cellpose_widgets = [self.cp_auto_diameter, self.cp_model, self.cp_weights, self.cp_download, self.flow_threshold,
                                   self.cellprob_threshold, self.min_size, self.precision]
         self.found = Label(label="found", value="")

@@ -13,6 +13,24 @@ HIGHLIGHT_COLOR = "yellow"
 SOURCE_KWARGS = ("scale", "translate")
 
 
+def warm_class_colours() -> None:
+    """Compile napari's numba code for a direct label colormap on int32 cell codes (the ``classes`` layer),
+    which otherwise takes about a second of the GUI thread the first time the UMAP is shown. napari's
+    private API, so any failure only leaves the compile to the first draw."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red", 2: "blue"})
+    cmap._data_to_texture(np.arange(16, dtype=np.int32).reshape(4, 4) % 3)
+
+
+def warm_outline_shapes() -> None:
+    """Compile napari's numba code for Shapes (the UMAP canvas' selection outline is one), which napari
+    otherwise compiles on the GUI thread when the canvas first appears: seconds on a fresh install."""
+    from napari.layers.shapes._accelerated_triangulate_dispatch import warmup_numba_cache
+
+    warmup_numba_cache()
+
+
 class SmearLink:
     def __init__(self, viewer, source_layers: list[str], source_of_row: np.ndarray, labels: np.ndarray):
         self.viewer = viewer

@@ -3,14 +3,26 @@
 napari's own Points "select" mode drags the selected points, and UMAP positions are data, so the points
 layer stays in pan_zoom mode and the selection gestures are ours (a viewer-level mouse callback, with
 panning switched off while selecting).
+
+The selection is drawn by a layer of our own (yellow rings, as on the smear): napari's highlight is the
+user's global highlight colour, by default a blue next to the "normal" class' blue. A legend under the
+buttons gives each class' colour and its number of cells.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 MODES = {"select": "Box / click", "lasso": "Lasso", "pan_zoom": "Pan / zoom"}
+MODE_TIPS = {
+    "select": "Drag a box around cells to select them, or click one cell; hold Shift to add to the selection",
+    "lasso": "Draw a free outline around the cells to select; hold Shift to add to the selection",
+    "pan_zoom": "Drag to move the map, scroll to zoom (the selection is kept)",
+}
+# Selected cells are ringed in this colour, here and on the smear; no class colour is near it (see the test)
+SELECTION_COLOR = "#ffff00"
+SELECTION_RING = 1.8  # ring diameter, in point sizes
 DRAG_PIXELS = 4
 PREVIEW_EVERY = 3  # redraw the lasso outline every n mouse moves
 
@@ -42,6 +54,8 @@ class UmapCanvas(QWidget):
         self.qt_viewer = QtViewer(self.model, show_welcome_screen=False)
         self.points = None
         self.preview = None
+        self.marks = None  # the rings around the selected points
+        self._ring_size = 1.0
         self.mode = "select"
         # the view follows the points (and the canvas' size, which the dock sets after the points arrive)
         # until the user pans or zooms; "Reset view" frames them again
@@ -53,6 +67,7 @@ class UmapCanvas(QWidget):
             button = QPushButton(text)
             button.setCheckable(True)
             button.setChecked(key == self.mode)
+            button.setToolTip(MODE_TIPS[key])
             button.clicked.connect(lambda _=False, k=key: self.set_mode(k))
             self._buttons.addButton(button)
             row.addWidget(button)
@@ -60,10 +75,20 @@ class UmapCanvas(QWidget):
         self.reset_button.setToolTip("Zoom the UMAP so that every cell's point is in view")
         self.reset_button.clicked.connect(self.frame_points)
         row.addWidget(self.reset_button)
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setToolTip("Colour of each class on the map and on the smear, with its number of cells "
+                               "(annotated; + predicted by the classifier). Selected cells are ringed in yellow.")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addLayout(row)
+        layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
+        from napari_reddino._widgets._common import wrap_tooltips
+
+        for w in (self.legend, self.reset_button, *self._buttons.buttons()):  # not napari's own widgets
+            wrap_tooltips(w)
         self.model.mouse_drag_callbacks.append(self._on_drag)
         self.camera.events.zoom.connect(self._user_moved)
         self.camera.events.center.connect(self._user_moved)
@@ -97,6 +122,20 @@ class UmapCanvas(QWidget):
         if self.framed and self.points is not None and self.qt_viewer is not None:
             self.frame_points()
 
+    # --- legend -----------------------------------------------------------------------------------
+    def set_legend(self, entries) -> None:
+        """``entries``: (name, colour, annotated, predicted) per class, in order; a class with no cell is left
+        out, the unannotated cells (colour of the points without a class) are always shown."""
+        from html import escape
+
+        parts = []
+        for name, color, annotated, predicted in entries:
+            if not annotated and not predicted:
+                continue
+            count = f"{annotated}" + (f" + {predicted} predicted" if predicted else "")
+            parts.append(f'<span style="color:{color}">&#9679;</span>&nbsp;{escape(name)}&nbsp;{count}')
+        self.legend.setText("&nbsp;&nbsp; ".join(parts))
+
     # --- layer ------------------------------------------------------------------------------------
     def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
         """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1))."""
@@ -112,16 +151,45 @@ class UmapCanvas(QWidget):
             self.model.layers.move(self.model.layers.index(self.points), 0)
             # positions are data: whatever switches the layer to napari's add/select (drag) modes, undo it
             self.points.events.mode.connect(self._keep_pan_zoom)
+            # no napari highlight (the user's global colour, blue by default, like the "normal" class):
+            # the rings of ``marks`` show the selection instead
+            self.points.update_highlight_visibility = self._no_napari_highlight
+            self._no_napari_highlight(False)
+            self.points.selected_data.events.items_changed.connect(self._draw_selection)
         else:
             self.points.selected_data = set()
             self.points.data = data
             self.points.features = features
             self.points.face_color = face_color
             self.points.size = size
+        self._ring_size = size * SELECTION_RING
+        self._draw_selection()
         self.model.layers.selection.active = self.points
         self.set_mode(self.mode)
         self.frame_points()
         return self.points
+
+    def _no_napari_highlight(self, visible=False) -> None:
+        from napari.layers import Points
+
+        Points.update_highlight_visibility(self.points, False)
+
+    def _draw_selection(self, event=None) -> None:
+        """Ring the selected points (a layer above the points that takes no clicks)."""
+        if self.points is None:
+            return
+        rows = np.array(sorted(self.points.selected_data), dtype=int)
+        data = np.asarray(self.points.data)[rows] if len(rows) else np.zeros((0, 2))
+        if self.marks is None:
+            self.marks = self.model.add_points(data, name="selected cells", face_color="transparent",
+                                               border_color=SELECTION_COLOR, border_width=0.22,
+                                               border_width_is_relative=True, size=self._ring_size)
+            self.model.layers.selection.active = self.points
+        else:
+            self.marks.data = data
+            self.marks.size = self._ring_size
+            self.marks.border_color = SELECTION_COLOR
+            self.marks.face_color = "transparent"
 
     def _keep_pan_zoom(self, event=None) -> None:
         if self.points is not None and str(self.points.mode) != "pan_zoom":
@@ -211,4 +279,4 @@ class UmapCanvas(QWidget):
             self.qt_viewer.setParent(None)
             self.qt_viewer.deleteLater()
             self.qt_viewer = None
-            self.points = self.preview = None
+            self.points = self.preview = self.marks = None

@@ -64,6 +64,8 @@ def run(args) -> int:
     result = drive(iter_pipeline(images, opts), bar=True)
     written = write_outputs(result, args.out)
     print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s")
+    for note in result.skipped:
+        print(f"not made: {note}")
     if args.view or args.screenshot:
         written += show(result, Path(args.out), screenshot=args.screenshot)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")

@@ -149,6 +149,54 @@ def test_two_centres_split_a_convex_pair_of_heavily_overlapping_cells():
     assert labels[100, 100] and labels[100, 140] and labels[100, 100] != labels[100, 140]
 
 
+def test_a_smaller_overlapping_cell_keeps_its_own_outline():
+    """A small cell lying over a large one's rim: the distance transform of the pair slopes from the small
+    cell's centre up to the large one's, so a watershed on it alone let the large cell take a quarter of
+    the small one's free part; the split follows the distance to the centres too."""
+    from napari_reddino.segment.threshold import threshold_objects
+
+    centres = np.array([(100, 100), (100, 122)])
+    yy, xx = np.indices((200, 240))
+    big, small = np.hypot(yy - 100, xx - 100) <= 32, np.hypot(yy - 100, xx - 122) <= 14
+    od = 0.4 * big + 0.4 * small
+    rgb = np.array([0.9, 0.88, 0.85]) * np.exp(-od[..., None] * np.array([0.1, 1.0, 0.6]))
+    labels, _ = threshold_objects((rgb * 255).astype(np.uint8), 55, centres=lambda rgb, stats, d: centres)
+    own, other = labels[100, 122], labels[100, 100]
+    assert own and other and own != other
+    assert (labels[small & ~big] == own).mean() > 0.9  # the small cell's part outside the large one
+
+
+def test_a_cell_cut_by_the_border_is_not_merged_into_its_neighbour():
+    """A cell cut by the image edge and the cell overlapping it make a convex blob about one cell's area:
+    the rule that keeps an isolated convex cell whole must not join them."""
+    from napari_reddino.segment.threshold import threshold_objects
+
+    field = smear([(100, 2), (100, 20)], 25)
+    labels, _ = threshold_objects(field, 50, centres=lambda rgb, stats, d: np.array([(100, 2), (100, 20)]))
+    assert labels[100, 1] and labels[100, 35] and labels[100, 1] != labels[100, 35]
+
+
+def test_a_cell_cut_by_the_border_keeps_its_pallor_and_its_area():
+    """A cell cut through its pallor by the image edge, under another cell: the pallor is open to the edge
+    (no hole to fill) and the centre sits on the rim beside it. The pallor was left as slide, the
+    distance transform put the centre next to slide, and the neighbour took most of the cell."""
+    from napari_reddino.segment.threshold import threshold_objects
+
+    yy, xx = np.indices((200, 240))
+    od = np.zeros((200, 240))
+    for y in (150, 200):
+        rr = np.hypot(yy - y, xx - 120)
+        od += np.where(rr < 0.45 * 25, 0.0, 0.4) * (rr <= 25)  # an open (unstained) pallor
+    rgb = np.array([0.9, 0.88, 0.85]) * np.exp(-od[..., None] * np.array([0.1, 1.0, 0.6]))
+    field = (rgb * 255).astype(np.uint8)
+    labels, _ = threshold_objects(field, 50, centres=lambda rgb, stats, d: np.array([(150, 120), (194, 132)]))
+    own = labels[194, 132]
+    assert own and own != labels[150, 120]
+    cut = (np.hypot(yy - 200, xx - 120) <= 25) & (np.hypot(yy - 150, xx - 120) > 25)
+    assert (labels[cut] == own).mean() > 0.8
+    assert labels[199, 120] == own  # its pallor, at the edge
+
+
 def test_network_depth_is_read_from_the_weights(tmp_path):
     """A deeper centre network (``reddino-train segmenter --channels 8,16,32,64``) loads from its file alone
     and takes any image size (padded to its stride of 8)."""

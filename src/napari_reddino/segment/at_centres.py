@@ -12,9 +12,9 @@ from napari_reddino.segment.threshold import _ellipse as ellipse
 
 def pallor_at(yx, foreground, diameter, rays: int = 24, rim=None) -> np.ndarray:
     """The central pallors at the centres that lie on slide yet are ringed by stain (at least 60% of the
-    rays cast from the centre meet stain within 0.7 diameters): a pallor whose rim is open on one side,
-    which :func:`fill_holes` cannot fill. Each is filled up to where its rays met the rim (the median
-    distance across the gaps). ``rim``: the stain the rays may meet (default ``foreground``)."""
+    rays cast from the centre that stay in the image meet stain within 0.7 diameters): a pallor whose rim
+    is open on one side, which :func:`fill_holes` cannot fill. Each is filled up to where its rays met the
+    rim (the median distance across the gaps; to the image edge where a ray left the image). ``rim``: the stain the rays may meet (default ``foreground``)."""
     import cv2
 
     h, w = foreground.shape
@@ -32,13 +32,38 @@ def pallor_at(yx, foreground, diameter, rays: int = 24, rim=None) -> np.ndarray:
         stain = np.zeros(ys.shape, bool)
         stain[inside] = rim[ys[inside], xs[inside]]
         met = stain.any(1)
-        if met.mean() < 0.6:
+        # a ray that leaves the image before meeting stain says nothing (a cell cut by the image edge
+        # has its pallor open there); its fill runs to the edge
+        left = ~met & ~inside.all(1)
+        if met.sum() < 0.3 * rays or met.sum() < 0.6 * (~left).sum():
             continue
         dist = np.where(met, steps[stain.argmax(1)], 0).astype(float)
-        dist[~met] = np.median(dist[met])
+        dist[~met & ~left] = np.median(dist[met])
+        dist[left] = steps[inside[left].argmin(1)]
         poly = np.stack([x + np.cos(angles) * dist, y + np.sin(angles) * dist], 1)
         cv2.fillPoly(out, [np.round(poly).astype(np.int32)], 1)
     return out.astype(bool)
+
+
+def edge_pallors_at(yx, foreground, diameter) -> np.ndarray:
+    """The pallors of cells cut by the image edge: slide that touches the edge, is smaller than a quarter
+    of a cell and lies within 0.3 diameters of a centre. Such a pallor is open to the edge, so neither
+    :func:`fill_holes` nor :func:`pallor_at` (the centre sits on the cell's rim beside it) fills it, and
+    the distance transform then puts the cell's marker next to slide: the neighbour took the cell."""
+    from scipy import ndimage
+
+    h, w = foreground.shape
+    slide, n = ndimage.label(~foreground)
+    if n == 0:
+        return np.zeros((h, w), bool)
+    sizes = np.bincount(slide.ravel(), minlength=n + 1)
+    at_edge = np.zeros(n + 1, bool)
+    at_edge[np.concatenate([slide[0], slide[-1], slide[:, 0], slide[:, -1]])] = True
+    near = np.zeros(n + 1, bool)
+    near[np.unique(slide[centre_discs(yx, (h, w), 0.3 * diameter)])] = True
+    keep = at_edge & near & (sizes < 0.25 * np.pi * (diameter / 2) ** 2)
+    keep[0] = False
+    return keep[slide]
 
 
 PALE_FRACTION = 0.4  # of the foreground threshold: the rim of a pale red cell the network found

@@ -31,6 +31,7 @@ from napari_reddino.images import to_rgb_float
 
 DEFAULT_DIAMETER = 38.0  # px; used only when an image holds too few cells to measure (Chula at 1000x)
 MIN_DENSITY = 0.05  # green OD below which nothing counts as stained (about 5% absorbance)
+TOWARD_CENTRES = 0.7  # weight of the distance to the learned centres in the watershed (chosen on the training half)
 MIN_DIAMETER, MAX_DIAMETER = 8.0, 400.0  # px; estimates outside are clipped
 
 
@@ -301,11 +302,12 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
         return empty, diameter
     found = None if centres is None else np.asarray(centres(rgb, stats, diameter), float).reshape(-1, 2)
     if found is not None:
-        from napari_reddino.segment.at_centres import centre_discs, pale_cells_at, pallor_at
+        from napari_reddino.segment.at_centres import centre_discs, edge_pallors_at, pale_cells_at, pallor_at
 
         # a red cell's rim is never purple (nor the paler edge of a purple stroke): the gaps between a
         # scale bar and the strokes of its label are no cell's pallor
         purple_edge = cv2.dilate(purple.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        foreground |= edge_pallors_at(found, foreground, diameter)
         foreground |= pallor_at(found, foreground, diameter, rim=foreground & ~purple_edge)
         foreground |= pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter, purple_edge)
 
@@ -339,9 +341,11 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     markers, n_peaks = ndimage.label(peaks, structure=np.ones((3, 3)))
     markers[nuclei] = groups[nuclei] + n_peaks
     # a convex blob of up to 1.4 cells' area is one cell, whatever its distance-transform peaks; learned
-    # centres are trusted from 1.15 cells' area up (two heavily overlapping cells make a convex blob)
+    # centres are trusted from 1.15 cells' area up (two heavily overlapping cells make a convex blob), and
+    # split along the distance to them as well as the distance transform
     convex_cells = 1.4 if found is None else 1.15
-    labels = _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells)
+    labels = _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells,
+                    TOWARD_CENTRES if found is not None else 0.0, learned=found is not None)
     labels = _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_height)
     if platelets.any():
         pl, n_pl = ndimage.label(platelets)
@@ -427,9 +431,12 @@ def _edge_platelets(purple_fg, foreground, max_pixels):
     return lut[lab]
 
 
-def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4):
-    """Blobs with one marker stay whole; the others are split by a watershed on the distance transform,
-    except an isolated convex cell (solidity ≥ 0.95, at most ``convex_cells`` cells' area), which stays one."""
+def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4, toward_markers=0.0, learned=False):
+    """Blobs with one marker stay whole; the others are split by a watershed on the distance transform
+    (plus ``toward_markers`` times the distance to the nearest marker), except an isolated convex cell
+    (solidity ≥ 0.95, at most ``convex_cells`` cells' area), which stays one. With ``learned`` centres a
+    blob cut by the image edge is not protected (a cut cell and its neighbour can make a small convex blob;
+    the distance-transform peaks, which pile up at the edge, need the protection there)."""
     from skimage.segmentation import watershed
 
     has = markers > 0
@@ -445,13 +452,25 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4):
         with_nucleus = np.zeros(n + 1, bool)
         with_nucleus[np.unique(blobs[nuclei])] = True
         area = np.bincount(blobs.ravel(), minlength=n + 1)
-        maybe = multi_ids[~with_nucleus[multi_ids] & (area[multi_ids] <= convex_cells * cell_area)]
+        at_border = np.zeros(n + 1, bool)
+        if learned:
+            at_border[np.concatenate([blobs[0], blobs[-1], blobs[:, 0], blobs[:, -1]])] = True
+        maybe = multi_ids[~with_nucleus[multi_ids] & ~at_border[multi_ids]
+                          & (area[multi_ids] <= convex_cells * cell_area)]
         if len(maybe):
             per_blob[maybe[solidity(blobs, maybe, area[maybe]) >= 0.95]] = 1
     multi = per_blob[blobs] >= 2
     labels = np.where(~multi, blobs, 0).astype(np.int32)
     if multi.any():
-        split = watershed(-dist, np.where(multi, markers, 0), mask=multi)
+        landscape = -dist
+        if toward_markers:
+            import cv2
+
+            # a small cell over a large one's rim sits on the slope of the pair's distance transform:
+            # alone, it let the large cell flood most of the small one
+            landscape = landscape + toward_markers * cv2.distanceTransform((markers == 0).astype(np.uint8),
+                                                                           cv2.DIST_L2, 5)
+        split = watershed(landscape, np.where(multi, markers, 0), mask=multi)
         labels[multi] = split[multi] + n  # ids above every blob id
     return labels
 

@@ -66,6 +66,12 @@ def dock(make_napari_viewer, qtbot, tmp_path):
     qtbot.wait(20)
 
 
+def outline_colours(layer):
+    """How many different colours the cells of a Labels layer are drawn in."""
+    labels = [int(v) for v in np.unique(layer.data) if v > 0]
+    return len({tuple(np.round(layer.colormap.map(v), 3)) for v in labels})
+
+
 def truth(w):
     t = w.state.table
     return np.concatenate([CLUSTERS[i][t["label"].to_numpy()[t["image"] == i] - 1] for i in ("s1", "s2")])
@@ -164,8 +170,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     assert w.panel.status.text().endswith(f"saved to {tmp_path / 'proj' / 'reddino-annotations.csv'}")
     assert len(saved) == 10 and set(saved["class"]) == {"spherocyte", "target"}
     assert w.canvas.points.face_color[np.flatnonzero(y == 0)[0], 3] == 1.0
-    cls_layer = viewer.layers["s1 cells classes"].data
-    assert len(np.unique(cls_layer)) == 3  # background + 2 classes painted on the smear
+    assert outline_colours(viewer.layers["s1 cells"]) == 3  # unannotated + 2 classes on the smear's outlines
     w.undo()
     assert (w.canvas.points.features["class"] == "target").sum() == 0
     # a hidden smear gets its class colours when it is shown again
@@ -173,9 +178,9 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     s2_row = int(np.flatnonzero((w.state.table["image"] == "s2").to_numpy() & (y == 2))[0])
     w.canvas.select([s2_row])
     w.assign("burr")
-    n_before = len(np.unique(viewer.layers["s2 cells classes"].data))
+    n_before = outline_colours(viewer.layers["s2 cells"])
     viewer.layers["s2 cells"].visible = True
-    assert len(np.unique(viewer.layers["s2 cells classes"].data)) == n_before + 1
+    assert outline_colours(viewer.layers["s2 cells"]) == n_before + 1
     w.undo()
     assert len(pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")) == 8
     w.close_canvas()
@@ -384,3 +389,61 @@ def test_too_few_cells_for_a_umap_is_said_in_plain_words_before_any_work(make_na
     assert said == ["3 cells in few cells: too few for a UMAP map (it needs at least 4); choose more images or "
                     "segment a larger field"]
     w.close_canvas()
+
+
+def test_smear_outlines_legend_and_hover_show_each_cells_class(dock):
+    """The classes were a filled layer over random-colour labels and the PCA overlay: now each cell's
+    outline takes its class colour (faded for a prediction), the legend beside the smear counts the
+    classes, and hovering a cell shows its class with its measurements."""
+    from matplotlib.colors import to_rgba
+
+    from napari_reddino import style
+
+    viewer, make = dock
+    w = make()
+    y = truth(w)
+    t = w.state.table
+    s1 = (t["image"] == "s1").to_numpy()
+    rows = np.flatnonzero(s1 & (y == 0))
+    w.canvas.select(rows)
+    w.assign("spherocyte")
+    cells = viewer.layers["s1 cells"]
+    assert "s1 cells classes" not in viewer.layers  # no second, filled layer over the smear
+    assert cells.contour == style.CONTOUR_WIDTH
+    spherocyte = to_rgba(next(c.color for c in w.classes if c.name == "spherocyte"))
+    for label in t["label"].to_numpy()[rows]:
+        np.testing.assert_allclose(cells.colormap.map(int(label)), spherocyte, atol=1e-3)
+        assert cells.features.set_index("label").loc[label, "class"] == "spherocyte"
+    other = int(t["label"].to_numpy()[np.flatnonzero(s1 & (y == 1))[0]])
+    np.testing.assert_allclose(cells.colormap.map(other), to_rgba(style.UNANNOTATED_COLOR), atol=1e-3)
+    words = list(viewer.layers["s1 cells legend"].text.values)
+    assert f"spherocyte {len(rows)}" in words and f"red cells, no class {12 - len(rows)}" in words
+    label = int(t["label"].to_numpy()[rows[0]])
+    centre = tuple(np.argwhere(cells.data == label).mean(0))
+    assert "class: spherocyte" in cells.get_status(centre, world=True)["coordinates"]
+    # a prediction is the class colour, faded
+    w.canvas.select(np.flatnonzero(s1 & (y == 1))[:2])
+    w.assign("target")
+    w.train("logreg")
+    predicted = [i for i in np.flatnonzero(s1) if w.state.class_column()[i] == "" and w.state.prediction[i]]
+    assert predicted
+    colour = cells.colormap.map(int(t["label"].to_numpy()[predicted[0]]))
+    assert colour[3] == pytest.approx(style.PREDICTED_ALPHA)
+
+
+def test_a_resegmented_smear_is_not_drawn_or_clicked_with_the_old_session(dock):
+    """After a re-segmentation (the same label numbers now name other cells) the session still open must
+    neither colour the new cells with the old cells' classes nor select an old point from a click."""
+    viewer, make = dock
+    w = make()
+    layer = viewer.layers["s1 cells"]
+    before = layer.colormap.map(1)
+    layer.data = np.where(layer.data > 0, 13 - layer.data, 0).astype(np.int32)  # renumbered
+    s1 = (w.state.table["image"] == "s1").to_numpy()
+    w.canvas.select(np.flatnonzero(s1 & (w.state.table["label"] == 1).to_numpy()))
+    w.assign("burr")
+    np.testing.assert_allclose(layer.colormap.map(1), before)  # old cell 1's class not on new cell 1
+    np.testing.assert_allclose(layer.colormap.map(12), before)
+    inside = tuple(np.argwhere(layer.data == 12).mean(0))
+    viewer.layers["s2 cells"].visible = False  # (s2 lies at the same place)
+    assert w.state.link.row_at(inside) is None

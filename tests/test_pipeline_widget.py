@@ -116,3 +116,36 @@ def test_too_few_cells_for_a_umap_keeps_the_other_layers_and_says_why(make_napar
     assert message.startswith("3 red cells found: too few for a UMAP map (it needs at least 4)")
     assert "segmentation and the PCA overlay are kept" in message
     assert "Received" not in message and "accepted" not in message
+
+
+def test_pipeline_result_is_readable_outlines_over_a_hidden_pca_and_updated_in_place(make_napari_viewer,
+                                                                                       tmp_path, model_spec):
+    """The pipeline stacked random-colour labels, the PCA overlay (on top, shown) and a classes layer: now
+    the cells are outlines above the overlay, which is made hidden, white cells are ringed and named, and
+    adding the result again updates every layer without a duplicate."""
+    from napari_reddino import style
+    from napari_reddino._progress import run
+    from napari_reddino._widgets.pipeline import add_result_layers
+    from napari_reddino.pipeline import PipelineOptions, iter_pipeline
+
+    image, _, _ = synthetic_smear(seed=2, shape=(240, 320), n_white=2)
+    result = run(iter_pipeline([("s", image)], PipelineOptions(model=model_spec)))
+    viewer = make_napari_viewer()
+    dock = add_result_layers(viewer, result, project_folder=tmp_path)
+    try:
+        names = [la.name for la in viewer.layers]
+        cells, pca = viewer.layers["s cells"], viewer.layers["s PCA"]
+        assert names.index("s PCA") < names.index("s cells")  # the overlay under the outlines
+        assert not pca.visible and pca.opacity == style.PCA_OPACITY
+        assert cells.contour == style.CONTOUR_WIDTH and viewer.layers.selection.active is cells
+        assert "white cell" in set(viewer.layers["s cells objects"].text.values)
+        assert "s cells legend" in viewer.layers and "s cells classes" not in viewer.layers
+        dock.canvas.select([0, 1, 2])
+        dock.assign("burr")
+        pca.visible = True  # the user's choice survives a re-run
+        dock.close_canvas()
+        dock = add_result_layers(viewer, result, project_folder=tmp_path)
+        assert [la.name for la in viewer.layers] == names and viewer.layers["s PCA"].visible
+        assert "burr 3" in set(viewer.layers["s cells legend"].text.values)  # restored on the same cells
+    finally:
+        dock.close_canvas()

@@ -44,7 +44,7 @@ def test_labels_layer_with_features_aligned_and_updated(make_napari_viewer, qtbo
     np.testing.assert_allclose(layer.scale, (0.5, 0.5))
     np.testing.assert_allclose(layer.translate, (10, 20))
     table = layer.features
-    assert list(table.columns) == TABLE_COLUMNS + ["type", "border"]
+    assert list(table.columns) == ["index"] + TABLE_COLUMNS + ["type", "border"]  # index: napari's hover row
     assert len(table) == layer.data.max() > 20 and set(table["type"]) <= set(OBJECT_TYPES)
     assert (table["type"] == "rbc").sum() >= 15 and table["border"].dtype == bool
     assert layer.metadata["source_image"] == "smear"
@@ -53,10 +53,11 @@ def test_labels_layer_with_features_aligned_and_updated(make_napari_viewer, qtbo
     assert notes and "red cells" in notes[-1] and f"about {d:.0f} px" in widget.found.value
     assert widget.minimumSizeHint().width() < 450  # the summary wraps instead of widening the dock
     n_all = len(table)
+    names = [la.name for la in viewer.layers]
 
     widget.drop_border.value = True
     run_widget(qtbot, widget)
-    assert len(viewer.layers) == 2  # updated, not piled up
+    assert [la.name for la in viewer.layers] == names  # updated, not piled up
     layer = viewer.layers["smear cells"]
     edge = np.concatenate([layer.data[0], layer.data[-1], layer.data[:, 0], layer.data[:, -1]])
     assert edge.max() == 0 and 0 < len(layer.features) < n_all

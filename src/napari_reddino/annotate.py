@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.images import InputError
+from napari_reddino.style import UNANNOTATED_COLOR
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ CHULA_CLASSES = [
     CellClass("schistocyte", "#aec7e8"), CellClass("uncategorised", "#7f7f7f"),
     CellClass("hypochromia", "#ffbb78"), CellClass("elliptocyte", "#98df8a"),
 ]
-UNLABELLED_COLOR = "#bbbbbb"
+UNLABELLED_COLOR = UNANNOTATED_COLOR  # the name this module had for it
 ANNOTATION_COLUMNS = ["image", "label", "class"]
 WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
 PROJECT_FILE = "reddino-annotations.csv"

@@ -178,6 +178,8 @@ def layer_items(metadata_and_features):
         labels = np.asarray(red.get("labels"), dtype=np.int64)
         emb = np.asarray(red["embeddings"])
         feats = pd.DataFrame(features) if features is not None else pd.DataFrame()
+        # what the smear shows beside the measurements (napari's row index, the annotation dock's classes)
+        feats = feats.drop(columns=["index", "class", "prediction", "confidence"], errors="ignore")
         if "label" in feats.columns and len(feats):
             feats = feats.drop_duplicates("label").set_index("label").reindex(labels).reset_index()
         else:

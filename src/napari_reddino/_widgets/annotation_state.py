@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino.annotate import UNLABELLED_COLOR, class_colors
+from napari_reddino.annotate import class_colors
 from napari_reddino.classify import fit_predict, next_to_annotate
 from napari_reddino.report import export_cell_table, morphology_report
+from napari_reddino.style import PREDICTED_ALPHA, UNANNOTATED_COLOR, class_counts
 
-PREDICTED_ALPHA = 0.35
 CLICK_PIXELS = 4
 
 
@@ -65,7 +65,7 @@ class AnnotationState:
     def _face_colors(self) -> np.ndarray:
         from matplotlib.colors import to_rgba
 
-        out = np.tile(np.asarray(to_rgba(UNLABELLED_COLOR), np.float32), (len(self.table), 1))
+        out = np.tile(np.asarray(to_rgba(UNANNOTATED_COLOR), np.float32), (len(self.table), 1))
         for col, alpha in ((self.prediction, PREDICTED_ALPHA), (self.class_column(), 1.0)):
             for name, rgba in self._colors.items():
                 hit = col == name
@@ -73,27 +73,11 @@ class AnnotationState:
                 out[hit, 3] = alpha
         return out
 
-    def _cell_codes(self) -> tuple[np.ndarray, dict]:
-        """Code per row: class index + 1 when annotated, + 1 + K when only predicted, 0 otherwise."""
-        k = len(self.classes)
-        codes = np.zeros(len(self.table), dtype=np.int32)
-        for col, offset in ((self.prediction, 1 + k), (self.class_column(), 1)):
-            for name, i in self._index.items():
-                codes[col == name] = i + offset
-        colors = {}
-        for name, i in self._index.items():
-            rgba = self._colors[name].copy()
-            colors[i + 1] = rgba
-            faded = rgba.copy()
-            faded[3] = PREDICTED_ALPHA
-            colors[i + 1 + k] = faded
-        return codes, colors
-
     def refresh(self) -> None:
         self.points.features = self._features()
         self.points.face_color = self._face_colors()
         self.points.refresh()
-        self.link.color_cells(*self._cell_codes())
+        self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes)
         self._show_counts()
         self.panel.report.set_frame(self.report())
         n_ann = int((self.class_column() != "").sum())
@@ -104,13 +88,9 @@ class AnnotationState:
         self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
 
     def class_counts(self) -> list[tuple[str, str, int, int]]:
-        """(name, colour, annotated, predicted) per class (predicted: by the classifier, among the cells not
-        annotated), then ("unannotated", grey, every cell without an annotation, 0)."""
-        cls, pred = self.class_column(), self.prediction
-        free = cls == ""
-        rows = [(c.name, c.color, int((cls == c.name).sum()), int((free & (pred == c.name)).sum()))
-                for c in self.classes]
-        return rows + [("unannotated", UNLABELLED_COLOR, int(free.sum()), 0)]
+        """(name, colour, annotated, predicted) per class, then the unannotated cells (``style.class_counts``,
+        which the smear's legend counts with too)."""
+        return class_counts(self.classes, self.class_column(), self.prediction)
 
     def _show_counts(self) -> None:
         counts = self.class_counts()

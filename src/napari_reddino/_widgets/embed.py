@@ -153,6 +153,8 @@ class EmbedWidget(StepWidget):
         return job, table, emb
 
     def show(self, result) -> None:
+        from napari_reddino.style import with_label_index
+
         job, table, emb = result
         if job["labels_name"] not in self.viewer.layers:
             raise InputError(f"Labels layer {job['labels_name']!r} was removed during the run; accepted: "
@@ -164,7 +166,7 @@ class EmbedWidget(StepWidget):
         extra = [c for c in old.columns if c not in features.columns] if "label" in old.columns else []
         if extra:
             features = features.merge(old[["label", *extra]].drop_duplicates("label"), on="label", how="left")
-        layer.features = features
+        layer.features = with_label_index(features)  # hovering cell k shows cell k's row
         layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
                                      "model": job["spec"], "image": job["image_name"]}
         left = f" ({job['left_out']})" if job["left_out"] else ""

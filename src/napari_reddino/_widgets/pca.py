@@ -84,17 +84,20 @@ class PCAWidget(StepWidget):
         return job, overlay
 
     def show(self, result) -> None:
+        from napari_reddino._widgets.smear_link import place_under_cells
         from napari_reddino.pca import overlay_scale_translate
+        from napari_reddino.style import PCA_OPACITY, pca_layer_name
 
         job, overlay = result
         self.last_fit = (job["spec"], overlay.fit)
         scale, translate = overlay_scale_translate(overlay.patch, job["scale"], job["translate"],
                                                    upsampled=overlay.upsampled)
         data = np.round(overlay.rgb * 255).astype(np.uint8)
-        name = f"{job['name']} PCA"
+        name = pca_layer_name(job["name"])
         if name in self.viewer.layers and self.viewer.layers[name].data.shape[-1] != data.shape[-1]:
             self.viewer.layers.remove(name)  # RGB <-> RGBA: a fresh layer, napari won't switch in place
-        upsert_layer(self.viewer, name, "image", data, rgb=True, opacity=0.5, scale=scale,
-                     translate=translate, metadata={"reddino_pca": {
-                         "model": job["spec"], "image": job["name"], "patch": overlay.patch,
-                         "upsampled": overlay.upsampled, "background": job["background"]}})
+        layer = upsert_layer(self.viewer, name, "image", data, rgb=True, opacity=PCA_OPACITY, scale=scale,
+                             translate=translate, metadata={"reddino_pca": {
+                                 "model": job["spec"], "image": job["name"], "patch": overlay.patch,
+                                 "upsampled": overlay.upsampled, "background": job["background"]}})
+        place_under_cells(self.viewer, layer)  # the cells' outlines stay on top of the overlay's colours

@@ -83,7 +83,9 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     ``<image> cells`` carrying the table and the embeddings, Image ``<image> PCA``, and the UMAP in the
     annotation dock (annotations saved in ``project_folder`` when given). Returns that dock's widget (None
     without a UMAP)."""
+    from napari_reddino._widgets.smear_link import draw_cells, place_under_cells
     from napari_reddino.pca import overlay_scale_translate
+    from napari_reddino.style import PCA_OPACITY, cells_layer_name, pca_layer_name, with_label_index
 
     cells_layers = []
     for s in result.smears:
@@ -96,14 +98,20 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
         if s.embeddings is not None:
             metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.embedded,
                                    "model": result.model, "image": s.name}
-        cells = upsert_layer(viewer, f"{s.name} cells", "labels", s.labels, features=s.table, scale=scale,
-                             translate=translate, metadata=metadata)
+        cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels,
+                             features=with_label_index(s.table), scale=scale, translate=translate, metadata=metadata)
         cells_layers.append(cells)
         if s.pca is not None:
             pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate)
-            upsert_layer(viewer, f"{s.name} PCA", "image", np.round(s.pca[..., :3] * 255).astype(np.uint8),
-                         rgb=True, opacity=0.5, scale=pca_scale, translate=pca_translate,
-                         metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch}})
+            # made hidden: over the whole smear it hides the stain and the cells' outlines (tick its eye to see
+            # it, under the outlines); a re-run leaves it as the user set it
+            first = pca_layer_name(s.name) not in viewer.layers
+            pca = upsert_layer(viewer, pca_layer_name(s.name), "image",
+                               np.round(s.pca[..., :3] * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
+                               scale=pca_scale, translate=pca_translate, **({"visible": False} if first else {}),
+                               metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch}})
+            place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
+        draw_cells(viewer, cells)
     with_cells = [la.name for la, s in zip(cells_layers, result.smears)
                   if s.embeddings is not None and len(s.embeddings)]
     if cells_layers:

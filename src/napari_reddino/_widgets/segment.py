@@ -103,12 +103,16 @@ class SegmentWidget(StepWidget):
 
     def show(self, result) -> None:
         job, labels, table = result
-        name = f"{job['name']} cells"
-        upsert_layer(self.viewer, name, "labels", labels, features=table, scale=job["scale"],
+        from napari_reddino._widgets.smear_link import draw_cells
+        from napari_reddino.style import cells_layer_name, with_label_index
+
+        name = cells_layer_name(job["name"])
+        layer = upsert_layer(self.viewer, name, "labels", labels, features=with_label_index(table), scale=job["scale"],
                      translate=job["translate"],
                      metadata={"source_image": job["name"], "segmentation": {
                          "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
                          "estimated_diameter": table.attrs.get("diameter")}})
+        draw_cells(self.viewer, layer)  # outlines by type, named rings on the other objects, legend
         message = segmentation_summary(table, job["name"])
         self.found.value = message
         show_info(f"Segment cells: {message}")

@@ -1,4 +1,11 @@
-"""Rows of the pooled cell table ↔ cells on the smear: highlight layers, class colours, click lookup.
+"""How cells are drawn on the smear, and rows of the pooled cell table ↔ cells: outlines coloured by class,
+marks on the objects that are not red cells, a legend, the selection, click lookup.
+
+The cells layer ``<image> cells`` itself draws every object's outline (contour mode) in its own colour
+(a direct colormap; rules and colours: ``napari_reddino.style``); its ``features`` carry each cell's
+measurements, type, class and prediction, which napari shows on hover. Beside it: ``<labels> objects``
+(a named ring on each white cell, platelet, cluster and artefact) and ``<labels> legend`` (cells per class
+and per type, to the right of the smear).
 
 A selection is drawn as an additive yellow Image layer ``<labels> selection`` holding the selected cells'
 outlines: a look-up table over precomputed outline pixels (``lut[rings]``) and an 8-bit texture upload.
@@ -8,9 +15,128 @@ A Labels layer with a direct colormap was ~10x slower (napari maps every pixel t
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-HIGHLIGHT_COLOR = "yellow"
+from napari_reddino import style
+
 SOURCE_KWARGS = ("scale", "translate")
+CLASS_COLUMNS = ("class", "prediction", "confidence")  # what the annotation dock writes into the features
+
+
+def _selection_colormap():
+    from napari.utils.colormaps import Colormap
+
+    return Colormap([[0, 0, 0, 1], style.rgba(style.SELECTION_COLOR)], name="reddino selection")
+
+
+def _keep_active(viewer, add):
+    """Run ``add()`` (which adds a layer) without stealing the user's active layer."""
+    active = viewer.layers.selection.active
+    layer = add()
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return layer
+
+
+def _upsert_points(viewer, name: str, data, features: pd.DataFrame, *, like, **kwargs):
+    """Create or update the Points layer ``name`` (same scale and translate as ``like``); none is made for
+    no points, and an existing one is emptied (kept, so that the user's choices on it stay)."""
+    from napari.layers import Points
+
+    data = np.asarray(data, dtype=float).reshape(-1, 2)
+    old = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (no .get)
+    if old is not None and not isinstance(old, Points):
+        viewer.layers.remove(old)
+        old = None
+    if not len(data):
+        if old is not None:
+            old.data = data
+        return old
+    place = {k: getattr(like, k) for k in SOURCE_KWARGS}
+    if old is not None:
+        with old.events.blocker_all():
+            old.data = data
+            old.features = features
+        for key, value in {**place, **kwargs}.items():
+            setattr(old, key, value)
+        old.refresh()
+        return old
+    return _keep_active(viewer, lambda: viewer.add_points(data, name=name, features=features, **place,
+                                                          **kwargs))
+
+
+def place_under_cells(viewer, layer) -> None:
+    """Move ``layer`` (a PCA overlay) just above its image, under the cells' outlines, so that colours
+    painted over the whole smear never hide them."""
+    layers = viewer.layers
+    if layer not in layers:
+        return
+    cells = [i for i, la in enumerate(layers) if la is not layer and la.name.endswith(style.CELLS_SUFFIX)
+             and la.name[:-len(style.CELLS_SUFFIX)] == layer.name[:-len(style.PCA_SUFFIX)]]
+    here = layers.index(layer)
+    if cells and cells[0] < here:
+        layers.move(here, cells[0])
+
+
+def draw_cells(viewer, layer, classes=None) -> None:
+    """Draw the Labels layer ``layer`` (``<image> cells``) for reading: outlines coloured by class (faded
+    for a prediction) or by object type, named rings on the objects that are not red cells, the legend,
+    and its features (measurements, type, class) shown on hover. Reads the class and prediction from the
+    layer's ``features``; updates the layers in place on every call."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_reddino.annotate import default_classes
+
+    classes = list(classes) if classes is not None else default_classes()
+    features = style.with_label_index(layer.features)
+    if features is None or "label" not in features.columns:
+        return
+    if not features.equals(layer.features):
+        layer.features = features
+    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
+    colors = style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
+                                  {c.name: c.color for c in classes})
+    layer.colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
+                                                     0: np.zeros(4, np.float32), **colors})
+    layer.contour = style.CONTOUR_WIDTH
+    layer.opacity = 1.0
+    _draw_marks(viewer, layer, features)
+    _draw_legend(viewer, layer, features, classes)
+    viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
+
+
+def _draw_marks(viewer, layer, features) -> None:
+    marks = style.object_marks(features)
+    ring = float(np.median(marks["size"])) if len(marks) else 0.0  # a typical ring's size
+    _upsert_points(viewer, style.derived_layer_name(layer.name, style.OBJECTS_SUFFIX), marks[["y", "x"]],
+                   marks[["label", "name", "color"]], like=layer, size=marks["size"].to_numpy(), symbol="disc",
+                   face_color="transparent", border_color=[style.rgba(c) for c in marks["color"]],
+                   border_width=0.08, border_width_is_relative=True,
+                   text={"string": "{name}", "color": {"feature": "color"}, "size": 10, "anchor": "upper_left",
+                         "translation": [0, 0.5 * ring]})  # on the ring's top right
+
+
+def _draw_legend(viewer, layer, features, classes) -> None:
+    """One line per class with cells (and per other object type) to the right of the smear."""
+    get = lambda col: features[col].fillna("").astype(str).to_numpy() if col in features.columns else (  # noqa: E731
+        np.full(len(features), "", dtype=object))
+    cls, pred = get("class"), get("prediction")
+    types = features["type"].to_numpy() if "type" in features.columns else None
+    shown = (cls != "") | (pred != "") | (np.asarray(types) == "rbc" if types is not None else True)
+    entries = style.legend_entries(style.class_counts(classes, cls[shown], pred[shown]), types)
+    h, w = np.asarray(layer.data).shape[-2:]
+    step = max(h / 24, 6.0)
+    data = [(step * (i + 0.5), w + step) for i in range(len(entries))]
+    if entries:  # an invisible last point as far right as the words reach, so that napari's Home frames them
+        data.append((step * 0.5, w + step + 0.35 * max(h, w)))
+        entries = [*entries, ("", "#00000000")]
+    colors = [style.rgba(c) for _, c in entries]
+    _upsert_points(viewer, style.derived_layer_name(layer.name, style.LEGEND_SUFFIX), data,
+                   pd.DataFrame({"text": [t for t, _ in entries]}), like=layer, size=0.7 * step, symbol="disc",
+                   face_color=colors, border_color=[[1, 1, 1, c[3]] for c in colors], border_width=0.1,
+                   text={"string": "{text}", "color": "white", "size": 10, "anchor": "upper_left",
+                         "translation": [0.55 * step, 0.85 * step]})  # napari puts upper_left text on the
+    # swatch's top left corner: this centres it on the swatch's row and starts it just right of it
 
 
 def warm_class_colours() -> None:
@@ -46,12 +172,12 @@ class SmearLink:
             rows = self._rows_of_source[s]
             lut[self.labels[rows]] = rows
             self._row_lut.append(lut)
+        self._data = [getattr(self._layer(s), "data", None) for s in range(len(self.sources))]  # these rows' cells
         self._shown: list[np.ndarray | None] = [None] * len(self.sources)
         self._wanted = [np.zeros(0, np.int64) for _ in self.sources]
         self._ring_cache: list[np.ndarray | None] = [None] * len(self.sources)
         self._watching: dict = {}
-        self._codes: np.ndarray | None = None
-        self._colormap = None
+        self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
 
     def _layer(self, s):
@@ -62,9 +188,15 @@ class SmearLink:
         layer = self._layer(s)
         return np.asarray(layer.data) if layer is not None else np.zeros((1, 1), np.int32)
 
+    def _current(self, s) -> bool:
+        """Whether source ``s`` still shows the cells these rows were made of: after a re-segmentation its
+        label numbers mean other cells, so nothing of this session is drawn on it or read from it."""
+        layer = self._layer(s)
+        return layer is not None and layer.data is self._data[s]
+
     def _put(self, s, suffix: str, data: np.ndarray, kind: str = "labels", **create_kwargs):
         """Update the derived layer ``<source> <suffix>`` in place, or add it over the source."""
-        name = f"{self.sources[s]} {suffix}"
+        name = style.derived_layer_name(self.sources[s], suffix)
         if name in self.viewer.layers:
             self.viewer.layers[name].data = data
             return self.viewer.layers[name]
@@ -95,12 +227,11 @@ class SmearLink:
             self._wanted[s] = np.sort(self.labels[mine])
         self._draw_visible()
 
-    def color_cells(self, codes: np.ndarray, colors: dict[int, np.ndarray]) -> None:
-        """Paint each row's cell with ``colors[codes[row]]`` (code 0 = unpainted) on ``<source> classes``."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        self._colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", **colors})
-        self._codes = np.asarray(codes, dtype=np.int32)
+    def color_cells(self, annotated, predicted, confidence, classes) -> None:
+        """Give each row's cell its class (``annotated``), ``predicted`` class and ``confidence``: written
+        into its cells layer's features and drawn as its outline's colour (``draw_cells``)."""
+        self._cells = {"class": np.asarray(annotated, dtype=object), "prediction": np.asarray(predicted, dtype=object),
+                       "confidence": np.asarray(confidence, dtype=np.float32), "classes": list(classes)}
         self._classes_stale = [True] * len(self.sources)
         self._draw_visible()
 
@@ -123,13 +254,11 @@ class SmearLink:
         self._watching.clear()
 
     def _draw(self, s) -> None:
-        if self._codes is not None and self._classes_stale[s]:
+        if not self._current(s):
+            return
+        if self._cells is not None and self._classes_stale[s]:
             self._classes_stale[s] = False
-            rows = self._rows_of_source[s]
-            lut = np.zeros(len(self._row_lut[s]), dtype=np.int32)
-            lut[self.labels[rows]] = self._codes[rows]
-            data = lut[np.clip(self._labels_data(s), 0, len(lut) - 1)]
-            self._put(s, "classes", data, colormap=self._colormap, opacity=0.6)
+            self._draw_classes(s)
         wanted = self._wanted[s]
         if self._shown[s] is not None and np.array_equal(self._shown[s], wanted):
             return
@@ -137,15 +266,31 @@ class SmearLink:
         lut = np.zeros(len(self._row_lut[s]), dtype=np.uint8)
         lut[wanted] = 1
         mask = lut[np.clip(self._rings(s), 0, len(lut) - 1)]
-        self._put(s, "selection", mask, kind="image", colormap=HIGHLIGHT_COLOR, blending="additive",
-                  contrast_limits=(0, 1))
+        self._put(s, style.SELECTION_SUFFIX, mask, kind="image", colormap=_selection_colormap(),
+                  blending="additive", contrast_limits=(0, 1))
+
+    def _draw_classes(self, s) -> None:
+        layer = self._layer(s)
+        rows = self._rows_of_source[s]
+        features = layer.features.copy() if "label" in layer.features.columns else pd.DataFrame(
+            {"label": self.labels[rows]})
+        where = pd.Series(rows, index=self.labels[rows])
+        at = where.reindex(features["label"].to_numpy()).to_numpy()  # row of each feature line (NaN: none)
+        has = ~np.isnan(at)
+        take = at[has].astype(np.int64)
+        for col in CLASS_COLUMNS:
+            values = np.full(len(features), np.nan if col == "confidence" else "", dtype=object)
+            values[has] = self._cells[col][take]
+            features[col] = values.astype(np.float32) if col == "confidence" else values
+        layer.features = features
+        draw_cells(self.viewer, layer, self._cells["classes"])
 
     # --- smear -> rows ----------------------------------------------------------------------------
     def row_at(self, position) -> int | None:
         """The table row of the cell under ``position`` (world coordinates) on a visible source."""
         for s in range(len(self.sources)):
             layer = self._layer(s)
-            if layer is None or not layer.visible:
+            if layer is None or not layer.visible or not self._current(s):
                 continue
             value = layer.get_value(position, world=True)
             if isinstance(value, tuple):  # multiscale answers (level, value)

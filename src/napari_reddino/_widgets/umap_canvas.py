@@ -14,14 +14,15 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+# Selected cells are ringed in SELECTION_COLOR, here and on the smear; no class colour is near it (the test)
+from napari_reddino.style import SELECTION_COLOR, count_text
+
 MODES = {"select": "Box / click", "lasso": "Lasso", "pan_zoom": "Pan / zoom"}
 MODE_TIPS = {
     "select": "Drag a box around cells to select them, or click one cell; hold Shift to add to the selection",
     "lasso": "Draw a free outline around the cells to select; hold Shift to add to the selection",
     "pan_zoom": "Drag to move the map, scroll to zoom (the selection is kept)",
 }
-# Selected cells are ringed in this colour, here and on the smear; no class colour is near it (see the test)
-SELECTION_COLOR = "#ffff00"
 SELECTION_RING = 1.8  # ring diameter, in point sizes
 DRAG_PIXELS = 4
 PREVIEW_EVERY = 3  # redraw the lasso outline every n mouse moves
@@ -132,8 +133,8 @@ class UmapCanvas(QWidget):
         for name, color, annotated, predicted in entries:
             if not annotated and not predicted:
                 continue
-            count = f"{annotated}" + (f" + {predicted} predicted" if predicted else "")
-            parts.append(f'<span style="color:{color}">&#9679;</span>&nbsp;{escape(name)}&nbsp;{count}')
+            words = escape(count_text(name, annotated, predicted)).replace(" ", "&nbsp;")
+            parts.append(f'<span style="color:{color}">&#9679;</span>&nbsp;{words}')
         self.legend.setText("&nbsp;&nbsp; ".join(parts))
 
     # --- layer ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from napari.utils.notifications import show_info, show_warning
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, start_warm_up,
     upsert_layer)
+from napari_reddino.pca_resolution import MAX_FACTOR
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -43,11 +44,14 @@ class PipelineWidget(StepWidget):
         self.do_pca = CheckBox(label="PCA overlay", value=True)
         self.do_pca.tooltip = ("Also colour the image by what RedDino sees in it: regions that look alike get "
                                "alike colours")
+        self.pca_resolution = FloatSpinBox(label="PCA cell resolution (x, 0 = auto)", min=0, max=MAX_FACTOR,
+                                           step=0.5, value=0)
+        self.pca_resolution.tooltip = TIPS["cell_resolution"]
         self.do_umap = CheckBox(label="UMAP for annotation", value=True)
         self.do_umap.tooltip = ("Also put the cells on a map of similar cells and open the annotation dock "
                                 "(needs at least 4 cells)")
         self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
-                          self.cell_types, self.do_pca, self.do_umap])
+                          self.cell_types, self.do_pca, self.pca_resolution, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
         self._job = None
         start_warm_up()  # the first UMAP of the session need not wait for numba to compile
@@ -60,7 +64,8 @@ class PipelineWidget(StepWidget):
         steps = tuple(s for s in STEPS if (s != "pca" or self.do_pca.value) and (s != "umap" or self.do_umap.value))
         opts = PipelineOptions(backend=self.backend.value, diameter=float(self.diameter.value) or None,
                                drop_border=bool(self.drop_border.value), model=self.model.value.strip() or None,
-                               steps=steps, cell_types=tuple(self.cell_types.value))
+                               steps=steps, cell_types=tuple(self.cell_types.value),
+                               pca_resolution=float(self.pca_resolution.value) or "auto")
         self._job = dict(images=[(layer.name, data)], opts=opts)
         return True
 
@@ -102,14 +107,15 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
                              features=with_label_index(s.table), scale=scale, translate=translate, metadata=metadata)
         cells_layers.append(cells)
         if s.pca is not None:
-            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate)
+            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, factor=s.pca_factor)
             # made hidden: over the whole smear it hides the stain and the cells' outlines (tick its eye to see
             # it, under the outlines); a re-run leaves it as the user set it
             first = pca_layer_name(s.name) not in viewer.layers
             pca = upsert_layer(viewer, pca_layer_name(s.name), "image",
                                np.round(s.pca[..., :3] * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
                                scale=pca_scale, translate=pca_translate, **({"visible": False} if first else {}),
-                               metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch}})
+                               metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch,
+                                                         "factor": s.pca_factor}})
             place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
         draw_cells(viewer, cells)
     with_cells = [la.name for la, s in zip(cells_layers, result.smears)

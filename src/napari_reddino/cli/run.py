@@ -8,6 +8,7 @@ from pathlib import Path
 
 from napari_reddino.cli import UsageError
 from napari_reddino.cli.embed import add_cell_types_argument
+from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.segment import add_diameter_argument
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
+    add_resolution_argument(p)
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--view", action="store_true", help="open napari with the result layers")
@@ -59,7 +61,8 @@ def run(args) -> int:
     images += [(p.name, read_image(p)) for p in (expand_inputs(args.images) if args.images else [])]
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
-                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
+                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
+                           pca_resolution=args.cell_resolution)
     t0 = time.perf_counter()
     result = drive(iter_pipeline(images, opts), bar=True)
     written = write_outputs(result, args.out)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_reddino._progress import Steps
-from napari_reddino.images import InputError, channel_axis, to_rgb_uint8
+from napari_reddino.images import InputError, channel_axis, to_rgb_float, to_rgb_uint8
 
 CELL_PATCHES = 6  # patches a red cell should span
 MAX_FACTOR = 4.0
@@ -78,9 +78,9 @@ def look_for_cells(image, table=None) -> CellsSeen:
     from napari_reddino.segment.threshold import (DEFAULT_DIAMETER, estimate_diameter, fill_holes,
                                                   nucleus_mask, optical_density, stain_stats)
 
-    rgb8 = to_rgb_uint8(image)
-    step = max(1, math.ceil(max(rgb8.shape[:2]) / MAX_SIDE))
-    rgb = rgb8[::step, ::step].astype(np.float32) / 255
+    step = max(1, math.ceil(max(image_hw(image)) / MAX_SIDE))
+    strided = image[::step, ::step] if channel_axis(image) != 0 else image[:, ::step, ::step]
+    rgb = to_rgb_float(np.asarray(strided))
     stats = stain_stats(rgb)
     given = float(table.attrs["diameter"]) if table is not None and table.attrs.get("diameter") else None
     diameter = given or DEFAULT_DIAMETER

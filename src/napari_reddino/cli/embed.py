@@ -1,6 +1,7 @@
 """``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
-image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels,
-paired with the images in order) or from segmenting on the fly (--segment threshold|cellpose)."""
+image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
+paired with the image of the same name: ``1.jpg`` with ``1.tif``, ``1_labels.tif``, ``1_masks.png`` or
+``1_cp_masks.png``) or from segmenting on the fly (--segment learned|threshold|cellpose)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from napari_reddino.cli import UsageError
 from napari_reddino.segment import BACKENDS
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+# what segmentation tools append to the image's name: ours (`segment`, `run`), Cellpose's, common hand-made ones
+LABEL_NAME_ENDINGS = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_seg")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("embed", help="RedDino features per cell → Parquet/CSV", description=__doc__)
     p.add_argument("images", nargs="+", help="image files or folders")
     cells = p.add_mutually_exclusive_group(required=True)
-    cells.add_argument("--labels", nargs="+", help="label images (.tif/.png/.npy) or folders, one per image")
+    cells.add_argument("--labels", nargs="+",
+                       help="label images (.tif/.png/.npy) or folders; each goes with the image of the same name "
+                            "(1.jpg: 1.tif, 1_labels.tif, 1_masks.png or 1_cp_masks.png)")
     cells.add_argument("--segment", choices=BACKENDS, help="segment the images first")
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
@@ -52,6 +57,49 @@ def label_paths(items) -> list[Path]:
             raise UsageError(f"received labels {str(p)!r}, which does not exist; accepted: label image files "
                              f"({', '.join(LABEL_SUFFIXES)}) or folders")
     return out
+
+
+def label_key(path: Path) -> str:
+    """The image name a label file belongs to: its stem without a segmentation tool's ending."""
+    stem = path.stem
+    for ending in LABEL_NAME_ENDINGS:
+        if stem.endswith(ending) and len(stem) > len(ending):
+            return stem[: -len(ending)]
+    return stem
+
+
+def pair_labels(images: list[Path], labels: list[Path]) -> list[Path]:
+    """The label file of each image, matched by name (never by order: one missing file would shift every
+    later image onto another image's cells). A missing, extra or doubled label file is a one-line error."""
+    stems = [p.stem for p in images]
+    doubled = sorted({s for s in stems if stems.count(s) > 1})
+    if doubled:
+        raise UsageError(f"received two images named {doubled[0]!r}; accepted with --labels: images of different "
+                         "names (label images are paired with images by name); run the folders one at a time")
+    paired, missing, used = [], [], set()
+    for image in images:
+        found = [q for q in labels if q.stem == image.stem
+                 or (label_key(q) == image.stem and q.stem not in stems)]  # cell_mask.tif is cell_mask.jpg's
+        if len(found) > 1:
+            names = ", ".join(q.name for q in found)
+            raise UsageError(f"received {len(found)} label images for {image.name} ({names}); accepted: one label "
+                             "image per image")
+        if not found:
+            missing.append(image.name)
+            continue
+        paired.append(found[0])
+        used.add(found[0])
+    if missing:
+        stem = Path(missing[0]).stem
+        raise UsageError(f"received no label image for {', '.join(missing[:3])}"
+                         + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                         + f"; accepted: a label image named after its image ({stem}.tif, {stem}_labels.tif, "
+                         f"{stem}_masks.png, ...) for every image")
+    extra = [q.name for q in labels if q not in used]
+    if extra:
+        raise UsageError(f"received label image(s) {', '.join(extra[:3])} with no image of that name; accepted: "
+                         "label images named after the images they belong to")
+    return paired
 
 
 def read_labels(path: Path, image_shape) -> np.ndarray:
@@ -94,10 +142,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"received --batch-size {args.batch_size}; accepted: an integer >= 1")
     images = expand_inputs(args.images)
-    labels = label_paths(args.labels) if args.labels else None
-    if labels is not None and len(labels) != len(images):
-        raise UsageError(f"received {len(images)} images and {len(labels)} label images; accepted: one label "
-                         "image per image, in the same order")
+    labels = pair_labels(images, label_paths(args.labels)) if args.labels else None
     spec = args.model or default_spec()
     model = load_model(spec, device=args.device)
     frames = []

@@ -10,8 +10,6 @@ tables and the morphology report: ``report.py``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +67,10 @@ def annotation_path(image_path=None, project_folder=None) -> Path:
 
 def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` so that a crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def read_annotations(path) -> pd.DataFrame:

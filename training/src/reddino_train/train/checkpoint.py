@@ -1,15 +1,16 @@
-"""Checkpoints: one ``checkpoint.pt`` in the run folder, replaced atomically (write a temporary file, fsync,
-rename), holding models, optimiser, centre, step and RNG states. Read back with ``weights_only=True``: only
-tensors and plain containers are stored. The data position and the schedules follow from the step."""
+"""Checkpoints: one ``checkpoint.pt`` in the run folder, replaced atomically (``napari_reddino.atomic``),
+holding models, optimiser, centre, step and RNG states. Read back with ``weights_only=True``: only tensors and
+plain containers are stored. The data position and the schedules follow from the step."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from napari_reddino.atomic import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -41,13 +42,9 @@ def save_checkpoint(run_dir: Path, step: int, states: dict, extra: dict | None =
     """Write the state after ``step`` optimiser steps: ``states`` = student, teacher and optimizer state dicts
     (``distributed.full_states``). Call on the main process only."""
     path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_name(f".{CHECKPOINT}.tmp")
     state = {"step": int(step), **states, "rng": rng_state(), **(extra or {})}
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from napari_reddino.atomic import atomic_path
+from napari_reddino.images import InputError
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -52,4 +53,16 @@ def load_checkpoint(run_dir: Path, map_location="cpu") -> dict | None:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises on a file it cannot read is bad input
+        if "Weights only load failed" in str(exc) and "GLOBAL" in str(exc):
+            raise InputError(f"Refused checkpoint {str(path)!r}: it holds more than tensors and plain values "
+                             "(loading it could run a program hidden in it); accepted: a checkpoint.pt written by "
+                             "reddino-train train.") from None
+        raise InputError(f"Could not read checkpoint {str(path)!r} ({type(exc).__name__}: damaged or cut short); "
+                         "accepted: a checkpoint.pt written by reddino-train train.") from None
+    if not isinstance(state, dict) or not {"step", "student", "teacher"} <= set(state):
+        raise InputError(f"Received checkpoint {str(path)!r} without the step, student and teacher a run saves; "
+                         "accepted: a checkpoint.pt written by reddino-train train.")
+    return state

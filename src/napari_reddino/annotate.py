@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_reddino.cells import label_column
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -87,8 +88,8 @@ def read_annotations(path) -> pd.DataFrame:
     for col in WHERE_COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["label", "class"])
-    df["label"] = df["label"].astype(np.int64)
+    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
+    df["label"] = label_column(df["label"], repr(str(path)))
     df["segmentation"] = df["segmentation"].fillna("").astype(str)
     return df
 

@@ -160,12 +160,15 @@ def _positions(labels):
 
 
 def save_labels(labels, path) -> None:
-    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32."""
+    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32 (atomically)."""
     import tifffile
+
+    from napari_reddino.atomic import atomic_path
 
     labels = check_labels(labels)
     dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype), compression="zlib")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
 
 
 def drop_border_cells(labels) -> np.ndarray:

@@ -28,7 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
                         "see `napari-reddino models list`")
-    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv")
+    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv (rewritten after each "
+                   "image; FILE.run.json holds the settings, FILE.failed.csv the inputs that could not be read)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the images already in --out (made with the same settings) and do the rest")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -131,39 +134,62 @@ def run(args) -> int:
 
     from napari_reddino._progress import run as drive
     from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
-    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
+    from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
     from napari_reddino.segment.types import left_out_note, parse_cell_types, select_cells, typed_table
 
     cell_types = parse_cell_types(args.cell_types)
-    out = Path(args.out)
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise UsageError(f"received --out {args.out!r}; accepted: a .parquet or .csv file name")
+    out = check_out_file(args.out)
     if args.batch_size < 1:
         raise UsageError(f"received --batch-size {args.batch_size}; accepted: an integer >= 1")
     images = expand_inputs(args.images)
     labels = pair_labels(images, label_paths(args.labels)) if args.labels else None
     spec = args.model or default_spec()
     model = load_model(spec, device=args.device)
-    frames = []
-    for i, path in enumerate(images):
-        image = read_image(path)
-        if labels is not None:
-            lab = read_labels(labels[i], image.shape)
-        else:
-            from napari_reddino.segment import iter_segment
+    RunRecord(out, "embed", settings_of(args, skip=("func", "images", "labels", "out", "resume"))).start(args.resume)
+    frames = [_previous(out)] if args.resume and out.is_file() else []
+    done_before = set(frames[0]["image"]) if frames else set()
+    failures, names = Failures(), unique_names(images)
+    for i, (path, name) in enumerate(zip(images, names)):
+        if name in done_before:
+            print(f"{name}: done before, kept", file=sys.stderr)
+            continue
+        try:
+            image = read_image(path)
+            if labels is not None:
+                lab = read_labels(labels[i], image.shape)
+            else:
+                from napari_reddino.segment import iter_segment
 
-            lab = drive(iter_segment(image, backend=args.segment), bar=True)
+                lab = drive(iter_segment(image, backend=args.segment), bar=True)
+        except (ReadError, MemoryError) as exc:
+            print(f"{name}: not embedded: {failures.add(name, exc)}", file=sys.stderr)
+            continue
         objects = typed_table(image, lab)  # types from the image, whoever made the labels
         kept = select_cells(objects, cell_types)
         table, emb = drive(iter_embed_cells(image, lab, model, batch_size=args.batch_size,
                                             precision=args.precision, pad_square=args.pad_square,
                                             mask_neighbours=args.mask_neighbours,
                                             label_ids=objects["label"].to_numpy()[kept]), bar=True)
-        frames.append(embeddings_frame(table, emb, str(path)))
+        frames.append(embeddings_frame(table, emb, name))
+        write_table(pd.concat(frames, ignore_index=True), out)  # an interrupted run keeps every finished image
         left = left_out_note(objects, kept)
-        print(f"{path}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
-    frame = pd.concat(frames, ignore_index=True)
-    write_table(frame, out)
-    print(f"wrote {len(frame)} cells × {model.num_features} features ({spec}) to {out}")
-    return 0
+        print(f"{name}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
+    failures.write(out.with_name(out.name + ".failed.csv"))
+    if not frames:
+        raise UsageError(f"received {len(images)} image(s), none could be read; accepted: image files "
+                         f"(see {out.name}.failed.csv)")
+    n = sum(len(f) for f in frames)
+    print(f"wrote {n} cells × {model.num_features} features ({spec}) to {out}"
+          + (f"; {failures.summary(len(images) - len(failures))}" if failures else ""))
+    return 2 if failures else 0
+
+
+def _previous(out: Path):
+    from napari_reddino.embedding import read_features
+
+    import pandas as pd
+
+    table, X = read_features(out)
+    return pd.concat([table, pd.DataFrame(X, columns=[f"emb_{j}" for j in range(X.shape[1])])], axis=1)

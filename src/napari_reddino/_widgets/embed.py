@@ -62,7 +62,7 @@ class EmbedWidget(StepWidget):
         self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
                           self.cell_types, self.precision, self.batch_size, self.pad_square,
                           self.mask_neighbours])
-        self.layout().addWidget(Container(widgets=[self.export_path, self.export_button]).native)
+        self.add_below(Container(widgets=[self.export_path, self.export_button]).native)
         self.download_button.changed.connect(self.download)
         self.export_button.changed.connect(self.export)
         self.image.changed.connect(self._default_labels)

@@ -13,6 +13,8 @@ pytestmark = pytest.mark.gui
 PLUGIN = "napari-reddino"
 STEP_DOCKS = ["1. Segment cells", "2. Extract RedDino features", "3. PCA overlay"]
 SCREENS = [(1366, 768), (1920, 1080)]
+CLASS_ROWS = 6  # classes the list shows at least (all of them where there is room)
+REPORT_ROWS = 3  # report rows on screen at least
 
 
 def settle(qtbot, ms=150):
@@ -42,7 +44,6 @@ def reddino_docks(window):
 
 def assert_fits(qtbot, viewer, size, expected_docks):
     from napari_reddino._widgets.annotate import AnnotationWidget
-    from napari_reddino._widgets.annotate_panel import MIN_CLASS_ROWS, MIN_REPORT_ROWS
 
     window = viewer.window._qt_window
     width, height = size
@@ -65,9 +66,9 @@ def assert_fits(qtbot, viewer, size, expected_docks):
     ann = annotation.widget()
     class_list, report = ann.panel.class_list, ann.panel.report
     rows = on_screen(class_list.viewport(), window).height() / class_list.sizeHintForRow(0)
-    assert rows >= min(MIN_CLASS_ROWS, class_list.count()), f"{rows:.1f} classes visible"
+    assert rows >= min(CLASS_ROWS, class_list.count()), f"{rows:.1f} classes visible"
     report_rows = on_screen(report.viewport(), window).height() / report.rowHeight(0)
-    assert report_rows >= MIN_REPORT_ROWS, f"{report_rows:.1f} report rows visible"
+    assert report_rows >= REPORT_ROWS, f"{report_rows:.1f} report rows visible"
     assert report.rowCount() >= 1  # the annotations made in the test are in it
     canvas = on_screen(ann.canvas.qt_viewer.canvas.native, window)
     assert canvas.width() >= 0.3 * width and canvas.height() >= 0.25 * height, f"UMAP canvas {canvas}"
@@ -95,8 +96,11 @@ def test_pipeline_annotation_and_all_docks_fit_the_screen(make_napari_viewer, qt
         ann.canvas.select([3, 4])
         ann.assign(3)
         assert_fits(qtbot, viewer, size, expected_docks=2)
-        for name in STEP_DOCKS:
-            viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        steps = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in STEP_DOCKS]
         assert_fits(qtbot, viewer, size, expected_docks=5)
+        # opened after the run, each step starts from the smear, not from an overlay the plugin drew over it
+        # (the selected cells' rings are an image layer too)
+        for step in steps:
+            assert getattr(step.image.value, "name", step.image.value) == "smear", type(step).__name__
     finally:
         ann.close_canvas()

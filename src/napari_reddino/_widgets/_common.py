@@ -89,11 +89,13 @@ def _warm_up() -> None:
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
-    """(name, layer) of the image layers a step can start from (not the PCA overlays it made)."""
+    """(name, layer) of the image layers a step can start from (not the overlays the plugin drew)."""
     from napari.layers import Image
 
+    from napari_reddino.style import is_drawn_layer_name
+
     return [(layer.name, layer) for layer in viewer.layers
-            if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
+            if isinstance(layer, Image) and not is_drawn_layer_name(layer.name)]
 
 
 def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
@@ -168,6 +170,7 @@ class StepWidget(QWidget):
     """Base of the step docks. Subclasses fill ``self.form`` and implement ``work`` and ``show``."""
 
     title = "Run"
+    tab = ""  # the dock's tab in the RedDino panel, short enough for five tabs side by side
     run_tip = "Run this step on the choices above"
     uses_torch = True  # False for a step that never reaches torch: it need not wait for torch's import
 

@@ -34,6 +34,7 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    tab = "4. Annotate"  # its tab in the RedDino panel
     uses_torch = False  # umap, numba and scikit-learn only: no 1-2 s torch import before the map starts
     run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
                "select cells on it or on the smear to annotate them")

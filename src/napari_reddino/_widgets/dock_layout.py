@@ -114,8 +114,9 @@ def join_reddino_tabs(widget: QWidget) -> bool:
     window = dock.parentWidget() if dock is not None else None
     if not isinstance(window, QMainWindow) or dock.isFloating():
         return False
-    # the tab's text: napari's name without "(napari-reddino)", and "&" doubled, else Qt takes it for a shortcut
-    dock.setWindowTitle(dock.windowTitle().removesuffix(" (napari-reddino)").replace("&", "&&"))
+    # the tab's text (napari's own title bar keeps the dock's full name); "&" would mark a keyboard shortcut
+    title = getattr(widget, "tab", "") or dock.windowTitle().removesuffix(" (napari-reddino)")
+    dock.setWindowTitle(title.replace("&", "&&"))
     area = window.dockWidgetArea(dock)
     others = [d for d in window.findChildren(QDockWidget)
               if d is not dock and isinstance(d.widget(), StepWidget) and not d.isFloating()

@@ -24,7 +24,6 @@ MIN_CLASS_ROWS = 6  # the class list shows at least this many classes, all of th
 MIN_REPORT_ROWS = 3  # the report table shows at least this many rows
 
 
-
 def swatch(color: str) -> QIcon:
     pix = QPixmap(14, 14)
     pix.fill(QColor(color))

@@ -86,6 +86,7 @@ class _RowFitter(QObject):
         if self.maximum is not None:
             view.setMaximumHeight(frame + self.maximum * row)
 
+
 class WrappedLabel(QLabel):
     """A word-wrapped label with room for ``lines`` lines and no height per width (see :class:`DockColumn`;
     QLabel turns its height-for-width back on at every ``setText``, hence a subclass)."""
@@ -97,6 +98,7 @@ class WrappedLabel(QLabel):
 
     def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt's name)
         return False
+
 
 def _dock_of(widget: QWidget) -> QDockWidget | None:
     parent = widget.parentWidget()

@@ -10,8 +10,6 @@ tables and the morphology report: ``report.py``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_reddino.atomic import atomic_write_csv
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -65,22 +64,6 @@ def annotation_path(image_path=None, project_folder=None) -> Path:
         return p.with_name(p.stem + SUFFIX)
     raise InputError("Received neither an image file nor a project folder; accepted: a project folder to "
                      "save annotations in (the image was not opened from a file).")
-
-
-def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` so that a crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_annotations(path) -> pd.DataFrame:

@@ -45,15 +45,18 @@ class SmearResult:
     table: pd.DataFrame | None = None  # one row per object (cells.cell_table columns, type, border)
     embeddings: np.ndarray | None = None  # (M, D), one row per label of ``embedded``
     embedded: np.ndarray | None = None  # the labels embedded: the objects of the chosen types, in table order
-    pca: np.ndarray | None = None  # (gh, gw, 3) float overlay on the patch grid
+    pca: np.ndarray | None = None  # (gh, gw, 3|4) float overlay on the patch grid ((H, W, 3|4) when upsampled)
     patch: int | None = None
+    pca_upsampled: bool = False
 
 
 @dataclass
 class PipelineResult:
     smears: list[SmearResult]
     model: str | None = None
-    umap: np.ndarray | None = None  # (sum N, 2), smears' cells in order
+    umap: np.ndarray | None = None  # (sum N, 2): the embedded cells of ``umap_images``' smears, in order
+    umap_images: list[str] | None = None  # the smears the UMAP pools (None: every smear with embeddings)
+    umap_params: dict = field(default_factory=dict)  # n_neighbors, min_dist, metric, seed
     steps: tuple[str, ...] = field(default_factory=tuple)
     # one line per step that could not run on this input (too few cells for a UMAP, an image too small
     # for an overlay): the other steps' results stand, and the dock and the CLI say why
@@ -71,11 +74,25 @@ class PipelineResult:
         if "embed" in self.steps:
             df["analysed"] = np.concatenate([np.isin(s.table["label"], s.embedded if s.embedded is not None
                                                      else []) for s in self.smears if s.table is not None])
-            if self.umap is not None and len(self.umap) == int(df["analysed"].sum()):
-                for j, col in enumerate(("umap_x", "umap_y")):
-                    df[col] = np.nan
-                    df.loc[df["analysed"].to_numpy(), col] = self.umap[:, j]
+            if self.umap is not None:
+                xy = self.umap_table().rename(columns={"x": "umap_x", "y": "umap_y"})
+                df = df.merge(xy, on=["image", "label"], how="left")
         return df
+
+    def umap_smears(self) -> list[SmearResult]:
+        """The smears whose cells the UMAP's rows are, in the order of its rows."""
+        if self.umap_images is None:
+            return [s for s in self.smears if s.embeddings is not None and len(s.embeddings)]
+        by_name = {s.name: s for s in self.smears}
+        return [by_name[name] for name in self.umap_images]
+
+    def umap_table(self) -> pd.DataFrame:
+        """``image, label, x, y`` of each UMAP point, one row per row of ``umap``."""
+        keys = [(s.name, int(lbl)) for s in self.umap_smears() for lbl in s.embedded]
+        if self.umap is None or len(keys) != len(self.umap):
+            raise RuntimeError(f"{0 if self.umap is None else len(self.umap)} UMAP points for {len(keys)} cells")
+        return pd.DataFrame({"image": [k[0] for k in keys], "label": np.array([k[1] for k in keys], np.int64),
+                             "x": self.umap[:, 0], "y": self.umap[:, 1]})
 
     def summary(self) -> str:
         """One line for the dock and the CLI: objects found, what was analysed, what was left out."""
@@ -158,7 +175,8 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
         from napari_reddino.embedding import umap_embed
 
         yield Progress(0, 1, "UMAP")
-        result.umap = umap_embed(np.concatenate(with_emb), seed=opts.seed)
+        result.umap_params = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": opts.seed}
+        result.umap = umap_embed(np.concatenate(with_emb), **result.umap_params)
         yield Progress(1, 1, "UMAP")
     return result
 
@@ -182,45 +200,61 @@ def _order(source_labels, wanted_labels) -> np.ndarray:
     return np.array([index[int(v)] for v in wanted_labels], dtype=int)
 
 
+def output_names(name: str) -> dict[str, str]:
+    """The file names :func:`write_outputs` gives one image's results (``session.py`` records them)."""
+    stem = Path(name).stem
+    return {"labels": f"{stem}_labels.tif", "cells": f"{stem}_cells.csv",
+            "features": f"{stem}_features.parquet", "pca": f"{stem}_pca.png"}
+
+
 def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     """Write what a person takes away: per image the labels TIFF, cell table, features and PCA overlay
-    (PNG at image resolution); for all images the pooled cell table and the UMAP plot."""
+    (PNG at image resolution); for all images the pooled cell table (with the UMAP coordinates) and the
+    UMAP plot. Every file is replaced atomically (``atomic.py``)."""
     from PIL import Image
 
+    from napari_reddino.atomic import atomic_write, atomic_write_csv
     from napari_reddino.cells import save_labels
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stems = [Path(s.name).stem for s in result.smears]
+    if len(set(stems)) < len(stems):
+        raise InputError(f"Received images named {[s.name for s in result.smears]}; accepted: names that differ "
+                         "before their extension (their files would overwrite each other).")
     written: list[Path] = []
     for s in result.smears:
-        stem = Path(s.name).stem
+        names = output_names(s.name)
         if s.labels is not None:
-            save_labels(s.labels, out / f"{stem}_labels.tif")
-            s.table.to_csv(out / f"{stem}_cells.csv", index=False)
-            written += [out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"]
+            written.append(atomic_write(out / names["labels"], lambda tmp, s=s: save_labels(s.labels, tmp)))
+            written.append(atomic_write_csv(s.table, out / names["cells"]))
         if s.embeddings is not None:
             rows = s.table.set_index("label").loc[s.embedded]
             feats = pd.DataFrame({"image": s.name, "label": s.embedded,
                                   "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
             emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
-            path = out / f"{stem}_features.parquet"
-            pd.concat([feats, emb], axis=1).to_parquet(path, index=False)
-            written.append(path)
+            frame = pd.concat([feats, emb], axis=1)
+            written.append(atomic_write(out / names["features"],
+                                        lambda tmp, f=frame: f.to_parquet(tmp, index=False)))
         if s.pca is not None:
-            from napari_reddino.pca import upsample_overlay
-
-            full = upsample_overlay(s.pca[..., :3], s.patch, s.image.shape)
-            png = (np.clip(full, 0, 1) * 255).astype(np.uint8)
-            Image.fromarray(png).save(out / f"{stem}_pca.png")
-            written.append(out / f"{stem}_pca.png")
+            png = Image.fromarray(pca_png(s))
+            written.append(atomic_write(out / names["pca"], lambda tmp, p=png: p.save(tmp, format="PNG")))
     cells = result.cells()
     if len(cells):
-        cells.to_csv(out / "cells.csv", index=False)
-        written.append(out / "cells.csv")
+        written.append(atomic_write_csv(cells, out / "cells.csv"))
     if result.umap is not None:
-        analysed = cells[cells["analysed"].to_numpy()].reset_index(drop=True)
-        written.append(plot_umap(result.umap, analysed, out / "umap.png"))
+        xy = result.umap_table()
+        points = xy.merge(cells, on=["image", "label"], how="left")
+        written.append(atomic_write(out / "umap.png", lambda tmp: plot_umap(xy[["x", "y"]].to_numpy(), points, tmp)))
     return written
+
+
+def pca_png(s: SmearResult) -> np.ndarray:
+    """The PCA overlay at image resolution as uint8 (rounded as the layer's colours are); RGBA kept."""
+    from napari_reddino.pca import upsample_overlay
+
+    full = s.pca if s.pca_upsampled else upsample_overlay(s.pca, s.patch, s.image.shape)
+    return np.round(np.clip(full, 0, 1) * 255).astype(np.uint8)
 
 
 def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
@@ -238,6 +272,6 @@ def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
     if cells[by].nunique() <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return Path(path)

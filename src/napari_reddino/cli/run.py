@@ -1,5 +1,7 @@
-"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder;
-optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``)."""
+"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder
+that is also a saved session (``napari-reddino view DIR`` or *Open session…* puts it back without
+recomputing); optionally shown in napari (``--view``) or captured from the real napari window
+(``--screenshot``)."""
 
 from __future__ import annotations
 
@@ -50,19 +52,23 @@ def sample_images(which: str):
 def run(args) -> int:
     from napari_reddino._progress import run as drive
     from napari_reddino.images import expand_inputs, read_image
-    from napari_reddino.pipeline import STEPS, PipelineOptions, iter_pipeline, write_outputs
+    from napari_reddino.pipeline import STEPS, PipelineOptions, iter_pipeline
     from napari_reddino.segment.types import parse_cell_types
+    from napari_reddino.session import save_session
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
     images = sample_images(args.sample) if args.sample else []
-    images += [(p.name, read_image(p)) for p in (expand_inputs(args.images) if args.images else [])]
+    paths = [None] * len(images)  # a sample is not on disk: the session keeps a copy
+    files = expand_inputs(args.images) if args.images else []
+    images += [(p.name, read_image(p)) for p in files]
+    paths += [str(p.resolve()) for p in files]
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
                            precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
     t0 = time.perf_counter()
     result = drive(iter_pipeline(images, opts), bar=True)
-    written = write_outputs(result, args.out)
+    written = save_session(run_session(result, paths, Path(args.out)), args.out)
     print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s")
     for note in result.skipped:
         print(f"not made: {note}")
@@ -72,6 +78,17 @@ def run(args) -> int:
     for path in written:
         print(f"  {path.name}")
     return 0
+
+
+def run_session(result, paths, out: Path):
+    """The run's results as a session: annotations made on it later go to ``OUT/reddino-annotations.csv``,
+    where ``--view`` puts them too."""
+    from napari_reddino.annotate import annotation_path
+    from napari_reddino.session import Session, SessionImage
+
+    folder = out.resolve()
+    files = {s.name: str(annotation_path(None, folder)) for s in result.umap_smears()} if result.umap is not None else {}
+    return Session(result, [SessionImage(s.name, path) for s, path in zip(result.smears, paths)], files, str(folder))
 
 
 def show(result, out: Path, screenshot: bool) -> list[Path]:

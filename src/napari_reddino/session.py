@@ -191,9 +191,10 @@ def _read_smear(folder: Path, entry: dict) -> SmearResult:
         s = SmearResult(name, np.asarray(image))
         if files.get("labels"):
             s.labels = tifffile.imread(folder / files["labels"]).astype(np.int32)
-            s.table = pd.read_csv(folder / files["cells"]).drop(columns=list(ANNOTATION_COLUMNS), errors="ignore")
-            if "prediction" in s.table.columns:
-                s.table["prediction"] = s.table["prediction"].fillna("").astype(str)
+            s.table = pd.read_csv(folder / files["cells"])
+            for col in ANNOTATION_COLUMNS + ("prediction",):  # text columns; a class comes from its file only
+                if col in s.table.columns:
+                    s.table[col] = "" if col in ANNOTATION_COLUMNS else s.table[col].fillna("").astype(str)
         if files.get("features"):
             table, s.embeddings = read_features(folder / files["features"])
             s.embedded = table["label"].to_numpy(np.int64)

@@ -100,6 +100,8 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
             image_layer = viewer.add_image(s.image, name=s.name, rgb=True)
         scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
         metadata = {"source_image": s.name}
+        if s.table is not None and s.table.attrs.get("diameter"):  # as the segment dock records it
+            metadata["segmentation"] = {"estimated_diameter": float(s.table.attrs["diameter"])}
         if annotation_files and s.name in annotation_files:  # the annotation dock saves this image's work there
             metadata[ANNOTATION_FILE] = str(annotation_files[s.name])
         if s.embeddings is not None:

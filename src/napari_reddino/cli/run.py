@@ -88,7 +88,10 @@ def run_session(result, paths, out: Path):
 
     folder = out.resolve()
     files = {s.name: str(annotation_path(None, folder)) for s in result.umap_smears()} if result.umap is not None else {}
-    return Session(result, [SessionImage(s.name, path) for s, path in zip(result.smears, paths)], files, str(folder))
+    images = [SessionImage(s.name, path, segmentation={"estimated_diameter": s.table.attrs.get("diameter")}
+                           if s.table is not None and s.table.attrs.get("diameter") else {})
+              for s, path in zip(result.smears, paths)]
+    return Session(result, images, files, str(folder))
 
 
 def show(result, out: Path, screenshot: bool) -> list[Path]:

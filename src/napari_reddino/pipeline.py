@@ -264,12 +264,14 @@ def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = "class" if "class" in cells.columns else "image"
+    has_class = "class" in cells.columns and (cells["class"].fillna("").astype(str) != "").any()
+    by = "class" if has_class else "image"
+    groups = cells[by].fillna("").astype(str)
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    for k, (name, idx) in enumerate(cells.groupby(by).indices.items()):
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=str(name))
+    for k, (name, idx) in enumerate(groups.groupby(groups).indices.items()):
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=name or "unannotated")
     ax.set(xlabel="UMAP 1", ylabel="UMAP 2", title=f"RedDino cell embedding ({len(xy)} cells)")
-    if cells[by].nunique() <= 20:
+    if groups.nunique() <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best")
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -109,9 +109,10 @@ def show(result, out: Path, screenshot: bool) -> list[Path]:
     return written
 
 
-def save_screenshot(viewer, annotation_dock, path: Path) -> list[Path]:
-    """Screenshot of the whole napari window. Qt grabs the UMAP's embedded GL canvas as black, so that
-    canvas is rendered on its own (also saved as ``screenshot_umap.png``) and pasted in its place."""
+def save_screenshot(viewer, annotation_dock, path: Path, size=(1700, 1050)) -> list[Path]:
+    """Screenshot of the whole napari window at ``size`` (width, height). Qt grabs the UMAP's embedded GL
+    canvas as black, so that canvas is rendered on its own (also saved as ``screenshot_umap.png``) and
+    pasted in its place."""
     from PIL import Image
     from qtpy.QtCore import QPoint
     from qtpy.QtWidgets import QApplication
@@ -119,7 +120,7 @@ def save_screenshot(viewer, annotation_dock, path: Path) -> list[Path]:
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     window = viewer.window._qt_window
-    window.resize(1700, 1050)
+    window.resize(*size)
     for _ in range(30):
         QApplication.processEvents()
     for toast in window.findChildren(NapariQtNotification):  # transient pop-ups would cover the smear

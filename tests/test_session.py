@@ -151,3 +151,15 @@ def test_two_images_whose_files_would_collide_are_refused(result, tmp_path):
                     umap=None)
     with pytest.raises(InputError, match="differ before their extension"):
         save_session(Session(clash, [SessionImage("x.png"), SessionImage("x.jpg")]), tmp_path / "s")
+
+
+def test_run_refuses_two_images_with_the_same_name_before_any_work(tmp_path, capsys, monkeypatch):
+    import imageio.v3 as iio
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        iio.imwrite(tmp_path / folder / "x.png", np.full((20, 20, 3), 200, np.uint8))
+    monkeypatch.setattr("napari_reddino.pipeline.iter_pipeline", lambda *a, **k: pytest.fail("computed"))
+    assert main(["run", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ before their extension" in err[0]

@@ -132,3 +132,44 @@ def test_a_bad_folder_is_one_notification_and_nothing_is_loaded(make_napari_view
     assert len(viewer.layers) == 0
     dock.session_buttons.save(tmp_path / "out")  # nothing made yet: nothing to save, said once
     assert len(seen) == 2 and "no cells or PCA overlay" in seen[1] and not (tmp_path / "out").exists()
+
+
+def test_view_opens_a_run_output_folder_in_napari(make_napari_viewer, tiny_model_dir, tmp_path, monkeypatch):
+    import napari
+    from PIL import Image
+
+    from napari_reddino.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--sample", "synthetic", "--out", str(out), "--model", f"local-dir:{tiny_model_dir}"]) == 0
+    forbid_recomputing(monkeypatch)
+    monkeypatch.setattr(napari, "Viewer", make_napari_viewer)  # the fixture's viewer: cleaned up after the test
+    assert main(["view", str(out), "--screenshot", str(tmp_path / "shot.png")]) == 0
+    shot = np.asarray(Image.open(tmp_path / "shot.png"))
+    umap = np.asarray(Image.open(tmp_path / "shot_umap.png"))
+    assert shot.shape[0] > 500 and shot.std() > 10  # the window with the smear, not a blank grab
+    assert (umap.max(axis=-1) > 100).sum() > 50  # the map's points were drawn
+
+
+def test_a_map_made_before_a_resegmentation_is_not_saved_as_if_current(make_napari_viewer, qtbot, tmp_path,
+                                                                         monkeypatch):
+    from test_annotate_widget import CLUSTERS, add_embedded_smear
+
+    from napari_reddino._widgets.annotate import AnnotationWidget
+
+    seen = []
+    monkeypatch.setattr("napari_reddino._widgets.session.show_error", seen.append)
+    viewer = make_napari_viewer()
+    layer = add_embedded_smear(viewer, "s1", CLUSTERS["s1"], seed=0)
+    layer.metadata["source_image"] = "s1"
+    dock = AnnotationWidget(viewer)
+    dock.project.value = str(tmp_path / "proj")
+    dock.n_neighbors.value = 5
+    dock.start()
+    qtbot.waitUntil(lambda: dock.worker is None and dock.state is not None, timeout=180_000)
+    try:
+        layer.data = np.roll(np.asarray(layer.data), 3, axis=1)  # segmented again: the numbers mean other cells
+        assert dock.session_buttons.save(tmp_path / "session") is None
+        assert len(seen) == 1 and "segmented again" in seen[0] and not (tmp_path / "session").exists()
+    finally:
+        dock.close_canvas()

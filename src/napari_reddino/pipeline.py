@@ -207,6 +207,14 @@ def output_names(name: str) -> dict[str, str]:
             "features": f"{stem}_features.parquet", "pca": f"{stem}_pca.png"}
 
 
+def check_output_names(names) -> None:
+    """InputError when two images' files would overwrite each other (same name before the extension)."""
+    stems = [Path(n).stem for n in names]
+    if len(set(stems)) < len(stems):
+        raise InputError(f"Received images named {list(names)}; accepted: names that differ before their "
+                         "extension (their result files would overwrite each other).")
+
+
 def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     """Write what a person takes away: per image the labels TIFF, cell table, features and PCA overlay
     (PNG at image resolution); for all images the pooled cell table (with the UMAP coordinates) and the
@@ -218,10 +226,7 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stems = [Path(s.name).stem for s in result.smears]
-    if len(set(stems)) < len(stems):
-        raise InputError(f"Received images named {[s.name for s in result.smears]}; accepted: names that differ "
-                         "before their extension (their files would overwrite each other).")
+    check_output_names([s.name for s in result.smears])
     written: list[Path] = []
     for s in result.smears:
         names = output_names(s.name)

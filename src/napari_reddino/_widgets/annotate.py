@@ -60,7 +60,7 @@ class AnnotationWidget(StepWidget):
         self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
         self.panel = AnnotationPanel(self.classes)
         self.layout().insertWidget(self.layout().count() - 1, self.panel)
-        self.session_buttons = SessionButtons(napari_viewer)
+        self.session_buttons = SessionButtons(napari_viewer, annotation_dock=self)
         self.layout().insertWidget(self.layout().count() - 1, self.session_buttons)
         self.state: AnnotationState | None = None
         self.canvas = None

@@ -44,8 +44,9 @@ def image_source_path(layer) -> str | None:
 
 
 # --- viewer → session --------------------------------------------------------------------------------------
-def viewer_session(viewer: "napari.Viewer") -> "Session":
-    """What the plugin made in ``viewer``, as a session; InputError when there is nothing or it is stale."""
+def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
+    """What the plugin made in ``viewer``, as a session, with the map of the annotation ``dock`` (default:
+    the viewer's); InputError when there is nothing to save or the map is stale."""
     from napari_reddino._widgets._common import image_layer_data, is_layer_kind
     from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult
     from napari_reddino.session import Session, SessionImage
@@ -89,7 +90,7 @@ def viewer_session(viewer: "napari.Viewer") -> "Session":
         info.scale, info.translate = tuple(image.scale[-2:]), tuple(image.translate[-2:])
     result = PipelineResult(smears, model=next((m for m in models if m), None), steps=STEPS)
     session = Session(result, images)
-    dock = annotation_dock(viewer)
+    dock = dock or annotation_dock(viewer)
     if dock is not None and dock.state is not None:
         _add_umap(session, dock)
     return session
@@ -165,9 +166,10 @@ def _restore_predictions(state, result) -> None:
 class SessionButtons(QWidget):
     """Save session… / Open session…, for any dock of the plugin."""
 
-    def __init__(self, viewer: "napari.Viewer", parent=None):
+    def __init__(self, viewer: "napari.Viewer", annotation_dock=None, parent=None):
         super().__init__(parent)
         self.viewer = viewer
+        self.annotation_dock = annotation_dock  # the dock whose map is saved (None: the viewer's)
         self.worker = None
         self.save_button = QPushButton("Save session…")
         self.save_button.setToolTip("Save the image(s), the cells found, their features, the PCA colours and the "
@@ -194,7 +196,7 @@ class SessionButtons(QWidget):
         from napari_reddino.session import save_session
 
         try:
-            session = viewer_session(self.viewer)
+            session = viewer_session(self.viewer, self.annotation_dock)
         except InputError as exc:
             show_error(str(exc))
             return None

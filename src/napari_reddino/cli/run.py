@@ -52,7 +52,7 @@ def sample_images(which: str):
 def run(args) -> int:
     from napari_reddino._progress import run as drive
     from napari_reddino.images import expand_inputs, read_image
-    from napari_reddino.pipeline import STEPS, PipelineOptions, iter_pipeline
+    from napari_reddino.pipeline import STEPS, PipelineOptions, check_output_names, iter_pipeline
     from napari_reddino.segment.types import parse_cell_types
     from napari_reddino.session import save_session
 
@@ -63,6 +63,7 @@ def run(args) -> int:
     files = expand_inputs(args.images) if args.images else []
     images += [(p.name, read_image(p)) for p in files]
     paths += [str(p.resolve()) for p in files]
+    check_output_names([name for name, _ in images])  # before the work, not after it
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
                            precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))

@@ -31,6 +31,8 @@ def view(args) -> int:
     from napari_reddino.cli.run import save_screenshot
 
     written = save_screenshot(viewer, dock, Path(args.screenshot))
+    if dock is not None:
+        dock.close_canvas()  # the map's own canvas, before its window
     viewer.close()
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -48,7 +48,7 @@ def saved(result, tmp_path, name="session"):
     iio.imwrite(tmp_path / "a.png", result.smears[0].image)
     images = [SessionImage("a.png", str(tmp_path / "a.png"), (0.5, 0.5), (10.0, 20.0), {"estimated_diameter": 24.5}),
               SessionImage("b")]
-    session = Session(result, images, {"a.png": str(tmp_path / "ann.csv")}, None)
+    session = Session(result, images, {"a.png": str(tmp_path / "ann.csv")}, None, {"a.png": 3})
     save_session(session, tmp_path / name)
     return tmp_path / name
 
@@ -73,7 +73,11 @@ def test_a_saved_session_reads_back_the_same_results_without_recomputing(result,
     assert (a.path, a.scale, a.translate, a.segmentation) == (str(tmp_path / "a.png"), (0.5, 0.5), (10.0, 20.0),
                                                               {"estimated_diameter": 24.5})
     assert b.path is None and (folder / "b_image.tif").is_file()  # not on disk: saved in the session
-    assert back.annotation_files == {"a.png": str(tmp_path / "ann.csv")}
+    assert back.annotation_files == {"a.png": str(tmp_path / "ann.csv")} and back.annotated == {"a.png": 3}
+    # the annotation file is not in the session: when it is gone, that is said (the dock warns), not hidden
+    assert back.missing_annotations() == {str(tmp_path / "ann.csv"): 3}
+    (tmp_path / "ann.csv").write_text("image,label,class\n")
+    assert back.missing_annotations() == {}
     manifest = json.loads((folder / SESSION_FILE).read_text())
     assert manifest["version"] == 1 and manifest["images"][1]["copy"] == "b_image.tif"
     assert not list(folder.glob(".*"))  # no temporary files left behind

@@ -2,6 +2,8 @@
 napari and put back in a new one — same layers, labels, features, overlay, map, classes on the same cells —
 with segmentation, the model, UMAP and the classifier made to raise; annotating goes on in the same file."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +75,8 @@ def test_save_then_open_in_a_new_viewer_puts_everything_back_without_recomputing
     wait_for(qtbot, w.session_buttons) if w.session_buttons.save(folder) else pytest.fail("save refused")
     assert (folder / "session.json").is_file() and (folder / "made here_image.tif").is_file()
     assert not (folder / "smear_image.tif").exists()  # on disk already: referred to by its path
+    manifest = json.loads((folder / "session.json").read_text())
+    assert manifest["annotations"]["annotated"] == {"smear": 6, "made here": 4}
     ann.close_canvas()
 
     forbid_recomputing(monkeypatch)

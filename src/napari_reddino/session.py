@@ -16,7 +16,8 @@ Manifest (``"version": 1``)::
                  "pca": {"patch": 14, "upsampled": false} or null}],
      "umap": {"images": ["smear"], "file": "cells.csv", "n_neighbors": 15, "min_dist": 0.1,
               "metric": "cosine", "seed": 0} or null,
-     "annotations": {"files": {"smear": "/project/reddino-annotations.csv"}, "project_folder": ... or null}}
+     "annotations": {"files": {"smear": "/project/reddino-annotations.csv"}, "annotated": {"smear": 6},
+                     "project_folder": ... or null}}
 
 Saving writes every file atomically and the manifest last, after removing an older one, so that a failed
 save leaves no session (never a manifest naming half-written or mixed files). Opening reads and checks every
@@ -64,6 +65,16 @@ class Session:
     images: list[SessionImage]  # one per ``result.smears``, in order
     annotation_files: dict[str, str] = field(default_factory=dict)  # image name -> its annotation file
     project_folder: str | None = None
+    annotated: dict[str, int] = field(default_factory=dict)  # image name -> cells annotated when saved
+
+    def missing_annotations(self) -> dict[str, int]:
+        """annotation file -> annotations it held at saving, for the files no longer there."""
+        missing: dict[str, int] = {}
+        for image, n in self.annotated.items():
+            path = self.annotation_files.get(image)
+            if n and path and not Path(path).is_file():
+                missing[path] = missing.get(path, 0) + int(n)
+        return missing
 
 
 # --- save -------------------------------------------------------------------------------------------------
@@ -107,6 +118,7 @@ def save_session(session: Session, folder) -> list[Path]:
                 **{k: result.umap_params.get(k) for k in UMAP_PARAMS}}
     manifest = {"format": FORMAT, "version": VERSION, "model": result.model, "images": entries, "umap": umap,
                 "annotations": {"files": {k: str(v) for k, v in session.annotation_files.items()},
+                                "annotated": {k: int(v) for k, v in session.annotated.items()},
                                 "project_folder": str(session.project_folder) if session.project_folder else None}}
     written.append(atomic_write_text(json.dumps(manifest, indent=1), folder / SESSION_FILE))
     return written
@@ -136,7 +148,8 @@ def read_session(folder) -> Session:
     if manifest.get("umap"):
         _read_umap(folder, manifest["umap"], result)
     ann = manifest.get("annotations") or {}
-    return Session(result, images, dict(ann.get("files") or {}), ann.get("project_folder"))
+    return Session(result, images, dict(ann.get("files") or {}), ann.get("project_folder"),
+                   {k: int(v) for k, v in (ann.get("annotated") or {}).items()})
 
 
 def read_manifest(folder: Path) -> dict:

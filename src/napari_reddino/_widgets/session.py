@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from napari_reddino.images import InputError
@@ -118,6 +118,8 @@ def _add_umap(session: "Session", dock) -> None:
     result.umap = np.asarray(state.Y, np.float32)[[row[k] for k in keys]]
     result.umap_params = dict(state.params)
     session.annotation_files = {i: str(state.store.path_of(i)) for i in images}
+    annotated = state.class_column() != ""
+    session.annotated = {i: int(annotated[(table["image"] == i).to_numpy()].sum()) for i in images}
     folder = dock._project_folder()
     session.project_folder = str(folder) if folder else None
 
@@ -139,6 +141,9 @@ def show_session(viewer: "napari.Viewer", session: "Session"):
         rgb = s.image.ndim == 3 and s.image.shape[-1] in (3, 4)
         viewer.add_image(s.image, name=s.name, rgb=rgb, scale=info.scale, translate=info.translate,
                          metadata={SOURCE_PATH: info.path} if info.path else {})
+    for path, n in session.missing_annotations().items():  # said, not silently shown without them
+        show_warning(f"The annotation file {path} named by the session is missing, so its {n} annotations are not "
+                     "shown; accepted: that file at its path (put it back and open the session again).")
     dock = add_result_layers(viewer, result, project_folder=session.project_folder,
                              annotation_files=session.annotation_files)
     for s, info in zip(result.smears, session.images):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino.atomic import atomic_write_csv
+from napari_reddino.cells import label_column
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -66,6 +66,14 @@ def annotation_path(image_path=None, project_folder=None) -> Path:
                      "save annotations in (the image was not opened from a file).")
 
 
+def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` so that a crash leaves either the old file or the new one, never half of one."""
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
 def read_annotations(path) -> pd.DataFrame:
     """An annotation CSV (columns image, label, class) → DataFrame; InputError when it is not one."""
     path = Path(path)
@@ -80,8 +88,8 @@ def read_annotations(path) -> pd.DataFrame:
     for col in WHERE_COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["label", "class"])
-    df["label"] = df["label"].astype(np.int64)
+    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
+    df["label"] = label_column(df["label"], repr(str(path)))
     df["segmentation"] = df["segmentation"].fillna("").astype(str)
     return df
 

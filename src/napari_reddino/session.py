@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.images import InputError
-from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult, output_names, write_outputs
+from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult
 
 SESSION_FILE = "session.json"
 FORMAT = "napari-reddino session"
@@ -80,36 +80,50 @@ class Session:
 # --- save -------------------------------------------------------------------------------------------------
 def save_session(session: Session, folder) -> list[Path]:
     """Write ``session`` into ``folder`` (created if needed); return the files written, manifest last."""
-    import tifffile
-
-    from napari_reddino.atomic import atomic_write, atomic_write_text
+    from napari_reddino.outputs import output_stems
+    from napari_reddino.pipeline import write_image_outputs, write_pooled_outputs
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"Received {str(folder)!r}, which is a file; accepted: a folder to save the session in.")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SESSION_FILE).unlink(missing_ok=True)  # a failure below must not leave an old manifest naming new files
+    result = session.result
+    stems = output_stems([s.name for s in result.smears])
+    written = [p for s, stem in zip(result.smears, stems) for p in write_image_outputs(s, folder, stem)]
+    written += write_pooled_outputs(result, folder)
+    return written + write_manifest(session, folder)
+
+
+def write_manifest(session: Session, folder) -> list[Path]:
+    """The copies of the images not on disk and ``session.json``, for results already written into ``folder``
+    under ``outputs.output_stems`` names (by :func:`save_session`, or by ``napari-reddino run``)."""
+    import tifffile
+
+    from napari_reddino.atomic import atomic_path, atomic_write_text
+    from napari_reddino.outputs import output_stems
+    from napari_reddino.pipeline import image_output_paths
+
+    folder = Path(folder)
     result = session.result
     if len(session.images) != len(result.smears):
         raise RuntimeError(f"{len(session.images)} image entries for {len(result.smears)} images")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SESSION_FILE).unlink(missing_ok=True)  # a failure below must not leave an old manifest naming new files
-    written = write_outputs(result, folder)
-    entries = []
-    for s, info in zip(result.smears, session.images):
-        names = output_names(s.name)
+    written, entries = [], []
+    for s, info, stem in zip(result.smears, session.images, output_stems([s.name for s in result.smears])):
+        paths = image_output_paths(folder, stem)
         copy = None
         if info.path is None:
-            copy = Path(s.name).stem + IMAGE_COPY_SUFFIX
-            written.append(atomic_write(folder / copy, lambda tmp, s=s: tifffile.imwrite(tmp, s.image,
-                                                                                           compression="zlib")))
-        files = {"labels": names["labels"] if s.labels is not None else None,
-                 "cells": names["cells"] if s.labels is not None else None,
-                 "features": names["features"] if s.embeddings is not None else None,
-                 "pca": names["pca"] if s.pca is not None else None}
+            copy = stem + IMAGE_COPY_SUFFIX
+            with atomic_path(folder / copy) as tmp:
+                tifffile.imwrite(tmp, s.image, compression="zlib")
+            written.append(folder / copy)
+        made = {"labels": s.labels is not None, "cells": s.labels is not None, "features": s.embeddings is not None,
+                "pca": s.pca is not None}
         entries.append({"name": s.name, "path": str(Path(info.path).resolve()) if info.path else None,
                         "copy": copy, "scale": [float(v) for v in info.scale],
                         "translate": [float(v) for v in info.translate],
                         "segmentation": _jsonable(info.segmentation or {}),
-                        "files": {k: v for k, v in files.items() if v},
+                        "files": {k: paths[k].name for k, ok in made.items() if ok},
                         "pca": {"patch": int(s.patch), "upsampled": bool(s.pca_upsampled)}
                         if s.pca is not None else None})
     umap = None
@@ -120,7 +134,7 @@ def save_session(session: Session, folder) -> list[Path]:
                 "annotations": {"files": {k: str(v) for k, v in session.annotation_files.items()},
                                 "annotated": {k: int(v) for k, v in session.annotated.items()},
                                 "project_folder": str(session.project_folder) if session.project_folder else None}}
-    written.append(atomic_write_text(json.dumps(manifest, indent=1), folder / SESSION_FILE))
+    written.append(atomic_write_text(folder / SESSION_FILE, json.dumps(manifest, indent=1)))
     return written
 
 

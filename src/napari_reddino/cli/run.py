@@ -1,7 +1,12 @@
-"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder
-that is also a saved session (``napari-reddino view DIR`` or *Open session…* puts it back without
-recomputing); optionally shown in napari (``--view``) or captured from the real napari window
-(``--screenshot``)."""
+"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder;
+optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``).
+
+Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
+``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
+``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
+name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
+With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
+OUT`` or *Open session…* puts it back without recomputing."""
 
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ def add_parser(sub) -> None:
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the images whose results are already in --out (same settings), do the rest, then "
+                        "the pooled table and UMAP of all")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--view", action="store_true", help="open napari with the result layers")
     view.add_argument("--screenshot", action="store_true",
@@ -50,27 +58,53 @@ def sample_images(which: str):
 
 
 def run(args) -> int:
+    from functools import partial
+
     from napari_reddino._progress import run as drive
-    from napari_reddino.images import expand_inputs, read_image
-    from napari_reddino.pipeline import STEPS, PipelineOptions, check_output_names, iter_pipeline
+    from napari_reddino.images import InputError, expand_inputs, read_image
+    from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
+    from napari_reddino.pipeline import (STEPS, PipelineOptions, iter_pipeline, read_image_outputs,
+                                         write_image_outputs, write_pooled_outputs)
     from napari_reddino.segment.types import parse_cell_types
-    from napari_reddino.session import save_session
+    from napari_reddino.session import write_manifest
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
+    out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     images = sample_images(args.sample) if args.sample else []
-    paths = [None] * len(images)  # a sample is not on disk: the session keeps a copy
-    files = expand_inputs(args.images) if args.images else []
-    images += [(p.name, read_image(p)) for p in files]
-    paths += [str(p.resolve()) for p in files]
-    check_output_names([name for name, _ in images])  # before the work, not after it
+    paths = expand_inputs(args.images) if args.images else []
+    names = [name for name, _ in images] + unique_names(paths)
+    images += [(name, partial(read_image, p)) for name, p in zip(names[len(images):], paths)]
+    stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
                            precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
+    RunRecord(out, "run", settings_of(args)).start(args.resume)
+    written = []
+
+    def done(smear):
+        written.extend(write_image_outputs(smear, out, stems[smear.name]))
+
+    def previous(name):
+        if not args.resume:
+            return None
+        try:
+            return read_image_outputs(name, dict(images)[name], out, stems[name], steps)
+        except InputError:  # the input itself is unreadable now: the pipeline reports it
+            return None
+
     t0 = time.perf_counter()
-    result = drive(iter_pipeline(images, opts), bar=True)
-    written = save_session(run_session(result, paths, Path(args.out)), args.out)
-    print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s")
+    result = drive(iter_pipeline(images, opts, done=done, previous=previous), bar=True)
+    written += write_pooled_outputs(result, out)
+    written += write_manifest(run_session(result, dict(zip(names, [None] * (len(names) - len(paths)) +
+                                                           [str(p.resolve()) for p in paths])), out), out)
+    failures = Failures()
+    for name, why in result.failed:
+        failures.add(name, ValueError(why))
+        print(f"not read: {name}: {why}")
+    failures.write(out / "failed.csv")
+    print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s"
+          + (f"; {len(failures)} input(s) failed (see failed.csv)" if failures else ""))
     for note in result.skipped:
         print(f"not made: {note}")
     if args.view or args.screenshot:
@@ -78,20 +112,22 @@ def run(args) -> int:
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")
     for path in written:
         print(f"  {path.name}")
-    return 0
+    return 2 if failures else 0
 
 
-def run_session(result, paths, out: Path):
-    """The run's results as a session: annotations made on it later go to ``OUT/reddino-annotations.csv``,
-    where ``--view`` puts them too."""
+def run_session(result, paths: dict, out: Path):
+    """The run's results as a session (``paths``: name -> image file, None for a sample); annotations made
+    on it later go to ``OUT/reddino-annotations.csv``, where ``--view`` puts them too."""
     from napari_reddino.annotate import annotation_path
     from napari_reddino.session import Session, SessionImage
 
-    folder = out.resolve()
-    files = {s.name: str(annotation_path(None, folder)) for s in result.umap_smears()} if result.umap is not None else {}
-    images = [SessionImage(s.name, path, segmentation={"estimated_diameter": s.table.attrs.get("diameter")}
+    folder = Path(out).resolve()
+    files = ({s.name: str(annotation_path(None, folder)) for s in result.umap_smears()}
+             if result.umap is not None else {})
+    images = [SessionImage(s.name, paths.get(s.name),
+                           segmentation={"estimated_diameter": s.table.attrs["diameter"]}
                            if s.table is not None and s.table.attrs.get("diameter") else {})
-              for s, path in zip(result.smears, paths)]
+              for s in result.smears]
     return Session(result, images, files, str(folder))
 
 

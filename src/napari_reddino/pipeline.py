@@ -45,15 +45,18 @@ class SmearResult:
     table: pd.DataFrame | None = None  # one row per object (cells.cell_table columns, type, border)
     embeddings: np.ndarray | None = None  # (M, D), one row per label of ``embedded``
     embedded: np.ndarray | None = None  # the labels embedded: the objects of the chosen types, in table order
-    pca: np.ndarray | None = None  # (gh, gw, 3) float overlay on the patch grid
+    pca: np.ndarray | None = None  # (gh, gw, 3|4) float overlay on the patch grid ((H, W, 3|4) when upsampled)
     patch: int | None = None
+    pca_upsampled: bool = False
 
 
 @dataclass
 class PipelineResult:
     smears: list[SmearResult]
     model: str | None = None
-    umap: np.ndarray | None = None  # (sum N, 2), smears' cells in order
+    umap: np.ndarray | None = None  # (sum N, 2): the embedded cells of ``umap_images``' smears, in order
+    umap_images: list[str] | None = None  # the smears the UMAP pools (None: every smear with embeddings)
+    umap_params: dict = field(default_factory=dict)  # n_neighbors, min_dist, metric, seed
     steps: tuple[str, ...] = field(default_factory=tuple)
     # one line per step that could not run on this input (too few cells for a UMAP, an image too small
     # for an overlay): the other steps' results stand, and the dock and the CLI say why
@@ -72,11 +75,25 @@ class PipelineResult:
         if "embed" in self.steps:
             df["analysed"] = np.concatenate([np.isin(s.table["label"], s.embedded if s.embedded is not None
                                                      else []) for s in self.smears if s.table is not None])
-            if self.umap is not None and len(self.umap) == int(df["analysed"].sum()):
-                for j, col in enumerate(("umap_x", "umap_y")):
-                    df[col] = np.nan
-                    df.loc[df["analysed"].to_numpy(), col] = self.umap[:, j]
+            if self.umap is not None:
+                xy = self.umap_table().rename(columns={"x": "umap_x", "y": "umap_y"})
+                df = df.merge(xy, on=["image", "label"], how="left")
         return df
+
+    def umap_smears(self) -> list[SmearResult]:
+        """The smears whose cells the UMAP's rows are, in the order of its rows."""
+        if self.umap_images is None:
+            return [s for s in self.smears if s.embeddings is not None and len(s.embeddings)]
+        by_name = {s.name: s for s in self.smears}
+        return [by_name[name] for name in self.umap_images]
+
+    def umap_table(self) -> pd.DataFrame:
+        """``image, label, x, y`` of each UMAP point, one row per row of ``umap``."""
+        keys = [(s.name, int(lbl)) for s in self.umap_smears() for lbl in s.embedded]
+        if self.umap is None or len(keys) != len(self.umap):
+            raise RuntimeError(f"{0 if self.umap is None else len(self.umap)} UMAP points for {len(keys)} cells")
+        return pd.DataFrame({"image": [k[0] for k in keys], "label": np.array([k[1] for k in keys], np.int64),
+                             "x": self.umap[:, 0], "y": self.umap[:, 1]})
 
     def summary(self) -> str:
         """One line for the dock and the CLI: objects found, what was analysed, what was left out."""
@@ -181,7 +198,8 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
         from napari_reddino.embedding import umap_embed
 
         yield Progress(0, 1, "UMAP")
-        result.umap = umap_embed(np.concatenate(with_emb), seed=opts.seed)
+        result.umap_params = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": opts.seed}
+        result.umap = umap_embed(np.concatenate(with_emb), **result.umap_params)
         yield Progress(1, 1, "UMAP")
     return result
 
@@ -245,13 +263,18 @@ def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
             pd.concat([feats, emb], axis=1).to_parquet(tmp, index=False)
         written.append(paths["features"])
     if s.pca is not None:
-        from napari_reddino.pca import upsample_overlay
-
-        full = upsample_overlay(s.pca[..., :3], s.patch, s.image.shape)
         with atomic_path(paths["pca"]) as tmp:
-            Image.fromarray((np.clip(full, 0, 1) * 255).astype(np.uint8)).save(tmp)
+            Image.fromarray(pca_png(s)).save(tmp)
         written.append(paths["pca"])
     return written
+
+
+def pca_png(s: SmearResult) -> np.ndarray:
+    """The PCA overlay at image resolution as uint8 (rounded as the layer's colours are); RGBA kept."""
+    from napari_reddino.pca import upsample_overlay
+
+    full = s.pca if s.pca_upsampled else upsample_overlay(s.pca, s.patch, s.image.shape)
+    return np.round(np.clip(full, 0, 1) * 255).astype(np.uint8)
 
 
 def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResult | None:
@@ -286,9 +309,10 @@ def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
             cells.to_csv(tmp, index=False)
         written.append(out / "cells.csv")
     if result.umap is not None:
-        analysed = cells[cells["analysed"].to_numpy()].reset_index(drop=True)
+        xy = result.umap_table()
+        points = xy.merge(cells, on=["image", "label"], how="left")
         with atomic_path(out / "umap.png") as tmp:
-            plot_umap(result.umap, analysed, tmp)
+            plot_umap(xy[["x", "y"]].to_numpy(), points, tmp)
         written.append(out / "umap.png")
     return written
 
@@ -300,12 +324,14 @@ def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = "class" if "class" in cells.columns else "image"
+    has_class = "class" in cells.columns and (cells["class"].fillna("").astype(str) != "").any()
+    by = "class" if has_class else "image"
+    groups = cells[by].fillna("").astype(str)
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    for k, (name, idx) in enumerate(cells.groupby(by).indices.items()):
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=str(name))
+    for k, (name, idx) in enumerate(groups.groupby(groups).indices.items()):
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=name or "unannotated")
     ax.set(xlabel="UMAP 1", ylabel="UMAP 2", title=f"RedDino cell embedding ({len(xy)} cells)")
-    if cells[by].nunique() <= 20:
+    if groups.nunique() <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best")
     fig.tight_layout()
     fig.savefig(path)

@@ -15,6 +15,7 @@ from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_war
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.annotation_state import AnnotationState
+from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
 
@@ -70,6 +71,8 @@ class AnnotationWidget(StepWidget):
         self._show_map_settings(False)
         self.panel = AnnotationPanel(self.classes)
         self.add_below(self.panel, stretch=1)
+        self.session_buttons = SessionButtons(napari_viewer, annotation_dock=self)
+        self.add_below(self.session_buttons)
         self.state: AnnotationState | None = None
         self.canvas = None
         self._dock = None
@@ -103,8 +106,10 @@ class AnnotationWidget(StepWidget):
         return Path(value) if value and str(value) not in ("", ".") else None
 
     def _image_path(self, image: str):
+        from napari_reddino._widgets.session import image_source_path
+
         layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
-        path = getattr(getattr(layer, "source", None), "path", None)
+        path = image_source_path(layer) if layer is not None else None
         return Path(path) if path else None
 
     def prepare(self):
@@ -121,11 +126,21 @@ class AnnotationWidget(StepWidget):
             cells = "1 cell" if n == 1 else f"{n} cells"
             raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
                              f"{MIN_CELLS}); choose more images or segment a larger field")
-        seed = self.seed.value
-        self._job = {"items": items, "sources": names, "n_neighbors": self.n_neighbors.value,
-                     "min_dist": self.min_dist.value, "metric": self.metric.value,
-                     "seed": None if seed < 0 else seed}
+        self._job = {"items": items, "sources": names, "params": self.umap_params()}
         return True
+
+    def umap_params(self) -> dict:
+        seed = self.seed.value
+        return {"n_neighbors": int(self.n_neighbors.value), "min_dist": float(self.min_dist.value),
+                "metric": self.metric.value, "seed": None if seed < 0 else int(seed)}
+
+    def set_umap_params(self, params: dict) -> None:
+        """Show the parameters a map was made with (a reopened session's, the pipeline's) in the form."""
+        for key, box in (("n_neighbors", self.n_neighbors), ("min_dist", self.min_dist), ("metric", self.metric)):
+            if params.get(key) is not None:
+                box.value = params[key]
+        if "seed" in params:
+            self.seed.value = -1 if params["seed"] is None else int(params["seed"])
 
     # --- off the GUI thread -----------------------------------------------------------------------
     def work(self):
@@ -134,8 +149,9 @@ class AnnotationWidget(StepWidget):
         job = self._job
         yield Progress(0, 4, "pooling")
         table, X = pool_embeddings(job["items"])
-        Y = yield from iter_umap_embed(X, job["n_neighbors"], job["min_dist"], job["metric"], job["seed"])
-        return {"table": table, "X": X, "Y": Y, "sources": job["sources"],
+        p = job["params"]
+        Y = yield from iter_umap_embed(X, p["n_neighbors"], p["min_dist"], p["metric"], p["seed"])
+        return {"table": table, "X": X, "Y": Y, "sources": job["sources"], "params": p,
                 "images": [it[0] for it in job["items"]]}
 
     # --- main thread ------------------------------------------------------------------------------
@@ -145,10 +161,12 @@ class AnnotationWidget(StepWidget):
         self._ensure_canvas()
         folder = self._project_folder()
         paths = {image: self._image_path(image) for image in result["images"]}
-        if folder is None and any(p is None for p in paths.values()):
+        known = self._annotation_files(result)
+        if folder is None and any(p is None and i not in known for i, p in paths.items()):
             folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
-        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder), notify=show_warning)
+        store = AnnotationStore(lambda image: known.get(image) or annotation_path(paths.get(image), folder),
+                                notify=show_warning)
         for image, source in zip(result["images"], result["sources"]):
             if source in self.viewer.layers:
                 store.set_cells(image, self.viewer.layers[source].data)
@@ -162,6 +180,19 @@ class AnnotationWidget(StepWidget):
         message = restore_message(store.restored)
         if message:
             show_info(message)
+
+    def _annotation_files(self, result) -> dict:
+        """image -> the annotation file a reopened session named for it (in its cells layer's metadata):
+        annotating after a reopen goes on in that file, wherever the image now comes from."""
+        from napari_reddino._widgets.session import ANNOTATION_FILE
+
+        known = {}
+        for image, source in zip(result["images"], result["sources"]):
+            layer = self.viewer.layers[source] if source in self.viewer.layers else None  # noqa: SIM401 (no .get)
+            path = (layer.metadata or {}).get(ANNOTATION_FILE) if layer is not None else None
+            if path:
+                known[image] = Path(path)
+        return known
 
     def _left_out(self, sources) -> str:
         """What the feature step left out of these layers' cells (by type), as one line."""
@@ -179,9 +210,10 @@ class AnnotationWidget(StepWidget):
         note = left_out_note(pd.concat(frames, ignore_index=True), np.concatenate(kept))
         return f"Objects not analysed: {note.removeprefix('left out ')}" if note else ""
 
-    def show_embedding(self, layer_names, Y) -> None:
-        """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``
-        follow the layers' cells in order, as :func:`napari_reddino.embedding.pool_embeddings` pools them."""
+    def show_embedding(self, layer_names, Y, params=None) -> None:
+        """Show an embedding computed elsewhere (the pipeline dock, a reopened session) for these Labels
+        layers; rows of ``Y`` follow the layers' cells in order, as
+        :func:`napari_reddino.embedding.pool_embeddings` pools them; ``params``: what it was made with."""
         from napari_reddino.embedding import layer_items, pool_embeddings
 
         layers = [self.viewer.layers[n] for n in layer_names]
@@ -191,8 +223,10 @@ class AnnotationWidget(StepWidget):
             raise InputError(f"Received {len(Y)} embedding points for {len(table)} cells; accepted: one point "
                              "per cell of the given layers.")
         self.reset_choices_to(layer_names)
+        if params:
+            self.set_umap_params(params)
         self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
-                       images=[it[0] for it in items]))
+                       images=[it[0] for it in items], params=self.umap_params()))
 
     def reset_choices_to(self, layer_names) -> None:
         self._reset_choices()

@@ -195,6 +195,9 @@ class SmearLink:
         layer = self._layer(s)
         return np.asarray(layer.data) if layer is not None else np.zeros((1, 1), np.int32)
 
+    def is_current(self, s) -> bool:
+        return self._current(s)
+
     def _current(self, s) -> bool:
         """Whether source ``s`` still shows the cells these rows were made of: after a re-segmentation its
         label numbers mean other cells, so nothing of this session is drawn on it or read from it."""

@@ -4,7 +4,9 @@ optionally shown in napari (``--view``) or captured from the real napari window 
 Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
 ``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
 ``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
-name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done."""
+name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
+With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
+OUT`` or *Open session…* puts it back without recomputing."""
 
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ def run(args) -> int:
     from napari_reddino.pipeline import (STEPS, PipelineOptions, iter_pipeline, read_image_outputs,
                                          write_image_outputs, write_pooled_outputs)
     from napari_reddino.segment.types import parse_cell_types
+    from napari_reddino.session import write_manifest
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
@@ -93,6 +96,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     result = drive(iter_pipeline(images, opts, done=done, previous=previous), bar=True)
     written += write_pooled_outputs(result, out)
+    written += write_manifest(run_session(result, dict(zip(names, [None] * (len(names) - len(paths)) +
+                                                           [str(p.resolve()) for p in paths])), out), out)
     failures = Failures()
     for name, why in result.failed:
         failures.add(name, ValueError(why))
@@ -110,6 +115,22 @@ def run(args) -> int:
     return 2 if failures else 0
 
 
+def run_session(result, paths: dict, out: Path):
+    """The run's results as a session (``paths``: name -> image file, None for a sample); annotations made
+    on it later go to ``OUT/reddino-annotations.csv``, where ``--view`` puts them too."""
+    from napari_reddino.annotate import annotation_path
+    from napari_reddino.session import Session, SessionImage
+
+    folder = Path(out).resolve()
+    files = ({s.name: str(annotation_path(None, folder)) for s in result.umap_smears()}
+             if result.umap is not None else {})
+    images = [SessionImage(s.name, paths.get(s.name),
+                           segmentation={"estimated_diameter": s.table.attrs["diameter"]}
+                           if s.table is not None and s.table.attrs.get("diameter") else {})
+              for s in result.smears]
+    return Session(result, images, files, str(folder))
+
+
 def show(result, out: Path, screenshot: bool) -> list[Path]:
     import napari
 
@@ -125,9 +146,10 @@ def show(result, out: Path, screenshot: bool) -> list[Path]:
     return written
 
 
-def save_screenshot(viewer, annotation_dock, path: Path) -> list[Path]:
-    """Screenshot of the whole napari window. Qt grabs the UMAP's embedded GL canvas as black, so that
-    canvas is rendered on its own (also saved as ``screenshot_umap.png``) and pasted in its place."""
+def save_screenshot(viewer, annotation_dock, path: Path, size=(1700, 1050)) -> list[Path]:
+    """Screenshot of the whole napari window at ``size`` (width, height). Qt grabs the UMAP's embedded GL
+    canvas as black, so that canvas is rendered on its own (also saved as ``screenshot_umap.png``) and
+    pasted in its place."""
     from PIL import Image
     from qtpy.QtCore import QPoint
     from qtpy.QtWidgets import QApplication
@@ -135,7 +157,7 @@ def save_screenshot(viewer, annotation_dock, path: Path) -> list[Path]:
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     window = viewer.window._qt_window
-    window.resize(1700, 1050)
+    window.resize(*size)
     for _ in range(30):
         QApplication.processEvents()
     for toast in window.findChildren(NapariQtNotification):  # transient pop-ups would cover the smear

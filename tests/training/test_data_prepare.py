@@ -177,3 +177,32 @@ def test_real_smears_keep_every_patch_and_read_png_named_jpg(tmp_path, shared_da
         png = np.asarray(im.convert("RGB"))
     row = manifest[manifest.image == "710.jpg"].iloc[0]
     np.testing.assert_array_equal(read_image(tmp_path / "r" / row.path), png[row.y0:row.y1, row.x0:row.x1])
+
+
+def test_sources_and_images_of_the_same_name_keep_every_sample(tmp_path, smear):
+    """`prepare siteA/images siteB/images` gave both the source "images", and 1.jpg beside 1.png one stem:
+    half the samples were written over."""
+    for site, flip in (("siteA", 1), ("siteB", -1)):
+        (tmp_path / site / "images").mkdir(parents=True)
+        Image.fromarray(smear[0][:, ::flip]).save(tmp_path / site / "images" / "1.jpg", format="PNG")
+        Image.fromarray(smear[0][::-1]).save(tmp_path / site / "images" / "1.png")
+    manifest = run(iter_prepare([tmp_path / "siteA" / "images", tmp_path / "siteB" / "images"], tmp_path / "set",
+                                patches=True, patch_size=112))
+    assert sorted(manifest["source"].unique()) == ["siteA__images", "siteB__images"]
+    assert manifest["path"].is_unique and all((tmp_path / "set" / p).is_file() for p in manifest["path"])
+    assert manifest.groupby("source")["image"].nunique().tolist() == [2, 2]
+    assert {p.split("/")[-1].split("_y")[0] for p in manifest["path"]} == {"1_jpg", "1_png"}
+
+
+def test_a_bad_file_is_reported_and_the_set_is_still_written(tmp_path, src, capsys):
+    """A truncated JPEG stopped prepare, leaving orphan PNGs and no manifest."""
+    import shutil
+
+    folder = tmp_path / "in"
+    shutil.copytree(src / "images", folder)
+    (folder / "9.jpg").write_bytes((folder / "8.png").read_bytes()[:200])
+    assert main(["prepare", str(folder), "--out", str(tmp_path / "set"), "--patch-size", "112"]) == 2
+    manifest = pd.read_csv(tmp_path / "set" / "manifest.csv")
+    assert set(manifest["image"]) == {"7.jpg", "8.png"}
+    failed = pd.read_csv(tmp_path / "set" / "failed.csv")
+    assert failed["input"].tolist() == ["in/9.jpg"] and "9.jpg" in capsys.readouterr().out

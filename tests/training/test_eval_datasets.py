@@ -82,6 +82,21 @@ def test_csv_without_required_columns_is_refused(tmp_path):
         datasets.load_dataset(f"csv:{tmp_path / 'bad.csv'}")
 
 
+@pytest.mark.parametrize("body, words", [
+    ("image,x,y,class\ns.png,ten,10,a\n", "row 2 has an empty or non-numeric value"),
+    ("image,x,y,class\ns.png,10,10,a\ns.png,,10,b\n", "row 3 has an empty"),
+    ("image,x,y,class\nmissing.png,10,10,a\n", "missing.png"),
+    ('image,x,y,class\n"s.png,10\n', "Could not read csv"),
+])
+def test_a_bad_eval_csv_is_one_line(tmp_path, body, words):
+    """A non-numeric or empty coordinate, a missing image or a broken CSV were tracebacks."""
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tmp_path / "s.png")
+    (tmp_path / "cells.csv").write_text(body)
+    with pytest.raises(InputError, match=words) as err:
+        datasets.load_dataset(f"csv:{tmp_path / 'cells.csv'}")
+    assert "\n" not in str(err.value)
+
+
 def test_exclude_by_id_or_name_and_stratified_limit(chula):
     cells = datasets.load_dataset(f"chula:{chula}", crop_size=32)
     assert datasets.resolve_classes(cells, ["12", "target cell"]) == [12, 4]

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
 from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_warm_up
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
+from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.annotation_state import AnnotationState
+from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
 
@@ -33,6 +35,7 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    tab = "4. Annotate"  # its tab in the RedDino panel
     uses_torch = False  # umap, numba and scikit-learn only: no 1-2 s torch import before the map starts
     run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
                "select cells on it or on the smear to annotate them")
@@ -56,9 +59,20 @@ class AnnotationWidget(StepWidget):
         self.project = FileEdit(label="project folder", mode="d", value="")
         self.project.tooltip = ("Folder where the annotations are saved, one file for all images; empty: a file "
                                 "beside each image")
-        self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
+        fit_rows(self.layers.native, 2, 3)  # a short list of layers: the height goes to the classes and report
+        # the map's settings fold away (the defaults suit RedDino): on a 768 px screen the class list and the
+        # report then fit beside the smear without scrolling
+        self.map_settings = CheckBox(value=False, text="show the map settings")
+        self.map_settings.tooltip = ("Show the settings of the map: neighbours, spacing, similarity and seed "
+                                     "(the defaults suit RedDino)")
+        self.map_settings.changed.connect(self._show_map_settings)
+        self.form.extend([self.layers, self.map_settings, self.n_neighbors, self.min_dist, self.metric, self.seed,
+                          self.project])
+        self._show_map_settings(False)
         self.panel = AnnotationPanel(self.classes)
-        self.layout().insertWidget(self.layout().count() - 1, self.panel)
+        self.add_below(self.panel, stretch=1)
+        self.session_buttons = SessionButtons(napari_viewer, annotation_dock=self)
+        self.add_below(self.session_buttons)
         self.state: AnnotationState | None = None
         self.canvas = None
         self._dock = None
@@ -76,6 +90,10 @@ class AnnotationWidget(StepWidget):
         p.export_report_button.clicked.connect(lambda: self._export("report"))
 
     # --- inputs -----------------------------------------------------------------------------------
+    def _show_map_settings(self, shown: bool) -> None:
+        for w in (self.n_neighbors, self.min_dist, self.metric, self.seed):
+            w.visible = bool(shown)
+
     def _embedded_layers(self, *_):
         return [la.name for la in self.viewer.layers
                 if is_layer_kind(la, "Labels") and (la.metadata or {}).get("reddino")]
@@ -88,8 +106,10 @@ class AnnotationWidget(StepWidget):
         return Path(value) if value and str(value) not in ("", ".") else None
 
     def _image_path(self, image: str):
+        from napari_reddino._widgets.session import image_source_path
+
         layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
-        path = getattr(getattr(layer, "source", None), "path", None)
+        path = image_source_path(layer) if layer is not None else None
         return Path(path) if path else None
 
     def prepare(self):
@@ -106,11 +126,21 @@ class AnnotationWidget(StepWidget):
             cells = "1 cell" if n == 1 else f"{n} cells"
             raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
                              f"{MIN_CELLS}); choose more images or segment a larger field")
-        seed = self.seed.value
-        self._job = {"items": items, "sources": names, "n_neighbors": self.n_neighbors.value,
-                     "min_dist": self.min_dist.value, "metric": self.metric.value,
-                     "seed": None if seed < 0 else seed}
+        self._job = {"items": items, "sources": names, "params": self.umap_params()}
         return True
+
+    def umap_params(self) -> dict:
+        seed = self.seed.value
+        return {"n_neighbors": int(self.n_neighbors.value), "min_dist": float(self.min_dist.value),
+                "metric": self.metric.value, "seed": None if seed < 0 else int(seed)}
+
+    def set_umap_params(self, params: dict) -> None:
+        """Show the parameters a map was made with (a reopened session's, the pipeline's) in the form."""
+        for key, box in (("n_neighbors", self.n_neighbors), ("min_dist", self.min_dist), ("metric", self.metric)):
+            if params.get(key) is not None:
+                box.value = params[key]
+        if "seed" in params:
+            self.seed.value = -1 if params["seed"] is None else int(params["seed"])
 
     # --- off the GUI thread -----------------------------------------------------------------------
     def work(self):
@@ -119,8 +149,9 @@ class AnnotationWidget(StepWidget):
         job = self._job
         yield Progress(0, 4, "pooling")
         table, X = pool_embeddings(job["items"])
-        Y = yield from iter_umap_embed(X, job["n_neighbors"], job["min_dist"], job["metric"], job["seed"])
-        return {"table": table, "X": X, "Y": Y, "sources": job["sources"],
+        p = job["params"]
+        Y = yield from iter_umap_embed(X, p["n_neighbors"], p["min_dist"], p["metric"], p["seed"])
+        return {"table": table, "X": X, "Y": Y, "sources": job["sources"], "params": p,
                 "images": [it[0] for it in job["items"]]}
 
     # --- main thread ------------------------------------------------------------------------------
@@ -130,10 +161,12 @@ class AnnotationWidget(StepWidget):
         self._ensure_canvas()
         folder = self._project_folder()
         paths = {image: self._image_path(image) for image in result["images"]}
-        if folder is None and any(p is None for p in paths.values()):
+        known = self._annotation_files(result)
+        if folder is None and any(p is None and i not in known for i, p in paths.items()):
             folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
-        store = AnnotationStore(lambda image: annotation_path(paths.get(image), folder), notify=show_warning)
+        store = AnnotationStore(lambda image: known.get(image) or annotation_path(paths.get(image), folder),
+                                notify=show_warning)
         for image, source in zip(result["images"], result["sources"]):
             if source in self.viewer.layers:
                 store.set_cells(image, self.viewer.layers[source].data)
@@ -147,6 +180,19 @@ class AnnotationWidget(StepWidget):
         message = restore_message(store.restored)
         if message:
             show_info(message)
+
+    def _annotation_files(self, result) -> dict:
+        """image -> the annotation file a reopened session named for it (in its cells layer's metadata):
+        annotating after a reopen goes on in that file, wherever the image now comes from."""
+        from napari_reddino._widgets.session import ANNOTATION_FILE
+
+        known = {}
+        for image, source in zip(result["images"], result["sources"]):
+            layer = self.viewer.layers[source] if source in self.viewer.layers else None  # noqa: SIM401 (no .get)
+            path = (layer.metadata or {}).get(ANNOTATION_FILE) if layer is not None else None
+            if path:
+                known[image] = Path(path)
+        return known
 
     def _left_out(self, sources) -> str:
         """What the feature step left out of these layers' cells (by type), as one line."""
@@ -164,9 +210,10 @@ class AnnotationWidget(StepWidget):
         note = left_out_note(pd.concat(frames, ignore_index=True), np.concatenate(kept))
         return f"Objects not analysed: {note.removeprefix('left out ')}" if note else ""
 
-    def show_embedding(self, layer_names, Y) -> None:
-        """Show an embedding computed elsewhere (the pipeline dock) for these Labels layers; rows of ``Y``
-        follow the layers' cells in order, as :func:`napari_reddino.embedding.pool_embeddings` pools them."""
+    def show_embedding(self, layer_names, Y, params=None) -> None:
+        """Show an embedding computed elsewhere (the pipeline dock, a reopened session) for these Labels
+        layers; rows of ``Y`` follow the layers' cells in order, as
+        :func:`napari_reddino.embedding.pool_embeddings` pools them; ``params``: what it was made with."""
         from napari_reddino.embedding import layer_items, pool_embeddings
 
         layers = [self.viewer.layers[n] for n in layer_names]
@@ -176,14 +223,17 @@ class AnnotationWidget(StepWidget):
             raise InputError(f"Received {len(Y)} embedding points for {len(table)} cells; accepted: one point "
                              "per cell of the given layers.")
         self.reset_choices_to(layer_names)
+        if params:
+            self.set_umap_params(params)
         self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
-                       images=[it[0] for it in items]))
+                       images=[it[0] for it in items], params=self.umap_params()))
 
     def reset_choices_to(self, layer_names) -> None:
         self._reset_choices()
         self.layers.value = [n for n in layer_names if n in self.layers.choices]
 
     def _ensure_canvas(self):
+        from napari_reddino._widgets.dock_layout import place_umap_dock
         from napari_reddino._widgets.umap_canvas import UmapCanvas
 
         if self.canvas is not None:
@@ -191,8 +241,7 @@ class AnnotationWidget(StepWidget):
         self.canvas = UmapCanvas()
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
-            self.canvas.setMinimumHeight(300)
-            self._dock = window.add_dock_widget(self.canvas, name="UMAP", area="bottom")
+            self._dock = place_umap_dock(window, self.canvas)
 
     def _bind_keys(self):
         layer = self.canvas.points

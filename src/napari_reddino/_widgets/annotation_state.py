@@ -26,7 +26,9 @@ class AnnotationState:
         self.viewer, self.canvas, self.classes, self.store, self.panel = viewer, canvas, classes, store, panel
         self.table: pd.DataFrame = result["table"]
         self.X: np.ndarray = result["X"]
-        Y = result["Y"]
+        Y = self.Y = result["Y"]  # the map's coordinates, one row per table row
+        self.params: dict = dict(result.get("params") or {})  # what the map was made with
+        self.sources: list[str] = list(result["sources"])
         n = len(self.table)
         self.prediction = np.full(n, "", dtype=object)
         self.confidence = np.full(n, np.nan, dtype=np.float32)
@@ -137,6 +139,16 @@ class AnnotationState:
         self.prediction, self.confidence = fit_predict(self.X, self.class_column(), kind=kind)
         self.refresh()
         return self.prediction, self.confidence
+
+    def restore_predictions(self, prediction, confidence) -> None:
+        """Put back a saved classifier's prediction and confidence, one per table row."""
+        self.prediction = np.asarray(prediction, dtype=object)
+        self.confidence = np.asarray(confidence, dtype=np.float32)
+        self.refresh()
+
+    def stale_sources(self) -> list[str]:
+        """The cells layers segmented again since this map was made (it no longer describes their cells)."""
+        return [name for s, name in enumerate(self.sources) if not self.link.is_current(s)]
 
     def select_next(self, k: int = 20) -> np.ndarray:
         from napari_reddino.images import InputError

@@ -13,6 +13,7 @@ from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, start_warm_up,
     upsert_layer)
 from napari_reddino.pca_resolution import MAX_FACTOR
+from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ ANNOTATION_DOCK = "4. Embedding & annotation"
 
 class PipelineWidget(StepWidget):
     title = "Run the whole pipeline"
+    tab = "Pipeline"  # its tab in the RedDino panel
     run_tip = ("On the chosen image: find the cells, describe each with RedDino, colour the image by its "
                "features and put the cells on a map for annotation, in one go")
 
@@ -53,6 +55,8 @@ class PipelineWidget(StepWidget):
         self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
                           self.cell_types, self.do_pca, self.pca_resolution, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
+        self.session_buttons = SessionButtons(napari_viewer)
+        self.add_below(self.session_buttons)
         self._job = None
         start_warm_up()  # the first UMAP of the session need not wait for numba to compile
 
@@ -83,11 +87,13 @@ class PipelineWidget(StepWidget):
             show_info(f"{self.title}: {result.summary()}")
 
 
-def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None):
+def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None,
+                      annotation_files=None):
     """Put a pipeline result into ``viewer`` as the step docks would: the image (if not there), Labels
     ``<image> cells`` carrying the table and the embeddings, Image ``<image> PCA``, and the UMAP in the
-    annotation dock (annotations saved in ``project_folder`` when given). Returns that dock's widget (None
-    without a UMAP)."""
+    annotation dock (annotations saved in ``project_folder`` when given, or in ``annotation_files``: image
+    name -> file, as a reopened session says). Returns that dock's widget (None without a UMAP)."""
+    from napari_reddino._widgets.session import ANNOTATION_FILE
     from napari_reddino._widgets.smear_link import draw_cells, place_under_cells
     from napari_reddino.pca import overlay_scale_translate
     from napari_reddino.style import PCA_OPACITY, cells_layer_name, pca_layer_name, with_label_index
@@ -100,32 +106,40 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
             image_layer = viewer.add_image(s.image, name=s.name, rgb=True)
         scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
         metadata = {"source_image": s.name}
+        if s.table is not None and s.table.attrs.get("diameter"):  # as the segment dock records it
+            metadata["segmentation"] = {"estimated_diameter": float(s.table.attrs["diameter"])}
+        if annotation_files and s.name in annotation_files:  # the annotation dock saves this image's work there
+            metadata[ANNOTATION_FILE] = str(annotation_files[s.name])
         if s.embeddings is not None:
             metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.embedded,
                                    "model": result.model, "image": s.name}
-        cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels,
-                             features=with_label_index(s.table), scale=scale, translate=translate, metadata=metadata)
-        cells_layers.append(cells)
+        cells = None
+        if s.labels is not None:
+            cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels,
+                                 features=with_label_index(s.table), scale=scale, translate=translate,
+                                 metadata=metadata)
+            cells_layers.append(cells)
         if s.pca is not None:
-            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, factor=s.pca_factor)
+            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
+                                                               factor=s.pca_factor)
             # made hidden: over the whole smear it hides the stain and the cells' outlines (tick its eye to see
             # it, under the outlines); a re-run leaves it as the user set it
             first = pca_layer_name(s.name) not in viewer.layers
             pca = upsert_layer(viewer, pca_layer_name(s.name), "image",
-                               np.round(s.pca[..., :3] * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
+                               np.round(s.pca * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
                                scale=pca_scale, translate=pca_translate, **({"visible": False} if first else {}),
                                metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch,
-                                                         "factor": s.pca_factor}})
+                                                         "upsampled": s.pca_upsampled, "factor": s.pca_factor}})
             place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
-        draw_cells(viewer, cells)
-    with_cells = [la.name for la, s in zip(cells_layers, result.smears)
-                  if s.embeddings is not None and len(s.embeddings)]
+        if cells is not None:
+            draw_cells(viewer, cells)
     if cells_layers:
         viewer.layers.selection.active = cells_layers[-1]
-    if result.umap is None or not with_cells:
+    with_cells = [cells_layer_name(s.name) for s in result.umap_smears()] if result.umap is not None else []
+    if not with_cells:
         return None
     _, dock = viewer.window.add_plugin_dock_widget("napari-reddino", ANNOTATION_DOCK)
     if project_folder is not None:
         dock.project.value = str(project_folder)
-    dock.show_embedding(with_cells, result.umap)
+    dock.show_embedding(with_cells, result.umap, result.umap_params)
     return dock

@@ -47,4 +47,9 @@ def run(args) -> int:
         print(f"{source}: {n} {kind}{'es' if kind == 'patch' else 's'}")
     print(f"{len(manifest)} samples from {manifest['image'].nunique() if len(manifest) else 0} images "
           f"-> {args.out}/manifest.csv")
-    return 0
+    failed = manifest.attrs.get("failed", [])
+    for row in failed:
+        print(f"not read: {row['input']}: {row['error']}")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: see {args.out}/failed.csv")
+    return 2 if failed else 0

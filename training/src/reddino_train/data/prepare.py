@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino._progress import Progress
+from napari_reddino.atomic import atomic_path
 from napari_reddino.cells import padded_crop
 from napari_reddino.images import InputError, expand_inputs, read_image
 from napari_reddino.segment import BACKENDS
@@ -99,8 +100,8 @@ def _class_of_cells(labels: np.ndarray, points: np.ndarray | None) -> dict[int, 
 def _save_png(array: np.ndarray, path: Path):
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=3)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, compress_level=3)
 
 
 def _pick(items: list, k: int | None, rng) -> list:
@@ -112,13 +113,17 @@ def _pick(items: list, k: int | None, rng) -> list:
 def list_sources(sources, limit: int | None = None) -> list[tuple[str, Path, Path]]:
     """``(source name, source folder, image path)`` for every image; ``limit`` = at most that many images per
     source, evenly spaced over its sorted list (so a quick set still spans the whole folder)."""
+    from napari_reddino.outputs import unique_names
+
     out = []
-    for src in map(Path, sources):
-        root = src if src.is_dir() else src.parent
+    roots = [Path(src) if Path(src).is_dir() else Path(src).parent for src in sources]
+    # siteA/images and siteB/images: sources "siteA__images" and "siteB__images", not one "images"
+    names = [n.replace("/", "__") for n in unique_names([r.resolve() for r in roots])]
+    for src, root, name in zip(map(Path, sources), roots, names):
         images = expand_inputs([src])
         if limit is not None and len(images) > limit:
             images = [images[i] for i in np.linspace(0, len(images) - 1, limit).round().astype(int)]
-        out += [(root.resolve().name, root, p) for p in images]
+        out += [(name, root, p) for p in images]
     return out
 
 
@@ -142,17 +147,29 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
     if any(v is not None and v < 1 for v in (max_per_image, limit, cell_size)):
         raise InputError(f"Received max_per_image={max_per_image}, limit={limit}, cell_size={cell_size}; "
                          "accepted: positive integers.")
+    from napari_reddino.images import ReadError
+    from napari_reddino.outputs import Failures, output_stems
+
     out = Path(out)
     items = list_sources(sources, limit)
+    rels = [path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            for _, root, path in items]
+    stems = {}  # 1.jpg beside 1.png: 1_jpg_*, 1_png_* (one stem would keep half the samples)
+    for source in dict.fromkeys(s for s, _, _ in items):
+        mine = [i for i, (s, _, _) in enumerate(items) if s == source]
+        stems.update(zip(mine, output_stems([rels[i] for i in mine])))
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, failures = [], Failures()
     if cells is not None:
         from napari_reddino.segment import segment  # heavy (cellpose): only when cells are asked for
-    for done, (source, root, path) in enumerate(items):
+    for done, (source, _, path) in enumerate(items):
         yield Progress(done, len(items), f"{source}: {path.name}")
-        rgb = read_image(path)
-        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-        stem = Path(rel).with_suffix("").as_posix().replace("/", "__")
+        try:
+            rgb = read_image(path)
+        except (ReadError, MemoryError) as exc:  # reported in failed.csv; the others go on
+            failures.add(f"{source}/{rels[done]}", exc)
+            continue
+        rel, stem = rels[done], stems[done]
         if patches:
             boxes = _pick(list(iter_patch_boxes(rgb, patch_size, min_foreground)), max_per_image, rng)
             for y0, x0, fg in boxes:
@@ -174,7 +191,9 @@ def iter_prepare(sources, out, patches: bool = True, cells: str | None = None, p
     if append and (out / "manifest.csv").is_file():
         old = pd.read_csv(out / "manifest.csv")
         manifest = pd.concat([old[~old["path"].isin(manifest["path"])], manifest], ignore_index=True)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out / "manifest.csv", index=False)
+    with atomic_path(out / "manifest.csv") as tmp:
+        manifest.to_csv(tmp, index=False)
+    failures.write(out / "failed.csv")
+    manifest.attrs["failed"] = failures.rows
     yield Progress(len(items), len(items), "done")
     return manifest

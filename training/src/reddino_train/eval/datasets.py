@@ -112,18 +112,29 @@ def load_csv(path: Path, crop_size: int) -> CellSet:
 
     if not path.is_file():
         raise InputError(f"Received csv:{path}, which is not a file; accepted: {ACCEPTED}.")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        raise InputError(f"Could not read csv:{path} ({type(exc).__name__}); accepted: {ACCEPTED}.") from None
     has_box = {"x0", "y0", "x1", "y1"} <= set(df.columns)
-    need = {"image", "class"} | ({"x0", "y0", "x1", "y1"} if has_box else {"x", "y"})
-    if not need <= set(df.columns):
+    coords = ["x0", "y0", "x1", "y1"] if has_box else ["x", "y"]
+    if not {"image", "class", *coords} <= set(df.columns):
         raise InputError(f"Received csv:{path} with columns {list(df.columns)}; accepted: {ACCEPTED}.")
+    numbers = df[coords].apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna().any(axis=1) | df["image"].isna() | df["class"].isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"Received csv:{path} whose row {i + 2} has an empty or non-numeric value "
+                         f"({', '.join(f'{c}={df[c].iloc[i]!r}' for c in ['image', *coords, 'class'])}); "
+                         f"accepted: {ACCEPTED}.")
+    df[coords] = numbers
     classes = sorted(df["class"].astype(str).unique(), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     index = {c: i for i, c in enumerate(classes)}
     has_source = "source" in df.columns
     crops, ys, groups, thr, sources = [], [], [], [], []
     for image, rows in df.groupby("image", sort=False):
         p = Path(image) if Path(image).is_absolute() else path.parent / image
-        rgb = read_image(p)
+        rgb = read_image(p)  # a missing or unreadable image: one line naming it
         t = image_threshold(rgb)
         for r in rows.to_dict("records"):
             if has_box:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -147,15 +147,21 @@ def is_layer_kind(layer, kind: str) -> bool:
 
 
 @contextmanager
-def one_refresh(layer):
+def one_refresh(layer, visible: bool | None = None):
     """Set several properties of ``layer`` (data, colormap, contour, scale...) with a single redraw at the
-    end: napari redraws a layer on each of them, and a Labels layer's redraw (its outlines and colours over
-    the whole image) takes about a second of the GUI thread on a 2560x1920 smear."""
-    block = getattr(layer, "_block_refresh", None)  # napari's own (private) switch; without it, redraw each
-    with block() if block is not None else nullcontext():
+    end: napari redraws a visible layer on each of them, and a Labels layer's redraw (its outlines and
+    colours over the whole image) takes about a second of the GUI thread on a 2560x1920 smear. The layer
+    is hidden meanwhile (napari does not redraw a hidden layer; showing it redraws it once), within one
+    call of the GUI thread, so the screen never shows it hidden. ``visible``: shown or not after (default:
+    as it was)."""
+    shown = layer.visible if visible is None else visible
+    if layer.visible:
+        layer.visible = False
+    try:
         yield layer
-    if block is not None:
-        layer.refresh()
+    finally:
+        if shown:
+            layer.visible = True
 
 
 def display_labels(labels: np.ndarray) -> np.ndarray:
@@ -169,7 +175,7 @@ def display_labels(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-LAYER_PROPERTIES = ("scale", "translate", "opacity", "colormap", "blending", "visible", "contour")
+LAYER_PROPERTIES = ("scale", "translate", "opacity", "colormap", "blending", "contour")
 
 
 def _same(a, b) -> bool:
@@ -185,7 +191,7 @@ def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
     redraw, whatever the number of properties (``one_refresh``), and leaves unchanged properties alone."""
     if name in viewer.layers and is_layer_kind(viewer.layers[name], kind):
         layer = viewer.layers[name]
-        with one_refresh(layer):
+        with one_refresh(layer, kwargs.pop("visible", None)):
             layer.data = data
             for key, value in kwargs.items():
                 if key == "features":
@@ -198,11 +204,11 @@ def upsert_layer(viewer: "napari.Viewer", name: str, kind: str, data, **kwargs):
     later = {k: kwargs.pop(k) for k in ("contour",) if k in kwargs}  # not an add_labels argument
     if not later:
         return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
-    visible = kwargs.pop("visible", True)  # made hidden, so that it is drawn once, when shown with all set
-    layer = getattr(viewer, f"add_{kind}")(data, name=name, visible=False, **kwargs)
-    for key, value in later.items():
-        setattr(layer, key, value)
-    layer.visible = visible
+    visible = kwargs.pop("visible", True)
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, visible=False, **kwargs)  # drawn once, when shown
+    with one_refresh(layer, visible):
+        for key, value in later.items():
+            setattr(layer, key, value)
     return layer
 
 

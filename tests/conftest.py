@@ -64,3 +64,21 @@ def empty_hub_cache(tmp_path, monkeypatch):
     models.clear_cache()
     yield tmp_path / "hf-cache"
     models.clear_cache()
+
+
+@pytest.fixture
+def run_killed():
+    """``run_killed(code, **names)``: run ``code`` in a fresh Python that kills itself with SIGKILL (no cleanup,
+    no ``finally``) where it calls ``die()``; the names are passed as strings. Returns the exit status (-9)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    def run(code: str, **names) -> int:
+        prelude = "import os, signal\ndef die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+        assigns = "".join(f"{k} = {str(v)!r}\n" for k, v in names.items())
+        proc = subprocess.run([sys.executable, "-c", prelude + assigns + textwrap.dedent(code)],
+                              capture_output=True, text=True, timeout=120)
+        return proc.returncode
+
+    return run

@@ -238,3 +238,38 @@ def test_two_annotations_claiming_one_cell_never_displace_one_made_on_it(tmp_pat
     again = AnnotationStore(tmp_path / "ann.csv")
     again.set_cells("a", after)
     assert again.load(["a"]) == 1 and again.class_of("a", 1) == "burr" and again.restored["unmatched"] == 2
+
+
+def test_two_windows_on_one_project_keep_each_others_work(tmp_path):
+    """Two napari windows on one project: 200 assignments made, 100 on disk, no warning. Each save now
+    takes the file's rows and applies only its own changes, and the second writer is told."""
+    cells = grid_cells()
+    told = {"one": [], "two": []}
+    one, two = (AnnotationStore(tmp_path / "ann.csv", notify=told[k].append) for k in ("one", "two"))
+    for store in (one, two):
+        store.set_cells("a", cells)
+        store.load(["a"])
+    for lbl in range(1, 9):  # interleaved, as two people clicking at once
+        one.assign([("a", lbl)], "normal")
+        two.assign([("a", lbl + 8)], "target")
+    saved = read_annotations(tmp_path / "ann.csv")
+    assert dict(zip(saved["label"], saved["class"])) == {**{k: "normal" for k in range(1, 9)},
+                                                          **{k: "target" for k in range(9, 17)}}
+    assert len(told["two"]) == 1 and "Another window or script" in told["two"][0]  # once, not per click
+    two.assign([("a", 1)], "burr")  # a cell both touched: the later change wins
+    one.assign([("a", 2)], None)  # a removal is a change too
+    saved = read_annotations(tmp_path / "ann.csv")
+    got = dict(zip(saved["label"], saved["class"]))
+    assert got[1] == "burr" and 2 not in got and len(got) == 15
+    assert one.class_of("a", 9) == "target"  # the other window's work is in this store too
+
+
+def test_a_script_writing_the_file_is_merged_not_overwritten(tmp_path):
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.assign([("a", 1)], "normal")
+    script = read_annotations(tmp_path / "ann.csv")
+    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, ""]  # another program appends a row
+    script.to_csv(tmp_path / "ann.csv", index=False)
+    store.assign([("a", 2)], "target")
+    saved = read_annotations(tmp_path / "ann.csv")
+    assert sorted(zip(saved["image"], saved["label"])) == [("a", 1), ("a", 2), ("b", 7)]

@@ -114,10 +114,51 @@ def test_bad_input_exits_2_with_one_line(smear_files, tmp_path, capsys, extra, m
         assert message in err and len(err.splitlines()) == 1
 
 
-def test_mismatched_label_count(smear_files, capsys):
-    code = main(["embed", str(smear_files / "images"), "--labels", str(smear_files / "labels" / "smear0.npy"),
-                 "--model", str(smear_files / "model"), "--out", "x.csv"])
-    assert code == 2 and "2 images and 1 label images" in capsys.readouterr().err
+def test_labels_are_paired_by_name_not_by_order(smear_files, tmp_path):
+    """Given in the other order (smear1's labels first), each image still gets its own labels; paired by
+    order, smear0 would have been measured on smear1's cells without a word."""
+    root = smear_files
+    out = tmp_path / "cells.csv"
+    code = main(["embed", str(root / "images"), "--labels", str(root / "labels" / "smear1.tif"),
+                 str(root / "labels" / "smear0.npy"), "--model", f"local-dir:{root / 'model'}", "--out", str(out),
+                 "--cell-types", "all"])
+    assert code == 0
+    frame = pd.read_csv(out)
+    for stem, labels in (("smear0", np.load(root / "labels" / "smear0.npy")),
+                         ("smear1", __import__("tifffile").imread(root / "labels" / "smear1.tif"))):
+        rows = frame[frame["image"].str.endswith(f"{stem}.png")]
+        assert sorted(rows["label"]) == sorted(np.unique(labels[labels > 0]))
+
+
+@pytest.mark.parametrize("names, message", [
+    (["1", "3", "5"], "no label image for 2.png"),  # the gap would have shifted image 2 onto image 3's cells
+    (["1", "2"], "no label image for 3.png"),
+    (["1", "2", "3", "4"], "4.npy with no image of that name"),
+    (["1", "1_labels", "2", "3"], "2 label images for 1.png"),
+])
+def test_missing_extra_or_doubled_labels_exit_2_naming_the_file(smear_files, tmp_path, capsys, names, message):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    image = Image.open(smear_files / "images" / "smear0.png")
+    for k in (1, 2, 3):
+        image.save(tmp_path / "images" / f"{k}.png")
+    for name in names:
+        np.save(tmp_path / "labels" / f"{name}.npy", np.load(smear_files / "labels" / "smear0.npy"))
+    code = main(["embed", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--model", str(smear_files / "model"), "--out", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_label_names_of_segmentation_tools_pair_with_their_image():
+    from pathlib import Path
+
+    from napari_reddino.cli.embed import pair_labels
+
+    images = [Path("a/smear.jpg"), Path("a/cell_mask.jpg"), Path("a/x.png")]
+    labels = [Path("l/x_cp_masks.png"), Path("l/smear_labels.tif"), Path("l/cell_mask.tif")]
+    assert [p.name for p in pair_labels(images, labels)] == ["smear_labels.tif", "cell_mask.tif", "x_cp_masks.png"]
 
 
 def test_models_list_and_offline_download(capsys, monkeypatch):

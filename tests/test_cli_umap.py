@@ -64,3 +64,31 @@ def test_classify_cli_needs_two_classes(features, tmp_path, capsys):
     assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
                  str(tmp_path / "p.csv")]) == 2
     assert "at least 2 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label, shown", [("abc", "'abc'"), ("3.7", "3.7"), ("99999999999", "99999999999"),
+                                          ("0", "0")])
+def test_classify_cli_bad_annotation_label_is_one_line(features, tmp_path, capsys, label, shown):
+    """3.7 was cut to 3 (another cell's class), 'abc' and huge numbers were tracebacks."""
+    path, _ = features
+    (tmp_path / "a.csv").write_text(f"image,label,class\nb,1,normal\na,{label},burr\n")
+    assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"label {shown} in row 2" in err and "accepted: cell numbers" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_features_with_a_missing_label_and_k_0_are_one_line(features, tmp_path, capsys):
+    path, _ = features
+    df = pd.read_parquet(path)
+    df["label"] = df["label"].astype(float)
+    df.loc[5, "label"] = np.nan
+    df.to_parquet(tmp_path / "nan.parquet")
+    assert main(["umap", str(tmp_path / "nan.parquet"), "--out", str(tmp_path / "u")]) == 2
+    assert "label nan in row 6" in capsys.readouterr().err
+    pd.DataFrame({"image": ["b", "a"], "label": [1, 2], "class": ["normal", "burr"]}).to_csv(tmp_path / "a.csv",
+                                                                                          index=False)
+    assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out", str(tmp_path / "p.csv"),
+                 "--classifier", "knn", "--k", "0"]) == 2
+    assert "--k 0; accepted" in capsys.readouterr().err

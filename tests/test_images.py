@@ -92,3 +92,44 @@ def test_expand_inputs_folders_sorted_and_empty_refused(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="Found no images"):
         expand_inputs([empty])
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    """A phone or camera stores the turn in EXIF: read without it, the smear came out lying on its side."""
+    from PIL import Image
+
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :10] = 255  # a white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(img).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "phone.jpg")
+    assert shown.shape == (40, 20, 3)
+    assert shown[:10].mean() > 200 and shown[-10:].mean() < 50  # the band is now on top
+
+
+def test_a_stack_of_grey_planes_is_not_read_as_colour(tmp_path):
+    import tifffile
+
+    planes = np.random.default_rng(0).integers(0, 255, (3, 20, 30), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", planes, photometric="minisblack")
+    with pytest.raises(InputError, match="a stack of 3 grey images") as err:
+        read_image(tmp_path / "stack.tif")
+    assert "\n" not in str(err.value)
+    tifffile.imwrite(tmp_path / "planar.tif", planes, photometric="rgb", planarconfig="separate")
+    assert (read_image(tmp_path / "planar.tif") == np.moveaxis(planes, 0, -1)).all()  # colour planes: colour
+
+
+def test_one_pixel_high_image_is_too_small_not_empty():
+    with pytest.raises(InputError, match="40 x 1 pixels, too small"):
+        to_rgb_float(np.zeros((1, 40, 3), np.uint8))
+
+
+def test_too_many_pixels_says_the_size_not_the_format(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((1000, 1200, 3), np.uint8)).save(tmp_path / "slide.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)  # refused above twice this, as a 20,000² slide is
+    with pytest.raises(InputError, match="of 1.2 megapixels, more than") as err:
+        read_image(tmp_path / "slide.png")
+    assert "accepted: smaller fields" in str(err.value) and "Could not read" not in str(err.value)

@@ -179,3 +179,25 @@ def test_bad_input_is_one_line_input_error(tiny_vit, rng):
         assert "\n" not in str(err.value) and "accepted" in str(err.value)
     with pytest.raises(InputError):
         pca_overlay(np.zeros((5, 5, 5, 5)), tiny_vit)
+
+
+@pytest.mark.parametrize("content", ["missing key", "not a zip", "extra key"])
+def test_a_malformed_saved_fit_is_one_line(rng, tmp_path, content):
+    """A fit file without its threshold, a truncated file, or one with other arrays were tracebacks."""
+    from napari_reddino.images import InputError
+    from napari_reddino.pca import PatchPCA, fit_pca
+
+    path = tmp_path / "fit.npz"
+    fit_pca(rng.normal(size=(6, 6, 8)).astype(np.float32)).save(path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    if content == "missing key":
+        arrays.pop("fg_threshold")
+        np.savez(path, **arrays)
+    elif content == "extra key":
+        np.savez(path, **arrays, something=np.zeros(2))
+    else:
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="Could not read a PCA fit") as err:
+        PatchPCA.load(path)
+    assert "\n" not in str(err.value)

@@ -172,6 +172,38 @@ def test_not_a_cellpose_file_is_one_line(tmp_path, monkeypatch):
         cp_backend.get_segmenter(weights=bad, device="cpu", precision="fp32")
 
 
+class _Planted:
+    """Unpickling this runs ``open(marker, "w")``: a stand-in for a weights file that runs a program."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("environment", [{}, {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}])
+def test_weights_that_would_run_code_are_refused_whatever_the_environment(tiny_weights, tmp_path, monkeypatch,
+                                                                          environment):
+    """cellpose reads the file once without ``weights_only``: with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 a crafted
+    file ran its code (the same file given as a RedDino model was refused)."""
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    marker = tmp_path / "ran"
+    state = torch.load(tiny_weights, weights_only=True)
+    state["planted"] = _Planted(marker)
+    evil = tmp_path / "evil.pth"
+    torch.save(state, evil)
+    with pytest.raises(InputError, match="holds more than tensors") as info:
+        cp_backend.get_segmenter(weights=evil, device="cpu", precision="fp32")
+    assert not marker.exists() and "\n" not in str(info.value)
+    import os
+
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == environment.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+    cp_backend.get_segmenter(weights=tiny_weights, device="cpu", precision="fp32")  # tensors only: loads
+
+
 def test_auto_diameter_passes_the_measured_one_to_cellpose(tiny_weights, image, monkeypatch):
     from napari_reddino.segment import segment_cells
     from napari_reddino.segment.threshold import estimate_image_diameter

@@ -65,6 +65,12 @@ def test_segment_dock_draws_outlines_by_type_marks_white_cells_and_a_legend(make
     assert f"red cells, no class {len(rbc)}" in words
     assert any(w.startswith("white cell") and w.endswith(str(len(wbc))) for w in words)
     assert legend.data[:, 1].min() > cells.data.shape[1]  # right of the smear, not over its cells
+    # its words scale with the smear like its swatches (in screen points they ran into each other once a
+    # 1366x768 window zoomed the smear out), and Home frames the longest of them (an invisible last mark)
+    rows = np.diff(legend.data[:-1, 0]).min()
+    assert legend.text.scaling and legend.text.size <= 0.6 * rows
+    longest = max(len(w) for w in words)
+    assert legend.data[-1, 1] - legend.data[:-1, 1].max() >= 0.5 * rows * longest
     # hovering cell k shows cell k's own measurements (napari took row k: cell k+1's), in a tooltip too
     k = int(rbc[3])
     row = table[table["label"] == k].iloc[0]

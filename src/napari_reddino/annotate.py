@@ -10,15 +10,15 @@ tables and the morphology report: ``report.py``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from napari_reddino.cells import label_column
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -69,18 +69,10 @@ def annotation_path(image_path=None, project_folder=None) -> Path:
 
 def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` so that a crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def read_annotations(path) -> pd.DataFrame:
@@ -97,8 +89,8 @@ def read_annotations(path) -> pd.DataFrame:
     for col in WHERE_COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["label", "class"])
-    df["label"] = df["label"].astype(np.int64)
+    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
+    df["label"] = label_column(df["label"], repr(str(path)))
     df["segmentation"] = df["segmentation"].fillna("").astype(str)
     return df
 
@@ -112,6 +104,11 @@ class AnnotationStore:
     ``path_for(image) -> Path`` says where an image's annotations go; several images may share a file.
     Rows read from a file for images not open now are kept and written back with it. A file that cannot be
     written goes to ``fallback_folder`` instead (``notify`` gets one line saying so) and is read from there.
+
+    Two windows (or a window and a script) may save to one file: each save holds a lock on it, reads what
+    is there, and writes that back with only this store's own changes since its last save applied (a cell
+    both changed: the later save wins). So neither loses the other's work, and ``notify`` says once that
+    another writer is at work.
     """
 
     def __init__(self, path_for: Callable[[str], Path] | Path | str, fallback_folder=None,
@@ -129,6 +126,10 @@ class AnnotationStore:
         self._unmatched: list[tuple] = []  # file rows that fit no current cell: kept, written back
         self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0}
         self._undo: list[dict[Key, str | None]] = []
+        self._changed: set[Key] = set()  # changed here since the last save: these win over the file
+        self._seen: dict[Path, tuple] = {}  # each file as this store last read or wrote it (inode, mtime, size)
+        self._others: dict[Path, list[tuple]] = {}  # rows another writer made on another segmentation: kept
+        self._told: set[Path] = set()
 
     # --- files ------------------------------------------------------------------------------------
     def path_of(self, image: str) -> Path:
@@ -180,6 +181,7 @@ class AnnotationStore:
             if path in seen or not path.is_file():
                 continue
             seen.add(path)
+            self._seen[path] = _stamp(path)
             df = read_annotations(path)
             for img, rows in df.groupby("image", sort=False):
                 self._paths.setdefault(img, path)
@@ -207,11 +209,45 @@ class AnnotationStore:
         images = set(self._paths) if images is None else {str(i) for i in images}
         written = []
         for path in {self.path_of(i) for i in images}:
-            rows = [self._row(img, lbl, cls) for (img, lbl), cls in sorted(self.classes.items())
-                    if self.path_of(img) == path]
-            rows += [r for r in self._unmatched if self.path_of(r[0]) == path]
-            written.append(self._write(pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + WHERE_COLUMNS), path))
+            with _locked(path):
+                if path.is_file() and _stamp(path) != self._seen.get(path):
+                    self._take_theirs(path)
+                rows = [self._row(img, lbl, cls) for (img, lbl), cls in sorted(self.classes.items())
+                        if self.path_of(img) == path]
+                rows += [r for r in self._unmatched + self._others.get(path, []) if self.path_of(r[0]) == path]
+                frame = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + WHERE_COLUMNS)
+                where = self._write(frame, path)
+                self._seen[where] = _stamp(where)
+            written.append(where)
+            self._changed = {k for k in self._changed if self.path_of(k[0]) != path}
         return sorted(written)
+
+    def _take_theirs(self, path: Path) -> None:
+        """Someone else wrote ``path`` since this store read or wrote it: take their rows, except for the
+        cells changed here since (ours win there)."""
+        try:
+            theirs = read_annotations(path)
+        except InputError:
+            return  # not readable as annotations: ours are written over it (the old file is not ours to fix)
+        mine = {img for img in self._paths if self.path_of(img) == path}
+        keep = {k: v for k, v in self.classes.items() if k in self._changed or k[0] not in mine}
+        others = []
+        for row in theirs.itertuples(index=False):
+            img, lbl, cls, seg = str(row[0]), int(row[1]), str(row[2]), str(row[5])
+            cells = self._cells.get(img)
+            if cells is not None and seg and seg != cells.fingerprint:
+                others.append(tuple(row))  # made on another segmentation: not ours to place, kept as it is
+            elif (img, lbl) not in self._changed:
+                keep[(img, lbl)] = cls
+                if cells is None:
+                    self._where[(img, lbl)] = tuple(row[3:])
+        self.classes = keep
+        self._others[path] = others
+        self._unmatched = [r for r in self._unmatched if self.path_of(r[0]) != path]
+        if path not in self._told:
+            self._told.add(path)
+            self.notify(f"Another window or script is also saving annotations to {path}: its annotations are "
+                        "kept beside yours (compute the map again to see them).")
 
     # --- edits ------------------------------------------------------------------------------------
     def assign(self, keys: Iterable[Key], cls: str | None) -> int:
@@ -223,6 +259,7 @@ class AnnotationStore:
             if old == cls or key in before:
                 continue
             before[key] = old
+            self._changed.add(key)
             if cls is None:
                 self.classes.pop(key, None)
             else:
@@ -237,6 +274,7 @@ class AnnotationStore:
         if not self._undo:
             return []
         before = self._undo.pop()
+        self._changed |= set(before)
         for key, old in before.items():
             if old is None:
                 self.classes.pop(key, None)
@@ -264,3 +302,31 @@ class AnnotationStore:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes whenever a file is replaced (every save is an atomic replace: a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path``'s sidecar ``.lock`` file while a save reads and writes it (where the
+    folder or the platform allows one; otherwise the merge still runs, without the lock)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(f".{path.name}.lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()

@@ -26,6 +26,20 @@ def check_labels(labels, image_shape=None) -> np.ndarray:
     return labels.astype(np.int32, copy=False)
 
 
+def label_column(values, source: str) -> np.ndarray:
+    """A table's ``label`` column as int64 cell numbers, or one line naming the first bad value: not a number,
+    missing, not whole (3.7 was silently cut to 3: another cell), or outside 1..2³¹-1."""
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 1) | (numbers > 2**31 - 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = pd.Series(values).iloc[i]
+        value = value.item() if hasattr(value, "item") else value
+        raise InputError(f"Received label {value!r} in row {i + 1} of {source}; accepted: cell "
+                         "numbers, whole numbers from 1 (0 is background).")
+    return numbers.astype(np.int64)
+
+
 def cell_table(labels, image=None) -> pd.DataFrame:
     """One row per label with position, shape and mean colour (colour is NaN without an image); the
     measures are skimage's ``regionprops`` ones, computed for every label at once."""
@@ -146,12 +160,15 @@ def _positions(labels):
 
 
 def save_labels(labels, path) -> None:
-    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32."""
+    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32 (atomically)."""
     import tifffile
+
+    from napari_reddino.atomic import atomic_path
 
     labels = check_labels(labels)
     dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype), compression="zlib")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
 
 
 def drop_border_cells(labels) -> np.ndarray:

@@ -172,11 +172,13 @@ def embeddings_frame(table: pd.DataFrame, embeddings: np.ndarray, image: str = "
 
 
 def write_table(frame: pd.DataFrame, path) -> Path:
-    """Write ``frame`` as Parquet or CSV according to the suffix."""
+    """Write ``frame`` as Parquet or CSV according to the suffix (atomically: a kill leaves no half file)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise InputError(f"Received output {str(path)!r}; accepted: a .parquet or .csv file name.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False) if suffix == ".parquet" else frame.to_csv(tmp, index=False)
     return path

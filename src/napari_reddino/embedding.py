@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino._progress import Progress
+from napari_reddino.cells import label_column
 from napari_reddino.images import InputError
 
 MIN_CELLS = 4
@@ -210,4 +211,5 @@ def read_features(path) -> tuple[pd.DataFrame, np.ndarray]:
                          "label, x, y, emb_0..emb_{D-1}.")
     table = df[[c for c in df.columns if c not in emb_cols]].reset_index(drop=True)
     table["image"] = table["image"].astype(str)
+    table["label"] = label_column(table["label"], repr(str(path)))
     return table, check_embeddings(df[emb_cols].to_numpy())

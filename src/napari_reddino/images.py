@@ -18,6 +18,10 @@ class InputError(ValueError):
     """Bad user input; the message is one line, fit for a notification or a CLI error."""
 
 
+class ReadError(InputError):
+    """One input file that cannot be read as an image: a batch reports it and goes on with the others."""
+
+
 def _describe(data) -> str:
     arr = np.asarray(data) if not hasattr(data, "shape") else data
     return f"shape {tuple(arr.shape)} dtype {arr.dtype}"
@@ -45,8 +49,12 @@ def to_rgb_float(data) -> np.ndarray:
     arr = np.asarray(data)
     if arr.dtype.kind not in "biuf":
         raise InputError(f"Received an image with {_describe(arr)}; accepted: {ACCEPTED}.")
-    if arr.size == 0 or min(arr.shape[:2] if channel_axis(arr) != 0 else arr.shape[1:]) < 2:
+    if arr.size == 0:
         raise InputError(f"Received an empty image ({_describe(arr)}); accepted: {ACCEPTED}.")
+    h, w = arr.shape[:2] if channel_axis(arr) != 0 else arr.shape[1:3]
+    if min(h, w) < 2:
+        raise InputError(f"Received an image of {w} x {h} pixels, too small to hold a cell; accepted: {ACCEPTED}, "
+                         "at least 2 x 2 pixels.")
     axis = channel_axis(arr)
     if axis == 0:
         arr = np.moveaxis(arr, 0, -1)
@@ -86,22 +94,53 @@ def read_image(path) -> np.ndarray:
     (some Chula images are PNG files named .jpg)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"Received {str(path)!r}, which is not a file; accepted: an image file "
-                         f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise ReadError(f"Received {str(path)!r}, which is not a file; accepted: an image file "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    from PIL import Image, ImageOps
+
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            data = tifffile.imread(path)
+            data = _read_tiff(path)
         else:
-            from PIL import Image
-
             with Image.open(path) as im:
-                data = np.asarray(im.convert("RGB"))
+                # a camera's or phone's rotation flag: without it the smear is shown turned
+                data = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except InputError as exc:
+        raise ReadError(str(exc)) from None
+    except Image.DecompressionBombError as exc:
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        n = int(found.group(1)) / 1e6 if found else 0
+        mp = (f"{n:.0f} megapixels" if n >= 10 else f"{n:.1f} megapixels") if found else "too many pixels"
+        raise ReadError(f"Received {str(path)!r} of {mp}, more than an image read whole can hold (about "
+                        f"{Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} megapixels); accepted: smaller fields (cut the "
+                        "slide into tiles).") from None
+    except MemoryError:
+        raise ReadError(f"Received {str(path)!r}, which does not fit in this computer's memory; accepted: "
+                        "smaller fields (cut the slide into tiles).") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is bad input
-        raise InputError(f"Could not read {str(path)!r} as an image ({type(exc).__name__}); accepted: "
-                         f"{', '.join(sorted(IMAGE_SUFFIXES))}.") from None
-    return to_rgb_uint8(data)
+        raise ReadError(f"Could not read {str(path)!r} as an image ({type(exc).__name__}); accepted: "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))}.") from None
+    try:
+        return to_rgb_uint8(data)
+    except InputError as exc:
+        raise ReadError(f"{str(path)!r}: {exc}") from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's first image; a stack of grey planes (3 of them look like a channel-first colour image) is
+    refused rather than shown as false colour."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = series.axes
+        if len(series.shape) > 2 and not (axes.endswith("S") or axes[0] in "SC"):
+            raise ReadError(f"Received {str(path)!r}, a stack of {series.shape[0]} grey images (axes {axes}), "
+                            "not one image; accepted: one grey or colour image per file (save the plane you "
+                            "want to analyse).")
+        return series.asarray()
 
 
 def expand_inputs(paths) -> list[Path]:

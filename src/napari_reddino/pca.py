@@ -77,16 +77,18 @@ class PatchPCA:
 
     @classmethod
     def load(cls, path) -> "PatchPCA":
+        import zipfile
+
         try:
             with np.load(path, allow_pickle=False) as z:
                 kw = {k: z[k] for k in z.files if k != "meta"}
                 meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-        except (OSError, ValueError, KeyError) as exc:
+            kw["fg_threshold"] = float(kw["fg_threshold"])
+            kw["use_foreground"] = bool(kw["use_foreground"])
+            return cls(**kw, meta=meta)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
             raise InputError(f"Could not read a PCA fit from {str(path)!r} ({type(exc).__name__}); "
                              "accepted: an .npz written by PatchPCA.save / --save-fit.") from None
-        kw["fg_threshold"] = float(kw["fg_threshold"])
-        kw["use_foreground"] = bool(kw["use_foreground"])
-        return cls(**kw, meta=meta)
 
 
 def _check_features(features, dim=None):

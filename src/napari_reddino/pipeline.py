@@ -58,6 +58,7 @@ class PipelineResult:
     # one line per step that could not run on this input (too few cells for a UMAP, an image too small
     # for an overlay): the other steps' results stand, and the dock and the CLI say why
     skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why) of inputs that could not be read
 
     def cells(self) -> pd.DataFrame:
         """Pooled table of every object: image, label, centroid, morphology, type, border; with the
@@ -96,17 +97,23 @@ class PipelineResult:
         return left_out_note(cells, cells["analysed"]) if "analysed" in cells.columns else ""
 
 
-def iter_pipeline(images, options: PipelineOptions | None = None):
-    """Progress generator over ``images`` = [(name, array), ...]; returns a :class:`PipelineResult`."""
+def iter_pipeline(images, options: PipelineOptions | None = None, done=None, previous=None):
+    """Progress generator over ``images`` = [(name, array or a function that reads it), ...]; returns a
+    :class:`PipelineResult`. An input whose function raises ``ReadError`` (a file that cannot be read) is left
+    out and named in ``result.failed``; the others go on. ``done(smear)`` is called as each image is finished
+    (the CLI writes its files then); ``previous(name)`` may give an image's :class:`SmearResult` from an
+    earlier run (the CLI's ``--resume``), which is then not computed again."""
+    from napari_reddino.images import ReadError
     from napari_reddino.segment import iter_segment_cells
 
     opts = options or PipelineOptions()
     unknown = set(opts.steps) - set(STEPS)
     if unknown:
         raise InputError(f"Received steps {sorted(unknown)}; accepted: {', '.join(STEPS)}.")
-    smears = [SmearResult(name, to_rgb_uint8(data)) for name, data in images]
+    images = [(name, data if callable(data) else to_rgb_uint8(data)) for name, data in images]  # bad arrays: now
     skipped: list[str] = []
-    if not smears:
+    failed: list[tuple[str, str]] = []
+    if not images:
         raise InputError("Received no images; accepted: one or more images.")
     model, spec = None, None
     if {"embed", "pca"} & set(opts.steps):
@@ -116,8 +123,19 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
         yield Progress(0, 1, f"Loading model {spec}")
         model = models.load_model(spec)
 
-    for i, s in enumerate(smears):
-        tag = f"[{i + 1}/{len(smears)}] {s.name}"
+    smears: list[SmearResult] = []
+    for i, (name, data) in enumerate(images):
+        before = previous(name) if previous else None
+        if before is not None:
+            smears.append(before)
+            continue
+        try:
+            s = SmearResult(name, to_rgb_uint8(data()) if callable(data) else data)
+        except (ReadError, MemoryError) as exc:
+            failed.append((name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            continue
+        smears.append(s)
+        tag = f"[{i + 1}/{len(images)}] {s.name}"
         seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
         s.labels, s.table = yield from _tagged(
             iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
@@ -144,8 +162,13 @@ def iter_pipeline(images, options: PipelineOptions | None = None):
                 grid = yield from _tagged(iter_patch_features(
                     s.image, model, overlap=opts.pca_overlap, precision=opts.precision), tag)
                 s.pca, s.patch = fit_pca(grid).transform(grid), patch
+        if done:
+            done(s)
 
-    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped)
+    if not smears:
+        raise InputError(f"Received {len(images)} image(s), none of which could be read ({failed[0][1]}); "
+                         "accepted: image files.")
+    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped, failed=failed)
     with_emb = [s.embeddings for s in smears if s.embeddings is not None and len(s.embeddings)]
     n_cells = sum(len(e) for e in with_emb)
     if "umap" in opts.steps and "embed" in opts.steps and n_cells < MIN_CELLS:
@@ -185,41 +208,88 @@ def _order(source_labels, wanted_labels) -> np.ndarray:
 def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     """Write what a person takes away: per image the labels TIFF, cell table, features and PCA overlay
     (PNG at image resolution); for all images the pooled cell table and the UMAP plot."""
+    from napari_reddino.outputs import output_stems
+
+    stems = output_stems([s.name for s in result.smears])
+    written = [p for s, stem in zip(result.smears, stems) for p in write_image_outputs(s, out_dir, stem)]
+    return written + write_pooled_outputs(result, out_dir)
+
+
+def image_output_paths(out_dir, stem: str) -> dict[str, Path]:
+    """Where one image's results go: labels, cells, features, pca."""
+    out = Path(out_dir)
+    return {"labels": out / f"{stem}_labels.tif", "cells": out / f"{stem}_cells.csv",
+            "features": out / f"{stem}_features.parquet", "pca": out / f"{stem}_pca.png"}
+
+
+def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
+    """One image's files (each written atomically): what it has of labels, cell table, features, overlay."""
     from PIL import Image
 
+    from napari_reddino.atomic import atomic_path
     from napari_reddino.cells import save_labels
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = image_output_paths(out_dir, stem)
     written: list[Path] = []
-    for s in result.smears:
-        stem = Path(s.name).stem
-        if s.labels is not None:
-            save_labels(s.labels, out / f"{stem}_labels.tif")
-            s.table.to_csv(out / f"{stem}_cells.csv", index=False)
-            written += [out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"]
-        if s.embeddings is not None:
-            rows = s.table.set_index("label").loc[s.embedded]
-            feats = pd.DataFrame({"image": s.name, "label": s.embedded,
-                                  "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
-            emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
-            path = out / f"{stem}_features.parquet"
-            pd.concat([feats, emb], axis=1).to_parquet(path, index=False)
-            written.append(path)
-        if s.pca is not None:
-            from napari_reddino.pca import upsample_overlay
+    if s.labels is not None:
+        save_labels(s.labels, paths["labels"])
+        with atomic_path(paths["cells"]) as tmp:
+            s.table.to_csv(tmp, index=False)
+        written += [paths["labels"], paths["cells"]]
+    if s.embeddings is not None:
+        rows = s.table.set_index("label").loc[s.embedded]
+        feats = pd.DataFrame({"image": s.name, "label": s.embedded,
+                              "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
+        emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
+        with atomic_path(paths["features"]) as tmp:
+            pd.concat([feats, emb], axis=1).to_parquet(tmp, index=False)
+        written.append(paths["features"])
+    if s.pca is not None:
+        from napari_reddino.pca import upsample_overlay
 
-            full = upsample_overlay(s.pca[..., :3], s.patch, s.image.shape)
-            png = (np.clip(full, 0, 1) * 255).astype(np.uint8)
-            Image.fromarray(png).save(out / f"{stem}_pca.png")
-            written.append(out / f"{stem}_pca.png")
+        full = upsample_overlay(s.pca[..., :3], s.patch, s.image.shape)
+        with atomic_path(paths["pca"]) as tmp:
+            Image.fromarray((np.clip(full, 0, 1) * 255).astype(np.uint8)).save(tmp)
+        written.append(paths["pca"])
+    return written
+
+
+def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResult | None:
+    """One image's results from an earlier run into ``out_dir`` (``--resume``), or None when any file the
+    ``steps`` make is missing (the image is then done again)."""
+    import tifffile
+
+    from napari_reddino.embedding import read_features
+
+    paths = image_output_paths(out_dir, stem)
+    wanted = ["labels", "cells"] + (["features"] if "embed" in steps else []) + (["pca"] if "pca" in steps else [])
+    if not all(paths[k].is_file() for k in wanted):
+        return None
+    s = SmearResult(name, image() if callable(image) else image)
+    s.labels = tifffile.imread(paths["labels"]).astype(np.int32)
+    s.table = pd.read_csv(paths["cells"])
+    if "embed" in steps:
+        table, X = read_features(paths["features"])
+        s.embedded, s.embeddings = table["label"].to_numpy(), X
+    return s
+
+
+def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
+    """The pooled cell table of all images and the UMAP plot (written atomically)."""
+    from napari_reddino.atomic import atomic_path
+
+    out = Path(out_dir)
+    written: list[Path] = []
     cells = result.cells()
     if len(cells):
-        cells.to_csv(out / "cells.csv", index=False)
+        with atomic_path(out / "cells.csv") as tmp:
+            cells.to_csv(tmp, index=False)
         written.append(out / "cells.csv")
     if result.umap is not None:
         analysed = cells[cells["analysed"].to_numpy()].reset_index(drop=True)
-        written.append(plot_umap(result.umap, analysed, out / "umap.png"))
+        with atomic_path(out / "umap.png") as tmp:
+            plot_umap(result.umap, analysed, tmp)
+        written.append(out / "umap.png")
     return written
 
 

@@ -41,6 +41,13 @@ def derived_layer_name(cells_layer: str, suffix: str) -> str:
     return f"{cells_layer} {suffix}"
 
 
+def is_drawn_layer_name(name: str) -> bool:
+    """Whether ``name`` is an image layer the plugin drew over a smear (its PCA overlay, the selected cells'
+    rings), which a step must never take for a smear."""
+    return name.endswith(PCA_SUFFIX) or any(name.endswith(derived_layer_name(CELLS_SUFFIX, suffix))
+                                            for suffix in (SELECTION_SUFFIX, OBJECTS_SUFFIX, LEGEND_SUFFIX))
+
+
 # --- colours --------------------------------------------------------------------------------------------
 SELECTION_COLOR = "#ffff00"  # selected cells' rings, on the map and on the smear
 UNANNOTATED_COLOR = "#bbbbbb"  # a red cell without class or prediction (points and outlines)

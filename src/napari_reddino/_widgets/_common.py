@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from napari_reddino._progress import Progress
+from napari_reddino._widgets.dock_layout import DockColumn, ScrollForm, join_reddino_tabs
 
 if TYPE_CHECKING:
     import napari
@@ -90,11 +91,13 @@ def _warm_up() -> None:
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
-    """(name, layer) of the image layers a step can start from (not the PCA overlays it made)."""
+    """(name, layer) of the image layers a step can start from (not the overlays the plugin drew)."""
     from napari.layers import Image
 
+    from napari_reddino.style import is_drawn_layer_name
+
     return [(layer.name, layer) for layer in viewer.layers
-            if isinstance(layer, Image) and not layer.name.endswith(" PCA")]
+            if isinstance(layer, Image) and not is_drawn_layer_name(layer.name)]
 
 
 def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
@@ -220,6 +223,7 @@ class StepWidget(QWidget):
     """Base of the step docks. Subclasses fill ``self.form`` and implement ``work`` and ``show``."""
 
     title = "Run"
+    tab = ""  # the dock's tab in the RedDino panel, short enough for five tabs side by side
     run_tip = "Run this step on the choices above"
     uses_torch = True  # False for a step that never reaches torch: it need not wait for torch's import
 
@@ -236,12 +240,25 @@ class StepWidget(QWidget):
         self.cancel_button.changed.connect(self.cancel)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        layout = QVBoxLayout(self)
+        self.body = QWidget()  # in a scroll area: a long dock scrolls instead of growing napari's window
+        layout = DockColumn(self.body)
         layout.addWidget(self.form.native)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         layout.addWidget(buttons.native)
         layout.addWidget(self.progress)
         layout.addStretch(1)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(ScrollForm(self.body))
+        self._tabbed = False
+
+    def add_below(self, widget: QWidget, stretch: int = 0) -> None:
+        """Add ``widget`` under the Run buttons; with ``stretch`` it takes the height the dock has to spare
+        (else the empty space stays at the bottom)."""
+        layout = self.body.layout()
+        layout.insertWidget(layout.count() - 1, widget, stretch)
+        if stretch:
+            layout.setStretch(layout.count() - 1, 0)
 
     # --- to implement -------------------------------------------------------------------------
     def work(self):  # pragma: no cover - abstract
@@ -254,6 +271,9 @@ class StepWidget(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         wrap_tooltips(self)  # once the subclass has set them all; cheap and idempotent
         super().showEvent(event)
+        if not self._tabbed:  # once, when napari first shows the dock: later the user arranges the docks
+            self._tabbed = True
+            join_reddino_tabs(self)
 
     def prepare(self):
         """Read inputs from the form on the main thread before the worker starts; return False to abort."""

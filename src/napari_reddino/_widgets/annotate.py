@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_reddino._progress import Progress
 from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_warm_up
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
+from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
@@ -34,6 +35,7 @@ def restore_message(counts: dict) -> str:
 
 class AnnotationWidget(StepWidget):
     title = "Compute UMAP"
+    tab = "4. Annotate"  # its tab in the RedDino panel
     uses_torch = False  # umap, numba and scikit-learn only: no 1-2 s torch import before the map starts
     run_tip = ("Place every cell on a map (UMAP) where cells that RedDino describes alike lie close together; "
                "select cells on it or on the smear to annotate them")
@@ -57,9 +59,18 @@ class AnnotationWidget(StepWidget):
         self.project = FileEdit(label="project folder", mode="d", value="")
         self.project.tooltip = ("Folder where the annotations are saved, one file for all images; empty: a file "
                                 "beside each image")
-        self.form.extend([self.layers, self.n_neighbors, self.min_dist, self.metric, self.seed, self.project])
+        fit_rows(self.layers.native, 2, 3)  # a short list of layers: the height goes to the classes and report
+        # the map's settings fold away (the defaults suit RedDino): on a 768 px screen the class list and the
+        # report then fit beside the smear without scrolling
+        self.map_settings = CheckBox(value=False, text="show the map settings")
+        self.map_settings.tooltip = ("Show the settings of the map: neighbours, spacing, similarity and seed "
+                                     "(the defaults suit RedDino)")
+        self.map_settings.changed.connect(self._show_map_settings)
+        self.form.extend([self.layers, self.map_settings, self.n_neighbors, self.min_dist, self.metric, self.seed,
+                          self.project])
+        self._show_map_settings(False)
         self.panel = AnnotationPanel(self.classes)
-        self.layout().insertWidget(self.layout().count() - 1, self.panel)
+        self.add_below(self.panel, stretch=1)
         self.state: AnnotationState | None = None
         self.canvas = None
         self._dock = None
@@ -78,6 +89,10 @@ class AnnotationWidget(StepWidget):
         p.export_report_button.clicked.connect(lambda: self._export("report"))
 
     # --- inputs -----------------------------------------------------------------------------------
+    def _show_map_settings(self, shown: bool) -> None:
+        for w in (self.n_neighbors, self.min_dist, self.metric, self.seed):
+            w.visible = bool(shown)
+
     def _embedded_layers(self, *_):
         return [la.name for la in self.viewer.layers
                 if is_layer_kind(la, "Labels") and (la.metadata or {}).get("reddino")]
@@ -192,6 +207,7 @@ class AnnotationWidget(StepWidget):
         self.layers.value = [n for n in layer_names if n in self.layers.choices]
 
     def _ensure_canvas(self):
+        from napari_reddino._widgets.dock_layout import place_umap_dock
         from napari_reddino._widgets.umap_canvas import UmapCanvas
 
         if self.canvas is not None:
@@ -199,8 +215,7 @@ class AnnotationWidget(StepWidget):
         self.canvas = UmapCanvas()
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
-            self.canvas.setMinimumHeight(300)
-            self._dock = window.add_dock_widget(self.canvas, name="UMAP", area="bottom")
+            self._dock = place_umap_dock(window, self.canvas)
 
     def _bind_keys(self):
         layer = self.canvas.points

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
+    QAbstractScrollArea,
     QComboBox,
     QGridLayout,
     QGroupBox,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -16,9 +16,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_reddino._widgets.dock_layout import DockColumn, WrappedLabel, fit_rows
 from napari_reddino._widgets.report import FrameTable
 
 KEYS = "1234567890"
+MIN_CLASS_ROWS = 6  # the class list shows at least this many classes, all of them where there is room
+MIN_REPORT_ROWS = 3  # the report table shows at least this many rows
 
 
 def swatch(color: str) -> QIcon:
@@ -37,6 +40,8 @@ class AnnotationPanel(QWidget):
             self._item_names.append(f"{key}{c.name}")
             self.class_list.addItem(QListWidgetItem(swatch(c.color), f"{key}{c.name}"))
         self.class_list.setCurrentRow(0)
+        # asks for the height of every class (fit_rows below lets it shrink to MIN_CLASS_ROWS)
+        self.class_list.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.class_list.setToolTip("The cell classes, with the number of cells annotated in each: pick one, "
                                    "then 'Assign selection', or press its key over the map")
         self.assign_button = QPushButton("Assign selection")
@@ -66,11 +71,9 @@ class AnnotationPanel(QWidget):
         self.export_report_button = QPushButton("Export report…")
         self.export_report_button.setToolTip("Save the number and percentage of cells of each class per image "
                                              "(CSV)")
-        self.status = QLabel("Run the UMAP to start annotating.")
-        self.status.setWordWrap(True)
+        self.status = WrappedLabel("Run the UMAP to start annotating.", lines=2)
         self.report = FrameTable()
-        self.left_out = QLabel("")
-        self.left_out.setWordWrap(True)
+        self.left_out = WrappedLabel("", lines=2)
         self.left_out.setToolTip("The UMAP, the classifier and the report use the objects the feature step "
                                  "analysed (red cells by default); the others are counted here.")
 
@@ -91,10 +94,12 @@ class AnnotationPanel(QWidget):
         report_layout = QVBoxLayout(report_box)
         report_layout.addWidget(self.left_out)
         report_layout.addWidget(self.report)
-        layout = QVBoxLayout(self)
+        layout = DockColumn(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)
-        layout.addWidget(report_box)
+        layout.addWidget(report_box, 1)  # the height to spare goes to the report, once every class shows
+        fit_rows(self.class_list, min(MIN_CLASS_ROWS, len(classes)), len(classes))
+        fit_rows(self.report, MIN_REPORT_ROWS)
         self.set_enabled(False)
 
     def set_enabled(self, on: bool) -> None:

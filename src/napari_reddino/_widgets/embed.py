@@ -21,6 +21,7 @@ OTHER = "other (path or spec below)"
 
 class EmbedWidget(StepWidget):
     title = "Extract RedDino features"
+    tab = "2. Features"  # its tab in the RedDino panel
     run_tip = ("Describe each cell with the RedDino model (a list of numbers per cell, kept on the cells "
                "layer) for the overlay, the map of similar cells and the classifier")
 
@@ -62,7 +63,7 @@ class EmbedWidget(StepWidget):
         self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
                           self.cell_types, self.precision, self.batch_size, self.pad_square,
                           self.mask_neighbours])
-        self.layout().addWidget(Container(widgets=[self.export_path, self.export_button]).native)
+        self.add_below(Container(widgets=[self.export_path, self.export_button]).native)
         self.download_button.changed.connect(self.download)
         self.export_button.changed.connect(self.export)
         self.image.changed.connect(self._default_labels)
@@ -74,9 +75,11 @@ class EmbedWidget(StepWidget):
 
     # --- form ---------------------------------------------------------------------------------
     def _layer_names(self, kind: str):
+        from napari_reddino.style import is_drawn_layer_name
+
         def choices(*_):
             return [layer.name for layer in self.viewer.layers if is_layer_kind(layer, kind)
-                    and not (kind == "Image" and layer.name.endswith(" PCA"))]
+                    and not (kind == "Image" and is_drawn_layer_name(layer.name))]
         return choices
 
     def _model_choices(self, *_):

@@ -21,6 +21,7 @@ FIT_THIS, FIT_REUSE = "this image", "reuse last fit"
 
 class PCAWidget(StepWidget):
     title = "PCA overlay"
+    tab = "3. PCA"  # its tab in the RedDino panel
     run_tip = ("Colour the image by what the RedDino model sees in it: regions that look alike get alike "
                "colours (shown as '<image> PCA', half transparent over the image)")
 

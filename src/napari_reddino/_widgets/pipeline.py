@@ -24,6 +24,7 @@ ANNOTATION_DOCK = "4. Embedding & annotation"
 
 class PipelineWidget(StepWidget):
     title = "Run the whole pipeline"
+    tab = "Pipeline"  # its tab in the RedDino panel
     run_tip = ("On the chosen image: find the cells, describe each with RedDino, colour the image by its "
                "features and put the cells on a map for annotation, in one go")
 

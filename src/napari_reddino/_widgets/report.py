@@ -10,6 +10,7 @@ class FrameTable(QTableWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.verticalHeader().setVisible(False)  # no row numbers: the columns get the dock's width
         self.frame = pd.DataFrame()
 
     def set_frame(self, df: pd.DataFrame) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class SegmentWidget(StepWidget):
     title = "Segment cells"
+    tab = "1. Segment"  # its tab in the RedDino panel
     run_tip = "Find every cell on the image and measure it; the cells appear as a new '<image> cells' layer"
 
     def __init__(self, napari_viewer: "napari.Viewer"):

@@ -146,6 +146,10 @@ def _draw_marks(viewer, layer, features) -> None:
                          "translation": [0, 0.5 * ring]})  # on the ring's top right
 
 
+LEGEND_TEXT_SIZE = 0.5  # the legend's words, in rows of the legend (10 pt on a 480 px smear at 100 %)
+LEGEND_CHAR_WIDTH = 0.6  # a character's width at that size, in rows (generous: napari's font is not fixed-width)
+
+
 def _draw_legend(viewer, layer, features, classes) -> None:
     """One line per class with cells (and per other object type) to the right of the smear."""
     get = lambda col: features[col].fillna("").astype(str).to_numpy() if col in features.columns else (  # noqa: E731
@@ -158,15 +162,18 @@ def _draw_legend(viewer, layer, features, classes) -> None:
     step = max(h / 24, 6.0)
     data = [(step * (i + 0.5), w + step) for i in range(len(entries))]
     if entries:  # an invisible last point as far right as the words reach, so that napari's Home frames them
-        data.append((step * 0.5, w + step + 0.35 * max(h, w)))
+        words = max(len(t) for t, _ in entries)
+        data.append((step * 0.5, w + step + LEGEND_CHAR_WIDTH * step * words))
         entries = [*entries, ("", "#00000000")]
     colors = [style.rgba(c) for _, c in entries]
     _upsert_points(viewer, style.derived_layer_name(layer.name, style.LEGEND_SUFFIX), data,
                    pd.DataFrame({"text": [t for t, _ in entries]}), like=layer, size=0.7 * step, symbol="disc",
                    face_color=colors, border_color=[[1, 1, 1, c[3]] for c in colors], border_width=0.1,
-                   text={"string": "{text}", "color": "white", "size": 10, "anchor": "upper_left",
-                         "translation": [0.55 * step, 0.85 * step]})  # napari puts upper_left text on the
-    # swatch's top left corner: this centres it on the swatch's row and starts it just right of it
+                   text={"string": "{text}", "color": "white", "size": LEGEND_TEXT_SIZE * step, "scaling": True,
+                         "anchor": "upper_left", "translation": [0.55 * step, 0.85 * step]})
+    # napari puts upper_left text on the swatch's top left corner: the translation centres it on the swatch's
+    # row and starts it just right of it. The words scale with the smear, as the swatches do: in screen points
+    # they overlapped each other once a small window (1366x768) zoomed the smear out, and ran past the frame.
 
 
 def warm_class_colours() -> None:

@@ -25,6 +25,8 @@ def run(args) -> int:
     from napari_reddino.embedding import read_features
     from napari_reddino.images import InputError
 
+    if args.k < 1:
+        raise InputError(f"Received --k {args.k}; accepted: a whole number of neighbours >= 1.")
     table, X = read_features(args.features)
     ann_path = Path(args.annotations)
     if not ann_path.is_file():

@@ -1,6 +1,7 @@
 """``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
-image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels,
-paired with the images in order) or from segmenting on the fly (--segment threshold|cellpose)."""
+image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
+paired with the image of the same name: ``1.jpg`` with ``1.tif``, ``1_labels.tif``, ``1_masks.png`` or
+``1_cp_masks.png``) or from segmenting on the fly (--segment learned|threshold|cellpose)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,25 @@ from napari_reddino.cli import UsageError
 from napari_reddino.segment import BACKENDS
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+# what segmentation tools append to the image's name: ours (`segment`, `run`), Cellpose's, common hand-made ones
+LABEL_NAME_ENDINGS = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_seg")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("embed", help="RedDino features per cell → Parquet/CSV", description=__doc__)
     p.add_argument("images", nargs="+", help="image files or folders")
     cells = p.add_mutually_exclusive_group(required=True)
-    cells.add_argument("--labels", nargs="+", help="label images (.tif/.png/.npy) or folders, one per image")
+    cells.add_argument("--labels", nargs="+",
+                       help="label images (.tif/.png/.npy) or folders; each goes with the image of the same name "
+                            "(1.jpg: 1.tif, 1_labels.tif, 1_masks.png or 1_cp_masks.png)")
     cells.add_argument("--segment", choices=BACKENDS, help="segment the images first")
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
                         "see `napari-reddino models list`")
-    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv")
+    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv (rewritten after each "
+                   "image; FILE.run.json holds the settings, FILE.failed.csv the inputs that could not be read)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the images already in --out (made with the same settings) and do the rest")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -52,6 +60,49 @@ def label_paths(items) -> list[Path]:
             raise UsageError(f"received labels {str(p)!r}, which does not exist; accepted: label image files "
                              f"({', '.join(LABEL_SUFFIXES)}) or folders")
     return out
+
+
+def label_key(path: Path) -> str:
+    """The image name a label file belongs to: its stem without a segmentation tool's ending."""
+    stem = path.stem
+    for ending in LABEL_NAME_ENDINGS:
+        if stem.endswith(ending) and len(stem) > len(ending):
+            return stem[: -len(ending)]
+    return stem
+
+
+def pair_labels(images: list[Path], labels: list[Path]) -> list[Path]:
+    """The label file of each image, matched by name (never by order: one missing file would shift every
+    later image onto another image's cells). A missing, extra or doubled label file is a one-line error."""
+    stems = [p.stem for p in images]
+    doubled = sorted({s for s in stems if stems.count(s) > 1})
+    if doubled:
+        raise UsageError(f"received two images named {doubled[0]!r}; accepted with --labels: images of different "
+                         "names (label images are paired with images by name); run the folders one at a time")
+    paired, missing, used = [], [], set()
+    for image in images:
+        found = [q for q in labels if q.stem == image.stem
+                 or (label_key(q) == image.stem and q.stem not in stems)]  # cell_mask.tif is cell_mask.jpg's
+        if len(found) > 1:
+            names = ", ".join(q.name for q in found)
+            raise UsageError(f"received {len(found)} label images for {image.name} ({names}); accepted: one label "
+                             "image per image")
+        if not found:
+            missing.append(image.name)
+            continue
+        paired.append(found[0])
+        used.add(found[0])
+    if missing:
+        stem = Path(missing[0]).stem
+        raise UsageError(f"received no label image for {', '.join(missing[:3])}"
+                         + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                         + f"; accepted: a label image named after its image ({stem}.tif, {stem}_labels.tif, "
+                         f"{stem}_masks.png, ...) for every image")
+    extra = [q.name for q in labels if q not in used]
+    if extra:
+        raise UsageError(f"received label image(s) {', '.join(extra[:3])} with no image of that name; accepted: "
+                         "label images named after the images they belong to")
+    return paired
 
 
 def read_labels(path: Path, image_shape) -> np.ndarray:
@@ -83,42 +134,62 @@ def run(args) -> int:
 
     from napari_reddino._progress import run as drive
     from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
-    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
+    from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
     from napari_reddino.segment.types import left_out_note, parse_cell_types, select_cells, typed_table
 
     cell_types = parse_cell_types(args.cell_types)
-    out = Path(args.out)
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise UsageError(f"received --out {args.out!r}; accepted: a .parquet or .csv file name")
+    out = check_out_file(args.out)
     if args.batch_size < 1:
         raise UsageError(f"received --batch-size {args.batch_size}; accepted: an integer >= 1")
     images = expand_inputs(args.images)
-    labels = label_paths(args.labels) if args.labels else None
-    if labels is not None and len(labels) != len(images):
-        raise UsageError(f"received {len(images)} images and {len(labels)} label images; accepted: one label "
-                         "image per image, in the same order")
+    labels = pair_labels(images, label_paths(args.labels)) if args.labels else None
     spec = args.model or default_spec()
     model = load_model(spec, device=args.device)
-    frames = []
-    for i, path in enumerate(images):
-        image = read_image(path)
-        if labels is not None:
-            lab = read_labels(labels[i], image.shape)
-        else:
-            from napari_reddino.segment import iter_segment
+    RunRecord(out, "embed", settings_of(args, skip=("func", "images", "labels", "out", "resume"))).start(args.resume)
+    frames = [_previous(out)] if args.resume and out.is_file() else []
+    done_before = set(frames[0]["image"]) if frames else set()
+    failures, names = Failures(), unique_names(images)
+    for i, (path, name) in enumerate(zip(images, names)):
+        if name in done_before:
+            print(f"{name}: done before, kept", file=sys.stderr)
+            continue
+        try:
+            image = read_image(path)
+            if labels is not None:
+                lab = read_labels(labels[i], image.shape)
+            else:
+                from napari_reddino.segment import iter_segment
 
-            lab = drive(iter_segment(image, backend=args.segment), bar=True)
+                lab = drive(iter_segment(image, backend=args.segment), bar=True)
+        except (ReadError, MemoryError) as exc:
+            print(f"{name}: not embedded: {failures.add(name, exc)}", file=sys.stderr)
+            continue
         objects = typed_table(image, lab)  # types from the image, whoever made the labels
         kept = select_cells(objects, cell_types)
         table, emb = drive(iter_embed_cells(image, lab, model, batch_size=args.batch_size,
                                             precision=args.precision, pad_square=args.pad_square,
                                             mask_neighbours=args.mask_neighbours,
                                             label_ids=objects["label"].to_numpy()[kept]), bar=True)
-        frames.append(embeddings_frame(table, emb, str(path)))
+        frames.append(embeddings_frame(table, emb, name))
+        write_table(pd.concat(frames, ignore_index=True), out)  # an interrupted run keeps every finished image
         left = left_out_note(objects, kept)
-        print(f"{path}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
-    frame = pd.concat(frames, ignore_index=True)
-    write_table(frame, out)
-    print(f"wrote {len(frame)} cells × {model.num_features} features ({spec}) to {out}")
-    return 0
+        print(f"{name}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
+    failures.write(out.with_name(out.name + ".failed.csv"))
+    if not frames:
+        raise UsageError(f"received {len(images)} image(s), none could be read; accepted: image files "
+                         f"(see {out.name}.failed.csv)")
+    n = sum(len(f) for f in frames)
+    print(f"wrote {n} cells × {model.num_features} features ({spec}) to {out}"
+          + (f"; {failures.summary(len(images) - len(failures))}" if failures else ""))
+    return 2 if failures else 0
+
+
+def _previous(out: Path):
+    from napari_reddino.embedding import read_features
+
+    import pandas as pd
+
+    table, X = read_features(out)
+    return pd.concat([table, pd.DataFrame(X, columns=[f"emb_{j}" for j in range(X.shape[1])])], axis=1)

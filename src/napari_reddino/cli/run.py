@@ -1,5 +1,10 @@
 """``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder;
-optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``)."""
+optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``).
+
+Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
+``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
+``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
+name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done."""
 
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ def add_parser(sub) -> None:
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the images whose results are already in --out (same settings), do the rest, then "
+                        "the pooled table and UMAP of all")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--view", action="store_true", help="open napari with the result layers")
     view.add_argument("--screenshot", action="store_true",
@@ -48,22 +56,50 @@ def sample_images(which: str):
 
 
 def run(args) -> int:
+    from functools import partial
+
     from napari_reddino._progress import run as drive
-    from napari_reddino.images import expand_inputs, read_image
-    from napari_reddino.pipeline import STEPS, PipelineOptions, iter_pipeline, write_outputs
+    from napari_reddino.images import InputError, expand_inputs, read_image
+    from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
+    from napari_reddino.pipeline import (STEPS, PipelineOptions, iter_pipeline, read_image_outputs,
+                                         write_image_outputs, write_pooled_outputs)
     from napari_reddino.segment.types import parse_cell_types
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
+    out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     images = sample_images(args.sample) if args.sample else []
-    images += [(p.name, read_image(p)) for p in (expand_inputs(args.images) if args.images else [])]
+    paths = expand_inputs(args.images) if args.images else []
+    names = [name for name, _ in images] + unique_names(paths)
+    images += [(name, partial(read_image, p)) for name, p in zip(names[len(images):], paths)]
+    stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
                            precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
+    RunRecord(out, "run", settings_of(args)).start(args.resume)
+    written = []
+
+    def done(smear):
+        written.extend(write_image_outputs(smear, out, stems[smear.name]))
+
+    def previous(name):
+        if not args.resume:
+            return None
+        try:
+            return read_image_outputs(name, dict(images)[name], out, stems[name], steps)
+        except InputError:  # the input itself is unreadable now: the pipeline reports it
+            return None
+
     t0 = time.perf_counter()
-    result = drive(iter_pipeline(images, opts), bar=True)
-    written = write_outputs(result, args.out)
-    print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s")
+    result = drive(iter_pipeline(images, opts, done=done, previous=previous), bar=True)
+    written += write_pooled_outputs(result, out)
+    failures = Failures()
+    for name, why in result.failed:
+        failures.add(name, ValueError(why))
+        print(f"not read: {name}: {why}")
+    failures.write(out / "failed.csv")
+    print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s"
+          + (f"; {len(failures)} input(s) failed (see failed.csv)" if failures else ""))
     for note in result.skipped:
         print(f"not made: {note}")
     if args.view or args.screenshot:
@@ -71,7 +107,7 @@ def run(args) -> int:
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")
     for path in written:
         print(f"  {path.name}")
-    return 0
+    return 2 if failures else 0
 
 
 def show(result, out: Path, screenshot: bool) -> list[Path]:

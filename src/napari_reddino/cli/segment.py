@@ -1,11 +1,12 @@
 """``napari-reddino segment``: one label per cell. Writes ``DIR/<stem>_labels.tif`` (uint16, or uint32 past
 65535 cells) and ``DIR/<stem>_cells.csv`` (the per-cell table, with each object's type: rbc, wbc,
-platelet, cluster, artefact, and a border flag) for each image."""
+platelet, cluster, artefact, and a border flag) for each image, as soon as that image is done; ``run.json``
+(the settings); ``failed.csv`` when an input could not be read (the others are still done; exit code 2).
+Two inputs of the same name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
@@ -19,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_diameter_argument(p)
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the images whose results are already in --out (made with the same settings)")
     cp = p.add_argument_group("cellpose")
     cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
     cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model); with --backend learned, a "
@@ -67,20 +70,38 @@ def segment_options(args) -> dict:
 
 def run(args) -> int:
     from napari_reddino._progress import run as drive
+    from napari_reddino.atomic import atomic_path
     from napari_reddino.cells import save_labels
-    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.images import ReadError, expand_inputs, read_image
+    from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.segment import iter_segment_cells
     from napari_reddino.segment.types import segmentation_summary
 
     paths = expand_inputs(args.images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(args.out)
     opts = segment_options(args)
-    for path in paths:
-        image = read_image(path)
-        labels, table = drive(iter_segment_cells(image, args.backend, args.drop_border, **opts),
-                              bar=sys.stderr.isatty())
-        save_labels(labels, out / f"{path.stem}_labels.tif")
-        table.to_csv(out / f"{path.stem}_cells.csv", index=False)
-        print(f"{path.name}: {segmentation_summary(table, path.name)} → {out / (path.stem + '_labels.tif')}")
-    return 0
+    RunRecord(out, "segment", settings_of(args)).start(args.resume)
+    names = unique_names(paths)
+    failures, done = Failures(), 0
+    for path, name, stem in zip(paths, names, output_stems(names)):
+        labels_file, table_file = out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"
+        if args.resume and labels_file.is_file() and table_file.is_file():
+            print(f"{name}: done before, skipped")
+            done += 1
+            continue
+        try:  # a file that cannot be read is this input's problem; a setting that fails (weights) stops all
+            image = read_image(path)
+            labels, table = drive(iter_segment_cells(image, args.backend, args.drop_border, **opts),
+                                  bar=sys.stderr.isatty())
+        except (ReadError, MemoryError) as exc:
+            print(f"{name}: not segmented: {failures.add(name, exc)}", file=sys.stderr)
+            continue
+        save_labels(labels, labels_file)
+        with atomic_path(table_file) as tmp:
+            table.to_csv(tmp, index=False)
+        print(f"{name}: {segmentation_summary(table, name)} → {labels_file}")
+        done += 1
+    failures.write(out / "failed.csv")
+    if len(paths) > 1 or failures:
+        print(f"{len(paths)} images: {failures.summary(done)}" + (" (see failed.csv)" if failures else ""))
+    return 2 if failures else 0

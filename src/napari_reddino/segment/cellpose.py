@@ -8,13 +8,18 @@
 - The network output (flows and cell probability) is kept for the last few images, so changing the flow
   or cell-probability threshold only re-runs ``cellpose.dynamics``, not the network.
 - bf16 only where the hardware runs it natively (see ``napari_reddino.models.resolve_precision``).
+- Weights are tensors only: cellpose reads the file with ``torch.load``, once without ``weights_only``
+  (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would let a crafted file run code); every load it does for us
+  runs with tensors-only loading forced, and a file that needs more is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +128,23 @@ def _check_precision(dtype, device: str):
                              "or auto.")
 
 
+@contextmanager
+def tensors_only_loading():
+    """Every ``torch.load`` inside reads tensors only (torch's weights-only unpickler), whatever the caller
+    passes or the environment says (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set aside meanwhile)."""
+    keys = ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    saved = {k: os.environ.pop(k, None) for k in keys}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class CellposeSegmenter:
     """A loaded Cellpose model plus a small cache of its network outputs."""
 
@@ -134,9 +156,14 @@ class CellposeSegmenter:
         self.flow_cache: OrderedDict = OrderedDict()
         self.network_runs = 0
         try:
-            self.model = models.CellposeModel(pretrained_model=os.fspath(self.weights),
-                                              device=torch.device(device),
-                                              use_bfloat16=self.dtype == torch.bfloat16)
+            with tensors_only_loading():
+                self.model = models.CellposeModel(pretrained_model=os.fspath(self.weights),
+                                                  device=torch.device(device),
+                                                  use_bfloat16=self.dtype == torch.bfloat16)
+        except pickle.UnpicklingError:
+            raise InputError(f"Refused Cellpose weights {str(self.weights)!r}: the file holds more than tensors "
+                             "(loading it could run a program hidden in it); accepted: a Cellpose 4 weights file "
+                             "of tensors only.") from None
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"Could not load Cellpose weights {str(self.weights)!r} ({msg[:120]}); accepted: "

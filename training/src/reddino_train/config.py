@@ -94,20 +94,64 @@ def parse_override(text: str) -> tuple[list[str], object]:
 
 
 def apply_override(cfg: dict, keys: list[str], value) -> None:
-    """Set ``cfg[k0][k1]...`` = value. Keys must exist (typos are errors) except inside ``augmentation``."""
+    """Set ``cfg[k0][k1]...`` = value. Keys must exist (typos are errors, inside ``augmentation`` too) and the
+    value must be of the kind the key holds (a number for a number, true/false for a switch, ...)."""
     if keys[0] == "augmentation" and len(keys) > 1:
         cfg["augmentation"] = resolve_augmentation(cfg.get("augmentation"))
     node = cfg
     for i, key in enumerate(keys):
-        free = keys[0] == "augmentation"
-        last = i == len(keys) - 1
-        if not isinstance(node, dict) or (key not in node and not free):
+        if not isinstance(node, dict) or key not in node:
             known = sorted(node) if isinstance(node, dict) else []
             raise InputError(f"Received override key {'.'.join(keys)!r}; accepted keys at this level: {known}.")
-        if last:
-            node[key] = value
+        if i == len(keys) - 1:
+            node[key] = value if keys == ["augmentation"] else _same_kind(".".join(keys), node[key], value)
         else:
-            node = node.setdefault(key, {})
+            node = node[key]
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a text", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _same_kind(name: str, old, value):
+    """``value`` if it is the kind of thing ``old`` is (any number for a number); None keeps its meaning."""
+    if old is None or value is None or _kind(old) == _kind(value):
+        return value
+    raise InputError(f"Received {name}={value!r}; accepted: {_kind(old)} (the config has {old!r}).")
+
+
+# keys whose values must be whole numbers >= the bound (other number keys: >= the bound); a missing key or null
+# (the architecture's own) is fine
+WHOLE = {"optim.batch_size_per_gpu": 1, "optim.epoch_length": 1, "model.img_size": 14, "model.embed_dim": 1,
+         "model.depth": 1, "model.num_heads": 1, "head.n_prototypes": 1, "head.ibot_n_prototypes": 1,
+         "head.hidden_dim": 1, "head.bottleneck_dim": 1, "head.n_layers": 1, "crops.global_size": 14,
+         "crops.local_size": 14, "crops.n_local": 0, "train.num_workers": 0, "train.checkpoint_every": 0,
+         "train.seed": 0, "train.rank_every": 0, "train.knn_every": 0, "train.knn_samples": 1}
+AT_LEAST = {"optim.epochs": 1e-9, "optim.base_lr": 0.0, "optim.min_lr": 0.0, "optim.warmup_epochs": 0.0,
+            "optim.weight_decay": 0.0, "optim.weight_decay_end": 0.0, "loss.student_temp": 1e-9,
+            "loss.teacher_temp": 1e-9, "loss.warmup_teacher_temp": 1e-9}
+
+
+def check_config(cfg: dict) -> dict:
+    """One line naming the first value a run could not use (a size of 0, a negative rate), before any work."""
+    for name, low in {**WHOLE, **AT_LEAST}.items():
+        section, key = name.split(".")
+        value = (cfg.get(section) or {}).get(key)
+        if value is None:
+            continue
+        whole = name in WHOLE
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low and (
+            not whole or float(value).is_integer())
+        if not ok:
+            what = f"a whole number >= {low}" if whole else ("a number > 0" if low > 0 else "a number >= 0")
+            raise InputError(f"Received {name}={value!r}; accepted: {what}.")
+        if whole:
+            cfg[section][key] = int(value)
+    return cfg
 
 
 def load_config(name_or_path: str | Path, overrides=()) -> dict:
@@ -116,7 +160,7 @@ def load_config(name_or_path: str | Path, overrides=()) -> dict:
     for text in overrides:
         apply_override(cfg, *parse_override(text))
     cfg["augmentation"] = resolve_augmentation(cfg.get("augmentation", "reddino"))
-    return cfg
+    return check_config(cfg)
 
 
 def save_config(cfg: dict, path: Path) -> None:

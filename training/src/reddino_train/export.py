@@ -31,7 +31,12 @@ def teacher_backbone(run_dir):
 
     model = create_model(arch, img_size=size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                          mlp_ratio=mlp_ratio)
-    model.load_state_dict(backbone)
+    try:
+        model.load_state_dict(backbone)
+    except RuntimeError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), "")[:160]
+        raise InputError(f"Received run folder {str(run_dir)!r} whose config.yaml does not describe its checkpoint "
+                         f"({detail}); accepted: the run folder as `reddino-train train` left it.") from None
     model.pretrained_cfg = dict(model.pretrained_cfg, tag="reddino-train")  # not timm's LVD-142M weights
     if str(mc.get("init") or "scratch") == "scratch":  # timm's licence entry is DINOv2's; none of its weights used
         model.pretrained_cfg.pop("license", None)

@@ -1,14 +1,18 @@
 """Content-addressed cache for the slow parts of an evaluation (feature matrices, linear-probe folds), so
 re-running with other classes excluded, or for another model of the same architecture, redoes only what
-changed. Keys are JSON of what produced the value; results are keyed by the data they were computed on."""
+changed. Keys are JSON of what produced the value; results are keyed by the data they were computed on.
+Entries are written atomically, and one that cannot be read back (damaged) is recomputed, never fatal."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from napari_reddino.atomic import atomic_path
 
 
 def digest(*parts) -> str:
@@ -49,11 +53,13 @@ def cached_array(cache_dir, key, compute) -> np.ndarray:
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"features-{digest(key)}.npy"
-    if path.is_file():
+    try:
         return np.load(path)
+    except (OSError, ValueError, EOFError):  # missing, or damaged (an older version killed mid-write): compute
+        pass
     X = np.asarray(compute())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, X)
+    with atomic_path(path) as tmp:
+        np.save(tmp, X)
     return X
 
 
@@ -62,10 +68,12 @@ def cached_result(cache_dir, key, compute) -> dict:
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"result-{digest(key)}.npz"
-    if path.is_file():
+    try:
         with np.load(path) as z:
             return {"folds": json.loads(str(z["folds"])), "pred": z["pred"]}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # missing or damaged: compute
+        pass
     res = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, folds=json.dumps(res["folds"]), pred=res["pred"])
+    with atomic_path(path) as tmp:
+        np.savez(tmp, folds=json.dumps(res["folds"]), pred=res["pred"])
     return res

@@ -1,15 +1,17 @@
-"""Checkpoints: one ``checkpoint.pt`` in the run folder, replaced atomically (write a temporary file, fsync,
-rename), holding models, optimiser, centre, step and RNG states. Read back with ``weights_only=True``: only
-tensors and plain containers are stored. The data position and the schedules follow from the step."""
+"""Checkpoints: one ``checkpoint.pt`` in the run folder, replaced atomically (``napari_reddino.atomic``),
+holding models, optimiser, centre, step and RNG states. Read back with ``weights_only=True``: only tensors and
+plain containers are stored. The data position and the schedules follow from the step."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from napari_reddino.atomic import atomic_path
+from napari_reddino.images import InputError
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -41,13 +43,9 @@ def save_checkpoint(run_dir: Path, step: int, states: dict, extra: dict | None =
     """Write the state after ``step`` optimiser steps: ``states`` = student, teacher and optimizer state dicts
     (``distributed.full_states``). Call on the main process only."""
     path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_name(f".{CHECKPOINT}.tmp")
     state = {"step": int(step), **states, "rng": rng_state(), **(extra or {})}
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 
@@ -55,4 +53,16 @@ def load_checkpoint(run_dir: Path, map_location="cpu") -> dict | None:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises on a file it cannot read is bad input
+        if "Weights only load failed" in str(exc) and "GLOBAL" in str(exc):
+            raise InputError(f"Refused checkpoint {str(path)!r}: it holds more than tensors and plain values "
+                             "(loading it could run a program hidden in it); accepted: a checkpoint.pt written by "
+                             "reddino-train train.") from None
+        raise InputError(f"Could not read checkpoint {str(path)!r} ({type(exc).__name__}: damaged or cut short); "
+                         "accepted: a checkpoint.pt written by reddino-train train.") from None
+    if not isinstance(state, dict) or not {"step", "student", "teacher"} <= set(state):
+        raise InputError(f"Received checkpoint {str(path)!r} without the step, student and teacher a run saves; "
+                         "accepted: a checkpoint.pt written by reddino-train train.")
+    return state

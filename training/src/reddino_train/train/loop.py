@@ -113,8 +113,14 @@ def train(cfg: dict, data_dir, out_dir, resume: bool = False, max_steps: int | N
     # --- resume the models; shard or wrap them; then the optimiser (sharding replaces the parameters) ------
     start_step = 0
     if ckpt is not None:
-        student.load_state_dict(ckpt["student"])
-        teacher.load_state_dict(ckpt["teacher"])
+        try:
+            student.load_state_dict(ckpt["student"])
+            teacher.load_state_dict(ckpt["teacher"])
+        except RuntimeError as exc:  # "Error(s) in loading state_dict ... size mismatch for ..."
+            detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), "")[:160]
+            raise InputError(f"Received --resume with a config whose model does not match the checkpoint in "
+                             f"{str(out)!r} ({detail}); accepted: the run's own config.yaml, without model or "
+                             "head overrides.") from None
         for k, c in centers.items():
             if c is not None and f"center_{k}" in ckpt:
                 c.center.copy_(ckpt[f"center_{k}"])

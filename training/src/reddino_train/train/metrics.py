@@ -29,19 +29,24 @@ def mean_entropy(probs: torch.Tensor) -> float:
 
 
 class MetricsCSV:
-    """Appends rows; on resume drops rows past the checkpoint's step (written after it, before the kill)."""
+    """Appends rows; on resume drops rows past the checkpoint's step (written after it, before the kill). The
+    kept rows are put back atomically before anything is appended: a kill at any moment leaves every row up
+    to the checkpoint."""
 
     def __init__(self, path: Path, truncate_after: int = 0):
+        from napari_reddino.atomic import atomic_path
+
         self.path = Path(path)
         rows = []
         if truncate_after and self.path.is_file():
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= truncate_after]
-        self._f = self.path.open("w", newline="")
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= truncate_after]
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        self._f = self.path.open("a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=COLUMNS, extrasaction="ignore")
-        self._w.writeheader()
-        self._w.writerows(rows)
-        self._f.flush()
 
     def write(self, row: dict) -> None:
         self._w.writerow(row)

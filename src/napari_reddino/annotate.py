@@ -164,10 +164,11 @@ class AnnotationStore:
         return fallback
 
     def set_cells(self, image: str, labels) -> None:
-        """The label image ``image``'s annotations refer to now; call before :meth:`load`."""
+        """The label image ``image``'s annotations refer to now (or its ``annotation_match.Cells``, built
+        off the GUI thread); call before :meth:`load`."""
         from napari_reddino.annotation_match import Cells
 
-        self._cells[str(image)] = Cells(labels)
+        self._cells[str(image)] = labels if isinstance(labels, Cells) else Cells(labels)
 
     def load(self, images: Iterable[str]) -> int:
         """Read the files of ``images`` (each file once); return how many annotations were put on cells.

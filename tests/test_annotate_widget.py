@@ -103,7 +103,7 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     w.canvas.select(rows)
     lit = viewer.layers["s2 cells"].data[viewer.layers["s2 cells selection"].data > 0]
     assert set(np.unique(lit)) == set(pts.features["label"].to_numpy()[rows])
-    assert not viewer.layers["s1 cells selection"].data.any()
+    assert "s1 cells selection" not in viewer.layers  # made only once one of its cells is selected
     # click on cell 7 of s1 on the smear selects its point
     cell7 = np.argwhere(viewer.layers["s1 cells"].data == 7).mean(0)
     ev = SimpleNamespace(type="mouse_press", pos=np.zeros(2), position=tuple(cell7), modifiers=[])
@@ -447,3 +447,78 @@ def test_a_resegmented_smear_is_not_drawn_or_clicked_with_the_old_session(dock):
     inside = tuple(np.argwhere(layer.data == 12).mean(0))
     viewer.layers["s2 cells"].visible = False  # (s2 lies at the same place)
     assert w.state.link.row_at(inside) is None
+
+
+def on_main_thread(*_):
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def calls_of(monkeypatch, owner, name, record=on_main_thread, only=lambda kwargs: True):
+    """Wrap ``owner.name`` so that each call (with keywords that ``only`` accepts) appends
+    ``record(*args)`` to the returned list."""
+    calls, original = [], getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        if only(kwargs):
+            calls.append(record(*args))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_the_umap_session_measures_and_outlines_the_cells_off_the_gui_thread(dock, monkeypatch):
+    """Matching saved annotations to the cells (centroids, fingerprint) and outlining them for the
+    selection took seconds of the GUI thread on large smears when the map was shown; now in the worker."""
+    from scipy import ndimage
+
+    from napari_reddino import annotation_match
+
+    _, make = dock
+    cells = calls_of(monkeypatch, annotation_match.Cells, "__init__")
+    outlines = calls_of(monkeypatch, ndimage, "grey_erosion", only=lambda kw: "size" in kw)  # not napari's
+    w = make()
+    w.canvas.select([0, 1, 13])  # on both smears: their outlines are lit
+    assert cells == [False, False] and outlines == [False, False]
+
+
+def test_train_button_learns_in_a_worker_then_shows_the_predictions(dock, qtbot, monkeypatch):
+    """'Train & predict' fitted the classifier on the GUI thread (seconds on a few thousand cells)."""
+    from napari_reddino._widgets import _common, annotation_state
+
+    _, make = dock
+    fits = calls_of(monkeypatch, annotation_state, "fit_predict")
+    said = []
+    monkeypatch.setattr(_common, "show_error", said.append)
+    w = make()
+    w.panel.train_button.click()  # nothing annotated: one line, and the button works again
+    qtbot.waitUntil(lambda: getattr(w, "trainer", None) is None and bool(said), timeout=60_000)
+    assert len(said) == 1 and "at least 2" in said[0] and w.panel.train_button.isEnabled()
+    w.canvas.select([0, 1, 2])
+    w.assign(0)
+    w.canvas.select([4, 5, 6])
+    w.assign(1)
+    w.panel.train_button.click()
+    qtbot.waitUntil(lambda: getattr(w, "trainer", None) is None and (w.state.prediction != "").all(),
+                    timeout=60_000)
+    assert fits == [False, False] and len(said) == 1
+    assert (w.canvas.points.features["prediction"] != "").all()
+
+
+def test_assigning_a_class_redraws_only_the_smear_of_those_cells(dock, monkeypatch):
+    """Each change of class redrew every smear of the session (about a second each for a large one)."""
+    from napari.layers import Labels
+
+    _, make = dock
+    w = make()
+    redraws = calls_of(monkeypatch, Labels, "_raw_to_displayed", lambda layer, *_: layer.name)
+    rows = np.flatnonzero(w.canvas.points.features["image"] == "s2")[:3]
+    w.canvas.select(rows)
+    redraws.clear()
+    w.assign(0)
+    assert redraws == ["s2 cells"]
+    redraws.clear()
+    w.undo()
+    assert redraws == ["s2 cells"]

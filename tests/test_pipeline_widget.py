@@ -168,6 +168,7 @@ def test_pipeline_result_is_readable_outlines_over_a_hidden_pca_and_updated_in_p
         assert "s cells legend" in viewer.layers and "s cells classes" not in viewer.layers
         dock.canvas.select([0, 1, 2])
         dock.assign("burr")
+        names = [la.name for la in viewer.layers]  # with the selection's layer, made by the first selection
         pca.visible = True  # the user's choice survives a re-run
         dock.close_canvas()
         dock = add_result_layers(viewer, result, project_folder=tmp_path)

@@ -86,3 +86,39 @@ def test_segment_dock_draws_outlines_by_type_marks_white_cells_and_a_legend(make
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert [la.name for la in viewer.layers] == names
     assert viewer.layers["smear cells"] is cells and cells.contour == style.CONTOUR_WIDTH
+
+
+def calls_of(monkeypatch, owner, name, record=lambda *args: True):
+    """Wrap ``owner.name`` so that each call appends ``record(*args)`` to the returned list."""
+    calls, original = [], getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(record(*args))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_segmenting_draws_the_cells_once_without_napari_mapping_every_pixel(make_napari_viewer, qtbot, monkeypatch):
+    """Each redraw of the cells layer (outlines and colours over the whole image) held the GUI thread about
+    a second on a 2560x1920 smear, and the dock caused 3 of them (5 on a re-run: data, scale, translate,
+    colours, contour each redrew), each mapping every int32 pixel through a dictionary. Now: one redraw,
+    of uint16 labels that napari puts on the screen as they are."""
+    import napari.utils.colormaps._accelerated_cmap as accelerated
+    from napari.layers import Labels
+
+    viewer = make_napari_viewer()
+    image, _, _ = synthetic_smear(seed=2, shape=(240, 320), n_white=2)
+    viewer.add_image(image, name="smear", rgb=True, scale=(0.5, 0.5))
+    redraws = calls_of(monkeypatch, Labels, "_raw_to_displayed", lambda layer, *_: layer.name)
+    per_pixel = calls_of(monkeypatch, accelerated, "labels_raw_to_texture_direct", lambda data, *_: data.size)
+    widget = segment(qtbot, viewer)
+    cells = viewer.layers["smear cells"]
+    assert cells.data.dtype == np.uint16 and cells.contour == style.CONTOUR_WIDTH
+    assert redraws == ["smear cells"] and max(per_pixel, default=0) < cells.data.size  # (the thumbnail's)
+    redraws.clear()
+    widget.start()  # a re-run updates the layer in place: one redraw too
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert redraws == ["smear cells"] and max(per_pixel, default=0) < cells.data.size
+    assert cells.contour == style.CONTOUR_WIDTH and viewer.layers["smear cells"] is cells

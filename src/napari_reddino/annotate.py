@@ -10,6 +10,7 @@ tables and the morphology report: ``report.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,10 +164,11 @@ class AnnotationStore:
         return fallback
 
     def set_cells(self, image: str, labels) -> None:
-        """The label image ``image``'s annotations refer to now; call before :meth:`load`."""
+        """The label image ``image``'s annotations refer to now (or its ``annotation_match.Cells``, built
+        off the GUI thread); call before :meth:`load`."""
         from napari_reddino.annotation_match import Cells
 
-        self._cells[str(image)] = Cells(labels)
+        self._cells[str(image)] = labels if isinstance(labels, Cells) else Cells(labels)
 
     def load(self, images: Iterable[str]) -> int:
         """Read the files of ``images`` (each file once); return how many annotations were put on cells.
@@ -314,18 +316,18 @@ def _stamp(path: Path) -> tuple:
 
 @contextmanager
 def _locked(path: Path):
-    """An exclusive lock on ``path``'s sidecar ``.lock`` file while a save reads and writes it (where the
-    folder or the platform allows one; otherwise the merge still runs, without the lock)."""
+    """An exclusive lock, while a save reads and writes ``path``, on the folder holding it (no lock file left
+    beside the user's files); where the platform or folder allows none, the merge still runs, unlocked."""
     try:
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(f".{path.name}.lock"), "a")
+        fd = os.open(path.parent, os.O_RDONLY)
     except (ImportError, OSError):
         yield
         return
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        handle.close()
+        os.close(fd)

@@ -20,6 +20,7 @@ from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
 
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
+TRAINING = "Training the classifier…"
 
 
 def restore_message(counts: dict) -> str:
@@ -77,6 +78,7 @@ class AnnotationWidget(StepWidget):
         self.canvas = None
         self._dock = None
         self._job = None
+        self.trainer = None  # the classifier's worker while it trains
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         start_warm_up()  # the first UMAP of the session need not wait for numba to compile
@@ -84,7 +86,7 @@ class AnnotationWidget(StepWidget):
         p.assign_button.clicked.connect(lambda: self._safely(self.assign, p.current_class()))
         p.clear_button.clicked.connect(lambda: self._safely(self.assign, None))
         p.undo_button.clicked.connect(lambda: self._safely(self.undo))
-        p.train_button.clicked.connect(lambda: self._safely(self.train, p.classifier.currentText()))
+        p.train_button.clicked.connect(lambda: self._safely(self.train_in_background, p.classifier.currentText()))
         p.next_button.clicked.connect(lambda: self._safely(self.next_to_annotate, p.next_k.value()))
         p.export_cells_button.clicked.connect(lambda: self._export("cells"))
         p.export_report_button.clicked.connect(lambda: self._export("report"))
@@ -126,7 +128,8 @@ class AnnotationWidget(StepWidget):
             cells = "1 cell" if n == 1 else f"{n} cells"
             raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
                              f"{MIN_CELLS}); choose more images or segment a larger field")
-        self._job = {"items": items, "sources": names, "params": self.umap_params()}
+        self._job = {"items": items, "sources": names, "params": self.umap_params(),
+                     "labels": {la.name: la.data for la in layers}}
         return True
 
     def umap_params(self) -> dict:
@@ -144,6 +147,7 @@ class AnnotationWidget(StepWidget):
 
     # --- off the GUI thread -----------------------------------------------------------------------
     def work(self):
+        from napari_reddino._widgets.smear_link import smear_geometry
         from napari_reddino.embedding import iter_umap_embed, pool_embeddings
 
         job = self._job
@@ -151,8 +155,10 @@ class AnnotationWidget(StepWidget):
         table, X = pool_embeddings(job["items"])
         p = job["params"]
         Y = yield from iter_umap_embed(X, p["n_neighbors"], p["min_dist"], p["metric"], p["seed"])
+        yield Progress(3, 4, "outlining the cells")
+        geometry = {name: smear_geometry(labels) for name, labels in job["labels"].items()}
         return {"table": table, "X": X, "Y": Y, "sources": job["sources"], "params": p,
-                "images": [it[0] for it in job["items"]]}
+                "images": [it[0] for it in job["items"]], "geometry": geometry}
 
     # --- main thread ------------------------------------------------------------------------------
     def show(self, result) -> None:
@@ -167,9 +173,11 @@ class AnnotationWidget(StepWidget):
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
         store = AnnotationStore(lambda image: known.get(image) or annotation_path(paths.get(image), folder),
                                 notify=show_warning)
+        geometry = result.get("geometry") or {}
         for image, source in zip(result["images"], result["sources"]):
             if source in self.viewer.layers:
-                store.set_cells(image, self.viewer.layers[source].data)
+                data, done = self.viewer.layers[source].data, geometry.get(source)
+                store.set_cells(image, done["cells"] if done is not None and done["labels"] is data else data)
         store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()
@@ -210,10 +218,11 @@ class AnnotationWidget(StepWidget):
         note = left_out_note(pd.concat(frames, ignore_index=True), np.concatenate(kept))
         return f"Objects not analysed: {note.removeprefix('left out ')}" if note else ""
 
-    def show_embedding(self, layer_names, Y, params=None) -> None:
+    def show_embedding(self, layer_names, Y, params=None, geometry: dict | None = None) -> None:
         """Show an embedding computed elsewhere (the pipeline dock, a reopened session) for these Labels
         layers; rows of ``Y`` follow the layers' cells in order, as
-        :func:`napari_reddino.embedding.pool_embeddings` pools them; ``params``: what it was made with."""
+        :func:`napari_reddino.embedding.pool_embeddings` pools them; ``params``: what it was made with;
+        ``geometry``: the smears' outlines when the worker already measured them."""
         from napari_reddino.embedding import layer_items, pool_embeddings
 
         layers = [self.viewer.layers[n] for n in layer_names]
@@ -226,7 +235,7 @@ class AnnotationWidget(StepWidget):
         if params:
             self.set_umap_params(params)
         self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
-                       images=[it[0] for it in items], params=self.umap_params()))
+                       images=[it[0] for it in items], params=self.umap_params(), geometry=geometry))
 
     def reset_choices_to(self, layer_names) -> None:
         self._reset_choices()
@@ -267,6 +276,38 @@ class AnnotationWidget(StepWidget):
 
     def train(self, kind: str = "logreg"):
         return self._need_state().train(kind)
+
+    def train_in_background(self, kind: str = "logreg"):
+        """'Train & predict': the classifier learns in a worker (seconds on a few thousand cells), the
+        predictions are drawn on the main thread when it is done. Returns the worker."""
+        from napari.qt.threading import create_worker
+
+        state = self._need_state()
+        if self.trainer is not None:
+            return self.trainer
+        annotated = state.class_column()  # read now: annotations made while it trains wait for the next run
+
+        def shown(result):
+            if self.state is state:  # not a session replaced by a new UMAP meanwhile
+                state.set_predictions(*result)
+
+        self.trainer = create_worker(state.fit, kind, annotated, _start_thread=False, _connect={
+            "returned": shown, "errored": self._on_error, "finished": self._trained})  # too few classes: one line
+        try:  # napari's notifying workers also relay errors; _on_error reports them, once
+            self.trainer.errored.disconnect(self.trainer._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
+        self._status_before = self.panel.status.text()
+        self.panel.train_button.setEnabled(False)
+        self.panel.status.setText(TRAINING)
+        self.trainer.start()
+        return self.trainer
+
+    def _trained(self):
+        self.trainer = None
+        self.panel.train_button.setEnabled(self.state is not None)
+        if self.panel.status.text() == TRAINING:  # failed: no refresh has said anything newer
+            self.panel.status.setText(self._status_before)
 
     def next_to_annotate(self, k: int = 20):
         return self._need_state().select_next(k)

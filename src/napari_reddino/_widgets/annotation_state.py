@@ -36,7 +36,8 @@ class AnnotationState:
         self._index = {c.name: i for i, c in enumerate(classes)}
         source_of_image = {image: s for s, image in enumerate(result["images"])}
         source_of_row = self.table["image"].map(source_of_image).to_numpy()
-        self.link = SmearLink(viewer, result["sources"], source_of_row, self.table["label"].to_numpy())
+        self.link = SmearLink(viewer, result["sources"], source_of_row, self.table["label"].to_numpy(),
+                              result.get("geometry"))
         data = np.column_stack([-Y[:, 1], Y[:, 0]])
         extent = float(np.ptp(data, axis=0).max()) or 1.0
         name = " + ".join(result["sources"]) + " UMAP"
@@ -136,7 +137,14 @@ class AnnotationState:
         return keys
 
     def train(self, kind: str = "logreg"):
-        self.prediction, self.confidence = fit_predict(self.X, self.class_column(), kind=kind)
+        return self.set_predictions(*self.fit(kind, self.class_column()))
+
+    def fit(self, kind: str, annotated) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's (prediction, confidence) per cell; touches no layer (runs in a worker)."""
+        return fit_predict(self.X, annotated, kind=kind)
+
+    def set_predictions(self, prediction, confidence):
+        self.prediction, self.confidence = prediction, confidence
         self.refresh()
         return self.prediction, self.confidence
 

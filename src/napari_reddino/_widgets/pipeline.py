@@ -10,8 +10,8 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
 from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
-    TIPS, StepWidget, cell_types_box, follow_image_layers, image_layer_choices, image_layer_data, start_warm_up,
-    upsert_layer)
+    TIPS, StepWidget, cell_types_box, display_labels, follow_image_layers, image_layer_choices, image_layer_data,
+    start_warm_up, upsert_layer)
 from napari_reddino.pca_resolution import MAX_FACTOR
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
@@ -77,6 +77,9 @@ class PipelineWidget(StepWidget):
         from napari_reddino.pipeline import iter_pipeline
 
         result = yield from iter_pipeline(self._job["images"], self._job["opts"])
+        for smear in result.smears:  # what the GUI thread would otherwise do or redo on each redraw
+            smear.labels = display_labels(smear.labels)
+        result.geometry = smear_geometries(result) if result.umap is not None else None
         return result
 
     def show(self, result) -> None:
@@ -94,7 +97,7 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     annotation dock (annotations saved in ``project_folder`` when given, or in ``annotation_files``: image
     name -> file, as a reopened session says). Returns that dock's widget (None without a UMAP)."""
     from napari_reddino._widgets.session import ANNOTATION_FILE
-    from napari_reddino._widgets.smear_link import draw_cells, place_under_cells
+    from napari_reddino._widgets.smear_link import cells_look, draw_cells, place_under_cells
     from napari_reddino.pca import overlay_scale_translate
     from napari_reddino.style import PCA_OPACITY, cells_layer_name, pca_layer_name, with_label_index
 
@@ -115,9 +118,9 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
                                    "model": result.model, "image": s.name}
         cells = None
         if s.labels is not None:
-            cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels,
-                                 features=with_label_index(s.table), scale=scale, translate=translate,
-                                 metadata=metadata)
+            features = with_label_index(s.table)
+            cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels, features=features,
+                                 scale=scale, translate=translate, metadata=metadata, **cells_look(features))
             cells_layers.append(cells)
         if s.pca is not None:
             pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
@@ -141,5 +144,15 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     _, dock = viewer.window.add_plugin_dock_widget("napari-reddino", ANNOTATION_DOCK)
     if project_folder is not None:
         dock.project.value = str(project_folder)
-    dock.show_embedding(with_cells, result.umap, result.umap_params)
+    dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
     return dock
+
+
+def smear_geometries(result: "PipelineResult") -> dict:
+    """Per smear with cells on the map, what the annotation dock would compute from its labels on the GUI
+    thread (``smear_link.smear_geometry``), computed in the worker."""
+    from napari_reddino._widgets.smear_link import smear_geometry
+    from napari_reddino.style import cells_layer_name
+
+    return {cells_layer_name(s.name): smear_geometry(s.labels) for s in result.smears
+            if s.embeddings is not None and len(s.embeddings)}

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_info
 from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
-    TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, display_labels, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -100,20 +100,22 @@ class SegmentWidget(StepWidget):
         job = self._job
         labels, table = yield from iter_segment_cells(job["data"], job["backend"], job["drop_border"],
                                                       **job["opts"])
-        return job, labels, table
+        return job, display_labels(labels), table
 
     def show(self, result) -> None:
         job, labels, table = result
-        from napari_reddino._widgets.smear_link import draw_cells
+        from napari_reddino._widgets.smear_link import cells_look, draw_cells
         from napari_reddino.style import cells_layer_name, with_label_index
 
         name = cells_layer_name(job["name"])
-        layer = upsert_layer(self.viewer, name, "labels", labels, features=with_label_index(table), scale=job["scale"],
-                     translate=job["translate"],
-                     metadata={"source_image": job["name"], "segmentation": {
-                         "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
-                         "estimated_diameter": table.attrs.get("diameter")}})
-        draw_cells(self.viewer, layer)  # outlines by type, named rings on the other objects, legend
+        features = with_label_index(table)
+        layer = upsert_layer(self.viewer, name, "labels", labels, features=features, scale=job["scale"],
+                             translate=job["translate"], **cells_look(features),  # drawn once, as outlines
+                             metadata={"source_image": job["name"], "segmentation": {
+                                 "backend": job["backend"],
+                                 **{k: v for k, v in job["opts"].items() if k != "download"},
+                                 "estimated_diameter": table.attrs.get("diameter")}})
+        draw_cells(self.viewer, layer)  # named rings on the other objects, legend (the outlines are drawn)
         message = segmentation_summary(table, job["name"])
         self.found.value = message
         show_info(f"Segment cells: {message}")

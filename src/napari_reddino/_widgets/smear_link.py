@@ -53,6 +53,10 @@ def _upsert_points(viewer, name: str, data, features: pd.DataFrame, *, like, **k
             old.data = data
         return old
     place = {k: getattr(like, k) for k in SOURCE_KWARGS}
+    if old is not None and old.data.shape == data.shape and np.array_equal(old.data, data) and \
+            old.features.reset_index(drop=True).equals(features.reset_index(drop=True)) and \
+            all(np.array_equal(getattr(old, k), v) for k, v in place.items()):
+        return old  # the same marks (a class changed, not the objects): no redraw
     if old is not None:
         with old.events.blocker_all():
             old.data = data
@@ -78,13 +82,39 @@ def place_under_cells(viewer, layer) -> None:
         layers.move(here, cells[0])
 
 
+def cells_look(features, classes=None) -> dict:
+    """How the cells layer is drawn, as napari layer properties (``colormap``, ``contour``, ``opacity``):
+    outlines coloured by class (faded for a prediction) or by object type. Pass them when the layer is
+    made, so that it is drawn once."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_reddino.annotate import default_classes
+
+    classes = list(classes) if classes is not None else default_classes()
+    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
+    colors = style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
+                                  {c.name: c.color for c in classes})
+    colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
+                                               0: np.zeros(4, np.float32), **colors})
+    return {"colormap": colormap, "contour": style.CONTOUR_WIDTH, "opacity": 1.0}
+
+
+def _same_colours(old, new) -> bool:
+    """Whether two label colormaps give every label the same colour (then the layer need not be redrawn)."""
+    a, b = getattr(old, "color_dict", None), getattr(new, "color_dict", None)
+    if a is None or b is None or set(a.keys()) != set(b.keys()):
+        return False
+    keys = list(b.keys())
+    return bool(np.allclose(np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)))
+
+
 def draw_cells(viewer, layer, classes=None) -> None:
     """Draw the Labels layer ``layer`` (``<image> cells``) for reading: outlines coloured by class (faded
     for a prediction) or by object type, named rings on the objects that are not red cells, the legend,
     and its features (measurements, type, class) shown on hover. Reads the class and prediction from the
-    layer's ``features``; updates the layers in place on every call."""
-    from napari.utils.colormaps import DirectLabelColormap
-
+    layer's ``features``; updates the layers in place on every call, the cells layer only where its look
+    changed, in one redraw."""
+    from napari_reddino._widgets._common import one_refresh
     from napari_reddino.annotate import default_classes
 
     classes = list(classes) if classes is not None else default_classes()
@@ -93,13 +123,13 @@ def draw_cells(viewer, layer, classes=None) -> None:
         return
     if not features.equals(layer.features):
         layer.features = features
-    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
-    colors = style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
-                                  {c.name: c.color for c in classes})
-    layer.colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
-                                                     0: np.zeros(4, np.float32), **colors})
-    layer.contour = style.CONTOUR_WIDTH
-    layer.opacity = 1.0
+    look = cells_look(features, classes)
+    changed = {k: v for k, v in look.items()
+               if not (_same_colours(layer.colormap, v) if k == "colormap" else getattr(layer, k) == v)}
+    if changed:
+        with one_refresh(layer):
+            for key, value in changed.items():
+                setattr(layer, key, value)
     _draw_marks(viewer, layer, features)
     _draw_legend(viewer, layer, features, classes)
     viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
@@ -164,8 +194,28 @@ def warm_outline_shapes() -> None:
     warmup_numba_cache()
 
 
+def outline_rings(labels: np.ndarray) -> np.ndarray:
+    """Each cell's 2-pixel inner outline carrying its label (0 elsewhere): what a selection lights up."""
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    edge = (ndi.grey_erosion(labels, size=5) != labels) | (ndi.grey_dilation(labels, size=5) != labels)
+    return np.where(edge & (labels > 0), labels, 0).astype(labels.dtype, copy=False)
+
+
+def smear_geometry(labels: np.ndarray) -> dict:
+    """What a UMAP session needs from a smear's labels, computed off the GUI thread (a second on a
+    2560x1920 smear): its cells' centroids and fingerprint (matching saved annotations, ``annotation_match
+    .Cells``) and their outlines (``outline_rings``). ``labels`` is kept: the session uses these only
+    while the layer still holds this very array."""
+    from napari_reddino.annotation_match import Cells
+
+    return {"labels": labels, "cells": Cells(labels), "rings": outline_rings(labels)}
+
+
 class SmearLink:
-    def __init__(self, viewer, source_layers: list[str], source_of_row: np.ndarray, labels: np.ndarray):
+    def __init__(self, viewer, source_layers: list[str], source_of_row: np.ndarray, labels: np.ndarray,
+                 geometry: dict | None = None):
         self.viewer = viewer
         self.sources = list(source_layers)
         self.source_of_row = np.asarray(source_of_row, dtype=np.int64)
@@ -182,8 +232,11 @@ class SmearLink:
         self._data = [getattr(self._layer(s), "data", None) for s in range(len(self.sources))]  # these rows' cells
         self._shown: list[np.ndarray | None] = [None] * len(self.sources)
         self._wanted = [np.zeros(0, np.int64) for _ in self.sources]
-        self._ring_cache: list[np.ndarray | None] = [None] * len(self.sources)
+        self._ring_cache: list[np.ndarray | None] = [
+            g["rings"] if g is not None and g["labels"] is self._data[s] else None
+            for s, g in enumerate((geometry or {}).get(name) for name in self.sources)]
         self._watching: dict = {}
+        self._drawn_classes: list[tuple | None] = [None] * len(self.sources)  # what each smear shows now
         self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
 
@@ -220,13 +273,10 @@ class SmearLink:
 
     # --- rows -> smear ----------------------------------------------------------------------------
     def _rings(self, s) -> np.ndarray:
-        """Each cell's 2-pixel inner outline carrying its label (0 elsewhere); computed once per source."""
+        """Each cell's outline carrying its label (``outline_rings``): from ``smear_geometry`` when the
+        worker computed it, else computed here once per source."""
         if self._ring_cache[s] is None:
-            from scipy import ndimage as ndi
-
-            labels = self._labels_data(s)
-            edge = (ndi.grey_erosion(labels, size=5) != labels) | (ndi.grey_dilation(labels, size=5) != labels)
-            self._ring_cache[s] = np.where(edge & (labels > 0), labels, 0).astype(labels.dtype, copy=False)
+            self._ring_cache[s] = outline_rings(self._labels_data(s))
         return self._ring_cache[s]
 
     def highlight(self, rows) -> None:
@@ -242,7 +292,12 @@ class SmearLink:
         into its cells layer's features and drawn as its outline's colour (``draw_cells``)."""
         self._cells = {"class": np.asarray(annotated, dtype=object), "prediction": np.asarray(predicted, dtype=object),
                        "confidence": np.asarray(confidence, dtype=np.float32), "classes": list(classes)}
-        self._classes_stale = [True] * len(self.sources)
+        for s, rows in enumerate(self._rows_of_source):  # redraw only the smears whose cells changed
+            now = tuple(self._cells[col][rows].tobytes() if col == "confidence" else tuple(self._cells[col][rows])
+                        for col in CLASS_COLUMNS)
+            if now != self._drawn_classes[s]:
+                self._drawn_classes[s] = now
+                self._classes_stale[s] = True
         self._draw_visible()
 
     def _draw_visible(self) -> None:
@@ -272,6 +327,8 @@ class SmearLink:
         wanted = self._wanted[s]
         if self._shown[s] is not None and np.array_equal(self._shown[s], wanted):
             return
+        if self._shown[s] is None and not len(wanted):
+            return  # nothing selected yet: no layer (a full-size image per smear) until there is
         self._shown[s] = wanted
         lut = np.zeros(len(self._row_lut[s]), dtype=np.uint8)
         lut[wanted] = 1

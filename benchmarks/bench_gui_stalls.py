@@ -1,0 +1,356 @@
+"""GUI stalls over every step a user runs: the longest gap of napari's event loop per action, on real smears;
+writes results_gui_stalls.md.
+
+    OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/bench_gui_stalls.py \
+        [--label after] [--profile FILE]
+
+A ``QTimer`` ticks every 10 ms on the main thread; an action's longest gap is the longest time between two
+ticks from the click to the end of its work and the repaint after it (the window frozen that long). Each
+action is driven as a user drives it: the dock opened from the Plugins menu's entry, its widgets set, its
+button clicked (the lasso and box as mouse drags over the UMAP canvas). Smears: a Chula-RBC-12 field
+(640x480), a disease smear (1280x960), a 2x2 mosaic of disease smears made in memory (2560x1920); the
+UMAP pools the cells of all of them and of four more disease smears. ``--label`` names the column of the
+results table this run fills (``before``: the code before the fixes; ``after``); ``--profile`` writes the
+main thread's profile of every action with a gap over 0.5 s to FILE (slower: its numbers are not put in
+the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+DATA = Path(os.environ.get("NAPARI_REDDINO_DATA", HERE.parent.parent / "shared" / "data"))
+DISEASES = DATA / "chula-rbc-12-diseases"
+CHULA = DATA / "chula-rbc-12" / "images" / "1.jpg"
+CHULA_MOSAIC = [2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19, 21, 22]  # 4x4 fields: ~2000 cells
+MOSAIC = [("thalassemia", 3), ("megaloblastic-anemia", 0), ("he", 0), ("iron-deficiency-anemia", 0)]
+POOLED = [("megaloblastic-anemia", 1), ("thalassemia", 1), ("he", 1), ("iron-deficiency-anemia", 1)]  # more cells for the UMAP
+SINGLE = ("thalassemia", 2)
+RESULTS = HERE / "results_gui_stalls.md"
+RAW = HERE / "results_gui_stalls.json"
+
+
+def disease(folder: str, i: int) -> np.ndarray:
+    from napari_reddino.images import read_image
+
+    return read_image(sorted((DISEASES / folder).iterdir())[i])
+
+
+def mosaic(tiles: list[np.ndarray], n: int) -> np.ndarray:
+    h, w = tiles[0].shape[:2]
+    tiles = [t[:h, :w] for t in tiles]
+    return np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)])
+
+
+def chula(i: int) -> np.ndarray:
+    from napari_reddino.images import read_image
+
+    return read_image(CHULA.parent / f"{i}.jpg")
+
+
+class Stopwatch:
+    """Event-loop gaps measured by a 10 ms timer; one row per action."""
+
+    def __init__(self, profile: bool):
+        from qtpy.QtCore import QTimer
+
+        self.rows, self.gaps, self.last, self.show_s = [], [], time.perf_counter(), 0.0
+        self.profile, self.profiles = profile, []
+        self.timer = QTimer()
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(10)
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.gaps.append(now - self.last)
+        self.last = now
+
+    def pump(self, seconds: float):
+        from qtpy.QtWidgets import QApplication
+
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.002)
+
+    def measure(self, name: str, action, done=lambda: True, limit: float = 900.0, settle: float = 0.3):
+        """Run ``action()`` (a click), let the event loop run until ``done()``, then ``settle`` s more (the
+        repaint); record wall time (click to done) and the gaps."""
+        from qtpy.QtWidgets import QApplication
+
+        self.pump(0.1)
+        prof = cProfile.Profile() if self.profile else None
+        self.gaps, self.last, self.show_s = [], time.perf_counter(), 0.0
+        t0 = time.perf_counter()
+        if prof:
+            prof.enable()
+        out = action()
+        while not done() and time.perf_counter() - t0 < limit:
+            QApplication.processEvents()
+            time.sleep(0.002)
+        wall = time.perf_counter() - t0
+        end = time.perf_counter() + settle
+        while time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.002)
+        if prof:
+            prof.disable()
+        gaps = np.asarray(self.gaps + [time.perf_counter() - self.last])
+        row = {"action": name, "wall_s": wall, "show_s": self.show_s, "gap_ms": 1000 * gaps.max(), "over_100ms": int((gaps > 0.1).sum()),
+               "over_500ms": int((gaps > 0.5).sum())}
+        self.rows.append(row)
+        print(f"{name:60s} {wall:7.2f} s  show {self.show_s:5.2f} s  longest gap {row['gap_ms']:6.0f} ms  "
+              f">0.1 s: {row['over_100ms']:3d}  >0.5 s: {row['over_500ms']}", flush=True)
+        if prof and row["gap_ms"] > 500:
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(45)
+            self.profiles.append(f"## {name}: longest gap {row['gap_ms']:.0f} ms\n\n{text.getvalue()}")
+        return out
+
+
+def timed_show(sw, dock):
+    """Count the seconds the dock's result display takes on the main thread into the current row."""
+    original = type(dock)._on_returned
+
+    def on_returned(result):
+        t0 = time.perf_counter()
+        try:
+            return original(dock, result)
+        finally:
+            sw.show_s += time.perf_counter() - t0
+
+    dock._on_returned = on_returned  # the worker connects to the instance's attribute at each start
+    return dock
+
+
+def run_step(sw, name, dock, **values):
+    """Set the dock's widgets to ``values`` and press its Run button; measured until the step is shown."""
+    for key, value in values.items():
+        getattr(dock, key).value = value
+    sw.measure(name, lambda: dock.run_button.native.click(), lambda: dock.worker is None)
+
+
+def drag(canvas, path, shift=False):
+    """A mouse drag over the UMAP canvas along ``path`` (world (row, col)), event by event as vispy sends
+    them, with the event loop running between moves (a real hand moves every ~10 ms)."""
+    from qtpy.QtWidgets import QApplication
+
+    ev = SimpleNamespace(type="mouse_press", button=1, modifiers=["Shift"] if shift else [],
+                         position=tuple(path[0]), pos=np.asarray(path[0]) * 1000.0)
+    gen = canvas._on_drag(canvas.model, ev)
+    next(gen)
+    for p in path[1:]:
+        ev.type, ev.position, ev.pos = "mouse_move", tuple(p), np.asarray(p) * 1000.0
+        next(gen)
+        QApplication.processEvents()
+    ev.type = "mouse_release"
+    try:
+        next(gen)
+    except StopIteration:
+        pass
+
+
+def session(profile: bool) -> tuple[list, dict, list]:
+    from qtpy.QtWidgets import QApplication
+
+    import napari
+    import napari_reddino.annotate as annotate
+
+    annotate.FALLBACK_FOLDER = Path(tempfile.mkdtemp())  # never the user's home
+    out = Path(tempfile.mkdtemp())
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1920, 1080)
+    sw = Stopwatch(profile)
+    sw.pump(1.0)
+    win = viewer.window
+
+    def open_dock(name):
+        return timed_show(sw, sw.measure(f"open dock '{name}'",
+                                         lambda: win.add_plugin_dock_widget("napari-reddino", name)[1]))
+
+    smears = [("chula 1", chula(1)), ("thalassemia 0", disease("thalassemia", 0)),
+              ("mosaic 2x2", mosaic([disease(f, i) for f, i in MOSAIC], 2)),
+              ("chula mosaic 4x4", mosaic([chula(i) for i in CHULA_MOSAIC], 4))]
+    info = {"smears": {n: list(im.shape[:2]) for n, im in smears}}
+    seg = open_dock("1. Segment cells")
+    emb = open_dock("2. Extract RedDino features")
+    pca = open_dock("3. PCA overlay")
+    for name, image in smears:
+        h, w = image.shape[:2]
+        tag = f"{name} ({w}x{h})"
+        sw.measure(f"open image {tag}", lambda image=image, name=name: viewer.add_image(image, name=name, rgb=True))
+        run_step(sw, f"1. Segment, threshold: {tag}", seg, image=viewer.layers[name], backend="threshold")
+        run_step(sw, f"1. Segment, learned: {tag}", seg, image=viewer.layers[name], backend="learned")
+        info.setdefault("cells", {})[name] = int(len(viewer.layers[f"{name} cells"].features))
+        run_step(sw, f"2. Features (demo): {tag}", emb, image=name, labels=f"{name} cells", model_choice="demo")
+        run_step(sw, f"3. PCA (demo): {tag}", pca, image=viewer.layers[name], model_spec="demo")
+    for folder, i in POOLED:  # more smears for the pooled UMAP: segmented and embedded the same way
+        name = f"{folder} {i}"
+        viewer.add_image(disease(folder, i), name=name, rgb=True)
+        run_step(sw, f"1. Segment, learned: {name} (1280x960)", seg, image=viewer.layers[name], backend="learned")
+        run_step(sw, f"2. Features (demo): {name}", emb, image=name, labels=f"{name} cells", model_choice="demo")
+
+    ann = open_dock("4. Embedding & annotation")
+    sw.pump(0.5)
+    warm = __import__("napari_reddino._widgets._common", fromlist=["x"])._warm_thread
+    sw.measure("UMAP warm-up in the background (dock open, user idle)", lambda: None,
+               lambda: warm is None or not warm.is_alive())
+    sources = ann._embedded_layers()
+    ann.project.value = str(out / "project")
+    ann.layers.value = sources
+    sw.measure(f"4. Compute UMAP: {len(sources)} smears pooled", lambda: ann.run_button.native.click(),
+               lambda: ann.state is not None and ann.worker is None)
+    info["umap_cells"] = int(len(ann.state.table))
+    canvas, pts = ann.canvas, ann.canvas.points
+    data = np.asarray(pts.data)
+    lo, hi = data.min(0), data.max(0)
+    mid = (lo + hi) / 2
+    canvas.set_mode("lasso")
+    t = np.linspace(0, 2 * np.pi, 60)
+    circle = np.column_stack([mid[0] + 0.3 * (hi[0] - lo[0]) * np.sin(t), mid[1] + 0.3 * (hi[1] - lo[1]) * np.cos(t)])
+    sw.measure("lasso select (60 moves)", lambda: drag(canvas, circle))
+    info["lasso_selected"] = len(pts.selected_data)
+    sw.measure("assign class (button)", lambda: ann.panel.assign_button.click())
+    sw.measure("undo", lambda: ann.panel.undo_button.click())
+    sw.measure("assign class again", lambda: ann.panel.assign_button.click())
+    canvas.set_mode("select")
+    box = np.linspace(lo, lo + 0.35 * (hi - lo), 20)
+    sw.measure("box select (20 moves)", lambda: drag(canvas, box))
+    ann.panel.class_list.setCurrentRow(3)
+    sw.measure("assign another class", lambda: ann.panel.assign_button.click())
+    smear = viewer.layers["chula 1 cells"]
+    cell = np.argwhere(np.asarray(smear.data) == int(smear.features["label"].iloc[5])).mean(0)
+
+    def click_smear():
+        ev = SimpleNamespace(type="mouse_press", pos=np.zeros(2), position=tuple(cell), modifiers=[])
+        gen = ann.state._on_smear_drag(viewer, ev)
+        next(gen)
+        ev.type = "mouse_release"
+        try:
+            next(gen)
+        except StopIteration:
+            pass
+
+    sw.measure("click a cell on the smear (selects its point)", click_smear)
+    sw.measure("Train & predict (logreg)", lambda: ann.panel.train_button.click(),
+               lambda: getattr(ann, "trainer", None) is None)  # a worker since the fix
+    sw.measure("Next to annotate (20)", lambda: ann.panel.next_button.click())
+    sw.measure("export cell table", lambda: ann.export_cells(out / "cells.csv"))
+    sw.measure("export report", lambda: ann.export_report(out / "report.csv"))
+    big = viewer.layers["mosaic 2x2 cells"]
+    sw.measure("hide, then show the mosaic's cells", lambda: (setattr(big, "visible", False),
+                                                             setattr(big, "visible", True)))
+
+    # re-run a step of a smear that is in the UMAP session, then the UMAP
+    run_step(sw, "re-run 1. Segment, learned: mosaic 2x2", seg, image=viewer.layers["mosaic 2x2"], backend="learned")
+    run_step(sw, "re-run 2. Features (demo): mosaic 2x2", emb, image="mosaic 2x2", labels="mosaic 2x2 cells",
+             model_choice="demo")
+    sw.measure("re-run 4. Compute UMAP", lambda: ann.run_button.native.click(),
+               lambda: ann.state is not None and ann.worker is None)
+
+    pipe = open_dock("Run the whole pipeline")
+    folder, i = SINGLE
+    name = f"{folder} {i}"
+    viewer.add_image(disease(folder, i), name=name, rgb=True)
+    run_step(sw, f"Run the whole pipeline: {name} (1280x960)", pipe, image=viewer.layers[name], model="demo")
+    run_step(sw, f"re-run the whole pipeline: {name}", pipe, image=viewer.layers[name], model="demo")
+    run_step(sw, "Run the whole pipeline: mosaic 2x2 (2560x1920)", pipe, image=viewer.layers["mosaic 2x2"],
+             model="demo")
+    viewer.window._qt_window.grab().save(str(out / "screenshot.png"))
+    info["screenshot"] = str(out / "screenshot.png")
+    QApplication.processEvents()
+    return sw.rows, info, sw.profiles
+
+
+NOTES = """Where the time of a gap goes (main-thread profiles, `--profile FILE`):
+- *display* (the dock's `show()`): napari redrawing the cells layer (its outlines, `get_contours` over the
+  whole image, and the upload of the image to the screen: about a second per redraw of a 2560x1920 smear here),
+  napari making a layer (a vispy visual, the layer list, the active-layer switch: 0.5-2 s each under this
+  load, and the plugin makes 3 per smear: cells, objects, legend), and the plugin's own work.
+  The fixes took out the plugin's share (see the README's list): redraws 3-5 → 1 per step, int32 labels that
+  napari mapped pixel by pixel on every redraw → uint16, the UMAP session's per-smear measurements and
+  outlines → the worker, the classifier → a worker, unchanged smears → not redrawn.
+- *longest gap - wall*: the repaint after the step, in software OpenGL, of every visible layer (here up to 9
+  smears stacked, each with its image, cells, PCA, marks and legend) and of the Qt window (a layer list of
+  ~50 rows with thumbnails); not measured on a GPU (none here).
+- gaps during a step with *display* near 0 (features, PCA): the load, and probably the worker holding
+  Python's lock in long C calls (image crops, ndimage) while the main thread waits (not profiled)."""
+
+
+def write_table(label: str, rows: list, info: dict) -> None:
+    """Put this run's rows into results_gui_stalls.md beside the other label's (kept in RAW)."""
+    runs = json.loads(RAW.read_text()) if RAW.exists() else {}
+    runs[label] = {"rows": rows, "info": info}
+    RAW.write_text(json.dumps(runs, indent=1) + "\n")
+    labels = [x for x in ("before", "after") if x in runs] + [x for x in runs if x not in ("before", "after")]
+    actions = list(dict.fromkeys(r["action"] for lab in labels for r in runs[lab]["rows"]))
+    by = {lab: {r["action"]: r for r in runs[lab]["rows"]} for lab in labels}
+    cmd = ('OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python '
+           "benchmarks/bench_gui_stalls.py --label LABEL")
+    lines = ["# GUI stalls over every step: the longest event-loop gap per action", "",
+             f"Command: `{cmd}` (LABEL: {', '.join(labels)}; raw numbers in `results_gui_stalls.json`)", "",
+             "A 10 ms `QTimer` on napari's main thread; *longest gap*: the longest time between two ticks from "
+             "the click to the end of the step's display and its repaint (the window is frozen that long). "
+             "*Wall*: click to the step's end (its display included); *display*: the part of it spent in the dock's "
+             "`show()` on the main thread (steps run in a worker). Target: no gap over 0.5 s.", ""]
+    for lab in labels:
+        i = runs[lab]["info"]
+        lines.append(f"- **{lab}**: {i.get('when', '')}, load average {i.get('load', '?')} at the start; "
+                     f"smears {i['smears']}, cells (learned) {i.get('cells')}, UMAP of {i.get('umap_cells')} cells "
+                     f"pooled from 7 smears; lasso selected {i.get('lasso_selected')}.")
+    head = "| action | " + " | ".join(f"{lab}: wall s | {lab}: display s | {lab}: longest gap ms | "
+                                         f"{lab}: gaps >0.1 s | {lab}: >0.5 s" for lab in labels) + " |"
+    lines += ["", head, "|---|" + "---|---|---|---|---|" * len(labels)]
+    for action in actions:
+        cells = []
+        for lab in labels:
+            r = by[lab].get(action)
+            cells.append("– | – | – | – | –" if r is None else
+                         f"{r['wall_s']:.2f} | {r.get('show_s', 0):.2f} | {'**' if r['gap_ms'] > 500 else ''}{r['gap_ms']:.0f}"
+                         f"{'**' if r['gap_ms'] > 500 else ''} | {r['over_100ms']} | {r['over_500ms']}")
+        lines.append(f"| {action} | " + " | ".join(cells) + " |")
+    lines += ["", f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other developers' jobs, "
+              "no GPU, software OpenGL (llvmpipe) under Xvfb at 1920x1080; `OMP_NUM_THREADS=1`. Single runs: "
+              "at a load average of 8-19 on 2 cores the main thread gets a fraction of a core, so every "
+              "figure here is several times what an idle machine shows (a first run of the code before the "
+              "fixes at load 1-4, on fewer cells: Compute UMAP 8.7 s, assign 3.6-4.1 s, Train 4.8 s, lasso "
+              "0.9 s, a learned segmentation's display 0.6-2.7 s); compare the columns, not the absolute "
+              "values.", "", NOTES]
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--profile", metavar="FILE", help="write the main thread's profiles here instead")
+    args = parser.parse_args()
+    os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
+    load = os.getloadavg()
+    rows, info, profiles = session(bool(args.profile))
+    info["load"] = f"{load[0]:.1f} (1 min), {load[1]:.1f} (5 min)"
+    info["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.profile:
+        Path(args.profile).write_text("\n\n".join(profiles))
+        print(f"wrote {args.profile}")
+    else:
+        write_table(args.label, rows, info)
+
+
+if __name__ == "__main__":
+    main()

@@ -82,3 +82,24 @@ def run_killed():
         return proc.returncode
 
     return run
+
+
+@pytest.fixture(scope="session")
+def patch_mean_vit():
+    """A timm DINOv2 ViT (56 px input, patch 14) whose patch token is exactly the mean colour of its
+    patch: no blocks, zero position embedding, no final norm, an averaging patch projection. Every
+    token then tells where it came from, which makes stitching and alignment checkable."""
+    import timm
+    import torch
+
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=3,
+                              depth=0, num_heads=1, num_classes=0)
+    with torch.no_grad():
+        model.pos_embed.zero_()
+        model.patch_embed.proj.weight.zero_()
+        model.patch_embed.proj.bias.zero_()
+        for c in range(3):
+            model.patch_embed.proj.weight[c, c] = 1.0 / (14 * 14)
+    model.norm = torch.nn.Identity()
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return model.eval()

@@ -17,10 +17,12 @@ def tiny_spec(tmp_path_factory, tiny_vit):
 
 
 @pytest.fixture
-def smears(tmp_path, rng):
+def smears(tmp_path):
+    from napari_reddino.sample_data import synthetic_smear
+
     paths = []
-    for name, shape in (("a.png", (61, 75, 3)), ("b.png", (45, 50, 3))):
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+    for name, shape, seed in (("a.png", (61, 75), 0), ("b.png", (45, 50), 1)):
+        Image.fromarray(synthetic_smear(seed=seed, shape=shape, n_cells=2, n_white=0)[0]).save(tmp_path / name)
         paths.append(tmp_path / name)
     return paths
 
@@ -54,6 +56,35 @@ def test_a_saved_joint_fit_colours_a_later_image_the_same(tmp_path, smears, tiny
     assert b_joint.shape == (45, 50, 4)  # transparent background: RGBA
     np.testing.assert_array_equal(b_joint, b_later)
     assert not np.array_equal(b_joint, read(alone / "b_pca.png"))  # its own fit colours it differently
+
+
+def test_an_image_without_cells_gets_a_line_and_no_files(tmp_path, smears, tiny_spec, rng, capsys):
+    Image.fromarray(np.full((60, 80, 3), 240, np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    out = tmp_path / "out"
+    inputs = [tmp_path / "blank.png", smears[0], tmp_path / "noise.png", smears[1]]
+    for fit in ("joint", "each"):
+        assert main(["pca", *map(str, inputs), "--model", tiny_spec, "--out", str(out), "--fit", fit]) == 0
+        printed = capsys.readouterr().out
+        assert "no cells found in 'blank.png': no overlay made (" in printed
+        assert "no cells found in 'noise.png': no overlay made (" in printed
+        assert sorted(p.name for p in out.iterdir()) == ["a_pca.png", "a_pca_side.png", "b_pca.png",
+                                                         "b_pca_side.png"]
+
+
+def test_cell_resolution_option(tmp_path, smears, tiny_spec, capsys):
+    for value, factor in (("off", None), ("2", "2.00x"), ("auto", "x")):
+        out = tmp_path / value
+        assert main(["pca", str(smears[0]), "--model", tiny_spec, "--out", str(out), "--cell-resolution",
+                     value]) == 0
+        printed = capsys.readouterr().out
+        assert ("enlarged" not in printed) if factor is None else (f"enlarged {factor}" in printed
+                                                                   if factor != "x" else "enlarged" in printed)
+        assert read(out / "a_pca.png").shape == read(smears[0]).shape  # at image resolution whatever the factor
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit for a bad value
+        main(["pca", str(smears[0]), "--model", tiny_spec, "--out", str(tmp_path), "--cell-resolution", "9"])
+    assert exit_.value.code == 2
+    assert "accepted: auto, off, or an enlargement from 1 to 4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [["--tile", "50"], ["--load-fit", "missing.npz"], []])

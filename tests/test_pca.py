@@ -13,27 +13,6 @@ from napari_reddino._progress import Progress, run
 P = 14
 
 
-@pytest.fixture(scope="module")
-def patch_mean_vit():
-    """A timm DINOv2 ViT (56 px input, patch 14) whose patch token is exactly the mean colour of its
-    patch: no blocks, zero position embedding, no final norm, an averaging patch projection. Every
-    token then tells where it came from, which makes stitching and alignment checkable."""
-    import timm
-    import torch
-
-    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=3,
-                              depth=0, num_heads=1, num_classes=0)
-    with torch.no_grad():
-        model.pos_embed.zero_()
-        model.patch_embed.proj.weight.zero_()
-        model.patch_embed.proj.bias.zero_()
-        for c in range(3):
-            model.patch_embed.proj.weight[c, c] = 1.0 / (P * P)
-    model.norm = torch.nn.Identity()
-    model.pretrained_cfg = dict(model.pretrained_cfg, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return model.eval()
-
-
 def block_means(image: np.ndarray) -> np.ndarray:
     """Mean colour of each 14 x 14 patch of the image reflected out to whole patches."""
     h, w = image.shape[:2]
@@ -93,7 +72,8 @@ def test_overlay_pixel_lies_over_its_patch(patch_mean_vit, rng):
     red = [(1, 2), (1, 3), (2, 2), (2, 3), (4, 6), (4, 7), (5, 6), (5, 7), (6, 1), (6, 2)]
     for i, j in red:
         image[i * P:(i + 1) * P, j * P:(j + 1) * P] = (220, 30, 40)
-    overlay = run(iter_pca_overlay(image, patch_mean_vit, precision="fp32", background="transparent"))
+    overlay = run(iter_pca_overlay(image, patch_mean_vit, precision="fp32", background="transparent",
+                                   resolution="off"))  # the model's own scale (enlarged: test_pca_resolution)
     mask = overlay.rgb[..., 3] > 0
     assert sorted(zip(*np.nonzero(mask))) == sorted(red)
 
@@ -166,16 +146,19 @@ def test_joint_fit_gives_the_same_colour_across_images_and_survives_saving(rng, 
 def test_shapes_for_odd_images(tiny_vit, rng, shape, grid):
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)
     hw = shape[1:] if shape[0] == 3 else shape[:2]
-    assert pca_overlay(image, tiny_vit).shape == (*grid, 3)
-    assert pca_overlay(image, tiny_vit, background="transparent", upsample=True).shape == (*hw, 4)
-    assert pca_overlay(image, tiny_vit, upsample="bilinear", overlap=2).shape == (*hw, 3)
+    noise = dict(resolution=1, require_cells=False)  # noise has no cells: it would get no overlay
+    assert pca_overlay(image, tiny_vit, **noise).shape == (*grid, 3)
+    assert pca_overlay(image, tiny_vit, background="transparent", upsample=True, **noise).shape == (*hw, 4)
+    assert pca_overlay(image, tiny_vit, upsample="bilinear", overlap=2, **noise).shape == (*hw, 3)
+    assert pca_overlay(image, tiny_vit, upsample=True, resolution=2.5, require_cells=False).shape == (*hw, 3)
 
 
 def test_bad_input_is_one_line_input_error(tiny_vit, rng):
     image = rng.integers(0, 256, size=(60, 60, 3), dtype=np.uint8)
-    for kwargs in (dict(tile=50), dict(overlap=4), dict(batch_size=0), dict(background="white")):
+    for kwargs in (dict(tile=50), dict(overlap=4), dict(batch_size=0), dict(background="white"),
+                   dict(resolution=5), dict(resolution="fine")):
         with pytest.raises(InputError) as err:
-            pca_overlay(image, tiny_vit, **kwargs)
+            pca_overlay(image, tiny_vit, require_cells=False, **kwargs)
         assert "\n" not in str(err.value) and "accepted" in str(err.value)
     with pytest.raises(InputError):
         pca_overlay(np.zeros((5, 5, 5, 5)), tiny_vit)

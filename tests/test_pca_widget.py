@@ -25,11 +25,14 @@ def run_widget(qtbot, widget):
 def test_overlay_layer_is_added_aligned_and_updated(make_napari_viewer, qtbot, tiny_spec, rng):
     from napari_reddino._widgets.pca import FIT_REUSE, PCAWidget
 
+    from napari_reddino.sample_data import synthetic_smear
+
     viewer = make_napari_viewer()
-    viewer.add_image(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8), name="smear", scale=(2, 2),
+    viewer.add_image(synthetic_smear(seed=0, shape=(70, 90), n_cells=3)[0], name="smear", scale=(2, 2),
                      translate=(5, 0))
     widget = PCAWidget(viewer)
     widget.model_spec.value = tiny_spec
+    widget.resolution.value = 1  # the model's own scale (auto: the next test)
     assert widget.image.value is viewer.layers["smear"]
     run_widget(qtbot, widget)
     layer = viewer.layers["smear PCA"]
@@ -47,7 +50,7 @@ def test_overlay_layer_is_added_aligned_and_updated(make_napari_viewer, qtbot, t
     np.testing.assert_allclose(layer.scale, (2, 2))
     np.testing.assert_allclose(layer.translate, (5, 0))
 
-    viewer.add_image(rng.integers(0, 256, (60, 60), dtype=np.uint8), name="other")
+    viewer.add_image(synthetic_smear(seed=1, shape=(60, 60), n_cells=2)[0].mean(-1).astype(np.uint8), name="other")
     widget.image.value = viewer.layers["other"]
     widget.fit_mode.value = FIT_REUSE
     widget.upsample.value = False
@@ -55,6 +58,51 @@ def test_overlay_layer_is_added_aligned_and_updated(make_napari_viewer, qtbot, t
     assert viewer.layers["other PCA"].data.shape == (5, 5, 4)
     assert widget.last_fit[1] is not first_fit  # the second run fitted; the third reused it
     assert widget._job["fit"] is widget.last_fit[1]
+
+
+def test_auto_resolution_follows_the_cells_layer_and_stays_aligned(make_napari_viewer, qtbot, tiny_spec):
+    """Default auto: the image is enlarged so a red cell of the diameter the segmentation measured spans 6
+    patches (84 px); the layer's scale and translate put each patch back over the image pixels it saw."""
+    from napari_reddino._widgets.pca import PCAWidget
+    from napari_reddino.sample_data import synthetic_smear
+
+    viewer = make_napari_viewer()
+    image, labels, _ = synthetic_smear(seed=0, shape=(80, 100), n_cells=4)
+    viewer.add_image(image, name="smear", scale=(2, 2), translate=(5, 0))
+    viewer.add_labels(labels, name="smear cells", metadata={"segmentation": {"estimated_diameter": 28.0}})
+    widget = PCAWidget(viewer)
+    widget.model_spec.value = tiny_spec
+    assert widget.resolution.value == 0  # auto
+    run_widget(qtbot, widget)
+    layer = viewer.layers["smear PCA"]
+    assert layer.metadata["reddino_pca"]["factor"] == (3.0, 3.0)  # 84 / 28
+    assert layer.data.shape[:2] == (-(-240 // 14), -(-300 // 14))
+    np.testing.assert_allclose(layer.scale, (2 * 14 / 3, 2 * 14 / 3))
+    np.testing.assert_allclose(layer.translate, (5 + 2 * (14 / 3 - 1) / 2, 2 * (14 / 3 - 1) / 2))
+    viewer.layers.remove("smear cells")  # without a segmentation the diameter is measured from the image
+    run_widget(qtbot, widget)
+    assert 84 / 48 <= layer.metadata["reddino_pca"]["factor"][0] <= 84 / 26
+
+
+def test_an_image_without_cells_gets_a_notice_and_no_layer(make_napari_viewer, qtbot, tiny_spec, rng,
+                                                            monkeypatch):
+    import napari_reddino._widgets.pca as pca_dock
+    from napari_reddino._widgets.pca import PCAWidget
+
+    said = []
+    for name in ("show_info", "show_warning"):
+        monkeypatch.setattr(pca_dock, name, lambda msg, name=name: said.append((name, msg)))
+    viewer = make_napari_viewer()
+    widget = PCAWidget(viewer)
+    widget.model_spec.value = tiny_spec
+    for name, image in (("slide", np.clip(rng.normal((225, 215, 220), 3, (90, 120, 3)), 0, 255)),
+                        ("noise", rng.integers(0, 256, (90, 120, 3))), ("flat", np.full((90, 120, 3), 128))):
+        viewer.add_image(image.astype(np.uint8), name=name)
+        widget.image.value = viewer.layers[name]
+        run_widget(qtbot, widget)
+        assert f"{name} PCA" not in viewer.layers
+        assert said[-1][0] == "show_warning" and said[-1][1].startswith(f"no cells found in {name!r}: no overlay made")
+    assert len(said) == 3
 
 
 def test_bad_input_is_notified_not_run(make_napari_viewer, tiny_spec, monkeypatch):

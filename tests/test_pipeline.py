@@ -45,7 +45,10 @@ def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
     alone = np.where(s.labels == one, s.labels, 0)
     _, emb_alone = embed_cells(image, alone, load_model(f"local-dir:{model_dir}"), precision="fp32")
     np.testing.assert_allclose(s.embeddings[len(red) // 2], emb_alone[0], atol=1e-4)
-    assert s.pca.shape[:2] == (-(-200 // 14), -(-260 // 14))  # partial patches at the edge are covered and s.pca.shape[2] >= 3
+    # enlarged so a red cell spans about 6 patches (84 px); partial patches at the edge are covered
+    fy, fx = s.pca_factor
+    assert 84 / 48 <= fy <= 84 / 26 and s.pca_factor == (round(200 * fy) / 200, round(260 * fy) / 260)
+    assert s.pca.shape[:2] == (-(-round(200 * fy) // 14), -(-round(260 * fy) // 14)) and s.pca.shape[2] >= 3
 
     written = {p.name for p in write_outputs(result, tmp_path)}
     assert {"smear_labels.tif", "smear_cells.csv", "smear_features.parquet", "smear_pca.png", "cells.csv"} <= written
@@ -97,6 +100,47 @@ def test_blank_image_gives_zero_cells_not_an_error(model_dir, tmp_path):
     assert len(result.smears[0].table) == 0
     write_outputs(result, tmp_path)
     assert (tmp_path / "blank_labels.tif").is_file()
+
+
+def test_an_image_without_cells_gets_no_overlay_and_the_other_steps_stand(model_dir, smear, tmp_path, capsys):
+    """A plain slide or noise: no PCA overlay (it painted a colourful pattern), one plain line, and the
+    segmentation, the other images and their overlays are still made (library and `napari-reddino run`)."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    image, _ = smear
+    noise = rng.integers(0, 256, image.shape, dtype=np.uint8)
+    slide = np.clip(rng.normal((225, 215, 220), 3, image.shape), 0, 255).astype(np.uint8)
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "embed", "pca"), precision="fp32")
+    result = run(iter_pipeline([("noise.png", noise), ("smear.png", image), ("slide.png", slide)], opts))
+    noisy, good, bare = result.smears
+    assert noisy.pca is None and bare.pca is None and good.pca is not None
+    assert noisy.labels is not None and bare.labels is not None  # the segmentation stands
+    assert result.skipped[0].startswith("no cells found in 'noise.png': no overlay made (")
+    assert result.skipped[1].startswith("no cells found in 'slide.png': no overlay made (")
+    written = {p.name for p in write_outputs(result, tmp_path / "lib")}
+    assert "smear_pca.png" in written and "noise_pca.png" not in written and "noise_labels.tif" in written
+
+    for name, data in (("noise.png", noise), ("smear.png", image)):
+        iio.imwrite(tmp_path / name, data)
+    out = tmp_path / "cli"
+    assert main(["run", str(tmp_path / "noise.png"), str(tmp_path / "smear.png"), "--out", str(out), "--model",
+                 f"local-dir:{model_dir}", "--no-umap"]) == 0
+    printed = capsys.readouterr().out
+    assert "not made: no cells found in 'noise.png': no overlay made" in printed
+    assert (out / "smear_pca.png").is_file() and not (out / "noise_pca.png").exists()
+    assert (out / "noise_labels.tif").is_file()
+
+
+def test_pipeline_cell_resolution_option(model_dir, smear):
+    image, _ = smear
+    opts = PipelineOptions(model=f"local-dir:{model_dir}", steps=("segment", "pca"), precision="fp32",
+                           pca_resolution="off")
+    s = run(iter_pipeline([("smear.png", image)], opts)).smears[0]
+    assert s.pca_factor == (1.0, 1.0) and s.pca.shape[:2] == (-(-200 // 14), -(-260 // 14))  # today's overlay
+    opts.pca_resolution = 3
+    s = run(iter_pipeline([("smear.png", image)], opts)).smears[0]
+    assert s.pca_factor == (3.0, 3.0) and s.pca.shape[:2] == (-(-600 // 14), -(-780 // 14))
 
 
 def test_cli_run_on_sample(model_dir, tmp_path, capsys):

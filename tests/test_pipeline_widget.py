@@ -33,7 +33,10 @@ def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_view
     red = cells.metadata["reddino"]
     assert red["embeddings"].shape == (len(cells.features), 48)
     assert list(red["labels"]) == list(cells.features["label"])
-    assert tuple(pca.scale) == (7.0, 7.0) and pca.opacity == 0.5
+    fy, fx = pca.metadata["reddino_pca"]["factor"]  # enlarged so a red cell spans about 6 patches
+    assert fy > 1.5 and pca.opacity == 0.5
+    np.testing.assert_allclose(pca.scale, (0.5 * 14 / fy, 0.5 * 14 / fx))
+    np.testing.assert_allclose(pca.translate, (0.5 * (14 / fy - 1) / 2, 0.5 * (14 / fx - 1) / 2))
     # the UMAP went to the annotation dock, one point per cell, and annotation works on it
     ann = next(d for d in viewer.window.dock_widgets.values() if hasattr(d, "show_embedding"))
     try:
@@ -116,6 +119,29 @@ def test_too_few_cells_for_a_umap_keeps_the_other_layers_and_says_why(make_napar
     assert message.startswith("3 red cells found: too few for a UMAP map (it needs at least 4)")
     assert "segmentation and the PCA overlay are kept" in message
     assert "Received" not in message and "accepted" not in message
+
+
+def test_an_image_without_cells_keeps_the_other_layers_and_gets_no_overlay(make_napari_viewer, qtbot, model_spec,
+                                                                          monkeypatch):
+    """Noise (where the segmenter finds speckle "cells"): no PCA layer, one plain notice; the segmentation
+    layer is made as before."""
+    import napari_reddino._widgets.pipeline as pipeline_dock
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    said = []
+    for name in ("show_info", "show_warning"):
+        monkeypatch.setattr(pipeline_dock, name, lambda msg, name=name: said.append((name, msg)))
+    viewer = make_napari_viewer()
+    noise = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    viewer.add_image(noise, name="noise", rgb=True)
+    w = PipelineWidget(viewer)
+    w.model.value = model_spec
+    w.do_umap.value = False
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert "noise cells" in viewer.layers and "noise PCA" not in viewer.layers
+    assert len(said) == 1 and said[0][0] == "show_warning", said
+    assert said[0][1].startswith("no cells found in 'noise': no overlay made (")
 
 
 def test_pipeline_result_is_readable_outlines_over_a_hidden_pca_and_updated_in_place(make_napari_viewer,

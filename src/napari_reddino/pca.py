@@ -6,6 +6,9 @@
 3. PCA(3) on the foreground patches only, each component scaled by its 1st–99th percentile to [0, 1].
 4. Background black (RGB) or transparent (RGBA); optional upsampling to the image's resolution.
 
+By default the image is first enlarged so that a red cell spans about 6 patches, and a blank or cell-free
+image gives no overlay (:mod:`napari_reddino.pca_resolution`).
+
 A :class:`PatchPCA` fitted on a set of images can be saved (``.npz``, no pickle) and applied to other
 images so colours mean the same across slides.
 """
@@ -19,12 +22,13 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_reddino._progress import Steps, run
-from napari_reddino.images import InputError, channel_axis
+from napari_reddino.images import InputError
 from napari_reddino.patch_features import (grid_shape, iter_patch_features, model_patch_size,
                                            patch_features)
+from napari_reddino.pca_resolution import NoCellsFound, image_hw, iter_cell_features
 
 __all__ = ["PatchPCA", "fit_pca", "iter_patch_features", "patch_features", "iter_pca_overlay",
-           "pca_overlay", "upsample_overlay", "overlay_scale_translate", "Overlay"]
+           "pca_overlay", "upsample_overlay", "overlay_scale_translate", "Overlay", "NoCellsFound"]
 
 BACKGROUNDS = ("black", "transparent")
 
@@ -202,34 +206,44 @@ def fit_pca(features_list, *, foreground: bool = True, max_samples: int = 100_00
                           "foreground_fraction": float(fg.mean()), "dim": int(dim)})
 
 
-def upsample_overlay(rgb: np.ndarray, patch: int, image_shape, mode: str = "nearest") -> np.ndarray:
-    """Patch-grid overlay → image resolution ``(H, W, C)``: each patch fills its ``patch x patch``
-    pixels (``nearest``) or colours blend between patch centres (``bilinear``); cropped to the image."""
-    h, w = int(image_shape[0]), int(image_shape[1])
-    if mode == "nearest":
-        return np.repeat(np.repeat(rgb, patch, axis=0), patch, axis=1)[:h, :w]
-    if mode != "bilinear":
+def upsample_overlay(rgb: np.ndarray, patch: int, image_shape, mode: str = "nearest", factor=1.0) -> np.ndarray:
+    """Patch-grid overlay → image resolution ``(H, W, C)``: each patch fills the image pixels it covers
+    (``nearest``) or colours blend between patch centres (``bilinear``). ``factor``: the enlargement the
+    grid was computed at (one number or per axis), so a patch covers ``patch / factor`` image pixels."""
+    if mode not in ("nearest", "bilinear"):
         raise InputError(f"Received upsampling mode {mode!r}; accepted: nearest, bilinear.")
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    size = (rgb.shape[0] * patch, rgb.shape[1] * patch)
-    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return out[0].permute(1, 2, 0)[:h, :w].numpy().astype(rgb.dtype, copy=False)
+    fy, fx = np.broadcast_to(np.asarray(factor, dtype=float), (2,))
+    out = np.asarray(rgb)
+    for axis, (n, f) in enumerate(zip((int(image_shape[0]), int(image_shape[1])), (fy, fx))):
+        # image pixel k's centre, in grid units (patch centres at integers)
+        pos = (np.arange(n) + 0.5) * f / patch - 0.5
+        size = out.shape[axis]
+        if mode == "nearest":
+            out = np.take(out, np.clip(np.floor(pos + 0.5).astype(int), 0, size - 1), axis=axis)
+            continue
+        pos = np.clip(pos, 0, size - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, size - 1)
+        w = (pos - lo).astype(np.float32).reshape((-1, 1) if axis == 0 else (1, -1))[..., None]
+        out = np.take(out, lo, axis=axis) * (1 - w) + np.take(out, hi, axis=axis) * w
+    return out.astype(rgb.dtype, copy=False)
 
 
 def overlay_scale_translate(patch: int, image_scale=(1.0, 1.0), image_translate=(0.0, 0.0),
-                            upsampled: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                            upsampled: bool = False, factor=1.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """napari ``scale``/``translate`` placing the overlay over an image layer with the given ones.
 
-    napari puts data pixel k's centre at ``translate + k * scale``. Patch i spans image pixels i*p to
-    i*p + p - 1, whose centre is pixel i*p + (p - 1)/2: so scale = p * image scale and the grid is
-    shifted by (p - 1)/2 image pixels. An upsampled overlay has the image's own geometry."""
+    napari puts data pixel k's centre at ``translate + k * scale``. On an image enlarged ``factor`` times
+    patch i spans enlarged pixels i*p to i*p + p - 1, i.e. image coordinates i*q - 1/2 to (i+1)*q - 1/2
+    with q = p / factor (pixel centres at integers): its centre is i*q + (q - 1)/2. So scale = q * image
+    scale and the grid is shifted by (q - 1)/2 image pixels. An upsampled overlay has the image's own
+    geometry."""
     s = np.asarray(image_scale, dtype=float)
     t = np.asarray(image_translate, dtype=float)
     if upsampled:
         return tuple(s.tolist()), tuple(t.tolist())
-    return tuple((s * patch).tolist()), tuple((t + s * (patch - 1) / 2).tolist())
+    q = patch / np.broadcast_to(np.asarray(factor, dtype=float), s.shape)
+    return tuple((s * q).tolist()), tuple((t + s * (q - 1) / 2).tolist())
 
 
 class Overlay(NamedTuple):
@@ -237,37 +251,39 @@ class Overlay(NamedTuple):
     fit: PatchPCA
     patch: int
     upsampled: bool
+    factor: tuple[float, float] = (1.0, 1.0)  # the enlargement the grid was computed at (y, x)
+    note: str = ""  # why the enlargement is below the one asked for, or ''
 
 
 def iter_pca_overlay(image, model, fit: PatchPCA | None = None, *, background: str = "black",
-                     upsample: bool | str = False, foreground: bool = True, tile: int | None = None,
+                     upsample: bool | str = False, foreground: bool = True, resolution="auto", cells=None,
+                     require_cells: bool = True, name: str = "the image", tile: int | None = None,
                      overlap: int = 0, batch_size: int = 8, precision: str = "auto") -> "Steps[Overlay]":
     """Image → patch features → PCA(3) overlay (progress generator). ``fit=None`` fits on this image;
     pass a previous :class:`PatchPCA` to colour this image the same way. ``upsample``: False, True
-    (nearest) or ``"bilinear"``."""
+    (nearest) or ``"bilinear"``. ``resolution``: ``"auto"`` (a red cell spans about 6 patches), ``"off"``/1
+    (the model's own scale) or an enlargement factor; ``cells``: the image's segmentation table (its
+    diameter and types). A blank or cell-free image raises :class:`NoCellsFound` (unless not
+    ``require_cells``)."""
     if background not in BACKGROUNDS:
         raise InputError(f"Received background {background!r}; accepted: {', '.join(BACKGROUNDS)}.")
-    feats = yield from iter_patch_features(image, model, tile=tile, overlap=overlap,
-                                           batch_size=batch_size, precision=precision)
+    found = yield from iter_cell_features(image, model, resolution, table=cells, name=name,
+                                          require_cells=require_cells, tile=tile, overlap=overlap,
+                                          batch_size=batch_size, precision=precision)
+    feats = found.grid
     if fit is None:
         fit = fit_pca([feats], foreground=foreground)
     rgb = fit.transform(feats, background=background)
     patch = model_patch_size(model)
     if upsample:
         mode = upsample if isinstance(upsample, str) else "nearest"
-        rgb = upsample_overlay(rgb, patch, image_hw(image), mode)
-    return Overlay(rgb, fit, patch, bool(upsample))
+        rgb = upsample_overlay(rgb, patch, image_hw(image), mode, factor=found.factor)
+    return Overlay(rgb, fit, patch, bool(upsample), found.factor, found.note)
 
 
 def pca_overlay(image, model, fit: PatchPCA | None = None, **kwargs) -> np.ndarray:
     """Non-generator :func:`iter_pca_overlay`; returns the overlay array only."""
     return run(iter_pca_overlay(image, model, fit, **kwargs)).rgb
-
-
-def image_hw(image) -> tuple[int, int]:
-    """Height and width of any image :mod:`napari_reddino.images` accepts (channel-first included)."""
-    shape = np.shape(image)
-    return tuple(shape[1:3]) if channel_axis(image) == 0 else tuple(shape[:2])
 
 
 def expected_grid_shape(image_shape, model) -> tuple[int, int]:

@@ -32,6 +32,7 @@ class PipelineOptions:
     precision: str = "auto"
     batch_size: int = 32
     pca_overlap: int = 0
+    pca_resolution: float | str = "auto"  # enlargement before the PCA overlay: "auto" (cells ~6 patches), 1 = off
     steps: tuple[str, ...] = STEPS
     seed: int = 0
     cell_types: tuple[str, ...] = ANALYSED_DEFAULT  # the objects embedded and put in the UMAP
@@ -47,6 +48,7 @@ class SmearResult:
     embedded: np.ndarray | None = None  # the labels embedded: the objects of the chosen types, in table order
     pca: np.ndarray | None = None  # (gh, gw, 3|4) float overlay on the patch grid ((H, W, 3|4) when upsampled)
     patch: int | None = None
+    pca_factor: tuple[float, float] = (1.0, 1.0)  # the enlargement the overlay's grid was computed at (y, x)
     pca_upsampled: bool = False
 
 
@@ -167,8 +169,9 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
                     label_ids=s.embedded), tag)
                 s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
         if "pca" in opts.steps:
-            from napari_reddino.patch_features import iter_patch_features, model_patch_size
+            from napari_reddino.patch_features import model_patch_size
             from napari_reddino.pca import fit_pca
+            from napari_reddino.pca_resolution import NoCellsFound, iter_cell_features
 
             patch = model_patch_size(model)
             h, w = s.image.shape[:2]
@@ -176,9 +179,14 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
                 skipped.append(f"{s.name} is {w} x {h} pixels: too small for a PCA overlay (it needs at least "
                                f"{patch + 1} x {patch + 1})")
             else:
-                grid = yield from _tagged(iter_patch_features(
-                    s.image, model, overlap=opts.pca_overlap, precision=opts.precision), tag)
-                s.pca, s.patch = fit_pca(grid).transform(grid), patch
+                try:
+                    found = yield from _tagged(iter_cell_features(
+                        s.image, model, opts.pca_resolution, table=s.table, name=s.name,
+                        overlap=opts.pca_overlap, precision=opts.precision), tag)
+                except NoCellsFound as exc:  # the other steps' results stand
+                    skipped.append(str(exc))
+                else:
+                    s.pca, s.patch, s.pca_factor = fit_pca(found.grid).transform(found.grid), patch, found.factor
         if done:
             done(s)
 
@@ -273,7 +281,8 @@ def pca_png(s: SmearResult) -> np.ndarray:
     """The PCA overlay at image resolution as uint8 (rounded as the layer's colours are); RGBA kept."""
     from napari_reddino.pca import upsample_overlay
 
-    full = s.pca if s.pca_upsampled else upsample_overlay(s.pca, s.patch, s.image.shape)
+    full = s.pca if s.pca_upsampled else upsample_overlay(s.pca, s.patch, s.image.shape,
+                                                                           factor=s.pca_factor)
     return np.round(np.clip(full, 0, 1) * 255).astype(np.uint8)
 
 

@@ -124,7 +124,8 @@ def write_manifest(session: Session, folder) -> list[Path]:
                         "translate": [float(v) for v in info.translate],
                         "segmentation": _jsonable(info.segmentation or {}),
                         "files": {k: paths[k].name for k, ok in made.items() if ok},
-                        "pca": {"patch": int(s.patch), "upsampled": bool(s.pca_upsampled)}
+                        "pca": {"patch": int(s.patch), "upsampled": bool(s.pca_upsampled),
+                                "factor": [float(f) for f in s.pca_factor]}
                         if s.pca is not None else None})
     umap = None
     if result.umap is not None:
@@ -232,9 +233,9 @@ def _read_smear(folder: Path, entry: dict) -> SmearResult:
                 full = np.asarray(im)
             pca = entry.get("pca") or {}
             s.patch, s.pca_upsampled = int(pca.get("patch", 14)), bool(pca.get("upsampled", False))
-            # the PNG is the overlay repeated over each square's pixels: its first pixel of each gives it back
-            grid = full if s.pca_upsampled else full[::s.patch, ::s.patch]
-            s.pca = grid.astype(np.float32) / 255
+            s.pca_factor = tuple(float(f) for f in pca.get("factor", (1.0, 1.0)))
+            # the PNG is the overlay repeated over each square's pixels: the pixel at a square's centre gives it back
+            s.pca = (full if s.pca_upsampled else _grid_from_png(full, s.patch, s.pca_factor)).astype(np.float32) / 255
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file is bad input, said in one line
@@ -267,3 +268,14 @@ def _read_umap(folder: Path, umap: dict, result: PipelineResult) -> None:
         raise InputError(f"Received UMAP coordinates for {int(found.sum())} of the {len(keys)} cells in "
                          f"{str(folder)!r}; accepted: {ACCEPTED}.")
     result.umap = xy.loc[keys].to_numpy(np.float32)
+
+
+def _grid_from_png(full: np.ndarray, patch: int, factor) -> np.ndarray:
+    """The patch grid back from its PNG at image resolution: the image pixel nearest each patch's centre
+    (a patch of the image enlarged ``factor`` times covers ``patch / factor`` image pixels)."""
+    picks = []
+    for n, f in zip(full.shape[:2], factor):
+        q = patch / f
+        count = -(-round(n * f) // patch)
+        picks.append(np.clip(np.round(np.arange(count) * q + (q - 1) / 2).astype(int), 0, n - 1))
+    return full[picks[0]][:, picks[1]]

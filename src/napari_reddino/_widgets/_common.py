@@ -42,6 +42,11 @@ TIPS = {
     "precision": "Number precision of the model's arithmetic. auto: faster half precision where this computer "
                  "runs it natively, else full; fp32: always full precision; bf16: always half precision",
     "cancel": "Stop this step; what the earlier steps made stays in place",
+    "cell_resolution": "How much the image is enlarged before the model colours it, so that the colours show "
+                       "what is inside each cell. 0 = auto: enough for a red cell to span 6 of the model's "
+                       "squares (about 84 px; from the cell size the segmentation measured, else measured "
+                       "now); 1 = no enlargement (fastest, one colour square per 14 px); up to 4. The time "
+                       "grows with the square of the enlargement",
 }
 
 

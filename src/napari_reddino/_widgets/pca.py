@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
-from napari.utils.notifications import show_info
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
 from napari_reddino.images import InputError
+from napari_reddino.pca_resolution import MAX_FACTOR
 
 if TYPE_CHECKING:
     import napari
@@ -33,6 +34,9 @@ class PCAWidget(StepWidget):
         self.model_spec = LineEdit(label="model", value=default_spec())
         self.image.tooltip = TIPS["image"]
         self.model_spec.tooltip = TIPS["model"]
+        self.resolution = FloatSpinBox(label="cell resolution (x, 0 = auto)", min=0, max=MAX_FACTOR, step=0.5,
+                                       value=0)
+        self.resolution.tooltip = TIPS["cell_resolution"]
         self.overlap = SpinBox(label="window overlap", min=0, max=15, value=0)
         self.overlap.tooltip = ("The model reads a large image in windows, one colour per small square (14 px "
                                 "for RedDino); "
@@ -47,7 +51,7 @@ class PCAWidget(StepWidget):
         self.upsample = CheckBox(label="upsample to image resolution", value=False)
         self.upsample.tooltip = ("Smooth the overlay to the image's own pixels instead of one colour square "
                                  "per 14 px")
-        self.form.extend([self.image, self.model_spec, self.overlap, self.fit_mode, self.background,
+        self.form.extend([self.image, self.model_spec, self.resolution, self.overlap, self.fit_mode, self.background,
                           self.upsample])
         self.last_fit = None  # (model spec, PatchPCA)
         self._job = None
@@ -68,20 +72,41 @@ class PCAWidget(StepWidget):
                 fit = self.last_fit[1]
         self._job = dict(data=np.asarray(data), name=layer.name, scale=tuple(layer.scale[-2:]),
                          translate=tuple(layer.translate[-2:]), spec=spec, fit=fit,
+                         resolution=float(self.resolution.value) or "auto", cells=self._cells_table(layer.name),
                          overlap=int(self.overlap.value), background=self.background.value,
                          upsample=bool(self.upsample.value))
         return True
 
+    def _cells_table(self, image_name: str):
+        """The image's segmentation (its ``<image> cells`` layer) as a table carrying the measured red-cell
+        diameter, or None: the diameter is then measured from the image."""
+        from napari_reddino._widgets._common import is_layer_kind
+        from napari_reddino.style import cells_layer_name
+
+        name = cells_layer_name(image_name)
+        if name not in self.viewer.layers or not is_layer_kind(self.viewer.layers[name], "labels"):
+            return None
+        layer = self.viewer.layers[name]
+        table = layer.features.copy()
+        diameter = layer.metadata.get("segmentation", {}).get("estimated_diameter")
+        if diameter:
+            table.attrs["diameter"] = float(diameter)
+        return table if diameter or "type" in table.columns else None
+
     def work(self):
         from napari_reddino._progress import Progress
         from napari_reddino.models import load_model
-        from napari_reddino.pca import iter_pca_overlay
+        from napari_reddino.pca import NoCellsFound, iter_pca_overlay
 
         job = self._job
         yield Progress(0, 1, "loading model")
         model = load_model(job["spec"])
-        overlay = yield from iter_pca_overlay(job["data"], model, job["fit"], background=job["background"],
-                                              upsample=job["upsample"], overlap=job["overlap"])
+        try:
+            overlay = yield from iter_pca_overlay(
+                job["data"], model, job["fit"], background=job["background"], upsample=job["upsample"],
+                overlap=job["overlap"], resolution=job["resolution"], cells=job["cells"], name=job["name"])
+        except NoCellsFound as exc:  # a notice, not an error: nothing is wrong with the input
+            return job, exc
         return job, overlay
 
     def show(self, result) -> None:
@@ -90,9 +115,14 @@ class PCAWidget(StepWidget):
         from napari_reddino.style import PCA_OPACITY, pca_layer_name
 
         job, overlay = result
+        if isinstance(overlay, Exception):
+            show_warning(str(overlay))
+            return
+        if overlay.note:
+            show_info(f"PCA overlay of {job['name']!r}: {overlay.note}")
         self.last_fit = (job["spec"], overlay.fit)
         scale, translate = overlay_scale_translate(overlay.patch, job["scale"], job["translate"],
-                                                   upsampled=overlay.upsampled)
+                                                   upsampled=overlay.upsampled, factor=overlay.factor)
         data = np.round(overlay.rgb * 255).astype(np.uint8)
         name = pca_layer_name(job["name"])
         if name in self.viewer.layers and self.viewer.layers[name].data.shape[-1] != data.shape[-1]:
@@ -100,5 +130,6 @@ class PCAWidget(StepWidget):
         layer = upsert_layer(self.viewer, name, "image", data, rgb=True, opacity=PCA_OPACITY, scale=scale,
                              translate=translate, metadata={"reddino_pca": {
                                  "model": job["spec"], "image": job["name"], "patch": overlay.patch,
-                                 "upsampled": overlay.upsampled, "background": job["background"]}})
+                                 "upsampled": overlay.upsampled, "background": job["background"],
+                                 "factor": overlay.factor}})
         place_under_cells(self.viewer, layer)  # the cells' outlines stay on top of the overlay's colours

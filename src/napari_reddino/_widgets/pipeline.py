@@ -12,6 +12,7 @@ from napari.utils.notifications import show_info, show_warning
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, display_labels, follow_image_layers, image_layer_choices, image_layer_data,
     start_warm_up, upsert_layer)
+from napari_reddino.pca_resolution import MAX_FACTOR
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
@@ -45,11 +46,14 @@ class PipelineWidget(StepWidget):
         self.do_pca = CheckBox(label="PCA overlay", value=True)
         self.do_pca.tooltip = ("Also colour the image by what RedDino sees in it: regions that look alike get "
                                "alike colours")
+        self.pca_resolution = FloatSpinBox(label="PCA cell resolution (x, 0 = auto)", min=0, max=MAX_FACTOR,
+                                           step=0.5, value=0)
+        self.pca_resolution.tooltip = TIPS["cell_resolution"]
         self.do_umap = CheckBox(label="UMAP for annotation", value=True)
         self.do_umap.tooltip = ("Also put the cells on a map of similar cells and open the annotation dock "
                                 "(needs at least 4 cells)")
         self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
-                          self.cell_types, self.do_pca, self.do_umap])
+                          self.cell_types, self.do_pca, self.pca_resolution, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
         self.session_buttons = SessionButtons(napari_viewer)
         self.add_below(self.session_buttons)
@@ -64,7 +68,8 @@ class PipelineWidget(StepWidget):
         steps = tuple(s for s in STEPS if (s != "pca" or self.do_pca.value) and (s != "umap" or self.do_umap.value))
         opts = PipelineOptions(backend=self.backend.value, diameter=float(self.diameter.value) or None,
                                drop_border=bool(self.drop_border.value), model=self.model.value.strip() or None,
-                               steps=steps, cell_types=tuple(self.cell_types.value))
+                               steps=steps, cell_types=tuple(self.cell_types.value),
+                               pca_resolution=float(self.pca_resolution.value) or "auto")
         self._job = dict(images=[(layer.name, data)], opts=opts)
         return True
 
@@ -118,7 +123,8 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
                                  scale=scale, translate=translate, metadata=metadata, **cells_look(features))
             cells_layers.append(cells)
         if s.pca is not None:
-            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled)
+            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
+                                                               factor=s.pca_factor)
             # made hidden: over the whole smear it hides the stain and the cells' outlines (tick its eye to see
             # it, under the outlines); a re-run leaves it as the user set it
             first = pca_layer_name(s.name) not in viewer.layers
@@ -126,7 +132,7 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
                                np.round(s.pca * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
                                scale=pca_scale, translate=pca_translate, **({"visible": False} if first else {}),
                                metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch,
-                                                         "upsampled": s.pca_upsampled}})
+                                                         "upsampled": s.pca_upsampled, "factor": s.pca_factor}})
             place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
         if cells is not None:
             draw_cells(viewer, cells)

@@ -80,6 +80,7 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
             images.append(SessionImage(s.name))
         s.pca, s.patch = np.asarray(layer.data).astype(np.float32) / 255, int(pca["patch"])
         s.pca_upsampled = bool(pca.get("upsampled", False))
+        s.pca_factor = tuple(float(f) for f in pca.get("factor", (1.0, 1.0)))
         models.append(pca.get("model"))
     if not smears:
         raise InputError("Received a viewer with no cells or PCA overlay made by napari-reddino; accepted: a "

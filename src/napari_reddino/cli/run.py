@@ -15,6 +15,7 @@ from pathlib import Path
 
 from napari_reddino.cli import UsageError
 from napari_reddino.cli.embed import add_cell_types_argument
+from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.segment import add_diameter_argument
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
+    add_resolution_argument(p)
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
     p.add_argument("--resume", action="store_true",
                    help="keep the images whose results are already in --out (same settings), do the rest, then "
@@ -78,7 +80,8 @@ def run(args) -> int:
     stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
-                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types))
+                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
+                           pca_resolution=args.cell_resolution)
     RunRecord(out, "run", settings_of(args)).start(args.resume)
     written = []
 

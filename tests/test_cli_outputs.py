@@ -148,3 +148,25 @@ def test_an_interrupted_run_keeps_every_finished_image(two_sites, tiny_model_dir
     assert main(["run", str(two_sites / "a"), "--out", str(out), "--model", f"local-dir:{tiny_model_dir}",
                  "--no-pca"]) == 130
     assert {p.name for p in out.glob("*_features.parquet")} == {"1_features.parquet", "2_jpg_features.parquet"}
+
+
+def test_pca_keeps_same_named_inputs_apart_and_reports_a_bad_file(two_sites, tiny_model_dir, tmp_path, capsys):
+    """pca named same-stem inputs by their parent folder only (x/a/1.jpg and y/a/1.jpg collided), and a bad
+    file stopped the batch."""
+    folder = tmp_path / "in"
+    for site in ("a", "b"):
+        (folder / site).mkdir(parents=True)
+        (folder / site / "1.png").write_bytes((two_sites / site / "1.png").read_bytes())
+    (folder / "a" / "broken.jpg").write_bytes((two_sites / "a" / "2.jpg").read_bytes()[:300])
+    out = tmp_path / "out"
+    code = main(["pca", str(folder), "--out", str(out), "--model", f"local-dir:{tiny_model_dir}", "--fit", "each",
+                 "--cell-resolution", "off"])
+    assert code == 2
+    assert sorted(p.name for p in out.glob("*_pca.png")) == ["a__1_pca.png", "b__1_pca.png"]
+    assert pd.read_csv(out / "failed.csv")["input"].tolist() == ["broken.jpg"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert main(["pca", str(folder / "a" / "1.png"), "--out", str(blocker), "--model",
+                 f"local-dir:{tiny_model_dir}"]) == 2
+    assert "which is a file" in capsys.readouterr().err

@@ -10,7 +10,6 @@ saying so and no files, and the other images are still processed.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +62,6 @@ def add_resolution_argument(p) -> None:
                         f"within {MAX_PIXELS / 1e6:.0f} million pixels")
 
 
-def output_stems(paths) -> list[str]:
-    """File stems, prefixed with the parent folder where two inputs share a stem."""
-    counts = Counter(p.stem for p in paths)
-    return [f"{p.parent.name}_{p.stem}" if counts[p.stem] > 1 else p.stem for p in paths]
-
-
 def side_by_side(image: np.ndarray, overlay: np.ndarray, gap: int = 8) -> np.ndarray:
     """``image | overlay`` as one RGB uint8 picture (a transparent overlay is shown on black)."""
     rgb = overlay[..., :3] * (overlay[..., 3:] if overlay.shape[-1] == 4 else 1.0)
@@ -81,24 +74,30 @@ def run(args) -> int:
     from PIL import Image
 
     from napari_reddino._progress import run as drive
-    from napari_reddino.images import expand_inputs, read_image
+    from napari_reddino.atomic import atomic_path
+    from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
+    from napari_reddino.outputs import Failures, check_out_dir, output_stems, unique_names
     from napari_reddino.pca import PatchPCA, fit_pca, upsample_overlay
     from napari_reddino.pca_resolution import NoCellsFound, iter_cell_features
 
     paths = expand_inputs(args.images)
+    out = check_out_dir(args.out)  # before the model and the compute
     if args.load_fit and not Path(args.load_fit).is_file():
         raise UsageError(f"received --load-fit {args.load_fit!r}, which is not a file; accepted: an .npz "
                          "written by --save-fit")
     model = load_model(args.model or default_spec(), device=args.device)
     patch = int(model.patch_embed.patch_size[0])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    failures = Failures()
     opts = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision)
 
     def features(path, name):
-        """(image, CellGrid), or None for an image without cells (said in one line)."""
-        image = read_image(path)
+        """(image, CellGrid), or None for an image without cells or one that cannot be read (said in one line)."""
+        try:
+            image = read_image(path)
+        except ReadError as exc:
+            print(f"{name}: not read: {failures.add(name, exc)}")
+            return None
         try:
             found = drive(iter_cell_features(image, model, args.cell_resolution, name=name, **opts), bar=True)
         except NoCellsFound as exc:
@@ -113,23 +112,25 @@ def run(args) -> int:
         full = upsample_overlay(rgb, patch, image.shape, mode="bilinear" if args.smooth else "nearest",
                                 factor=found.factor)
         png = np.round(full * 255).astype(np.uint8)
-        Image.fromarray(png).save(out / f"{stem}_pca.png")
-        Image.fromarray(side_by_side(image, full)).save(out / f"{stem}_pca_side.png")
+        for suffix, picture in (("_pca.png", png), ("_pca_side.png", side_by_side(image, full))):
+            with atomic_path(out / f"{stem}{suffix}") as tmp:
+                Image.fromarray(picture).save(tmp)
         print(f"wrote {out / f'{stem}_pca.png'} and {out / f'{stem}_pca_side.png'}")
 
     fit = PatchPCA.load(args.load_fit) if args.load_fit else None
-    stems = output_stems(paths)
+    names = unique_names(paths)
+    stems = output_stems(names)
     if fit is None and args.fit == "joint" and len(paths) > 1:
         # grids are float16 and small (a 1280 x 960 smear through ViT-S: 5 MB; 4 times that enlarged 2x)
-        done = [(stem, got) for stem, path in zip(stems, paths) if (got := features(path, path.name))]
+        done = [(stem, got) for stem, path, name in zip(stems, paths, names) if (got := features(path, name))]
         if done:
             fit = fit_pca([found.grid for _, (_, found) in done], foreground=not args.no_foreground)
         for stem, (image, found) in done:
             write(stem, image, found, fit)
     else:
         last = None
-        for stem, path in zip(stems, paths):
-            got = features(path, path.name)
+        for stem, path, name in zip(stems, paths, names):
+            got = features(path, name)
             if got is None:
                 continue
             image, found = got
@@ -140,4 +141,5 @@ def run(args) -> int:
     if args.save_fit and fit is not None:
         fit.save(args.save_fit)
         print(f"wrote {args.save_fit}")
-    return 0
+    failures.write(out / "failed.csv")
+    return 2 if failures else 0

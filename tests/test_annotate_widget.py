@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_reddino.images import InputError
+
 pytestmark = pytest.mark.gui
 
 GRID = (3, 4)  # cells per image: 12 squares of 10 px
@@ -209,6 +211,10 @@ def test_classifier_next_to_annotate_report_and_export(dock, tmp_path):
     assert len(cells) == 24 and {"centroid_x", "prediction", "confidence"} <= set(cells.columns)
     rep = pd.read_csv(tmp_path / "report.csv")
     assert rep.groupby("image")["count"].sum().tolist() == [12, 12]
+    (tmp_path / "a_file").write_text("x")  # a folder that cannot be written: one line, the old export stays
+    for export in (w.export_cells, w.export_report):
+        with pytest.raises(InputError, match="Could not write .* accepted: a file in a folder you can write to"):
+            export(tmp_path / "a_file" / "out.csv")
     pred_knn, _ = w.train("knn")
     assert (pred_knn == names[y]).mean() > 0.9
 

@@ -79,6 +79,19 @@ def check_out_file(path, suffixes=(".parquet", ".csv")) -> Path:
     return path
 
 
+def write_csv(frame: pd.DataFrame, path, what: str = "the table") -> Path:
+    """``frame`` as CSV at ``path``, atomically; a folder that cannot be written (read-only, full, a file in the
+    way) is one line for a notification, not a traceback, and leaves any older file as it was."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    except OSError as exc:
+        raise InputError(f"Could not write {what} to {str(path)!r} ({exc.strerror or type(exc).__name__}); "
+                         "accepted: a file in a folder you can write to.") from None
+    return path
+
+
 class Failures:
     """Inputs that could not be processed, with the one-line reason; written to ``failed.csv``."""
 

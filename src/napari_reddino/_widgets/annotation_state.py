@@ -178,9 +178,11 @@ class AnnotationState:
         return morphology_report(self.cell_table())
 
     def export_cells(self, path) -> Path:
-        self.cell_table().to_csv(path, index=False)
-        return Path(path)
+        from napari_reddino.outputs import write_csv
+
+        return write_csv(self.cell_table(), path, "the cell table")
 
     def export_report(self, path) -> Path:
-        self.report().to_csv(path, index=False)
-        return Path(path)
+        from napari_reddino.outputs import write_csv
+
+        return write_csv(self.report(), path, "the report")

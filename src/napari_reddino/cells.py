@@ -55,14 +55,27 @@ def cell_table(labels, image=None) -> pd.DataFrame:
     df["equivalent_diameter"] = np.sqrt(4 * area / np.pi)
     df["eccentricity"] = eccentricity(labels, ids, sums)
     df["solidity"] = solidity(labels, ids, area)
+    sums = label_sums(labels, ids)
     for i, c in enumerate("rgb"):
-        df[f"mean_{c}"] = _label_sums(labels, ids, rgb[..., i]) / np.maximum(area, 1) if rgb is not None else np.nan
+        df[f"mean_{c}"] = sums(rgb[..., i]) / np.maximum(area, 1) if rgb is not None else np.nan
     return df[TABLE_COLUMNS]
 
 
-def _label_sums(labels, ids, values=None) -> np.ndarray:
-    n = int(labels.max(initial=0)) + 1
-    return np.bincount(labels.ravel(), weights=None if values is None else values.ravel(), minlength=n)[ids]
+def label_sums(labels, ids):
+    """A function ``values -> (len(ids),)`` sums of ``values`` (an array of the labels' shape, or None to
+    count pixels) over each id's pixels; it visits the labelled pixels only (the slide between cells is
+    often half the image). ``picked=True``: ``values`` are given at the labelled pixels only, in the order
+    of ``sums.inside`` (their flat indices)."""
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    lab, n, ids = flat[inside], int(labels.max(initial=0)) + 1, np.asarray(ids, np.int64)
+
+    def sums(values=None, picked=False):
+        weights = None if values is None or picked else np.ravel(values)[inside]
+        return np.bincount(lab, weights=values if picked else weights, minlength=n)[ids]
+
+    sums.inside = inside
+    return sums
 
 
 # skimage's perimeter (4-connected): a border pixel's code is 1 + 2 per side neighbour and 10 per corner
@@ -88,17 +101,22 @@ def perimeter(labels, ids) -> np.ndarray:
     for (dy, dx), eq in same.items():
         nb = bpad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] & eq & border
         code += nb * (10 if dy and dx else 2)
-    return _label_sums(labels, ids, _PERIMETER_WEIGHTS[code])  # code 0 (not a border pixel) weighs 0
+    return label_sums(labels, ids)(_PERIMETER_WEIGHTS[code])  # code 0 (not a border pixel) weighs 0
 
 
 def _moment_sums(labels, ids):
     """``(area, mean y, mean x, var y, var x, cov yx)`` of the pixel coordinates per id, from pixel sums."""
-    yy, xx = np.indices(labels.shape, dtype=np.float64)
-    area = _label_sums(labels, ids).astype(float)
+    sums = label_sums(labels, ids)
+    y, x = np.divmod(sums.inside, labels.shape[1])
+    y, x = y.astype(np.float64), x.astype(np.float64)
+    area = sums().astype(float)
     a = np.maximum(area, 1)
-    my, mx = _label_sums(labels, ids, yy) / a, _label_sums(labels, ids, xx) / a
-    cyy, cxx = _label_sums(labels, ids, yy * yy) / a - my ** 2, _label_sums(labels, ids, xx * xx) / a - mx ** 2
-    return area, my, mx, cyy, cxx, _label_sums(labels, ids, yy * xx) / a - my * mx
+
+    def mean(values):
+        return sums(values, picked=True) / a
+
+    my, mx = mean(y), mean(x)
+    return area, my, mx, mean(y * y) - my ** 2, mean(x * x) - mx ** 2, mean(y * x) - my * mx
 
 
 def second_moments(labels, ids, pixel_area: bool = False, sums=None):
@@ -121,23 +139,68 @@ def eccentricity(labels, ids, sums=None) -> np.ndarray:
 
 def solidity(labels, ids, area) -> np.ndarray:
     """skimage's ``solidity`` (area over the pixels inside the convex hull of the pixels' edge midpoints),
-    with the hull taken from each region's outline instead of all its pixels: equal, about 3x faster."""
+    with the hull taken from each region's outline instead of all its pixels and the pixels inside every
+    hull counted at once: equal, about 5x faster."""
     import cv2
     from scipy import ndimage
-    from skimage.measure import grid_points_in_poly
 
     slices = ndimage.find_objects(labels)
-    out = np.zeros(len(ids))
     edge_midpoints = np.array([(-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5)], np.float32)
-    for i, lab in enumerate(np.asarray(ids, np.int64)):
+    hulls, shapes = [], []
+    for lab in np.asarray(ids, np.int64):
         sl = slices[lab - 1]
         mask = (labels[sl] == lab).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         yx = np.concatenate([c[:, 0, ::-1] for c in contours]).astype(np.float32)
         points = (yx[:, None, :] + edge_midpoints[None]).reshape(-1, 2)
-        hull = cv2.convexHull(np.ascontiguousarray(points[:, ::-1]))[:, 0, ::-1]
-        out[i] = area[i] / max(int(grid_points_in_poly(mask.shape, hull).sum()), 1)
+        hulls.append(cv2.convexHull(np.ascontiguousarray(points[:, ::-1]))[:, 0, ::-1])
+        shapes.append(mask.shape)
+    return np.asarray(area, float) / np.maximum(points_in_convex_polygons(shapes, hulls), 1)
+
+
+def points_in_convex_polygons(shapes, polygons) -> np.ndarray:
+    """For each (shape, convex polygon (K, 2) y, x): how many pixel centres of an array of that shape lie
+    inside or on the polygon, as skimage's ``grid_points_in_poly(shape, polygon).sum()``. Counted per row
+    from where the row crosses the outline (vertices on half pixels, so a centre on the outline is found
+    exactly), for many polygons at once (in chunks of similar height, a few million numbers each)."""
+    out = np.zeros(len(polygons), np.int64)
+    chunk, k_max = [], 0
+    for i in np.argsort([s[0] for s in shapes], kind="stable"):  # by height: each chunk's rows fit its polygons
+        k = max(k_max, len(polygons[i]))
+        if chunk and shapes[i][0] * k * (len(chunk) + 1) > 2_000_000:
+            out[chunk] = _points_in_convex_polygons([shapes[j] for j in chunk], [polygons[j] for j in chunk])
+            chunk, k = [], len(polygons[i])
+        chunk.append(i)
+        k_max = k
+    if chunk:
+        out[chunk] = _points_in_convex_polygons([shapes[j] for j in chunk], [polygons[j] for j in chunk])
     return out
+
+
+def _points_in_convex_polygons(shapes, polygons) -> np.ndarray:
+    n = len(polygons)
+    k = max(len(p) for p in polygons)
+    p = np.zeros((n, k, 2))
+    for i, poly in enumerate(polygons):  # close each polygon by repeating its last vertex
+        p[i, :len(poly)], p[i, len(poly):] = poly, poly[-1]
+    q = np.roll(p, -1, axis=1)
+    for i, poly in enumerate(polygons):
+        q[i, len(poly) - 1] = poly[0]
+    h = np.array([s[0] for s in shapes])
+    w = np.array([s[1] for s in shapes], float)
+    rows = np.arange(h.max(), dtype=np.float64)[None, :, None]  # (1, R, 1) against edges (n, 1, K)
+    py, px, qy, qx = (a[:, None, :] for a in (p[..., 0], p[..., 1], q[..., 0], q[..., 1]))
+    dy = qy - py
+    crosses = (rows >= np.minimum(py, qy) - 1e-9) & (rows <= np.maximum(py, qy) + 1e-9)
+    flat = np.abs(dy) < 1e-12  # a flat edge on a row holds both its ends
+    t = np.clip((rows - py) / np.where(flat, 1.0, dy), 0, 1)
+    x = px + t * (qx - px)
+    x_lo = np.where(crosses, np.where(flat, np.minimum(px, qx), x), np.inf).min(2)
+    x_hi = np.where(crosses, np.where(flat, np.maximum(px, qx), x), -np.inf).max(2)
+    first = np.maximum(np.ceil(x_lo - 1e-9), 0)
+    last = np.minimum(np.floor(x_hi + 1e-9), w[:, None] - 1)
+    inside = np.maximum(last - first + 1, 0) * (np.arange(h.max())[None, :] < h[:, None])
+    return inside.sum(1).astype(np.int64)
 
 
 def cell_positions(labels) -> pd.DataFrame:

@@ -63,6 +63,8 @@ def to_rgb_float(data) -> np.ndarray:
     arr = arr[..., :3]  # drop alpha
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
+    if arr.dtype == np.uint8:  # the common case, in one pass
+        return np.divide(arr, np.float32(255), dtype=np.float32)
     out = arr.astype(np.float32)
     if arr.dtype == bool:
         return out

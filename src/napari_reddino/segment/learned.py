@@ -78,7 +78,7 @@ def load_segmenter(weights=None):
     """The U-Net with ``weights`` (default: the shipped file), in eval mode; built once per file."""
     from napari_reddino._torch_runtime import import_torch
 
-    import_torch()  # before safetensors.torch imports torch (triton hidden inside napari)
+    torch = import_torch()  # before safetensors.torch imports torch (triton hidden inside napari)
     from safetensors.torch import load_file
 
     path = Path(weights) if weights else WEIGHTS
@@ -96,7 +96,8 @@ def load_segmenter(weights=None):
         net = build_unet(channels + (int(state["mid.0.weight"].shape[0]),))
         net.load_state_dict(state)
         _CACHE.clear()
-        _CACHE[key] = fold_batch_norm(net.eval())
+        # channels-last: oneDNN's convolutions run about a third faster on a CPU in this layout
+        _CACHE[key] = fold_batch_norm(net.eval()).to(memory_format=torch.channels_last)
     return _CACHE[key]
 
 
@@ -150,7 +151,8 @@ def centre_probability(net, x: np.ndarray) -> np.ndarray:
     ph, pw = (-h) % stride, (-w) % stride
     x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 4 else "edge")
     with torch.inference_mode():
-        out = net(torch.from_numpy(x)[None]).numpy()[0, 0, :h, :w]
+        x = torch.from_numpy(x)[None].contiguous(memory_format=torch.channels_last)
+        out = net(x).contiguous().numpy()[0, 0, :h, :w]
     return 1 / (1 + np.exp(-out))
 
 
@@ -183,14 +185,18 @@ def segment_learned(image, diameter=None, stats=None, weights=None, min_probabil
     """int32 labels of every object (0 = background). ``diameter``: the red-cell diameter in px (None or
     "auto": measured); ``stats``: the image's :class:`StainStats` (measured when None); other options as
     :func:`~napari_reddino.segment.threshold.segment_threshold`."""
-    from napari_reddino.segment.threshold import estimate_image_diameter, is_auto, threshold_objects
+    return learned_objects(image, diameter, stats, weights, min_probability, **threshold_opts)[0]
 
-    rgb = to_rgb_float(image)
-    if diameter is None or is_auto(diameter):
-        stats, diameter = estimate_image_diameter(rgb)
+
+def learned_objects(image, diameter=None, stats=None, weights=None, min_probability: float = 0.3,
+                    **threshold_opts) -> tuple[np.ndarray, float]:
+    """:func:`segment_learned`, returning ``(labels, diameter)`` (the diameter measured when not given)."""
+    from napari_reddino.segment.threshold import is_auto, threshold_objects
+
     load_segmenter(weights)  # a missing file fails here, before any work
 
     def centres(rgb, stats, diameter):
         return predict_centres(rgb, stats, diameter, weights, min_probability)
 
-    return threshold_objects(rgb, diameter, stats, centres=centres, **threshold_opts)[0]
+    diameter = None if diameter is None or is_auto(diameter) else float(diameter)
+    return threshold_objects(image, diameter, stats, centres=centres, **threshold_opts)

@@ -213,7 +213,8 @@ def _first_diameter(foreground: np.ndarray, default: float = DEFAULT_DIAMETER, d
     peak = label_max(dist, blobs, ids)
     r_eq = np.sqrt(area / np.pi)
     edge = np.unique(np.concatenate([blobs[0], blobs[-1], blobs[:, 0], blobs[:, -1]]))
-    not_white = np.ones(n, bool) if exclude is None else np.asarray(ndimage.mean(exclude, blobs, ids)) < 0.05
+    not_white = (np.ones(n, bool) if exclude is None
+                 else np.bincount(blobs[exclude], minlength=n + 1)[1:] < 0.05 * np.maximum(area, 1))
     ok = (area >= np.pi * (MIN_DIAMETER / 2) ** 2) & ~np.isin(ids, edge) & not_white
     single = ok & (peak >= 0.85 * r_eq)
     if single.sum() >= 5:
@@ -443,9 +444,9 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4, toward_
     has = markers > 0
     if not has.any():
         return blobs.astype(np.int32)
-    ids_at = blobs[has]
-    pairs = np.unique(np.stack([ids_at, markers[has]]), axis=1)
-    per_blob = np.bincount(pairs[0], minlength=n + 1)
+    ids_at = blobs[has].astype(np.int64)
+    pairs = np.unique(ids_at * (int(markers.max()) + 1) + markers[has])  # one number per (blob, marker)
+    per_blob = np.bincount(pairs // (int(markers.max()) + 1), minlength=n + 1)
     multi_ids = np.flatnonzero(per_blob >= 2)
     if len(multi_ids):
         from napari_reddino.cells import solidity
@@ -479,9 +480,16 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4, toward_
 
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1..N, in the order of the input ids."""
-    from skimage.segmentation import relabel_sequential
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0))
+    if labels.min(initial=0) < 0 or top > 4 * labels.size:  # sparse or odd ids: sort them instead
+        from skimage.segmentation import relabel_sequential
 
-    return relabel_sequential(labels.astype(np.int32, copy=False))[0].astype(np.int32)
+        return relabel_sequential(labels.astype(np.int32, copy=False))[0].astype(np.int32)
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=top + 1)[1:]) + 1
+    lut = np.zeros(top + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def is_auto(diameter) -> bool:

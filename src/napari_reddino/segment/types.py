@@ -23,13 +23,11 @@ OBJECT_TYPES = ("rbc", "wbc", "platelet", "cluster", "artefact")
 RED_CELL = "rbc"
 
 
-def object_types(image, labels, diameter: float | None = None, label_ids=None) -> pd.DataFrame:
-    """``label, type, border`` for each id in ``label_ids`` (default: every label present)."""
+def object_types(image, labels, diameter: float | None = None, label_ids=None, stats=None) -> pd.DataFrame:
+    """``label, type, border`` for each id in ``label_ids`` (default: every label present); ``stats``: the
+    image's :class:`~napari_reddino.segment.threshold.StainStats` when the segmentation measured them."""
     import cv2
-    from scipy import ndimage
-    from skimage.segmentation import find_boundaries
-
-    from napari_reddino.cells import solidity as cell_solidity
+    from napari_reddino.cells import label_sums, solidity as cell_solidity
     from napari_reddino.images import to_rgb_float
     from napari_reddino.segment.threshold import (label_max, nucleus_mask, optical_density, purple_mask,
                                                   stain_stats)
@@ -42,18 +40,19 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
         return pd.DataFrame({"label": np.zeros(0, np.int64), "type": pd.Series([], dtype=object),
                              "border": np.zeros(0, bool)})
     rgb = to_rgb_float(image)
-    stats = stain_stats(rgb)
+    stats = stats or stain_stats(rgb)
     od = optical_density(rgb, stats.background)
     purple = purple_mask(od, stats.threshold)
     area, major, minor = _moments(labels, ids)
     if not diameter:
         diameter = _diameter_from_labels(area)
     cell_area = np.pi * (diameter / 2) ** 2
-    purple_px = np.asarray(ndimage.sum(purple, labels, ids), float)
+    sums = label_sums(labels, ids)
+    purple_px = sums(purple).astype(float)
     nucleus = nucleus_mask(od, stats.threshold, purple)
-    nucleus_px = np.asarray(ndimage.sum(nucleus, labels, ids), float)
+    nucleus_px = sums(nucleus).astype(float)
     # thickness: twice the largest distance to the object's edge (neighbouring objects are edges too)
-    inner = (labels > 0) & ~find_boundaries(labels, mode="inner")
+    inner = (labels > 0) & ~inner_boundaries(labels)
     dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     thickness = 2 * (label_max(dist, labels, ids) + 1)
     # solidity (convex hull) only where it decides something: objects of more than 1.3 cells
@@ -74,6 +73,18 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None) -
     kind[thin] = "artefact"  # no cell is that thin, whatever its colour (scale bars and text are blue)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return pd.DataFrame({"label": ids.astype(np.int64), "type": kind, "border": np.isin(ids, edge)})
+
+
+def inner_boundaries(labels) -> np.ndarray:
+    """skimage's ``find_boundaries(labels, mode="inner")`` without its background test: pixels with a
+    4-neighbour of another label (outside the image counts as the same label)."""
+    out = np.zeros(labels.shape, bool)
+    down, right = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    out[1:] |= down
+    out[:-1] |= down
+    out[:, 1:] |= right
+    out[:, :-1] |= right
+    return out
 
 
 def _moments(labels, ids):

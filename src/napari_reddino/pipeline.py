@@ -303,6 +303,12 @@ def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResu
     if "embed" in steps:
         table, X = read_features(paths["features"])
         s.embedded, s.embeddings = table["label"].to_numpy(), X
+    if "pca" in steps:  # the PNG is the overlay at image resolution: it comes back as an upsampled overlay
+        from PIL import Image
+
+        with Image.open(paths["pca"]) as im:
+            s.pca = np.asarray(im).astype(np.float32) / 255
+        s.pca_upsampled, s.pca_factor, s.patch = True, (1.0, 1.0), 1  # one image pixel per square
     return s
 
 

@@ -4,7 +4,6 @@ and must match them; a changed file is deleted and refused in one line. Nothing 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

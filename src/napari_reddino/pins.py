@@ -37,7 +37,7 @@ def _read(path: Path) -> dict:
         return {}
     except (OSError, ValueError) as exc:
         raise InputError(f"Received a pin file {str(path)!r} that cannot be read ({type(exc).__name__}); "
-                         "accepted: the JSON file napari-reddino writes (delete it to trust the next download).")
+                         "accepted: the JSON file napari-reddino writes (delete it to trust the next download).") from None
     return pins if isinstance(pins, dict) else {}
 
 

@@ -54,18 +54,25 @@ class RunFolder:
             paths.update({n: str(self.images_dir / n) for n in self.stems if (self.images_dir / n).is_file()})
         return {n: p for n, p in paths.items() if p}
 
-    def load(self, name):
-        """(image, labels) of one image, or None when either is missing, unreadable or they disagree."""
+    def labels(self, name) -> np.ndarray | None:
         import tifffile
 
+        path = self.labels_file(name)
+        try:
+            return None if path is None else tifffile.imread(path).astype(np.int32)
+        except (OSError, ValueError):
+            return None
+
+    def load(self, name):
+        """(image, labels) of one image, or None when either is missing, unreadable or they disagree."""
         from napari_reddino.images import read_image
 
-        image_path, labels_path = self.image_file(name), self.labels_file(name)
-        if image_path is None or labels_path is None:
+        image_path, labels = self.image_file(name), self.labels(name)
+        if image_path is None or labels is None:
             return None
         try:
-            image, labels = read_image(image_path), tifffile.imread(labels_path).astype(np.int32)
-        except (InputError, OSError, ValueError):
+            image = read_image(image_path)
+        except InputError:
             return None
         return (image, labels) if image.shape[:2] == labels.shape else None
 
@@ -111,11 +118,11 @@ def with_annotations(cells: pd.DataFrame, run: RunFolder) -> tuple[pd.DataFrame,
         rows = read[path][read[path]["image"] == name]
         if rows.empty:
             continue
-        smear = run.load(name)
-        if smear is None:
+        labels = run.labels(name)
+        if labels is None:
             unplaced += len(rows)
             continue
-        new, _ = match(rows, Cells(smear[1]))
+        new, _ = match(rows, Cells(labels))
         mine = cells["image"].astype(str) == name
         index = pd.Series(cells.index[mine], index=cells.loc[mine, "label"].astype(np.int64).to_numpy())
         for cls, verified, lbl in zip(rows["class"], rows["verified"], new):
@@ -126,7 +133,7 @@ def with_annotations(cells: pd.DataFrame, run: RunFolder) -> tuple[pd.DataFrame,
             else:
                 unplaced += 1
     note = (f"{unplaced} annotation(s) could not be placed on a cell of these results (another segmentation, or "
-            "the image is missing) and are left out of the counts; they stay in their file." if unplaced else "")
+            "its labels are missing) and are left out of the counts; they stay in their file." if unplaced else "")
     return cells, note
 
 

@@ -315,8 +315,11 @@ class AnnotationWidget(StepWidget):
     def export_cells(self, path) -> Path:
         return self._need_state().export_cells(path)
 
-    def export_report(self, path) -> Path:
-        return self._need_state().export_report(path)
+    def export_report(self, path) -> list[Path]:
+        """The per-image table at ``path`` and the graded slide report beside it (``<stem>_graded.csv/.html``)."""
+        state = self._need_state()
+        paths = {image: self._image_path(image) for image in state.images}
+        return [state.export_report(path), *state.export_graded_report(path, {k: v for k, v in paths.items() if v})]
 
     def _safely(self, fn, *args):
         try:
@@ -333,7 +336,7 @@ class AnnotationWidget(StepWidget):
         if path:
             written = self._safely(self.export_cells if what == "cells" else self.export_report, path)
             if written:
-                show_info(f"Wrote {written}")
+                show_info(f"Wrote {', '.join(map(str, written)) if isinstance(written, list) else written}")
 
     def close_canvas(self):
         if self.state is not None:

@@ -29,6 +29,7 @@ class AnnotationState:
         Y = self.Y = result["Y"]  # the map's coordinates, one row per table row
         self.params: dict = dict(result.get("params") or {})  # what the map was made with
         self.sources: list[str] = list(result["sources"])
+        self.images: list[str] = list(result["images"])  # the image layer of each source
         n = len(self.table)
         self.prediction = np.full(n, "", dtype=object)
         self.confidence = np.full(n, np.nan, dtype=np.float32)
@@ -186,3 +187,20 @@ class AnnotationState:
         from napari_reddino.outputs import write_csv
 
         return write_csv(self.report(), path, "the report")
+
+    def export_graded_report(self, path, image_paths=None) -> list[Path]:
+        """The graded slide report beside ``path``: ``<stem>_graded.csv`` and ``<stem>_graded.html`` (with
+        cells of each class cropped from the smears that still show this map's cells, and the map)."""
+        from napari_reddino.grading.files import write_report
+
+        smears = {}
+        for s, (image, source) in enumerate(zip(self.images, self.sources)):
+            if self.link.is_current(s) and image in self.viewer.layers:
+                data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
+                if data.shape[:2] == labels.shape:
+                    smears[image] = (data, labels)
+        cells = self.cell_table().assign(umap_x=self.Y[:, 0], umap_y=self.Y[:, 1])
+        path = Path(path)
+        _, written = write_report(cells, path.parent, sample_by="folder", load=smears.get, image_paths=image_paths,
+                                  source="the annotation dock", stem=f"{path.stem}_graded")
+        return written

@@ -138,8 +138,8 @@ def with_annotations(cells: pd.DataFrame, run: RunFolder) -> tuple[pd.DataFrame,
 
 
 def write_report(cells: pd.DataFrame, out_dir, grading=None, sample_by: str = "folder", run: RunFolder | None = None,
-                 load=None, image_paths=None, source: str = "") -> tuple[SlideReport, list[Path]]:
-    """Grade ``cells`` and write ``report.csv`` and ``report.html`` into ``out_dir`` (atomically). Thumbnails
+                 load=None, image_paths=None, source: str = "", stem: str = "report") -> tuple[SlideReport, list[Path]]:
+    """Grade ``cells`` and write ``<stem>.csv`` and ``<stem>.html`` into ``out_dir`` (atomically). Thumbnails
     come from ``load(name) -> (image, labels)`` (else the ``run`` folder's files); the UMAP from the table's
     own coordinates."""
     from napari_reddino.atomic import atomic_path
@@ -163,13 +163,13 @@ def write_report(cells: pd.DataFrame, out_dir, grading=None, sample_by: str = "f
             thumbs_note = "No classified red cells to show."
     page = report_html(report, thumbs or None, umap_png(cells), source=source, thumbnails_note=thumbs_note,
                        umap_note="No UMAP coordinates in the cell table: the map is left out.")
-    written = [write_csv(report.long_table(), out / "report.csv", "the report")]
+    written = [write_csv(report.long_table(), out / f"{stem}.csv", "the report")]
     try:
-        with atomic_path(out / "report.html") as tmp:
+        with atomic_path(out / f"{stem}.html") as tmp:
             tmp.write_text(page, encoding="utf-8")
-        written.append(out / "report.html")
+        written.append(out / f"{stem}.html")
     except OSError as exc:
-        raise InputError(f"Could not write the report to {str(out / 'report.html')!r} "
+        raise InputError(f"Could not write the report to {str(out / f'{stem}.html')!r} "
                          f"({exc.strerror or type(exc).__name__}); accepted: a folder you can write to.") from None
     return report, written
 

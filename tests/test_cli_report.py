@@ -67,6 +67,21 @@ def test_report_grades_the_annotated_cells_of_a_run_folder(run_folder, tmp_path,
     assert "schistocyte 3+" in capsys.readouterr().out
 
 
+def test_a_verified_state_in_the_cell_table_stands_where_the_annotation_file_says_nothing(run_folder, tmp_path):
+    rbc, ann = annotate(run_folder)
+    ann.drop(columns="verified").to_csv(run_folder / "reddino-annotations.csv", index=False)
+    cells = pd.read_csv(run_folder / "cells.csv")
+    cells["verified"] = True
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    shutil.copy(run_folder / "session.json", tmp_path / "session.json")
+    for f in run_folder.glob("*_labels.tif"):
+        shutil.copy(f, tmp_path / f.name)
+    assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / "rep")]) == 0
+    report = pd.read_csv(tmp_path / "rep" / "report.csv")
+    assert "not verified" not in str(report["warnings"].iloc[0]) and report["unverified"].sum() == 0
+    assert (report.set_index("class").loc["target", "count"] == (ann["class"] == "target").sum())
+
+
 def test_without_the_images_the_report_says_thumbnails_are_left_out(run_folder, tmp_path):
     moved = tmp_path / "results"
     shutil.copytree(run_folder, moved)

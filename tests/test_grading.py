@@ -130,6 +130,16 @@ def test_unverified_and_unclassified_cells_are_warned_with_how_many(icsh):
     assert any(w.startswith("10 of 10 red cells not verified") for w in no_column.warnings["a"])
 
 
+def test_a_presence_class_of_a_user_file_is_present_or_absent(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("min_red_cells: 10\nclasses:\n  - class: sickle\n    report: presence\n"
+                    "  - class: normal\n    report: count\n")
+    mine = read_grading(path)
+    rows = slide_report(cells_table({"normal": 9, "sickle": 1}), mine).table.set_index("class")
+    assert rows.loc["sickle", "grade"] == "present" and rows.loc["normal", "grade"] == ""
+    assert slide_report(cells_table({"normal": 10}), mine).table.set_index("class").loc["sickle", "grade"] == "absent"
+
+
 def test_samples_by_folder_image_or_column(icsh):
     cells = pd.concat([cells_table({"normal": 3}, "a/1.jpg"), cells_table({"normal": 4}, "a/2.jpg"),
                        cells_table({"target": 5}, "b/1.jpg")], ignore_index=True)

@@ -25,8 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_grading_arguments(p)
     p.add_argument("--images", default=None, metavar="DIR",
-                   help="folder holding the images named in the table's image column (for the thumbnails and one "
-                        "sample per folder); default: the run folder's own record of them")
+                   help="folder where the images named in the table's image column are now (for the thumbnails, "
+                        "with the labels beside CELLS.csv, and for one sample per folder); default: where the run "
+                        "folder's session.json says they are")
     p.set_defaults(func=run)
 
 

@@ -85,8 +85,8 @@ def read_annotation_rows(path) -> pd.DataFrame:
 
     checked = read_annotations(path)
     raw = pd.read_csv(path, dtype={"image": str, "class": str})
-    if "verified" not in raw.columns:
-        return checked.assign(verified=False)
+    if "verified" not in raw.columns:  # None: the file says nothing of it (the cell table's state stands)
+        return checked.assign(verified=None)
     for col in WHERE_COLUMNS:
         if col not in raw.columns:
             raw[col] = np.nan
@@ -129,7 +129,8 @@ def with_annotations(cells: pd.DataFrame, run: RunFolder) -> tuple[pd.DataFrame,
             if lbl and lbl in index.index:
                 if cls:
                     cells.loc[index[lbl], "class"] = cls
-                cells.loc[index[lbl], "verified"] = bool(verified)
+                if verified is not None:
+                    cells.loc[index[lbl], "verified"] = bool(verified)
             else:
                 unplaced += 1
     note = (f"{unplaced} annotation(s) could not be placed on a cell of these results (another segmentation, or "

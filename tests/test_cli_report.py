@@ -118,3 +118,15 @@ def test_bad_grading_file_or_sample_column_is_one_line_exit_2(run_folder, tmp_pa
     assert len(err.splitlines()) == 1 and "--sample-by 'slide'" in err
     assert main(["run", "--sample", "synthetic", "--out", str(tmp_path / "r3"), "--grading", str(bad)]) == 2
     assert "grades.1+" in capsys.readouterr().err and not (tmp_path / "r3" / "cells.csv").exists()  # before the work
+
+
+def test_the_map_of_a_umap_csv_beside_the_table_is_used(tmp_path):
+    cells = pd.DataFrame({"image": "x.png", "label": np.arange(1, 41), "type": "rbc",
+                          "class": ["normal", "target"] * 20})
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / "a")]) == 0
+    assert "No UMAP coordinates" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    cells[["image", "label"]].assign(umap_1=np.arange(40.0), umap_2=np.arange(40.0)).to_csv(tmp_path / "umap.csv",
+                                                                                           index=False)
+    assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / "b")]) == 0
+    assert '<img class="umap"' in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")

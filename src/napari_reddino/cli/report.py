@@ -63,11 +63,26 @@ def run(args) -> int:
     if args.images and not Path(args.images).is_dir():
         raise InputError(f"Received --images {args.images!r}, which is not a folder; accepted: the folder of the "
                          "images named in the cell table.")
+    cells = with_umap_csv(cells, Path(args.cells).resolve().parent / "umap.csv")
     names = list(dict.fromkeys(cells["image"].astype(str)))
     folder = RunFolder(Path(args.cells).resolve().parent, names, args.images)
     report, written = write_report(cells, out, grading, args.sample_by, run=folder, source=str(args.cells))
     print_summary(report, written)
     return 0
+
+
+def with_umap_csv(cells, path: Path):
+    """The table with the map of ``napari-reddino umap`` (``umap.csv`` beside it: image, label, umap_1,
+    umap_2) where it has no coordinates of its own."""
+    import pandas as pd
+
+    if {"umap_x", "umap_y"} <= set(cells.columns) or {"umap_1", "umap_2"} <= set(cells.columns) or not path.is_file():
+        return cells
+    try:
+        umap = pd.read_csv(path, dtype={"image": str}, usecols=["image", "label", "umap_1", "umap_2"])
+    except (ValueError, OSError):  # not that kind of file: the report goes on without the map
+        return cells
+    return cells.merge(umap.drop_duplicates(["image", "label"]), on=["image", "label"], how="left")
 
 
 def print_summary(report, written) -> None:

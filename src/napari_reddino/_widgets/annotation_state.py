@@ -188,19 +188,28 @@ class AnnotationState:
 
         return write_csv(self.report(), path, "the report")
 
-    def export_graded_report(self, path, image_paths=None) -> list[Path]:
-        """The graded slide report beside ``path``: ``<stem>_graded.csv`` and ``<stem>_graded.html`` (with
-        cells of each class cropped from the smears that still show this map's cells, and the map)."""
-        from napari_reddino.grading.files import write_report
-
+    def graded_report_inputs(self, image_paths=None) -> dict:
+        """What the graded report needs, read from the layers now (main thread): the cell table with the map's
+        coordinates, and the smears that still show this map's cells."""
         smears = {}
         for s, (image, source) in enumerate(zip(self.images, self.sources)):
             if self.link.is_current(s) and image in self.viewer.layers:
                 data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
                 if data.shape[:2] == labels.shape:
                     smears[image] = (data, labels)
-        cells = self.cell_table().assign(umap_x=self.Y[:, 0], umap_y=self.Y[:, 1])
-        path = Path(path)
-        _, written = write_report(cells, path.parent, sample_by="folder", load=smears.get, image_paths=image_paths,
-                                  source="the annotation dock", stem=f"{path.stem}_graded")
-        return written
+        return {"cells": self.cell_table().assign(umap_x=self.Y[:, 0], umap_y=self.Y[:, 1]), "smears": smears,
+                "image_paths": image_paths}
+
+    def export_graded_report(self, path, image_paths=None) -> list[Path]:
+        return write_graded_report(path, **self.graded_report_inputs(image_paths))
+
+
+def write_graded_report(path, cells, smears, image_paths=None) -> list[Path]:
+    """The graded slide report beside ``path``: ``<stem>_graded.csv`` and ``<stem>_graded.html`` (one sample per
+    image folder, cells of each class cropped from ``smears``: image -> (image, labels)). Any thread."""
+    from napari_reddino.grading.files import write_report
+
+    path = Path(path)
+    _, written = write_report(cells, path.parent, sample_by="folder", load=smears.get, image_paths=image_paths,
+                              source="the annotation dock", stem=f"{path.stem}_graded")
+    return written

@@ -2,7 +2,7 @@
 images by default), the red cells counted and, for each class, the count, percentage, 95 % Wilson interval and
 grade from a grading table (the shipped ICSH 2015/2021 one, or ``--grading FILE``), with warnings (fewer than
 1,000 red cells, schistocytes above 1 %, cells not verified by a person). Writes ``DIR/report.csv`` (long
-table) and ``DIR/report.html`` (self-contained, opens offline, prints on A4). In a ``napari-reddino run``
+table) and ``DIR/report.html`` (self-contained, opens offline, laid out for A4). In a ``napari-reddino run``
 folder the images, labels, annotations and UMAP are found by themselves; elsewhere give ``--images``."""
 
 from __future__ import annotations

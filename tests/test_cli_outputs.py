@@ -191,3 +191,13 @@ def test_a_resumed_run_with_pca_reopens_with_every_overlay(two_sites, tiny_model
     assert len(smears) == 3 and all(s.pca is not None for s in smears)
     for s, stem in zip(smears, output_stems([s.name for s in smears])):  # the same picture as the first run's
         np.testing.assert_array_equal(pca_png(s), pngs[f"{stem}_pca.png"])
+
+
+def test_run_takes_device_and_drop_border(two_sites, tiny_model_dir, tmp_path):
+    """`run` had neither --device nor --drop-border (the dock and `segment` had them)."""
+    out = tmp_path / "out"
+    base = ["run", str(two_sites / "a" / "1.png"), "--model", f"local-dir:{tiny_model_dir}", "--no-pca", "--no-umap"]
+    assert main(base + ["--out", str(out / "all")]) == 0
+    assert main(base + ["--out", str(out / "inner"), "--drop-border", "--device", "cpu"]) == 0
+    every, inner = (pd.read_csv(out / d / "cells.csv") for d in ("all", "inner"))
+    assert every["border"].any() and not inner["border"].any() and 0 < len(inner) < len(every)

@@ -30,6 +30,7 @@ class PipelineOptions:
     drop_border: bool = False
     model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)
     precision: str = "auto"
+    device: str = "auto"  # cuda, mps or cpu, whichever is available (models.resolve_device)
     batch_size: int = 32
     pca_overlap: int = 0
     pca_resolution: float | str = "auto"  # enlargement before the PCA overlay: "auto" (cells ~6 patches), 1 = off
@@ -140,7 +141,7 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
 
         spec = opts.model or models.default_spec()
         yield Progress(0, 1, f"Loading model {spec}")
-        model = models.load_model(spec)
+        model = models.load_model(spec, device=opts.device)
 
     smears: list[SmearResult] = []
     for i, (name, data) in enumerate(images):

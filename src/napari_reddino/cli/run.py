@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     add_diameter_argument(p)
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto: the GPU when there is one)")
+    p.add_argument("--drop-border", action="store_true", help="leave out cells touching the image border")
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     add_resolution_argument(p)
@@ -85,10 +87,11 @@ def run(args) -> int:
     images += [(name, partial(read_image, p)) for name, p in zip(names[len(images):], paths)]
     stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
-    opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
-                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
+    opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model, device=args.device,
+                           drop_border=args.drop_border, precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
                            pca_resolution=args.cell_resolution)
-    report_options = ("grading", "sample_by")  # the report is made again each time: not a reason to refuse --resume
+    # the report is made again each time, and the device does not change the results: no reason to refuse --resume
+    report_options = ("grading", "sample_by", "device")
     RunRecord(out, "run", {k: v for k, v in settings_of(args).items() if k not in report_options}).start(args.resume)
     written = []
 

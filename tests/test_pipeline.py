@@ -184,7 +184,6 @@ def test_the_pipeline_run_and_the_pca_dock_run_models_on_the_gpu_when_there_is_o
     """The pipeline (dock and `run`) and the PCA dock never passed a device, so they ran on the CPU on a GPU
     machine while embed/pca CLIs and Cellpose used it: every caller now asks for ``auto``."""
     from napari_reddino import models
-    from napari_reddino.cli import main
     from napari_reddino.pipeline import PipelineOptions, iter_pipeline
     from napari_reddino._progress import run
     from napari_reddino.sample_data import synthetic_smear

@@ -238,3 +238,24 @@ def _smear_for_stain_count():
     for cy, cx in [(60, 60), (60, 160), (150, 100), (170, 240), (80, 260)]:
         image[np.hypot(yy - cy, xx - cx) <= 18] = (200, 120, 140)
     return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("backend", ["learned", "threshold"])
+def test_grey_streak_along_a_row_of_cells_is_one_artefact_and_cuts_no_cell(backend):
+    """A dark grey crease lying along a row of touching red cells (hs/10 of the disease smears) was cut with
+    them into a row of "cells": it is one artefact now, and the cells beside it stay one each."""
+    shape, d = (420, 300), 40
+    od = np.zeros(shape + (3,))
+    centres = [(60 + 48 * i, 170) for i in range(7)]
+    for cy, cx in centres:
+        od += disc(shape, cy, cx, d / 2, RBC_OD)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    width = 6 + 8 * (yy - 30) / 360  # a wedge, 6 to 14 px wide, touching the cells' left sides
+    crease = (np.abs(xx - 140 + 0.02 * (yy - 30)) < width / 2) & (yy > 30) & (yy < 390)
+    od[crease] = np.maximum(od[crease], np.array([0.55, 0.55, 0.5]))
+    labels, table = segment_cells(render(od), backend=backend)
+    on_crease = [(y, int(round(140 - 0.02 * (y - 30)))) for y in (60, 150, 250, 350)]
+    assert set(types_at(labels, table, on_crease)) == {"artefact"}
+    assert len({int(labels[y, x]) for y, x in on_crease}) == 1
+    assert types_at(labels, table, [(cy, cx + 5) for cy, cx in centres]) == ["rbc"] * len(centres)
+    assert len({int(labels[cy, cx + 5]) for cy, cx in centres}) == len(centres)

@@ -313,9 +313,15 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
         foreground |= pallor_at(found, foreground, diameter, rim=foreground & ~purple_edge)
         foreground |= pale_cells_at(found, od[..., 1], foreground, stats.threshold, diameter, purple_edge)
 
-    # small purple objects at the edge of a cell (platelets) become objects of their own
+    # small purple objects at the edge of a cell (platelets) become objects of their own, and so does a grey
+    # streak (a crease or fibre lying along cells: it would be cut into "cells" with them)
     platelets = _edge_platelets(purple & foreground, foreground, 0.35 * cell_area)
-    body = foreground & ~cv2.dilate(platelets.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    streaks = grey_streaks(od, foreground & ~purple, diameter)
+    if streaks.any():  # where a streak crosses a cell (cell on both sides of it) the cell keeps its pixels
+        rest = (foreground & ~streaks).astype(np.uint8)
+        streaks &= ~cv2.morphologyEx(rest, cv2.MORPH_CLOSE, _ellipse(0.25 * diameter)).astype(bool)
+    apart = cv2.dilate((platelets | streaks).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    body = foreground & ~apart
 
     dist = cv2.distanceTransform(body.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     blobs, n = ndimage.label(body)
@@ -349,9 +355,10 @@ def threshold_objects(image, diameter=None, stats=None, threshold_scale=0.7, min
     labels = _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells,
                     TOWARD_CENTRES if found is not None else 0.0, learned=found is not None)
     labels = _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_height)
-    if platelets.any():
-        pl, n_pl = ndimage.label(platelets)
-        labels[pl > 0] = pl[pl > 0] + labels.max()
+    for apart in (platelets, streaks):
+        if apart.any():
+            pl, _ = ndimage.label(apart, structure=np.ones((3, 3)))
+            labels[pl > 0] = pl[pl > 0] + labels.max()
     # watershed slivers are not objects
     sizes = np.bincount(labels.ravel())
     labels[sizes[labels] < min_area * cell_area] = 0
@@ -410,6 +417,33 @@ def _streaks(blobs, n, dist, diameter):
     _, major, _ = _moments(blobs, ids)
     thin = (2 * label_max(dist, blobs, ids) < 0.7 * diameter) & (major > 2.5 * diameter)
     return np.concatenate([[False], thin])[blobs]
+
+
+GREY = 0.85  # red over green OD at or above which a pixel is grey, not eosin red (red cells: about 0.6)
+
+
+def grey_streaks(od: np.ndarray, foreground: np.ndarray, diameter: float) -> np.ndarray:
+    """Pixels of grey (red OD about the green OD; eosin-stained red cells absorb green much more) parts of the
+    foreground that are long and thin: over 2 cell diameters long, under 0.8 of one wide (creases, fibres,
+    scratches). A grey-tinted red cell is round, and a clump of them wide, so neither is taken."""
+    import cv2
+    from scipy import ndimage
+
+    from napari_reddino.segment.types import _moments
+
+    grey = foreground & (od[..., 0] >= GREY * np.maximum(od[..., 1], 1e-3))
+    grey = cv2.morphologyEx(grey.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+    lab, n = ndimage.label(grey, structure=np.ones((3, 3)))
+    if n == 0:
+        return np.zeros(foreground.shape, bool)
+    area, major, minor = _moments(lab, np.arange(1, n + 1))
+    streak = (area >= 0.25 * np.pi * (diameter / 2) ** 2) & streak_shaped(major, minor, diameter)
+    return np.concatenate([[False], streak])[lab]
+
+
+def streak_shaped(major, minor, diameter):
+    """Over 2 cell diameters long and under 0.8 of one wide (axes of the ellipse of the same moments)."""
+    return (np.asarray(major) > 2 * diameter) & (np.asarray(minor) < 0.8 * diameter)
 
 
 def _edge_platelets(purple_fg, foreground, max_pixels):

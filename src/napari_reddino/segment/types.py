@@ -5,7 +5,8 @@ Works on any label image (threshold or Cellpose). Types (a later rule wins over 
 - ``cluster``: overlapping cells that could not be split reliably (over 2.2 cells' area, or over 1.5 and
   not convex: solidity under 0.8);
 - ``artefact``: dust (under 6% of a cell's area and not a platelet), and anything thinner than a fifth of a
-  cell diameter (scale bars, text, fibres) or a streak (longer than 2.5 diameters, narrower than half of one);
+  cell diameter (scale bars, text, fibres) or a streak (longer than 2.5 diameters, narrower than half of one;
+  or grey, not eosin red, longer than 2 and narrower than 0.8: a crease lying along cells);
 - ``platelet``: smaller than 40% of a red cell and at least 30% purple;
 - ``wbc``: holds a nucleus (purple: strong green, little blue absorption, and darker than any red cell)
   of at least 12% of a red cell's area;
@@ -29,8 +30,8 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None, s
     import cv2
     from napari_reddino.cells import label_sums, solidity as cell_solidity
     from napari_reddino.images import to_rgb_float
-    from napari_reddino.segment.threshold import (label_max, nucleus_mask, optical_density, purple_mask,
-                                                  stain_stats)
+    from napari_reddino.segment.threshold import (GREY, label_max, nucleus_mask, optical_density, purple_mask,
+                                                  stain_stats, streak_shaped)
 
     labels = np.asarray(labels, np.int32)
     present = np.unique(labels)
@@ -51,6 +52,7 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None, s
     purple_px = sums(purple).astype(float)
     nucleus = nucleus_mask(od, stats.threshold, purple)
     nucleus_px = sums(nucleus).astype(float)
+    grey_px = sums(od[..., 0] >= GREY * np.maximum(od[..., 1], 1e-3)).astype(float)
     # thickness: twice the largest distance to the object's edge (neighbouring objects are edges too)
     inner = (labels > 0) & ~inner_boundaries(labels)
     dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -64,6 +66,9 @@ def object_types(image, labels, diameter: float | None = None, label_ids=None, s
     kind = np.full(len(ids), RED_CELL, dtype=object)
     cluster = (area > 2.2 * cell_area) | ((area > 1.5 * cell_area) & (solidity < 0.8))
     thin = (thickness < 0.2 * diameter) | ((major > 2.5 * diameter) & (minor < 0.5 * diameter))
+    # a grey crease or fibre lying along cells: red cells are eosin red (shorter grey pieces are left as they are:
+    # typing them artefact lost pale red cells on Raabin fields)
+    thin |= (grey_px >= 0.5 * area) & streak_shaped(major, minor, diameter)
     platelet = (area < 0.4 * cell_area) & (purple_px >= 0.3 * area)
     wbc = (nucleus_px >= 0.12 * cell_area) & (area >= 0.3 * cell_area)
     kind[cluster] = "cluster"

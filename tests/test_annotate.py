@@ -268,7 +268,7 @@ def test_a_script_writing_the_file_is_merged_not_overwritten(tmp_path):
     store = AnnotationStore(tmp_path / "ann.csv")
     store.assign([("a", 1)], "normal")
     script = read_annotations(tmp_path / "ann.csv")
-    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, ""]  # another program appends a row
+    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, "", False, "", ""]  # another program appends a row
     script.to_csv(tmp_path / "ann.csv", index=False)
     store.assign([("a", 2)], "target")
     saved = read_annotations(tmp_path / "ann.csv")

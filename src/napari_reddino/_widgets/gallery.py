@@ -1,0 +1,665 @@
+"""Dock "Verification gallery": every cell's thumbnail, grouped by class, least confident first, to verify and
+correct a pre-classified slide cell by cell (as digital-morphology analysers work).
+
+A thin view of the annotation dock's :class:`AnnotationState` (the same store, selection and assign path):
+clicking thumbnails selects those cells on the map and the smear, a selection made there selects them here;
+number keys assign a class (``AnnotationWidget.assign``), V / Enter verify (``AnnotationState.verify_selected``),
+N walks the queue of uncertain cells (``review.review_queue``: low confidence, or a kNN on the same features
+predicting another class). Thumbnails are painted lazily: a ``QListView`` over a list model whose crops are
+made when first shown and kept in a small cache, never a widget per cell.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QAbstractListModel, QEvent, QItemSelection, QItemSelectionModel, QRect, QSize, Qt
+from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QListView,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QWidget,
+)
+
+from napari_reddino import review, style
+from napari_reddino._widgets.dock_layout import DockColumn, WrappedLabel, join_reddino_tabs
+from napari_reddino._widgets.annotate_panel import KEYS
+from napari_reddino.images import InputError
+
+THUMB = 72  # px, a thumbnail's side
+PAD = 3  # px around it, where the class colour is drawn
+CACHE = 1500  # thumbnails kept (a 1920x1080 screen shows about 150)
+MARGIN = 0.15  # of the cell's box, around the crop
+ROW_ROLE = Qt.ItemDataRole.UserRole + 1
+SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "uncertain cells to verify"}
+
+
+class CellModel(QAbstractListModel):
+    """One item per cell in ``rows`` (pooled table rows, in display order); the thumbnail is cropped when Qt
+    first asks for it."""
+
+    def __init__(self, gallery):
+        super().__init__()
+        self.gallery = gallery
+        self.rows = np.zeros(0, np.int64)
+        self.starts: dict[int, str] = {}  # position -> the class whose group starts there
+        self._cache: OrderedDict[int, QPixmap] = OrderedDict()
+
+    def set_rows(self, rows, starts=None) -> None:
+        self.beginResetModel()
+        self.rows = np.asarray(rows, np.int64)
+        self.starts = dict(starts or {})
+        self.endResetModel()
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def rowCount(self, parent=None) -> int:  # noqa: N802 (Qt's name)
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.rows):
+            return None
+        row = int(self.rows[index.row()])
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.thumbnail(row)
+        if role == ROW_ROLE:
+            return row
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.gallery.describe(row)
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return self.gallery.describe(row)
+        return None
+
+    def thumbnail(self, row: int) -> QPixmap:
+        pix = self._cache.get(row)
+        if pix is not None:
+            self._cache.move_to_end(row)
+            return pix
+        crop = np.ascontiguousarray(self.gallery.crop(row))
+        h, w = crop.shape[:2]
+        image = QImage(crop.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        pix = QPixmap.fromImage(image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+        self._cache[row] = pix
+        if len(self._cache) > CACHE:
+            self._cache.popitem(last=False)
+        return pix
+
+
+class CellDelegate(QStyledItemDelegate):
+    """Paints a thumbnail framed in its class colour (thin and faded for a prediction), a tick when verified,
+    the class name on the first cell of each group, and the selection's yellow ring."""
+
+    def __init__(self, gallery):
+        super().__init__()
+        self.gallery = gallery
+        self.font = QFont()
+        self.font.setPointSize(7)
+
+    def sizeHint(self, option, index) -> QSize:  # noqa: N802 (Qt's name)
+        return QSize(THUMB + 2 * PAD, THUMB + 2 * PAD)
+
+    def paint(self, painter: QPainter, option, index) -> None:
+        model = index.model()
+        row = model.rows[index.row()]
+        box = option.rect
+        inner = QRect(box.x() + PAD, box.y() + PAD, THUMB, THUMB)
+        painter.save()
+        painter.fillRect(inner, QColor(20, 20, 20))
+        pix = model.thumbnail(int(row))
+        painter.drawPixmap(inner.x() + (THUMB - pix.width()) // 2, inner.y() + (THUMB - pix.height()) // 2, pix)
+        colour, annotated = self.gallery.colour_of(int(row))
+        pen = QPen(colour, PAD if annotated else 2)
+        if not annotated:
+            pen.setStyle(Qt.PenStyle.DashLine)
+        painter.setPen(pen)
+        painter.drawRect(box.adjusted(1, 1, -2, -2))
+        if self.gallery.verified[row]:
+            badge = QRect(inner.right() - 15, inner.bottom() - 15, 15, 15)
+            painter.fillRect(badge, QColor(0, 110, 0))
+            painter.setPen(QPen(QColor(style.VERIFIED_COLOR), 2))
+            painter.drawLine(badge.x() + 3, badge.y() + 8, badge.x() + 6, badge.y() + 11)
+            painter.drawLine(badge.x() + 6, badge.y() + 11, badge.x() + 12, badge.y() + 4)
+        name = model.starts.get(index.row())
+        if name is not None:
+            painter.setFont(self.font)
+            strip = QRect(inner.x(), inner.y(), THUMB, 12)
+            painter.fillRect(strip, QColor(0, 0, 0, 170))
+            painter.setPen(QColor("white"))
+            painter.drawText(strip.adjusted(2, 0, 0, 0), Qt.AlignmentFlag.AlignVCenter, name or "no class")
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.setPen(QPen(QColor(style.SELECTION_COLOR), 3))
+            painter.drawRect(inner.adjusted(1, 1, -2, -2))
+        painter.restore()
+
+
+class CellView(QListView):
+    """The thumbnails, in rows that wrap; keys: 1-9, 0 assign, V / Enter verify, N next uncertain, Backspace
+    clears the class, Ctrl+Z undoes."""
+
+    def __init__(self, gallery):
+        super().__init__()
+        self.gallery = gallery
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(200)
+        self.setSpacing(1)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.verticalScrollBar().setSingleStep(THUMB // 3)
+        self.setMinimumHeight(2 * (THUMB + 2 * PAD) + 8)
+
+    def _action(self, event):
+        key, mods = event.key(), event.modifiers()
+        text = event.text()
+        if mods & Qt.KeyboardModifier.ControlModifier:
+            return (lambda: self.gallery.undo()) if key == Qt.Key.Key_Z else None
+        if text and text in KEYS:
+            return lambda: self.gallery.assign(KEYS.index(text))
+        if key in (Qt.Key.Key_V, Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            return self.gallery.verify
+        if key == Qt.Key.Key_N:
+            return self.gallery.next_uncertain
+        if key in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+            return lambda: self.gallery.assign(None)
+        return None
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and self._action(event) is not None:
+            event.accept()  # ours, before napari's window-wide shortcuts
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        action = self._action(event)
+        if action is None:
+            super().keyPressEvent(event)
+        else:
+            action()
+            event.accept()
+
+
+class GalleryWidget(QWidget):
+    tab = "5. Verify"  # its tab in the RedDino panel
+    reddino_tab = True  # joins the RedDino panel (dock_layout.join_reddino_tabs)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.annotation = None  # the annotation dock whose state this shows
+        self.state = None
+        self.n = 0
+        self.verified = np.zeros(0, bool)
+        self.second = None  # the kNN's prediction per cell (None: not computed)
+        self.queue = np.zeros(0, np.int64)
+        self._prediction_seen = None
+        self._syncing = False
+        self._images: dict = {}
+        self._boxes = None
+        self.knn_worker = None
+        self._tabbed = False
+
+        self.show_box = QComboBox()
+        for key, text in SHOW.items():
+            self.show_box.addItem(text, key)
+        self.show_box.setToolTip("Which cells the gallery shows: every cell, those nobody has verified yet, or "
+                                 "only the uncertain ones still to verify")
+        self.class_box = QComboBox()
+        self.class_box.setToolTip("Show the cells of one class only (the class annotated, else the one "
+                                  "predicted), or of every class, one group after another")
+        self.verify_button = QPushButton("Verify (V)")
+        self.verify_button.setToolTip("Confirm the class of the selected cells as shown (their annotation, else "
+                                      "their prediction); keys V or Enter in the gallery. A number key "
+                                      "gives them another class and verifies it too")
+        self.next_button = QPushButton("Next uncertain (N)")
+        self.next_button.setToolTip("Select the next cell to check, on every smear: the cells where two "
+                                    "classifiers disagree first, then those predicted with the least "
+                                    "confidence; verified cells are skipped")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(review.DEFAULT_THRESHOLD)
+        self.threshold.setPrefix("uncertain below ")
+        self.threshold.setToolTip("A predicted cell is uncertain when the classifier's confidence in its class "
+                                  "is below this (0 to 1)")
+        self.resort_button = QPushButton("Re-sort")
+        self.resort_button.setToolTip("Put the cells back in their groups (a cell you gave another class stays "
+                                      "where it is until then, so the gallery does not jump under you)")
+        self.status = WrappedLabel("Compute the map in '4. Annotate' (or run the whole pipeline) to fill the "
+                                   "gallery.", lines=2)
+        self.model = CellModel(self)
+        self.view = CellView(self)
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(CellDelegate(self))
+        self.view.setToolTip("The cells, framed in their class colour (solid: annotated, dashed: predicted), "
+                             "least confident first; a tick marks a verified cell. Click or drag to select; "
+                             "keys 1-9, 0 give a class, V verifies, N goes to the next uncertain cell; "
+                             "double-click shows the cell on the smear")
+        self.view.selectionModel().selectionChanged.connect(self._on_view_selection)
+        self.view.doubleClicked.connect(lambda index: self.focus(index.data(ROW_ROLE)))
+        self.show_box.currentIndexChanged.connect(lambda *_: self.resort())
+        self.class_box.currentIndexChanged.connect(lambda *_: self.resort())
+        self.threshold.valueChanged.connect(lambda *_: self._threshold_changed())
+        self.verify_button.clicked.connect(self.verify)
+        self.next_button.clicked.connect(self.next_uncertain)
+        self.resort_button.clicked.connect(self.resort)
+
+        grid = QGridLayout()
+        grid.addWidget(self.show_box, 0, 0, 1, 2)
+        grid.addWidget(self.class_box, 0, 2, 1, 2)
+        grid.addWidget(self.verify_button, 1, 0)
+        grid.addWidget(self.next_button, 1, 1)
+        grid.addWidget(self.threshold, 1, 2)
+        grid.addWidget(self.resort_button, 1, 3)
+        layout = DockColumn(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.status)
+        layout.addWidget(self.view, 1)
+        self._set_enabled(False)
+        from napari_reddino._widgets.session import annotation_dock
+
+        dock = annotation_dock(napari_viewer)
+        if dock is not None:
+            self.attach(dock)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        from napari_reddino._widgets._common import wrap_tooltips
+
+        wrap_tooltips(self)
+        super().showEvent(event)
+        if not self._tabbed:
+            self._tabbed = True
+            join_reddino_tabs(self)
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.verify_button, self.next_button, self.resort_button, self.show_box, self.class_box):
+            w.setEnabled(on)
+
+    # --- following the annotation dock ----------------------------------------------------------------
+    def attach(self, dock) -> None:
+        """Show the map of the annotation ``dock`` (and every later one it computes)."""
+        self.annotation = dock
+        if self._on_state not in dock.state_listeners:
+            dock.state_listeners.append(self._on_state)
+        self._on_state(dock.state)
+
+    def _on_state(self, state) -> None:
+        old = self.state
+        if old is not None:
+            if self._refreshed in old.listeners:
+                old.listeners.remove(self._refreshed)
+            if old.points is not None:
+                try:
+                    old.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+        self.state = state
+        self.second, self._prediction_seen = None, None
+        self._images, self._boxes = {}, None
+        self.model.clear_cache()
+        if state is None:
+            self.n = 0
+            self.model.set_rows([])
+            self._set_enabled(False)
+            return
+        self.n = len(state.table)
+        self._hex = {c.name: c.color for c in state.classes}
+        state.listeners.append(self._refreshed)
+        state.points.selected_data.events.items_changed.connect(self._on_points_selection)
+        self._set_enabled(True)
+        self._refreshed()
+
+    def _refreshed(self) -> None:
+        """The state changed (a class, a verification, new predictions): repaint; re-sort only when the
+        predictions are new (a reassigned cell stays in place until 'Re-sort')."""
+        state = self.state
+        self.cls, self.verified = state.class_column(), state.verified_column()
+        self.shown = review.shown_class(self.cls, state.prediction)
+        if state.prediction is not self._prediction_seen:
+            self._prediction_seen = state.prediction
+            self.second = None
+            self._start_second_opinion()
+            self._fill_class_box()
+            self.resort()
+        else:
+            self._update_queue()
+            self.view.viewport().update()
+
+    def _fill_class_box(self) -> None:
+        current = self.class_box.currentData()
+        self.class_box.blockSignals(True)
+        self.class_box.clear()
+        self.class_box.addItem("every class", None)
+        names = [c.name for c in self.state.classes]
+        present = set(self.shown)
+        for name in names + sorted(present - set(names) - {""}):
+            if name in present:
+                self.class_box.addItem(f"{name} ({int((self.shown == name).sum())})", name)
+        if "" in present:
+            self.class_box.addItem(f"no class ({int((self.shown == '').sum())})", "")
+        i = self.class_box.findData(current)
+        self.class_box.setCurrentIndex(max(i, 0))
+        self.class_box.blockSignals(False)
+
+    # --- what is shown ------------------------------------------------------------------------------
+    def resort(self) -> None:
+        """Lay the cells out again: the chosen cells, grouped by class, least confident first."""
+        if self.state is None:
+            return
+        state = self.state
+        self.cls, self.verified = state.class_column(), state.verified_column()
+        self.shown = review.shown_class(self.cls, state.prediction)
+        self._update_queue()
+        mode, only_class = self.show_box.currentData(), self.class_box.currentData()
+        if mode == "queue":
+            rows, starts = self.queue, {}
+            if only_class is not None:
+                rows = rows[self.shown[rows] == only_class]
+        else:
+            keep = ~self.verified if mode == "unverified" else np.ones(self.n, bool)
+            if only_class is not None:
+                keep &= self.shown == only_class
+            parts = review.groups(self.cls, state.prediction, state.confidence,
+                                  [c.name for c in state.classes], only=keep)
+            rows = np.concatenate([r for _, r in parts]) if parts else np.zeros(0, np.int64)
+            starts, at = {}, 0
+            for name, r in parts:
+                starts[at] = name
+                at += len(r)
+        self.model.set_rows(rows, starts)
+        self._pos = np.full(self.n, -1, np.int64)
+        self._pos[rows] = np.arange(len(rows))
+        self._on_points_selection()
+
+    def _update_queue(self) -> None:
+        state = self.state
+        self.queue = review.review_queue(state.prediction, state.confidence, self.verified, self.second,
+                                         self.threshold.value())
+        if np.isnan(state.confidence).all():
+            left = "no predictions yet: 'Train & predict' in '4. Annotate' gives every cell a class to verify"
+        else:
+            second = ("; second opinion (kNN) coming" if self.knn_worker is not None else
+                      "; no second opinion (it needs annotated cells of 2 classes)" if self.second is None else "")
+            left = f"{len(self.queue)} uncertain to verify{second}"
+        self.status.setText(f"{self.n} cells, {int(self.verified.sum())} verified; {left}")
+
+    def _threshold_changed(self) -> None:
+        if self.state is None:
+            return
+        self._update_queue()
+        if self.show_box.currentData() == "queue":
+            self.resort()
+
+    def colour_of(self, row: int) -> tuple[QColor, bool]:
+        """The frame of a cell: its class colour, and whether a person gave the class (else it is a
+        prediction's, faded)."""
+        name = self.shown[row]
+        colour = QColor(self._hex.get(name, style.UNANNOTATED_COLOR))
+        annotated = self.cls[row] != ""
+        if not annotated and name:
+            colour.setAlphaF(0.55)
+        return colour, annotated
+
+    def describe(self, row: int) -> str:
+        state = self.state
+        image, label = state.table["image"].iloc[row], int(state.table["label"].iloc[row])
+        lines = [f"{image}, cell {label}"]
+        if self.cls[row]:
+            lines.append(f"class: {self.cls[row]} (annotated)")
+        if state.prediction[row]:
+            lines.append(f"predicted: {state.prediction[row]} ({state.confidence[row]:.2f})")
+        if self.second is not None and self.second[row] and self.second[row] != state.prediction[row]:
+            lines.append(f"second opinion (kNN): {self.second[row]}")
+        done = state.store.verification(image, label)
+        lines.append(f"verified by {done[0]} at {done[1]}" if done else "not verified")
+        return "\n".join(lines)
+
+    # --- thumbnails -----------------------------------------------------------------------------------
+    def crop(self, row: int) -> np.ndarray:
+        """The cell's box with a margin, from its image (uint8 RGB)."""
+        from napari_reddino.images import to_rgb_uint8
+
+        image = self.state.table["image"].iloc[row]
+        data = self._images.get(image)
+        if data is None:
+            from napari_reddino._widgets._common import image_layer_data
+
+            layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401
+            data = to_rgb_uint8(np.asarray(image_layer_data(layer))) if layer is not None else np.zeros((1, 1, 3), np.uint8)
+            self._images[image] = data
+        y0, x0, y1, x1 = self.boxes()[row]
+        m = int(round(MARGIN * max(y1 - y0, x1 - x0)))
+        h, w = data.shape[:2]
+        out = data[max(0, y0 - m):min(h, y1 + m), max(0, x0 - m):min(w, x1 + m)]
+        return out if out.size else np.zeros((1, 1, 3), np.uint8)
+
+    def boxes(self) -> np.ndarray:
+        """(N, 4) int box (y0, x0, y1, x1) per row: from the cell table, else from the cells layers."""
+        if self._boxes is None:
+            table = self.state.table
+            cols = ["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
+            if all(c in table.columns for c in cols) and table[cols].notna().all().all():
+                self._boxes = table[cols].to_numpy(np.int64)
+            else:
+                self._boxes = self._boxes_from_labels()
+        return self._boxes
+
+    def _boxes_from_labels(self) -> np.ndarray:
+        from scipy import ndimage as ndi
+
+        state, out = self.state, np.zeros((self.n, 4), np.int64)
+        link = state.link
+        for s, name in enumerate(link.sources):
+            if name not in self.viewer.layers:
+                continue
+            found = ndi.find_objects(np.asarray(self.viewer.layers[name].data).astype(np.int64))
+            for row in np.flatnonzero(link.source_of_row == s):
+                lbl = int(link.labels[row])
+                box = found[lbl - 1] if 0 < lbl <= len(found) else None
+                if box is not None:
+                    out[row] = (box[0].start, box[1].start, box[0].stop, box[1].stop)
+        return out
+
+    # --- selection, both ways -------------------------------------------------------------------------
+    def _on_view_selection(self, *_):
+        if self._syncing or self.state is None:
+            return
+        rows = [int(self.model.rows[i.row()]) for i in self.view.selectionModel().selectedIndexes()]
+        self._syncing = True
+        try:
+            self.state.canvas.select(rows)
+        finally:
+            self._syncing = False
+
+    def _on_points_selection(self, *_):
+        """Select here what is selected on the map or the smear, and scroll to it."""
+        if self._syncing or self.state is None:
+            return
+        rows = self.state.selected_rows()
+        pos = np.sort(self._pos[rows[rows < self.n]]) if len(rows) else np.zeros(0, np.int64)
+        pos = pos[pos >= 0]
+        selection = QItemSelection()
+        if len(pos):
+            breaks = np.flatnonzero(np.diff(pos) != 1)
+            for a, b in zip(np.r_[pos[0], pos[breaks + 1]], np.r_[pos[breaks], pos[-1]]):
+                selection.select(self.model.index(int(a)), self.model.index(int(b)))
+        self._syncing = True
+        try:
+            flags = QItemSelectionModel.SelectionFlag.ClearAndSelect
+            self.view.selectionModel().select(selection, flags)
+            if len(pos):
+                self.view.selectionModel().setCurrentIndex(self.model.index(int(pos[0])),
+                                                           QItemSelectionModel.SelectionFlag.NoUpdate)
+                self.view.scrollTo(self.model.index(int(pos[0])))
+        finally:
+            self._syncing = False
+
+    def select_rows(self, rows) -> None:
+        """Select these table rows everywhere (gallery, map, smear)."""
+        self.state.canvas.select(rows)
+
+    # --- actions (also what the tests drive) ------------------------------------------------------------
+    def _need_state(self):
+        if self.state is None:
+            raise InputError("Received an action before any map; accepted: compute the map in '4. Annotate' "
+                             "(or run the whole pipeline) first.")
+        return self.state
+
+    def _safely(self, fn, *args):
+        try:
+            return fn(*args)
+        except InputError as exc:
+            show_error(str(exc))
+            return None
+
+    def assign(self, cls) -> int | None:
+        """Give the selected cells class ``cls`` (index or name; None clears) through the annotation dock,
+        then move on to the next cell when one was selected."""
+        def run():
+            self._need_state()
+            single = self._single()
+            changed = self.annotation.assign(cls)
+            if changed and single is not None:
+                self._step_from(single)
+            return changed
+        return self._safely(run)
+
+    def verify(self, *_) -> int | None:
+        def run():
+            state = self._need_state()
+            rows = state.selected_rows()
+            if not len(rows):
+                raise InputError("Received no selected cell to verify; accepted: click cells in the gallery, "
+                                 "on the map or on the smear first.")
+            single = self._single()
+            changed = state.verify_selected()
+            unclassed = int((self.shown[rows] == "").sum())
+            if unclassed:
+                show_info(f"{unclassed} selected cell(s) have neither a class nor a prediction: give them a "
+                          "class with a number key instead")
+            if single is not None:
+                self._step_from(single)
+            return changed
+        return self._safely(run)
+
+    def undo(self):
+        return self._safely(lambda: self.annotation.undo())
+
+    def next_uncertain(self, *_) -> int | None:
+        """Select the next cell of the review queue (on every smear) and show it on its smear."""
+        def run():
+            state = self._need_state()
+            if np.isnan(state.confidence).all():
+                raise InputError("Received 'next uncertain' before any prediction; accepted: 'Train & predict' "
+                                 "in '4. Annotate' first.")
+            self._update_queue()
+            current = self._single()
+            row = review.next_in_queue(self.queue, current)
+            if row is None:
+                show_info("No uncertain cell left to verify")
+                return None
+            if self._pos[row] < 0:  # not in the gallery as filtered now: show every cell
+                self.show_box.setCurrentIndex(self.show_box.findData("all"))
+                self.class_box.setCurrentIndex(0)
+            self.select_rows([row])
+            self.focus(row)
+            return row
+        return self._safely(run)
+
+    def _single(self) -> int | None:
+        rows = self.state.selected_rows() if self.state is not None else []
+        return int(rows[0]) if len(rows) == 1 else None
+
+    def _step_from(self, row: int) -> None:
+        """After deciding one cell: select the next one in the gallery (or the next uncertain one)."""
+        if self.show_box.currentData() == "queue":
+            self.next_uncertain()
+            return
+        at = int(self._pos[row])
+        if 0 <= at < len(self.model.rows) - 1:
+            self.select_rows([int(self.model.rows[at + 1])])
+
+    def focus(self, row) -> None:
+        """Centre the smear on the cell of ``row`` and show its smear (hiding the session's other smears)."""
+        if row is None or self.state is None:
+            return
+        link = self.state.link
+        s = int(link.source_of_row[row])
+        name = link.sources[s]
+        if name not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[name]
+        if not layer.visible:
+            images = set(self.state.table["image"])
+            for t, other in enumerate(link.sources):
+                if other in self.viewer.layers:
+                    self.viewer.layers[other].visible = t == s
+            for image in images:
+                if image in self.viewer.layers:
+                    self.viewer.layers[image].visible = image == self.state.table["image"].iloc[row]
+        y0, x0, y1, x1 = self.boxes()[row]
+        centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2]) * np.asarray(layer.scale[-2:]) + np.asarray(
+            layer.translate[-2:])
+        self.viewer.camera.center = tuple(centre)
+        self.view.setFocus()
+
+    # --- the second opinion -------------------------------------------------------------------------
+    def _start_second_opinion(self) -> None:
+        """A kNN trained on the same annotated cells, in a worker; where it predicts another class than the
+        classifier, the cell joins the queue."""
+        from napari.qt.threading import create_worker
+
+        from napari_reddino.classify import fit_predict
+
+        state = self.state
+        if np.isnan(state.confidence).all() or self.knn_worker is not None:
+            return
+        annotated = state.class_column()
+        if len(set(annotated[annotated != ""])) < 2:
+            return
+
+        def done(result):
+            if self.state is state and state.prediction is self._prediction_seen:
+                self.second = result[0]
+                self._update_queue()
+                if self.show_box.currentData() == "queue":
+                    self.resort()
+
+        def finished():
+            self.knn_worker = None
+            if self.state is state:
+                self._update_queue()
+
+        self.knn_worker = create_worker(fit_predict, state.X, annotated, "knn", _start_thread=False,
+                                        _connect={"returned": done, "errored": lambda exc: None,
+                                                  "finished": finished})
+        try:  # a failure only means no second opinion: nothing to report
+            self.knn_worker.errored.disconnect(self.knn_worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
+        self.knn_worker.start()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.annotation is not None and self._on_state in self.annotation.state_listeners:
+            self.annotation.state_listeners.remove(self._on_state)
+        self._on_state(None)
+        super().closeEvent(event)
+
+
+def open_galleries(viewer) -> list[GalleryWidget]:
+    """The verification gallery docks open in ``viewer``'s window."""
+    window = getattr(viewer, "window", None)
+    docks = getattr(window, "dock_widgets", None) or {}
+    return [d for d in docks.values() if isinstance(d, GalleryWidget)]

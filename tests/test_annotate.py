@@ -149,7 +149,7 @@ def test_morphology_report_counts_and_percent():
     assert len(full) == 26 and full[full.image == "b"]["count"].sum() == 0
     out = export_cell_table(table)
     assert list(out.columns) == ["image", "label", "centroid_x", "centroid_y", "class", "prediction",
-                                 "confidence"]
+                                 "confidence", "verified", "verified_by", "verified_at"]
     assert out["centroid_x"].isna().all()
 
 

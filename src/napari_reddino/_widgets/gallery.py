@@ -316,6 +316,7 @@ class GalleryWidget(QWidget):
             return
         self.n = len(state.table)
         self._hex = {c.name: c.color for c in state.classes}
+        self._image_of = state.table["image"].to_numpy()
         state.listeners.append(self._refreshed)
         state.points.selected_data.events.items_changed.connect(self._on_points_selection)
         self._set_enabled(True)
@@ -431,7 +432,7 @@ class GalleryWidget(QWidget):
         """The cell's box with a margin, from its image (uint8 RGB)."""
         from napari_reddino.images import to_rgb_uint8
 
-        image = self.state.table["image"].iloc[row]
+        image = self._image_of[row]
         data = self._images.get(image)
         if data is None:
             from napari_reddino._widgets._common import image_layer_data

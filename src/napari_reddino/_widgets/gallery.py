@@ -37,7 +37,8 @@ from napari_reddino.images import InputError
 THUMB = 72  # px, a thumbnail's side
 PAD = 3  # px around it, where the class colour is drawn
 CACHE = 1500  # thumbnails kept (a 1920x1080 screen shows about 150)
-MARGIN = 0.15  # of the cell's box, around the crop
+VIEW = 1.6  # a thumbnail's side, in the smear's median cell size: every cell of a smear at one magnification
+BACKGROUND = 40  # grey where a thumbnail reaches past the image's edge
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
 SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "uncertain cells to verify"}
 
@@ -50,7 +51,7 @@ class CellModel(QAbstractListModel):
         super().__init__()
         self.gallery = gallery
         self.rows = np.zeros(0, np.int64)
-        self.starts: dict[int, str] = {}  # position -> the class whose group starts there
+        self.starts: dict[int, str] = {}  # position -> the group starting there, as written on it
         self._cache: OrderedDict[int, QPixmap] = OrderedDict()
 
     def set_rows(self, rows, starts=None) -> None:
@@ -103,7 +104,8 @@ class CellDelegate(QStyledItemDelegate):
         super().__init__()
         self.gallery = gallery
         self.font = QFont()
-        self.font.setPointSize(7)
+        self.font.setPointSize(8)
+        self.font.setBold(True)
 
     def sizeHint(self, option, index) -> QSize:  # noqa: N802 (Qt's name)
         return QSize(THUMB + 2 * PAD, THUMB + 2 * PAD)
@@ -132,10 +134,10 @@ class CellDelegate(QStyledItemDelegate):
         name = model.starts.get(index.row())
         if name is not None:
             painter.setFont(self.font)
-            strip = QRect(inner.x(), inner.y(), THUMB, 12)
+            strip = QRect(inner.x(), inner.y(), THUMB, 14)
             painter.fillRect(strip, QColor(0, 0, 0, 170))
             painter.setPen(QColor("white"))
-            painter.drawText(strip.adjusted(2, 0, 0, 0), Qt.AlignmentFlag.AlignVCenter, name or "no class")
+            painter.drawText(strip.adjusted(2, 0, 0, 0), Qt.AlignmentFlag.AlignVCenter, name)
         if option.state & QStyle.StateFlag.State_Selected:
             painter.setPen(QPen(QColor(style.SELECTION_COLOR), 3))
             painter.drawRect(inner.adjusted(1, 1, -2, -2))
@@ -257,12 +259,12 @@ class GalleryWidget(QWidget):
         self.resort_button.clicked.connect(self.resort)
 
         grid = QGridLayout()
-        grid.addWidget(self.show_box, 0, 0, 1, 2)
-        grid.addWidget(self.class_box, 0, 2, 1, 2)
+        grid.addWidget(self.show_box, 0, 0)
+        grid.addWidget(self.class_box, 0, 1)
         grid.addWidget(self.verify_button, 1, 0)
         grid.addWidget(self.next_button, 1, 1)
-        grid.addWidget(self.threshold, 1, 2)
-        grid.addWidget(self.resort_button, 1, 3)
+        grid.addWidget(self.threshold, 2, 0)
+        grid.addWidget(self.resort_button, 2, 1)
         layout = DockColumn(self)
         layout.addLayout(grid)
         layout.addWidget(self.status)
@@ -377,7 +379,7 @@ class GalleryWidget(QWidget):
             rows = np.concatenate([r for _, r in parts]) if parts else np.zeros(0, np.int64)
             starts, at = {}, 0
             for name, r in parts:
-                starts[at] = name
+                starts[at] = f"{name or 'no class'} ({len(r)})"
                 at += len(r)
         self.model.set_rows(rows, starts)
         self._pos = np.full(self.n, -1, np.int64)
@@ -394,6 +396,8 @@ class GalleryWidget(QWidget):
             second = ("; second opinion (kNN) coming" if self.knn_worker is not None else
                       "; no second opinion (it needs annotated cells of 2 classes)" if self.second is None else "")
             left = f"{len(self.queue)} uncertain to verify{second}"
+            if not second:
+                left += " (low confidence, or the two classifiers disagree)"
         self.status.setText(f"{self.n} cells, {int(self.verified.sum())} verified; {left}")
 
     def _threshold_changed(self) -> None:
@@ -429,7 +433,8 @@ class GalleryWidget(QWidget):
 
     # --- thumbnails -----------------------------------------------------------------------------------
     def crop(self, row: int) -> np.ndarray:
-        """The cell's box with a margin, from its image (uint8 RGB)."""
+        """A square around the cell, from its image (uint8 RGB), at one magnification per smear (a
+        microcyte looks small beside a normal cell), larger only for a cell that would not fit."""
         from napari_reddino.images import to_rgb_uint8
 
         image = self._image_of[row]
@@ -441,10 +446,14 @@ class GalleryWidget(QWidget):
             data = to_rgb_uint8(np.asarray(image_layer_data(layer))) if layer is not None else np.zeros((1, 1, 3), np.uint8)
             self._images[image] = data
         y0, x0, y1, x1 = self.boxes()[row]
-        m = int(round(MARGIN * max(y1 - y0, x1 - x0)))
+        side = int(self._sides[row])
+        ya, xa = int(round((y0 + y1 - side) / 2)), int(round((x0 + x1 - side) / 2))
+        out = np.full((side, side, 3), BACKGROUND, np.uint8)
         h, w = data.shape[:2]
-        out = data[max(0, y0 - m):min(h, y1 + m), max(0, x0 - m):min(w, x1 + m)]
-        return out if out.size else np.zeros((1, 1, 3), np.uint8)
+        src = data[max(0, ya):min(h, ya + side), max(0, xa):min(w, xa + side)]
+        oy, ox = max(0, ya) - ya, max(0, xa) - xa
+        out[oy:oy + src.shape[0], ox:ox + src.shape[1]] = src
+        return out
 
     def boxes(self) -> np.ndarray:
         """(N, 4) int box (y0, x0, y1, x1) per row: from the cell table, else from the cells layers."""
@@ -455,6 +464,13 @@ class GalleryWidget(QWidget):
                 self._boxes = table[cols].to_numpy(np.int64)
             else:
                 self._boxes = self._boxes_from_labels()
+            size = np.maximum(self._boxes[:, 2] - self._boxes[:, 0], self._boxes[:, 3] - self._boxes[:, 1])
+            self._sides = np.zeros(len(size), np.int64)
+            for image in np.unique(self._image_of):
+                mine = self._image_of == image
+                typical = VIEW * float(np.median(size[mine]))
+                self._sides[mine] = np.maximum(np.ceil(typical), size[mine] + 4)
+            self._sides = np.maximum(self._sides, 1)
         return self._boxes
 
     def _boxes_from_labels(self) -> np.ndarray:

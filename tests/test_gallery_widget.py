@@ -135,3 +135,21 @@ def test_next_uncertain_walks_the_least_confident_unverified_cells(docks, qtbot,
     assert list(dock.canvas.points.selected_data) == [15]
     gallery.show_box.setCurrentIndex(gallery.show_box.findData("queue"))
     assert sorted(gallery.model.rows.tolist()) == [7, 15]
+
+
+def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot):
+    from test_annotate_widget import truth
+
+    viewer, gallery, dock, _ = docks
+    y = truth(dock)
+    names = np.array(["normal", "spherocyte", "target"], dtype=object)
+    for c in range(3):  # two annotated cells per cluster: what both classifiers learn from
+        dock.canvas.select(np.flatnonzero(y == c)[:2])
+        dock.assign(names[c])
+    prediction = names[y].copy()
+    odd = int(np.flatnonzero(y == 0)[3])
+    prediction[odd] = "target"  # the classifier says target, sure of it; the cell sits among the normal ones
+    dock.state.set_predictions(prediction, np.full(len(y), 0.99, np.float32))
+    qtbot.waitUntil(lambda: gallery.knn_worker is None and gallery.second is not None, timeout=60_000)
+    assert gallery.second[odd] == "normal"
+    assert gallery.queue.tolist() == [odd] and "1 uncertain to verify" in gallery.status.text()

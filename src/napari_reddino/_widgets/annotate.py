@@ -199,7 +199,10 @@ class AnnotationWidget(StepWidget):
             gallery.attach(self)
         for listener in list(self.state_listeners):
             if getattr(listener, "__self__", None) not in fresh:
-                listener(self.state)
+                try:
+                    listener(self.state)
+                except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
+                    self.state_listeners.remove(listener)
 
     def _annotation_files(self, result) -> dict:
         """image -> the annotation file a reopened session named for it (in its cells layer's metadata):

@@ -91,7 +91,10 @@ class AnnotationState:
                 f"nothing saved yet (the first annotation goes to {', '.join(map(str, where))})")
         self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
         for listener in list(self.listeners):
-            listener()
+            try:
+                listener()
+            except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
+                self.listeners.remove(listener)
 
     def class_counts(self) -> list[tuple[str, str, int, int]]:
         """(name, colour, annotated, predicted) per class, then the unannotated cells (``style.class_counts``,

@@ -658,6 +658,8 @@ class GalleryWidget(QWidget):
             self.knn_worker = None
             if self.state is state:
                 self._update_queue()
+            elif self.state is not None and self.second is None:  # a new map came meanwhile: its own kNN
+                self._start_second_opinion()
 
         self.knn_worker = create_worker(fit_predict, state.X, annotated, "knn", _start_thread=False,
                                         _connect={"returned": done, "errored": lambda exc: None,

@@ -69,6 +69,10 @@ def test_the_gallery_follows_the_annotation_dock_opened_after_it(docks):
     assert gallery.state is dock.state and gallery.model.rowCount() == 24
     assert "24 cells, 0 verified" in gallery.status.text()
     assert dock.canvas is not None and gallery.verify_button.isEnabled()
+    from napari_reddino._widgets.dock_layout import _dock_of
+
+    window = _dock_of(gallery).parentWidget()  # one tabbed RedDino panel
+    assert _dock_of(dock) in window.tabifiedDockWidgets(_dock_of(gallery))
 
 
 def test_click_selects_on_smear_and_map_and_map_selection_comes_back(docks, qtbot):

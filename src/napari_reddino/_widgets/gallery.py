@@ -104,7 +104,7 @@ class CellDelegate(QStyledItemDelegate):
         super().__init__()
         self.gallery = gallery
         self.font = QFont()
-        self.font.setPointSize(8)
+        self.font.setPointSize(7)
         self.font.setBold(True)
 
     def sizeHint(self, option, index) -> QSize:  # noqa: N802 (Qt's name)

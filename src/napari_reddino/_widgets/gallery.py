@@ -168,7 +168,8 @@ class CellView(QListView):
         text = event.text()
         if mods & Qt.KeyboardModifier.ControlModifier:
             return (lambda: self.gallery.undo()) if key == Qt.Key.Key_Z else None
-        if text and text in KEYS:
+        if text and text in KEYS and self.gallery.state is not None and \
+                KEYS.index(text) < len(self.gallery.state.classes):
             return lambda: self.gallery.assign(KEYS.index(text))
         if key in (Qt.Key.Key_V, Qt.Key.Key_Return, Qt.Key.Key_Enter):
             return self.gallery.verify

@@ -105,7 +105,7 @@ def main() -> None:
     import napari_reddino.annotate as annotate
     from bench_gui_stalls import Stopwatch
     from qtpy.QtCore import QItemSelectionModel
-    from napari_reddino._widgets import gallery as gallery_module
+    from napari_reddino._widgets import gallery_view as gallery_module
 
     os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
     annotate.FALLBACK_FOLDER = Path(tempfile.mkdtemp())  # never the user's home

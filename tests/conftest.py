@@ -12,6 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
 os.environ.setdefault("NAPARI_REDDINO_WARM_UMAP", "0")  # no background compile in every dock test (see test_embedding)
 
+
+@pytest.fixture(autouse=True)
+def own_pin_file(tmp_path_factory, monkeypatch):
+    """Downloads record their pins in a file of the test's own, never in the user's ~/.napari-reddino."""
+    monkeypatch.setenv("NAPARI_REDDINO_PINS", str(tmp_path_factory.mktemp("pins") / "pins.json"))
+
 SHARED_DATA = Path(os.environ.get("NAPARI_REDDINO_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 

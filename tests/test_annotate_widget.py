@@ -191,7 +191,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     assert (f2["class"][truth(w2) == 0] == "spherocyte").all() and (f2["class"] != "").sum() == 8
 
 
-def test_classifier_next_to_annotate_report_and_export(dock, tmp_path):
+def test_classifier_next_to_annotate_report_and_export(dock, tmp_path, qtbot):
     _, make = dock
     w = make()
     y = truth(w)
@@ -211,6 +211,16 @@ def test_classifier_next_to_annotate_report_and_export(dock, tmp_path):
     assert len(cells) == 24 and {"centroid_x", "prediction", "confidence"} <= set(cells.columns)
     rep = pd.read_csv(tmp_path / "report.csv")
     assert rep.groupby("image")["count"].sum().tolist() == [12, 12]
+    graded = pd.read_csv(tmp_path / "report_graded.csv").set_index("class")  # the slide report beside it
+    f = w.canvas.points.features
+    final = f["class"].where(f["class"] != "", f["prediction"])  # annotation, else prediction
+    assert graded.loc["target", "red_cells"] == 24 and graded.loc["target", "count"] == (final == "target").sum()
+    page = (tmp_path / "report_graded.html").read_text(encoding="utf-8")
+    assert '<img alt="target"' in page and '<img class="umap"' in page
+    w.export_report_in_background(tmp_path / "bg" / "r.csv")  # the button's way: the graded part in a worker
+    assert (tmp_path / "bg" / "r.csv").is_file()
+    qtbot.waitUntil(lambda: (tmp_path / "bg" / "r_graded.html").is_file(), timeout=60000)
+    assert pd.read_csv(tmp_path / "bg" / "r_graded.csv").equals(pd.read_csv(tmp_path / "report_graded.csv"))
     (tmp_path / "a_file").write_text("x")  # a folder that cannot be written: one line, the old export stays
     for export in (w.export_cells, w.export_report):
         with pytest.raises(InputError, match="Could not write .* accepted: a file in a folder you can write to"):

@@ -170,3 +170,34 @@ def test_pca_keeps_same_named_inputs_apart_and_reports_a_bad_file(two_sites, tin
     assert main(["pca", str(folder / "a" / "1.png"), "--out", str(blocker), "--model",
                  f"local-dir:{tiny_model_dir}"]) == 2
     assert "which is a file" in capsys.readouterr().err
+
+
+def test_a_resumed_run_with_pca_reopens_with_every_overlay(two_sites, tiny_model_dir, tmp_path):
+    """--resume kept the finished images' PCA overlays on disk but not in the run's session: `view DIR`
+    reopened them without their overlay."""
+    import numpy as np
+
+    from napari_reddino.pipeline import pca_png
+    from napari_reddino.session import read_session
+
+    out = tmp_path / "out"
+    args = ["run", str(two_sites / "a"), "--out", str(out), "--model", f"local-dir:{tiny_model_dir}",
+            "--cell-resolution", "off", "--no-umap"]
+    assert main(args) == 0
+    pngs = {p.name: np.asarray(Image.open(p)) for p in out.glob("*_pca.png")}
+    (out / "2_png_labels.tif").unlink()  # as if killed before this image was written
+    assert main(args + ["--resume"]) == 0
+    smears = read_session(out).result.smears
+    assert len(smears) == 3 and all(s.pca is not None for s in smears)
+    for s, stem in zip(smears, output_stems([s.name for s in smears])):  # the same picture as the first run's
+        np.testing.assert_array_equal(pca_png(s), pngs[f"{stem}_pca.png"])
+
+
+def test_run_takes_device_and_drop_border(two_sites, tiny_model_dir, tmp_path):
+    """`run` had neither --device nor --drop-border (the dock and `segment` had them)."""
+    out = tmp_path / "out"
+    base = ["run", str(two_sites / "a" / "1.png"), "--model", f"local-dir:{tiny_model_dir}", "--no-pca", "--no-umap"]
+    assert main(base + ["--out", str(out / "all")]) == 0
+    assert main(base + ["--out", str(out / "inner"), "--drop-border", "--device", "cpu"]) == 0
+    every, inner = (pd.read_csv(out / d / "cells.csv") for d in ("all", "inner"))
+    assert every["border"].any() and not inner["border"].any() and 0 < len(inner) < len(every)

@@ -184,3 +184,25 @@ def test_a_malformed_saved_fit_is_one_line(rng, tmp_path, content):
     with pytest.raises(InputError, match="Could not read a PCA fit") as err:
         PatchPCA.load(path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="SIGKILL")
+def test_a_kill_while_saving_a_fit_leaves_the_previous_fit(rng, tmp_path, run_killed):
+    """``--save-fit`` over an earlier fit: a kill mid-write left a truncated .npz that every later
+    ``--load-fit`` refused; now the earlier fit stays whole."""
+    path = tmp_path / "fit.npz"
+    fit_pca([rng.normal(size=(6, 6, 8)).astype(np.float32)]).save(path)
+    before = PatchPCA.load(path)
+    code = """
+        import numpy as np
+        from napari_reddino.pca import fit_pca
+        real = np.savez
+        def savez_then_die(fh, **arrays):
+            real(fh, **arrays)
+            fh.flush()
+            die()
+        np.savez = savez_then_die
+        fit_pca([np.random.default_rng(1).normal(size=(6, 6, 8)).astype(np.float32)]).save(path)
+    """
+    assert run_killed(code, path=path) == -9
+    np.testing.assert_array_equal(PatchPCA.load(path).components, before.components)

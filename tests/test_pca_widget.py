@@ -120,3 +120,21 @@ def test_bad_input_is_notified_not_run(make_napari_viewer, tiny_spec, monkeypatc
     assert widget.start() is None
     assert len(errors) == 2 and all("accepted" in e and "\n" not in e for e in errors)
     assert len(viewer.layers) == 1
+
+
+def test_the_dock_runs_the_model_on_the_gpu_when_there_is_one(make_napari_viewer, qtbot, tiny_spec, monkeypatch):
+    """The PCA dock loaded its model without a device (the CPU, on a GPU machine too): it asks for auto."""
+    from napari_reddino import models
+    from napari_reddino._widgets.pca import PCAWidget
+    from napari_reddino.sample_data import synthetic_smear
+
+    real, asked = models.load_model, []
+    monkeypatch.setattr(models, "load_model", lambda spec, device="cpu", **k: asked.append(device) or real(
+        spec, device="cpu", **k))
+    viewer = make_napari_viewer()
+    viewer.add_image(synthetic_smear(seed=0, shape=(70, 90), n_cells=3)[0], name="smear")
+    widget = PCAWidget(viewer)
+    widget.model_spec.value = tiny_spec
+    widget.resolution.value = 1
+    run_widget(qtbot, widget)
+    assert asked == ["auto"] and "smear PCA" in viewer.layers

@@ -178,3 +178,19 @@ def test_a_step_that_cannot_run_is_skipped_with_a_note(model_dir, tmp_path, caps
     assert main(["run", str(tmp_path / "few.png"), "--out", str(tmp_path / "out"), "--model",
                  f"local-dir:{model_dir}"]) == 0
     assert "not made: 3 red cells found" in capsys.readouterr().out
+
+
+def test_the_pipeline_run_and_the_pca_dock_run_models_on_the_gpu_when_there_is_one(monkeypatch, tiny_model_dir):
+    """The pipeline (dock and `run`) and the PCA dock never passed a device, so they ran on the CPU on a GPU
+    machine while embed/pca CLIs and Cellpose used it: every caller now asks for ``auto``."""
+    from napari_reddino import models
+    from napari_reddino.pipeline import PipelineOptions, iter_pipeline
+    from napari_reddino._progress import run
+    from napari_reddino.sample_data import synthetic_smear
+
+    real, asked = models.load_model, []
+    monkeypatch.setattr(models, "load_model", lambda spec, device="cpu", **k: asked.append(device) or real(
+        spec, device="cpu", **k))
+    image = synthetic_smear(seed=0, shape=(120, 160), n_cells=4, n_white=0)[0]
+    run(iter_pipeline([("a.png", image)], PipelineOptions(model=f"local-dir:{tiny_model_dir}", steps=("segment", "embed"))))
+    assert asked == ["auto"]

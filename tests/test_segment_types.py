@@ -189,3 +189,52 @@ def test_clump_of_overlapping_cells_keeps_its_scale():
         od = np.maximum(od, disc(od.shape, cy, cx, d / 2, RBC_OD))
     _, table = segment_cells(render(od))
     assert abs(table.attrs["diameter"] - d) < 0.15 * d
+
+
+def test_inner_boundaries_equal_skimage_find_boundaries():
+    from skimage.segmentation import find_boundaries
+
+    from napari_reddino.segment.types import inner_boundaries
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        labels = rng.integers(0, 4, (int(rng.integers(1, 30)), int(rng.integers(1, 30))))
+        assert ((inner_boundaries(labels) & (labels != 0)) == find_boundaries(labels, mode="inner")).all()
+
+
+def test_relabel_equals_skimage_relabel_sequential():
+    from skimage.segmentation import relabel_sequential
+
+    from napari_reddino.segment.threshold import relabel
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        labels = rng.choice([0, 3, 7, 100, 2**20], size=(int(rng.integers(1, 30)), int(rng.integers(1, 30))))
+        assert (relabel(labels.astype(np.int32)) == relabel_sequential(labels.astype(np.int32))[0]).all()
+
+
+@pytest.mark.parametrize("backend", ["threshold", "learned"])
+def test_one_image_measures_its_stain_once(backend, monkeypatch):
+    """An image (not tiled) has its stain statistics measured once for segmentation and types (they were
+    measured three times: a fifth of the segmenter's time), and the same masks and diameter come out as
+    when the scale is given."""
+    from napari_reddino.segment import segment_cells
+    from napari_reddino.segment import threshold
+
+    image = _smear_for_stain_count()
+    calls = []
+    real = threshold.stain_stats
+    monkeypatch.setattr(threshold, "stain_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    labels, table = segment_cells(image, backend=backend)
+    assert len(calls) == 1
+    again, _ = segment_cells(image, backend=backend, diameter=table.attrs["diameter"])
+    assert (labels == again).all() and labels.max() >= 3
+
+
+def _smear_for_stain_count():
+    rng = np.random.default_rng(3)
+    image = np.full((240, 320, 3), (235, 225, 230), np.uint8)
+    yy, xx = np.indices(image.shape[:2])
+    for cy, cx in [(60, 60), (60, 160), (150, 100), (170, 240), (80, 260)]:
+        image[np.hypot(yy - cy, xx - cx) <= 18] = (200, 120, 140)
+    return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)

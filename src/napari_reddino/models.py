@@ -113,13 +113,25 @@ def download(spec, tqdm_class=None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    from napari_reddino.pins import check_or_record, hub_revision, pin
+
+    key = f"hf-hub:{repo}"
+    revision = pin(key)["revision"]  # the commit first trusted (or shipped); None: the latest, then recorded
+
+    def fetch(name):
+        path = Path(hf_hub_download(repo, name, revision=revision, tqdm_class=tqdm_class))
+        check_or_record(key, path, hub_revision(path), name)
+        return path
+
     try:
-        hf_hub_download(repo, "config.json", tqdm_class=tqdm_class)
+        fetch("config.json")
         for name in HUB_WEIGHT_FILES:
             try:
-                return Path(hf_hub_download(repo, name, tqdm_class=tqdm_class))
+                return fetch(name)
             except EntryNotFoundError:
                 continue
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - network, auth, missing repo: one line for the user
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         raise ModelLoadError(f"Could not download {spec} ({type(exc).__name__}: {msg}); expected the "

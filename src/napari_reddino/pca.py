@@ -75,8 +75,11 @@ class PatchPCA:
         return rgb
 
     def save(self, path) -> None:
+        """Write the fit (atomically: a kill leaves the previous file or none, never half of one)."""
+        from napari_reddino.atomic import atomic_path
+
         arrays = {k: np.asarray(v) for k, v in asdict(self).items() if k != "meta"}
-        with open(path, "wb") as fh:  # a handle keeps the name as given (np.savez would append .npz)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: np.savez would append .npz to a name
             np.savez(fh, **arrays, meta=np.array(json.dumps(self.meta)))
 
     @classmethod

@@ -30,6 +30,7 @@ class PipelineOptions:
     drop_border: bool = False
     model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)
     precision: str = "auto"
+    device: str = "auto"  # cuda, mps or cpu, whichever is available (models.resolve_device)
     batch_size: int = 32
     pca_overlap: int = 0
     pca_resolution: float | str = "auto"  # enlargement before the PCA overlay: "auto" (cells ~6 patches), 1 = off
@@ -140,7 +141,7 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
 
         spec = opts.model or models.default_spec()
         yield Progress(0, 1, f"Loading model {spec}")
-        model = models.load_model(spec)
+        model = models.load_model(spec, device=opts.device)
 
     smears: list[SmearResult] = []
     for i, (name, data) in enumerate(images):
@@ -303,6 +304,12 @@ def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResu
     if "embed" in steps:
         table, X = read_features(paths["features"])
         s.embedded, s.embeddings = table["label"].to_numpy(), X
+    if "pca" in steps:  # the PNG is the overlay at image resolution: it comes back as an upsampled overlay
+        from PIL import Image
+
+        with Image.open(paths["pca"]) as im:
+            s.pca = np.asarray(im).astype(np.float32) / 255
+        s.pca_upsampled, s.pca_factor, s.patch = True, (1.0, 1.0), 1  # one image pixel per square
     return s
 
 

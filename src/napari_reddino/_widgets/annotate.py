@@ -330,8 +330,34 @@ class AnnotationWidget(StepWidget):
     def export_cells(self, path) -> Path:
         return self._need_state().export_cells(path)
 
-    def export_report(self, path) -> Path:
-        return self._need_state().export_report(path)
+    def export_report(self, path) -> list[Path]:
+        """The per-image table at ``path`` and the graded slide report beside it (``<stem>_graded.csv/.html``)."""
+        state = self._need_state()
+        return [state.export_report(path), *state.export_graded_report(path, self._image_paths(state))]
+
+    def _image_paths(self, state) -> dict:
+        paths = {image: self._image_path(image) for image in state.images}
+        return {k: v for k, v in paths.items() if v}
+
+    def export_report_in_background(self, path):
+        """*Export report…*: the per-image table now, the graded report (crops, the map figure: seconds on many
+        cells) in a worker; the layers are read here, on the main thread. Returns the worker."""
+        from napari.qt.threading import create_worker
+
+        from napari_reddino._widgets.annotation_state import write_graded_report
+
+        state = self._need_state()
+        first = state.export_report(path)
+        inputs = state.graded_report_inputs(self._image_paths(state))
+        worker = create_worker(write_graded_report, path, **inputs, _start_thread=False, _connect={
+            "returned": lambda written: show_info(f"Wrote {first}, {', '.join(map(str, written))}"),
+            "errored": self._on_error})
+        try:  # napari's notifying workers also relay errors; _on_error reports them, once
+            worker.errored.disconnect(worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
+        worker.start()
+        return worker
 
     def _safely(self, fn, *args):
         try:
@@ -346,7 +372,10 @@ class AnnotationWidget(StepWidget):
         default = "cells.csv" if what == "cells" else "morphology_report.csv"
         path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", default, "CSV (*.csv)")
         if path:
-            written = self._safely(self.export_cells if what == "cells" else self.export_report, path)
+            if what == "report":
+                self._safely(self.export_report_in_background, path)  # it says what it wrote when done
+                return
+            written = self._safely(self.export_cells, path)
             if written:
                 show_info(f"Wrote {written}")
 

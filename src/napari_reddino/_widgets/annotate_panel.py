@@ -70,7 +70,8 @@ class AnnotationPanel(QWidget):
                                             "prediction (CSV)")
         self.export_report_button = QPushButton("Export report…")
         self.export_report_button.setToolTip("Save the number and percentage of cells of each class per image "
-                                             "(CSV)")
+                                             "(CSV), and beside it the graded slide report (NAME_graded.csv and "
+                                             ".html: ICSH grade per sample, warnings, cells of each class, the map)")
         self.status = WrappedLabel("Run the UMAP to start annotating.", lines=2)
         self.report = FrameTable()
         self.left_out = WrappedLabel("", lines=2)

@@ -29,6 +29,7 @@ class AnnotationState:
         Y = self.Y = result["Y"]  # the map's coordinates, one row per table row
         self.params: dict = dict(result.get("params") or {})  # what the map was made with
         self.sources: list[str] = list(result["sources"])
+        self.images: list[str] = list(result["images"])  # the image layer of each source
         n = len(self.table)
         self.prediction = np.full(n, "", dtype=object)
         self.confidence = np.full(n, np.nan, dtype=np.float32)
@@ -211,3 +212,29 @@ class AnnotationState:
         from napari_reddino.outputs import write_csv
 
         return write_csv(self.report(), path, "the report")
+
+    def graded_report_inputs(self, image_paths=None) -> dict:
+        """What the graded report needs, read from the layers now (main thread): the cell table with the map's
+        coordinates, and the smears that still show this map's cells."""
+        smears = {}
+        for s, (image, source) in enumerate(zip(self.images, self.sources)):
+            if self.link.is_current(s) and image in self.viewer.layers:
+                data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
+                if data.shape[:2] == labels.shape:
+                    smears[image] = (data, labels)
+        return {"cells": self.cell_table().assign(umap_x=self.Y[:, 0], umap_y=self.Y[:, 1]), "smears": smears,
+                "image_paths": image_paths}
+
+    def export_graded_report(self, path, image_paths=None) -> list[Path]:
+        return write_graded_report(path, **self.graded_report_inputs(image_paths))
+
+
+def write_graded_report(path, cells, smears, image_paths=None) -> list[Path]:
+    """The graded slide report beside ``path``: ``<stem>_graded.csv`` and ``<stem>_graded.html`` (one sample per
+    image folder, cells of each class cropped from ``smears``: image -> (image, labels)). Any thread."""
+    from napari_reddino.grading.files import write_report
+
+    path = Path(path)
+    _, written = write_report(cells, path.parent, sample_by="folder", load=smears.get, image_paths=image_paths,
+                              source="the annotation dock", stem=f"{path.stem}_graded")
+    return written

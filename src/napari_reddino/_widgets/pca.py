@@ -100,7 +100,7 @@ class PCAWidget(StepWidget):
 
         job = self._job
         yield Progress(0, 1, "loading model")
-        model = load_model(job["spec"])
+        model = load_model(job["spec"], device="auto")  # the GPU when there is one
         try:
             overlay = yield from iter_pca_overlay(
                 job["data"], model, job["fit"], background=job["background"], upsample=job["upsample"],

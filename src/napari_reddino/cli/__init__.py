@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "view", "models"]
+SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "report", "view", "models"]
 
 
 class UsageError(Exception):

@@ -3,7 +3,8 @@ optionally shown in napari (``--view``) or captured from the real napari window 
 
 Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
 ``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
-``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
+``report.csv`` and ``report.html`` (the graded slide report, as ``napari-reddino report``), ``run.json`` (the
+settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
 name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
 With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
 OUT`` or *Open session…* puts it back without recomputing."""
@@ -16,6 +17,7 @@ from pathlib import Path
 from napari_reddino.cli import UsageError
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.pca import add_resolution_argument
+from napari_reddino.cli.report import add_grading_arguments
 from napari_reddino.cli.segment import add_diameter_argument
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
@@ -31,10 +33,13 @@ def add_parser(sub) -> None:
     add_diameter_argument(p)
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto: the GPU when there is one)")
+    p.add_argument("--drop-border", action="store_true", help="leave out cells touching the image border")
     add_cell_types_argument(p)
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     add_resolution_argument(p)
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
+    add_grading_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="keep the images whose results are already in --out (same settings), do the rest, then "
                         "the pooled table and UMAP of all")
@@ -63,6 +68,8 @@ def run(args) -> int:
     from functools import partial
 
     from napari_reddino._progress import run as drive
+    from napari_reddino.grading import read_grading
+    from napari_reddino.grading.files import run_report
     from napari_reddino.images import InputError, expand_inputs, read_image
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.pipeline import (STEPS, PipelineOptions, iter_pipeline, read_image_outputs,
@@ -73,16 +80,19 @@ def run(args) -> int:
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
     out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
+    grading = read_grading(args.grading)  # a bad grading file too
     images = sample_images(args.sample) if args.sample else []
     paths = expand_inputs(args.images) if args.images else []
     names = [name for name, _ in images] + unique_names(paths)
     images += [(name, partial(read_image, p)) for name, p in zip(names[len(images):], paths)]
     stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
-    opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
-                           precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
+    opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model, device=args.device,
+                           drop_border=args.drop_border, precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
                            pca_resolution=args.cell_resolution)
-    RunRecord(out, "run", settings_of(args)).start(args.resume)
+    # the report is made again each time, and the device does not change the results: no reason to refuse --resume
+    report_options = ("grading", "sample_by", "device")
+    RunRecord(out, "run", {k: v for k, v in settings_of(args).items() if k not in report_options}).start(args.resume)
     written = []
 
     def done(smear):
@@ -99,8 +109,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     result = drive(iter_pipeline(images, opts, done=done, previous=previous), bar=True)
     written += write_pooled_outputs(result, out)
-    written += write_manifest(run_session(result, dict(zip(names, [None] * (len(names) - len(paths)) +
-                                                           [str(p.resolve()) for p in paths])), out), out)
+    sources = dict(zip(names, [None] * (len(names) - len(paths)) + [str(p.resolve()) for p in paths]))
+    written += write_manifest(run_session(result, sources, out), out)
+    written += run_report(result, out, grading, args.sample_by, {k: v for k, v in sources.items() if v})
     failures = Failures()
     for name, why in result.failed:
         failures.add(name, ValueError(why))

@@ -84,16 +84,22 @@ def iter_resolve_weights(model: str | None = None, weights=None, download: bool 
         why = "downloads are off (offline)" if download else "it is only downloaded when you ask"
         raise InputError(f"Cellpose weights {name!r} not found at {path} ({why}); put the file there (folder "
                          f"set by CELLPOSE_LOCAL_MODELS_PATH), pass a weights file, or download it explicitly.")
-    yield from _iter_download(MODEL_URL + name, path, f"Downloading Cellpose {name} (MB)")
+    from napari_reddino.pins import pin
+
+    revision = pin(f"cellpose:{name}")["revision"]
+    url = MODEL_URL.replace("/resolve/main/", f"/resolve/{revision}/") if revision else MODEL_URL
+    yield from _iter_download(url + name, path, f"Downloading Cellpose {name} (MB)", key=f"cellpose:{name}")
     return path
 
 
-def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20):
-    """Fetch ``url`` to ``path`` through ``path.part``, renamed only when complete: a failed or cancelled
-    download leaves no truncated weights behind."""
+def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20, key: str | None = None):
+    """Fetch ``url`` to ``path`` through ``path.part``, renamed only when complete and, with a pin ``key``,
+    matching its pinned checksum (:mod:`napari_reddino.pins`): a failed, cancelled or changed download leaves
+    no weights behind."""
     import urllib.request
 
     from napari_reddino._progress import Progress
+    from napari_reddino.pins import check_or_record
 
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
@@ -106,6 +112,8 @@ def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20):
                 out.write(block)
                 done += len(block)
                 yield Progress(done >> 20, max(1, total >> 20, done >> 20), message)
+        if key:
+            check_or_record(key, part, name=path.name)
         os.replace(part, path)
     except OSError as exc:
         raise InputError(f"Could not download Cellpose weights from {url} ({type(exc).__name__}); put the file "

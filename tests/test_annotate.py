@@ -149,7 +149,7 @@ def test_morphology_report_counts_and_percent():
     assert len(full) == 26 and full[full.image == "b"]["count"].sum() == 0
     out = export_cell_table(table)
     assert list(out.columns) == ["image", "label", "centroid_x", "centroid_y", "class", "prediction",
-                                 "confidence"]
+                                 "confidence", "verified", "verified_by", "verified_at"]
     assert out["centroid_x"].isna().all()
 
 
@@ -268,7 +268,7 @@ def test_a_script_writing_the_file_is_merged_not_overwritten(tmp_path):
     store = AnnotationStore(tmp_path / "ann.csv")
     store.assign([("a", 1)], "normal")
     script = read_annotations(tmp_path / "ann.csv")
-    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, ""]  # another program appends a row
+    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, "", False, "", ""]  # another program appends a row
     script.to_csv(tmp_path / "ann.csv", index=False)
     store.assign([("a", 2)], "target")
     saved = read_annotations(tmp_path / "ann.csv")

@@ -11,7 +11,7 @@ import yaml
 import napari_reddino
 
 MANIFEST = Path(napari_reddino.__file__).with_name("napari.yaml")
-CORE = ["images", "cells", "segment", "models", "embed", "pca", "embedding", "annotate", "pipeline"]
+CORE = ["images", "cells", "segment", "models", "embed", "pca", "embedding", "annotate", "review", "pipeline"]
 
 
 def test_manifest_validates():

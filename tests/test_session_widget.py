@@ -63,6 +63,12 @@ def test_save_then_open_in_a_new_viewer_puts_everything_back_without_recomputing
     ann.canvas.select(np.flatnonzero(table["image"] == "made here")[:4])
     ann.assign("target")
     ann.train("knn")
+    _, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    confirmed = int(np.flatnonzero((table["image"] == "made here").to_numpy() & (ann.state.class_column() == ""))[0])
+    ann.canvas.select([confirmed])
+    gallery.verify()  # a prediction confirmed: a row with its class, verified
+    verified, order = ann.state.verified_column().copy(), gallery.model.rows.copy()
+    assert verified.sum() == 11
     before = {name: viewer.layers[name] for name in ("smear", "smear cells", "smear PCA", "made here",
                                                      "made here cells", "made here PCA")}
     classes = dict(zip(zip(table["image"], table["label"]), ann.state.class_column()))
@@ -76,7 +82,7 @@ def test_save_then_open_in_a_new_viewer_puts_everything_back_without_recomputing
     assert (folder / "session.json").is_file() and (folder / "made here_image.tif").is_file()
     assert not (folder / "smear_image.tif").exists()  # on disk already: referred to by its path
     manifest = json.loads((folder / "session.json").read_text())
-    assert manifest["annotations"]["annotated"] == {"smear": 6, "made here": 4}
+    assert manifest["annotations"]["annotated"] == {"smear": 6, "made here": 5}
     ann.close_canvas()
 
     forbid_recomputing(monkeypatch)
@@ -101,6 +107,9 @@ def test_save_then_open_in_a_new_viewer_puts_everything_back_without_recomputing
         assert dict(zip(zip(t2["image"], t2["label"]), ann2.state.class_column())) == classes  # same cells
         np.testing.assert_array_equal(ann2.state.prediction, prediction)  # the classifier's, not retrained
         assert sum(ann2.state.store.restored.values()) == (saved_rows["class"] != "").sum()
+        _, gallery2 = viewer2.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+        np.testing.assert_array_equal(ann2.state.verified_column(), verified)  # the same gallery comes back
+        np.testing.assert_array_equal(gallery2.model.rows, order)
 
         # annotating after the reopen goes on in the same file, and nothing earlier moves
         ann2.canvas.select([int(np.flatnonzero(ann2.state.class_column() == "")[0])])

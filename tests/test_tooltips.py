@@ -63,7 +63,7 @@ def _dock_names():
 
 
 def test_every_dock_is_walked():
-    assert len(_dock_names()) == 5
+    assert len(_dock_names()) == 6
 
 
 @pytest.mark.parametrize("name", _dock_names())

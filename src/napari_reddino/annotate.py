@@ -1,15 +1,17 @@
 """Cell classes and the annotation store: who said which cell is what, saved on every change.
 
 The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
-columns ``image, label, class, x, y, segmentation`` (the cell's centroid and the fingerprint of the
-segmentation it was made on, so that a re-segmentation cannot move annotations onto other cells; see
-``annotation_match.py``): one file beside each image (``<stem>.reddino-annotations.csv``) or one
+columns ``image, label, class, x, y, segmentation, verified, by, at`` (the cell's centroid and the
+fingerprint of the segmentation it was made on, so that a re-segmentation cannot move annotations onto other
+cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when): one file
+beside each image (``<stem>.reddino-annotations.csv``) or one
 file in a chosen project folder. Re-opening a store reads those files back. Classifier: ``classify.py``;
 tables and the morphology report: ``report.py``.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -41,6 +43,9 @@ CHULA_CLASSES = [
 UNLABELLED_COLOR = UNANNOTATED_COLOR  # the name this module had for it
 ANNOTATION_COLUMNS = ["image", "label", "class"]
 WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
+# a person set or confirmed the class (``by`` the OS user name, ``at`` ISO time); absent before issue 18
+VERIFY_COLUMNS = ["verified", "by", "at"]
+FILE_COLUMNS = ANNOTATION_COLUMNS + WHERE_COLUMNS + VERIFY_COLUMNS
 PROJECT_FILE = "reddino-annotations.csv"
 FALLBACK_FOLDER = Path.home() / ".napari-reddino" / "annotations"  # where work goes when its folder is read-only
 SUFFIX = ".reddino-annotations.csv"
@@ -87,23 +92,41 @@ def read_annotations(path) -> pd.DataFrame:
     if any(c not in df.columns for c in ANNOTATION_COLUMNS):
         raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
                          "label, class.")
-    for col in WHERE_COLUMNS:
+    for col in WHERE_COLUMNS + VERIFY_COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    df = df[ANNOTATION_COLUMNS + WHERE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
+    df = df[FILE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
     df["label"] = label_column(df["label"], repr(str(path)))
-    df["segmentation"] = df["segmentation"].fillna("").astype(str)
+    for col in ("segmentation", "by", "at"):
+        df[col] = df[col].fillna("").astype(str)
+    df["verified"] = df["verified"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")).astype(bool)
     return df
 
 
+def current_user() -> str:
+    """Who is verifying: the operating system's user name ('unknown' where it cannot say)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in the environment or the password database
+        return "unknown"
+
+
+def now_iso() -> str:
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 Key = tuple[str, int]
+Verification = tuple[str, str]  # (by, at)
 
 
 class AnnotationStore:
     """Class per ``(image, label)``, with undo, saved to disk after every change.
 
     ``path_for(image) -> Path`` says where an image's annotations go; several images may share a file.
-    Rows read from a file for images not open now are kept and written back with it. A file that cannot be
+    ``verified`` holds who confirmed which class when (:meth:`verify`; every :meth:`assign` is a person's
+    decision too). Rows read from a file for images not open now are kept and written back with it. A file that cannot be
     written goes to ``fallback_folder`` instead (``notify`` gets one line saying so) and is read from there.
 
     Two windows (or a window and a script) may save to one file: each save holds a lock on it, reads what
@@ -122,11 +145,13 @@ class AnnotationStore:
         self.notify = notify or (lambda message: None)
         self._paths: dict[str, Path] = {}
         self.classes: dict[Key, str] = {}
+        self.verified: dict[Key, Verification] = {}  # every key here has a class
+        self.user = current_user()
         self._cells: dict = {}  # image -> annotation_match.Cells of the segmentation shown now
         self._where: dict[Key, tuple] = {}  # (x, y, segmentation) read from the file, for images without cells
         self._unmatched: list[tuple] = []  # file rows that fit no current cell: kept, written back
         self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0}
-        self._undo: list[dict[Key, str | None]] = []
+        self._undo: list[dict[Key, tuple]] = []  # per step: key -> (class, verification) before it
         self._changed: set[Key] = set()  # changed here since the last save: these win over the file
         self._seen: dict[Path, tuple] = {}  # each file as this store last read or wrote it (inode, mtime, size)
         self._others: dict[Path, list[tuple]] = {}  # rows another writer made on another segmentation: kept
@@ -196,14 +221,17 @@ class AnnotationStore:
                         self._unmatched.append(tuple(row))
                         continue
                     self.classes[(img, int(lbl))] = row[2]
+                    if row[6]:
+                        self.verified[(img, int(lbl))] = (row[7], row[8])
                     if img not in self._cells:
-                        self._where[(img, int(lbl))] = tuple(row[3:])
+                        self._where[(img, int(lbl))] = tuple(row[3:6])
         return sum(v for k, v in self.restored.items() if k != "unmatched")
 
     def _row(self, img: str, lbl: int, cls: str) -> tuple:
         cells = self._cells.get(img)
         where = (*cells.centroid(lbl), cells.fingerprint) if cells else self._where.get((img, lbl), (np.nan,) * 2 + ("",))
-        return (img, lbl, cls, *where)
+        by, at = self.verified.get((img, lbl), ("", ""))
+        return (img, lbl, cls, *where, (img, lbl) in self.verified, by, at)
 
     def save(self, images: Iterable[str] | None = None) -> list[Path]:
         """Write the files holding ``images`` (all files when None); return where they were written."""
@@ -216,7 +244,7 @@ class AnnotationStore:
                 rows = [self._row(img, lbl, cls) for (img, lbl), cls in sorted(self.classes.items())
                         if self.path_of(img) == path]
                 rows += [r for r in self._unmatched + self._others.get(path, []) if self.path_of(r[0]) == path]
-                frame = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + WHERE_COLUMNS)
+                frame = pd.DataFrame(rows, columns=FILE_COLUMNS)
                 where = self._write(frame, path)
                 self._seen[where] = _stamp(where)
             written.append(where)
@@ -232,6 +260,7 @@ class AnnotationStore:
             return  # not readable as annotations: ours are written over it (the old file is not ours to fix)
         mine = {img for img in self._paths if self.path_of(img) == path}
         keep = {k: v for k, v in self.classes.items() if k in self._changed or k[0] not in mine}
+        verified = {k: v for k, v in self.verified.items() if k in keep}
         others = []
         for row in theirs.itertuples(index=False):
             img, lbl, cls, seg = str(row[0]), int(row[1]), str(row[2]), str(row[5])
@@ -240,9 +269,11 @@ class AnnotationStore:
                 others.append(tuple(row))  # made on another segmentation: not ours to place, kept as it is
             elif (img, lbl) not in self._changed:
                 keep[(img, lbl)] = cls
+                if row[6]:
+                    verified[(img, lbl)] = (str(row[7]), str(row[8]))
                 if cells is None:
-                    self._where[(img, lbl)] = tuple(row[3:])
-        self.classes = keep
+                    self._where[(img, lbl)] = tuple(row[3:6])
+        self.classes, self.verified = keep, verified
         self._others[path] = others
         self._unmatched = [r for r in self._unmatched if self.path_of(r[0]) != path]
         if path not in self._told:
@@ -252,35 +283,48 @@ class AnnotationStore:
 
     # --- edits ------------------------------------------------------------------------------------
     def assign(self, keys: Iterable[Key], cls: str | None) -> int:
-        """Give ``keys`` the class ``cls`` (None removes their class); one undo step; saved at once."""
-        before: dict[Key, str | None] = {}
-        for image, label in keys:
-            key = (str(image), int(label))
-            old = self.classes.get(key)
-            if old == cls or key in before:
-                continue
+        """Give ``keys`` the class ``cls`` (None removes their class and its verification); a person decided,
+        so the cells are verified (by this user, now); one undo step; saved at once."""
+        return self._apply({(str(i), int(lbl)): None if cls is None else str(cls) for i, lbl in keys})
+
+    def verify(self, classes: dict[Key, str]) -> int:
+        """Mark cells verified with the class a person confirmed (``classes``: key -> class, e.g. the
+        prediction of a cell nobody annotated); one undo step; saved at once."""
+        return self._apply({(str(i), int(lbl)): str(c) for (i, lbl), c in classes.items() if c})
+
+    def _apply(self, new: dict[Key, str | None]) -> int:
+        before: dict[Key, tuple] = {}
+        stamp = (self.user, now_iso())
+        for key, cls in new.items():
+            old = (self.classes.get(key), self.verified.get(key))
+            if old[0] == cls and (cls is None or old[1] is not None):
+                continue  # nothing new: same class, already verified
             before[key] = old
             self._changed.add(key)
-            if cls is None:
-                self.classes.pop(key, None)
-            else:
-                self.classes[key] = str(cls)
+            self._set(key, cls, None if cls is None else stamp)
         if before:
             self._undo.append(before)
             self.save({img for img, _ in before})
         return len(before)
 
+    def _set(self, key: Key, cls: str | None, verification: Verification | None) -> None:
+        if cls is None:
+            self.classes.pop(key, None)
+        else:
+            self.classes[key] = cls
+        if verification is None:
+            self.verified.pop(key, None)
+        else:
+            self.verified[key] = verification
+
     def undo(self) -> list[Key]:
-        """Revert the last assignment; return the keys it touched (empty when there is nothing to undo)."""
+        """Revert the last change; return the keys it touched (empty when there is nothing to undo)."""
         if not self._undo:
             return []
         before = self._undo.pop()
         self._changed |= set(before)
-        for key, old in before.items():
-            if old is None:
-                self.classes.pop(key, None)
-            else:
-                self.classes[key] = old
+        for key, (cls, verification) in before.items():
+            self._set(key, cls, verification)
         self.save({img for img, _ in before})
         return list(before)
 
@@ -291,6 +335,15 @@ class AnnotationStore:
     def class_of(self, image: str, label: int) -> str | None:
         return self.classes.get((str(image), int(label)))
 
+    def verified_column(self, table: pd.DataFrame) -> np.ndarray:
+        """Whether each row of a table with ``image, label`` columns is verified (bool array)."""
+        return np.array([(str(i), int(lbl)) in self.verified for i, lbl in zip(table["image"], table["label"])],
+                        dtype=bool)
+
+    def verification(self, image: str, label: int) -> Verification | None:
+        """(by, at) of a verified cell, else None."""
+        return self.verified.get((str(image), int(label)))
+
     def column(self, table: pd.DataFrame) -> np.ndarray:
         """The class of each row of a table with ``image, label`` columns ('' where unannotated)."""
         get = self.classes.get
@@ -298,8 +351,9 @@ class AnnotationStore:
                         dtype=object)
 
     def frame(self) -> pd.DataFrame:
-        rows = sorted((img, lbl, cls) for (img, lbl), cls in self.classes.items())
-        return pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
+        rows = sorted((img, lbl, cls, k in self.verified, *self.verified.get(k, ("", "")))
+                      for k, cls in self.classes.items() for img, lbl in [k])
+        return pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + VERIFY_COLUMNS)
 
     def __len__(self) -> int:
         return len(self.classes)

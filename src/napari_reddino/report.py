@@ -7,12 +7,14 @@ import pandas as pd
 
 from napari_reddino.images import InputError
 
-CELL_TABLE_COLUMNS = ["image", "label", "centroid_x", "centroid_y", "class", "prediction", "confidence"]
+CELL_TABLE_COLUMNS = ["image", "label", "centroid_x", "centroid_y", "class", "prediction", "confidence",
+                      "verified", "verified_by", "verified_at"]
 REPORT_COLUMNS = ["image", "class", "count", "percent"]
 
 
 def export_cell_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Export form of a pooled cell table: image, label, centroid, class, prediction, confidence."""
+    """Export form of a pooled cell table: image, label, centroid, class, prediction, confidence, and whether
+    a person verified the class (``verified``: False where the table does not say), who and when."""
     missing = [c for c in ("image", "label") if c not in table.columns]
     if missing:
         raise InputError(f"Received a table with columns {list(table.columns)[:8]}; accepted: at least image "
@@ -21,8 +23,9 @@ def export_cell_table(table: pd.DataFrame) -> pd.DataFrame:
     for col in CELL_TABLE_COLUMNS[2:]:
         out[col] = table[col].to_numpy() if col in table.columns else (np.nan if col in (
             "centroid_x", "centroid_y", "confidence") else "")
-    for col in ("class", "prediction"):
+    for col in ("class", "prediction", "verified_by", "verified_at"):
         out[col] = out[col].fillna("").astype(str)
+    out["verified"] = out["verified"].map(lambda v: v is True or str(v).strip().lower() in ("true", "1")).astype(bool)
     return out
 
 

@@ -50,6 +50,7 @@ def is_drawn_layer_name(name: str) -> bool:
 
 # --- colours --------------------------------------------------------------------------------------------
 SELECTION_COLOR = "#ffff00"  # selected cells' rings, on the map and on the smear
+VERIFIED_COLOR = "#ffffff"  # the gallery's tick on a verified cell (on a dark badge)
 UNANNOTATED_COLOR = "#bbbbbb"  # a red cell without class or prediction (points and outlines)
 PREDICTED_ALPHA = 0.35  # a predicted class is its class colour at this opacity
 CONTOUR_WIDTH = 2  # outline width in image pixels

@@ -79,6 +79,7 @@ class AnnotationWidget(StepWidget):
         self._dock = None
         self._job = None
         self.trainer = None  # the classifier's worker while it trains
+        self.state_listeners: list = []  # called with each new state (None when closed): the gallery
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         start_warm_up()  # the first UMAP of the session need not wait for numba to compile
@@ -183,11 +184,25 @@ class AnnotationWidget(StepWidget):
             self.state.disconnect()
         self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
         self._bind_keys()
+        self._tell_listeners()
         self.panel.set_enabled(True)
         self.panel.left_out.setText(self._left_out(result["sources"]))
         message = restore_message(store.restored)
         if message:
             show_info(message)
+
+    def _tell_listeners(self) -> None:
+        from napari_reddino._widgets.gallery import open_galleries
+
+        fresh = [g for g in open_galleries(self.viewer) if g.annotation is not self]
+        for gallery in fresh:  # opened before this dock's first map: it follows this dock from now on
+            gallery.attach(self)
+        for listener in list(self.state_listeners):
+            if getattr(listener, "__self__", None) not in fresh:
+                try:
+                    listener(self.state)
+                except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
+                    self.state_listeners.remove(listener)
 
     def _annotation_files(self, result) -> dict:
         """image -> the annotation file a reopened session named for it (in its cells layer's metadata):
@@ -368,6 +383,7 @@ class AnnotationWidget(StepWidget):
         if self.state is not None:
             self.state.disconnect()
             self.state = None
+            self._tell_listeners()
         if self.canvas is not None:
             if self._dock is not None:
                 try:

@@ -33,6 +33,7 @@ class AnnotationState:
         n = len(self.table)
         self.prediction = np.full(n, "", dtype=object)
         self.confidence = np.full(n, np.nan, dtype=np.float32)
+        self.listeners: list = []  # called after every refresh (the verification gallery follows the state)
         self._colors = class_colors(classes)
         self._index = {c.name: i for i, c in enumerate(classes)}
         source_of_image = {image: s for s, image in enumerate(result["images"])}
@@ -90,6 +91,11 @@ class AnnotationState:
         said = (f"saved to {', '.join(saved)}" if saved else
                 f"nothing saved yet (the first annotation goes to {', '.join(map(str, where))})")
         self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
+                self.listeners.remove(listener)
 
     def class_counts(self) -> list[tuple[str, str, int, int]]:
         """(name, colour, annotated, predicted) per class, then the unannotated cells (``style.class_counts``,
@@ -130,6 +136,22 @@ class AnnotationState:
         if changed:
             self.refresh()
         return changed
+
+    def verify_selected(self) -> int:
+        """Mark the selected cells verified with the class they show (their annotation, else their
+        prediction); cells with neither are left as they are. Returns how many changed."""
+        from napari_reddino.review import shown_class
+
+        rows = self.selected_rows()
+        shown = shown_class(self.class_column()[rows], self.prediction[rows])
+        keys = self._keys(rows)
+        changed = self.store.verify({k: c for k, c in zip(keys, shown) if c})
+        if changed:
+            self.refresh()
+        return changed
+
+    def verified_column(self) -> np.ndarray:
+        return self.store.verified_column(self.table)
 
     def undo(self):
         keys = self.store.undo()
@@ -173,6 +195,9 @@ class AnnotationState:
     def cell_table(self) -> pd.DataFrame:
         t = self.table.copy()
         t["class"], t["prediction"], t["confidence"] = self.class_column(), self.prediction, self.confidence
+        stamps = [self.store.verification(i, lbl) or ("", "") for i, lbl in zip(t["image"], t["label"])]
+        t["verified"] = self.verified_column()
+        t["verified_by"], t["verified_at"] = [s[0] for s in stamps], [s[1] for s in stamps]
         return export_cell_table(t)
 
     def report(self) -> pd.DataFrame:

@@ -121,7 +121,8 @@ def join_reddino_tabs(widget: QWidget) -> bool:
     dock.setWindowTitle(title.replace("&", "&&"))
     area = window.dockWidgetArea(dock)
     others = [d for d in window.findChildren(QDockWidget)
-              if d is not dock and isinstance(d.widget(), StepWidget) and not d.isFloating()
+              if d is not dock and (isinstance(d.widget(), StepWidget) or getattr(d.widget(), "reddino_tab", False))
+              and not d.isFloating()
               and d.isVisibleTo(window) and window.dockWidgetArea(d) == area]
     if not others:
         return False

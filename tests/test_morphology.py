@@ -5,13 +5,16 @@ import pytest
 
 from napari_reddino.morphology import FEATURES, measure_cells
 
-BACKGROUND = np.array([0.93, 0.90, 0.92])
-RBC_OD = np.array([0.14, 0.62, 0.48])
+BACKGROUND = np.array([0.45, 0.53, 0.58])  # a Chula slide (their camera sees the slide darker than most)
+RBC_OD = np.array([0.12, 0.30, 0.17])  # Chula's normal cells: green OD about 0.3, red and blue 0.4 and 0.56 of it
 
 
 def disc_smear(scale: float = 1.0, small_dense: int = 3, seed: int = 0):
-    """A smear of normal-size discs with a central pallor and ``small_dense`` small discs without one
-    (spherocyte-like), every length times ``scale``. Returns (image uint8, labels, centres, kinds)."""
+    """A smear of normal-size, slightly oval cells with a central pallor and ``small_dense`` small round ones
+    without one and stained denser (spherocyte-like), with soft edges as a microscope blurs them, every
+    length times ``scale``. Returns (image uint8, labels, centres, kinds)."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(seed)
     step = int(round(56 * scale))
     h, w = 5 * step, 6 * step
@@ -24,14 +27,18 @@ def disc_smear(scale: float = 1.0, small_dense: int = 3, seed: int = 0):
             cy, cx = (i + 0.5) * step + rng.uniform(-2, 2), (j + 0.5) * step + rng.uniform(-2, 2)
             small = len(centres) < small_dense
             r = (14 if small else 20) * scale
-            rho = np.hypot(yy - cy, xx - cx) / r
+            stretch, angle = (1.0 if small else 1.04), rng.uniform(0, np.pi)
+            u = (yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)
+            v = -(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)
+            rho = np.hypot(u / stretch, v * stretch) / r
             inside = rho <= 1
             # biconcave: dense rim, pale centre; a spherocyte is uniformly and more densely stained
-            density = np.full(rho.shape, 1.25) if small else 0.35 + 0.65 * np.clip(rho / 0.6, 0, 1) ** 2
+            density = np.full(rho.shape, 1.3) if small else 0.3 + 0.9 * np.clip(rho / 0.65, 0, 1) ** 2
             od[inside] += (RBC_OD * density[inside, None]).astype(np.float32)
             labels[inside] = len(centres) + 1
             centres.append((cy, cx))
             kinds.append("small dense" if small else "normal")
+    od = ndimage.gaussian_filter(od, (1.2 * scale, 1.2 * scale, 0))
     image = BACKGROUND * np.exp(-od) + rng.normal(0, 0.005, od.shape)
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), labels, centres, kinds
 
@@ -82,3 +89,12 @@ def test_only_the_table_s_red_cells_by_default():
     table.loc[table["label"] == 2, "type"] = "wbc"
     m = measure_cells(image, labels, table, diameter=40.0)
     assert 2 not in m["label"].tolist() and len(m) == labels.max() - 1
+
+
+def test_degenerate_objects_give_numbers_not_errors():
+    """Speckle a segmenter finds in noise: a pixel, a line, a tiny blob."""
+    image = np.full((30, 30, 3), 200, np.uint8)
+    labels = np.zeros((30, 30), np.int32)
+    labels[2, 2], labels[10, 3:20], labels[20:23, 20:23] = 1, 2, 3
+    m = measure_cells(image, labels, diameter=10.0)
+    assert len(m) == 3 and np.isfinite(m.loc[1:, "size"]).all()

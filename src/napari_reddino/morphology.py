@@ -97,7 +97,7 @@ def _one_cell(mask: np.ndarray, od: np.ndarray, diameter: float) -> np.ndarray:
             defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
         except cv2.error:  # a self-touching outline: no defects measured
             defects = None
-        if defects is not None:
+        if defects is not None and len(defects):
             d = defects.reshape(-1, 4)[:, 3] / 256.0 / diameter
             depth, n_def = float(d.max()), int((d > 0.03).sum())
     f.update(

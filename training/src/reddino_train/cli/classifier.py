@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
         description="Segment every labelled Chula-RBC-12 image with the default segmenter, match each labelled "
                     "centre to its mask, measure morphology and embed the cells with --model, score each "
                     "feature set with 5 folds grouped by image (with and without elliptocytes), then fit on all "
-                    "cells and write classifier.json, embedding+morphology.npz, morphology.npz, cv.json and "
+                    "cells and write classifier.json, morphology.npz, embedding+morphology.npz, cv.json and "
                     "CARD.md into --out.",
         epilog="example: reddino-train classifier --data ../shared/data/chula-rbc-12 --cache-dir runs/clf-cache "
                "--out src/napari_reddino/classifier")
@@ -21,9 +21,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default="demo", help="embedding model spec (default: demo, the shipped one)")
     p.add_argument("--cache-dir", default=None, help="keep segmentations and embeddings here (default: "
                                                      "runs/classifier-cache)")
-    p.add_argument("--kind", default="logreg", choices=["logreg", "mlp"])
+    p.add_argument("--kind", default="mlp", choices=["logreg", "mlp"],
+                   help="mlp (default: one hidden ReLU layer) or logreg (logistic regression)")
     p.add_argument("--C", type=float, default=0.5, help="logistic regression's inverse regularisation")
-    p.add_argument("--hidden", type=int, default=128, help="MLP hidden units")
+    p.add_argument("--hidden", type=int, default=256, help="MLP hidden units (default 256)")
+    p.add_argument("--alpha", type=float, default=1e-2, help="MLP L2 penalty (default 0.01)")
     p.add_argument("--balanced", action="store_true", help="weight classes inversely to their frequency")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads for the embedding (default 1)")
@@ -44,9 +46,10 @@ def run(args) -> int:
     from reddino_train.classifier.data import collect
     from reddino_train.classifier.run import evaluate, write_classifier
 
-    if args.folds < 2 or args.C <= 0 or args.hidden < 1 or args.threads < 1:
-        raise InputError(f"Received --folds {args.folds}, --C {args.C}, --hidden {args.hidden}, --threads "
-                         f"{args.threads}; accepted: at least 2 folds, C > 0, at least 1 unit and 1 thread.")
+    if args.folds < 2 or args.C <= 0 or args.hidden < 1 or args.threads < 1 or args.alpha < 0:
+        raise InputError(f"Received --folds {args.folds}, --C {args.C}, --hidden {args.hidden}, --alpha "
+                         f"{args.alpha}, --threads {args.threads}; accepted: at least 2 folds, C > 0, at least "
+                         "1 unit, alpha >= 0 and at least 1 thread.")
     out = check_out_dir(args.out)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -58,9 +61,9 @@ def run(args) -> int:
     lc = collect(args.data, args.cache_dir or Path("runs/classifier-cache"), model, sha[:20])
     fit_kw = {"kind": args.kind, "C": args.C, "balanced": args.balanced}
     if args.kind == "mlp":
-        fit_kw = {"kind": "mlp", "hidden": args.hidden, "balanced": args.balanced}
+        fit_kw = {"kind": "mlp", "hidden": args.hidden, "alpha": args.alpha, "balanced": args.balanced}
     print(f"{len(lc.cells)} red cells; {args.folds}-fold cross-validation grouped by image", flush=True)
-    results = evaluate(lc, ["embedding+morphology", "morphology", "embedding"], n_splits=args.folds,
+    results = evaluate(lc, ["morphology", "embedding+morphology", "embedding"], n_splits=args.folds,
                        seed=args.seed, **fit_kw)
     command = "reddino-train classifier " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "classifier" else ""

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model spec (default: a cached RedDino, else the demo model)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     add_cell_types_argument(p)
+    p.add_argument("--classifier", default="morphology", choices=["morphology", "embedding+morphology"],
+                   help="the shipped classifier that names every red cell (default morphology; "
+                        "embedding+morphology only with the demo model: see napari_reddino/classifier/CARD.md)")
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     add_resolution_argument(p)
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
@@ -81,7 +84,7 @@ def run(args) -> int:
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model,
                            precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
-                           pca_resolution=args.cell_resolution)
+                           pca_resolution=args.cell_resolution, classifier=args.classifier)
     RunRecord(out, "run", settings_of(args)).start(args.resume)
     written = []
 
@@ -110,6 +113,8 @@ def run(args) -> int:
           + (f"; {len(failures)} input(s) failed (see failed.csv)" if failures else ""))
     for note in result.skipped:
         print(f"not made: {note}")
+    if result.classifier_note:
+        print(f"note: {result.classifier_note}")
     if args.view or args.screenshot:
         written += show(result, Path(args.out), screenshot=args.screenshot)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")

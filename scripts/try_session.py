@@ -92,7 +92,7 @@ def forbid_recomputing() -> None:
 
     for module, name in ((segment, "iter_segment_cells"), (models, "load_model"), (embed, "iter_embed_cells"),
                          (patch_features, "iter_patch_features"), (embedding, "umap_embed"),
-                         (embedding, "iter_umap_embed"), (state, "fit_predict")):
+                         (embedding, "iter_umap_embed"), (state, "fit_on_top")):
         setattr(module, name, refuse)
 
 

@@ -505,7 +505,7 @@ def test_train_button_learns_in_a_worker_then_shows_the_predictions(dock, qtbot,
     from napari_reddino._widgets import _common, annotation_state
 
     _, make = dock
-    fits = calls_of(monkeypatch, annotation_state, "fit_predict")
+    fits = calls_of(monkeypatch, annotation_state, "fit_on_top")
     said = []
     monkeypatch.setattr(_common, "show_error", said.append)
     w = make()

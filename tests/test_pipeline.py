@@ -6,6 +6,7 @@ import pytest
 import tifffile
 
 from napari_reddino._progress import Progress, run
+from napari_reddino.annotate import CHULA_CLASSES
 from napari_reddino.cli import main
 from napari_reddino.images import InputError
 from napari_reddino.pipeline import PipelineOptions, iter_pipeline, write_outputs
@@ -60,6 +61,34 @@ def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
     cells = pd.read_csv(tmp_path / "cells.csv")  # every object, marked analysed or not
     assert len(cells) == len(s.table) and cells["analysed"].sum() == len(red)
     assert "rbc" not in set(cells.loc[~cells["analysed"], "type"])
+    # the shipped classifier (morphology, the default) named every red cell
+    red_rows = cells["type"] == "rbc"
+    assert cells.loc[red_rows, "prediction"].isin([c.name for c in CHULA_CLASSES]).all()
+    assert cells.loc[red_rows, "confidence"].between(0, 1, inclusive="right").all()
+    assert cells.loc[~red_rows, "prediction"].isna().all() and cells.loc[~red_rows, "confidence"].isna().all()
+    assert result.classifier_note == ""
+
+
+@pytest.mark.parametrize("model", ["demo", "tiny"])
+def test_the_embedding_classifier_only_with_the_demo_model(smear, model, model_dir, monkeypatch):
+    from napari_reddino import classifier
+
+    image, _ = smear
+    used = []
+    real = classifier.ShippedClassifier.predict
+    monkeypatch.setattr(classifier.ShippedClassifier, "predict",
+                        lambda self, *a, **k: used.append(self.name) or real(self, *a, **k))
+    spec = "demo" if model == "demo" else f"local-dir:{model_dir}"
+    opts = PipelineOptions(model=spec, steps=("segment", "embed"), precision="fp32",
+                           classifier="embedding+morphology")
+    result = run(iter_pipeline([("smear.png", image)], opts))
+    t = result.smears[0].table
+    assert (t.loc[t["type"] == "rbc", "prediction"] != "").all()
+    if model == "demo":
+        assert used == ["embedding+morphology"] and result.classifier_note == ""
+    else:  # another model's embeddings: morphology alone, said in one line
+        assert used == ["morphology"] and "classified from morphology only" in result.classifier_note
+        assert spec in result.classifier_note and "\n" not in result.classifier_note
 
 
 def test_pipeline_analyses_every_object_when_asked(model_dir, smear):
@@ -148,7 +177,11 @@ def test_cli_run_on_sample(model_dir, tmp_path, capsys):
                  "--no-umap"])
     assert code == 0
     assert (tmp_path / "synthetic_smear_pca.png").is_file() and (tmp_path / "cells.csv").is_file()
-    assert "cells" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cells" in out and "note:" not in out  # the default classifier serves any model
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert {"prediction", "confidence"} <= set(cells.columns)
+    assert (cells.loc[cells["type"] == "rbc", "prediction"].fillna("") != "").all()
 
 
 def test_cli_run_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -41,9 +41,17 @@ def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_view
     ann = next(d for d in viewer.window.dock_widgets.values() if hasattr(d, "show_embedding"))
     try:
         assert len(ann.canvas.points.data) == len(cells.features)
+        # every cell came with the shipped classifier's prediction, which training builds on
+        state = ann.state
+        assert (state.prediction != "").all() and np.isfinite(state.confidence).all() and state.prior is not None
+        assert "prediction" in cells.features.columns
         ann.canvas.select([0, 1])
         assert ann.assign(3) == 2
         assert (tmp_path / "reddino-annotations.csv").is_file()  # saved on the change
+        cls = state.class_column()[0]
+        pred, conf = ann.train()  # one annotated class is enough on top of the shipped predictions
+        assert len(pred) == len(state.table) and (pred != "").all() and np.isfinite(conf).all()
+        assert list(state.class_column()[:2]) == [cls, cls]
     finally:
         ann.close_canvas()
     # re-running updates the layers in place

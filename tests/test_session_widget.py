@@ -20,7 +20,7 @@ def forbid_recomputing(monkeypatch):
     for target in ("napari_reddino.segment.iter_segment_cells", "napari_reddino.models.load_model",
                    "napari_reddino.embed.iter_embed_cells", "napari_reddino.patch_features.iter_patch_features",
                    "napari_reddino.embedding.umap_embed", "napari_reddino.embedding.iter_umap_embed",
-                   "napari_reddino._widgets.annotation_state.fit_predict"):
+                   "napari_reddino._widgets.annotation_state.fit_on_top", "napari_reddino.pipeline.classify_smear"):
         monkeypatch.setattr(target, refuse)
 
 

@@ -1,7 +1,9 @@
 """A classifier trained on the annotated cells' embeddings that predicts every cell, with a confidence.
 
 Logistic regression (default) or k-nearest neighbours, on standardised features; scikit-learn is
-imported lazily.
+imported lazily. :func:`fit_on_top` retrains on top of the shipped classifier's predictions
+(:mod:`napari_reddino.classifier`): the user's annotations at full weight, the shipped classifier's confident
+predictions of the other cells as lower-weight labels, so classes the user never annotated are still predicted.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ def _annotated(y) -> np.ndarray:
     return np.array([isinstance(v, str) and v != "" for v in y], dtype=bool)
 
 
-def train_classifier(X, y, kind: str = "logreg", k: int = 20):
+PSEUDO_WEIGHT = 0.3  # a shipped prediction counts this much (times its confidence) against an annotation's 1
+PSEUDO_MIN_CONFIDENCE = 0.5
+
+
+def train_classifier(X, y, kind: str = "logreg", k: int = 20, sample_weight=None):
     """Fit on rows whose class ``y`` is a non-empty string; others are ignored. Returns a fitted sklearn
-    pipeline with ``predict_proba`` and ``classes_``."""
+    pipeline with ``predict_proba`` and ``classes_``. ``sample_weight`` (logreg only): one weight per row."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -42,7 +48,10 @@ def train_classifier(X, y, kind: str = "logreg", k: int = 20):
     else:
         clf = KNeighborsClassifier(n_neighbors=max(1, min(int(k), int(mask.sum()))), weights="distance")
     model = make_pipeline(StandardScaler(), clf)
-    model.fit(X[mask], y[mask].astype(str))
+    fit_kw = {}
+    if sample_weight is not None and kind == "logreg":
+        fit_kw["logisticregression__sample_weight"] = np.asarray(sample_weight, np.float64)[mask]
+    model.fit(X[mask], y[mask].astype(str), **fit_kw)
     return model
 
 
@@ -55,6 +64,32 @@ def predict(model, X) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_predict(X, y, kind: str = "logreg", k: int = 20) -> tuple[np.ndarray, np.ndarray]:
     return predict(train_classifier(X, y, kind, k), X)
+
+
+def fit_on_top(X, annotated, prior_prediction=None, prior_confidence=None, kind: str = "logreg",
+               k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, confidence) per cell from the user's annotations on top of the shipped classifier's
+    ``prior_prediction``/``prior_confidence``: annotated cells keep the user's class as their label (full
+    weight); unannotated cells the shipped classifier is at least 50% sure of are labelled with its class at
+    ``PSEUDO_WEIGHT`` times its confidence, times the share of the annotated cells it gave that class that the
+    user agreed with (a class the user keeps correcting stops being taught). Without a prior it is
+    :func:`fit_predict`. kNN ignores weights and learns from the annotations only."""
+    annotated = np.asarray(annotated, dtype=object)
+    if prior_prediction is None or kind != "logreg":
+        return fit_predict(X, annotated, kind=kind, k=k)
+    prior = np.asarray(prior_prediction, dtype=object)
+    conf = np.nan_to_num(np.asarray(prior_confidence, np.float64), nan=0.0)
+    user = _annotated(annotated)
+    pseudo = ~user & _annotated(prior) & (conf >= PSEUDO_MIN_CONFIDENCE)
+    y = np.where(user, annotated, np.where(pseudo, prior, ""))
+    agreed = np.ones(len(y))
+    for cls in set(prior[pseudo]):
+        checked = user & (prior == cls)
+        if checked.any():
+            agreed[prior == cls] = np.mean(annotated[checked] == cls)
+    weight = np.where(user, 1.0, PSEUDO_WEIGHT * conf * agreed)
+    y = np.where(user | (weight > 0), y, "")
+    return predict(train_classifier(X, y, kind, k, sample_weight=weight), X)
 
 
 def next_to_annotate(confidence, y=None, k: int = 20) -> np.ndarray:

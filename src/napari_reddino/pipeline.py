@@ -1,4 +1,4 @@
-"""The whole chain, headless: segment → per-cell RedDino features → PCA overlay → UMAP.
+"""The whole chain, headless: segment → per-cell RedDino features → shipped classifier → PCA overlay → UMAP.
 
 Used by ``napari-reddino run`` (and so the README's main job) and by the "Run the whole pipeline" dock.
 Each step is the core module's own function; this file only sequences them and writes the results.
@@ -37,6 +37,7 @@ class PipelineOptions:
     steps: tuple[str, ...] = STEPS
     seed: int = 0
     cell_types: tuple[str, ...] = ANALYSED_DEFAULT  # the objects embedded and put in the UMAP
+    classifier: str = "morphology"  # the shipped classifier (napari_reddino.classifier.FEATURE_SETS)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class PipelineResult:
     # for an overlay): the other steps' results stand, and the dock and the CLI say why
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why) of inputs that could not be read
+    classifier_note: str = ""  # the shipped classifier's fallback to morphology alone, said once ('' when none)
 
     def cells(self) -> pd.DataFrame:
         """Pooled table of every object: image, label, centroid, morphology, type, border; with the
@@ -144,9 +146,12 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
         model = models.load_model(spec, device=opts.device)
 
     smears: list[SmearResult] = []
+    notes: set[str] = set()
     for i, (name, data) in enumerate(images):
         before = previous(name) if previous else None
         if before is not None:
+            if "prediction" not in before.table.columns:  # written before the shipped classifier
+                notes.add(classify_smear(before, spec, opts.classifier))
             smears.append(before)
             continue
         try:
@@ -169,6 +174,8 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
                     s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision,
                     label_ids=s.embedded), tag)
                 s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
+        yield Progress(0, 1, f"{tag}: classifying red cells")
+        notes.add(classify_smear(s, spec, opts.classifier))
         if "pca" in opts.steps:
             from napari_reddino.patch_features import model_patch_size
             from napari_reddino.pca import fit_pca
@@ -194,7 +201,8 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
     if not smears:
         raise InputError(f"Received {len(images)} image(s), none of which could be read ({failed[0][1]}); "
                          "accepted: image files.")
-    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped, failed=failed)
+    result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped, failed=failed,
+                            classifier_note=" ".join(sorted(n for n in notes if n)))
     with_emb = [s.embeddings for s in smears if s.embeddings is not None and len(s.embeddings)]
     n_cells = sum(len(e) for e in with_emb)
     if "umap" in opts.steps and "embed" in opts.steps and n_cells < MIN_CELLS:
@@ -211,6 +219,28 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
         result.umap = umap_embed(np.concatenate(with_emb), **result.umap_params)
         yield Progress(1, 1, "UMAP")
     return result
+
+
+def classify_smear(s: SmearResult, spec=None, name: str = "morphology") -> str:
+    """Put the shipped classifier's ``prediction`` and ``confidence`` of every red cell into ``s.table`` (''
+    and NaN for other objects); with the embeddings when they are of the model it was trained on, else from
+    morphology alone. Returns :func:`napari_reddino.classifier.choose`'s note."""
+    from napari_reddino.classifier import classify_smear as classify
+
+    table = s.table
+    red = table["label"].to_numpy()[table["type"].to_numpy() == "rbc"] if "type" in table.columns \
+        else table["label"].to_numpy()
+    emb = None
+    if s.embeddings is not None and s.embedded is not None and np.isin(red, s.embedded).all():
+        emb = s.embeddings[_order(s.embedded, red)]
+    got, note = classify(s.image, s.labels, table, red, emb, spec if emb is not None else None, name)
+    by_label = got.set_index("label")
+    hit = table["label"].isin(by_label.index).to_numpy()
+    table["prediction"] = ""
+    table["confidence"] = np.float32(np.nan)
+    table.loc[hit, "prediction"] = by_label.loc[table["label"][hit], "prediction"].to_numpy()
+    table.loc[hit, "confidence"] = by_label.loc[table["label"][hit], "confidence"].to_numpy()
+    return note
 
 
 def _tagged(gen, tag):

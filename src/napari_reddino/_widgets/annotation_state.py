@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.annotate import class_colors
-from napari_reddino.classify import fit_predict, next_to_annotate
+from napari_reddino.classify import fit_on_top, next_to_annotate
 from napari_reddino.report import export_cell_table, morphology_report
 from napari_reddino.style import PREDICTED_ALPHA, UNANNOTATED_COLOR, class_counts
 
@@ -34,6 +34,7 @@ class AnnotationState:
         self.prediction = np.full(n, "", dtype=object)
         self.confidence = np.full(n, np.nan, dtype=np.float32)
         self.listeners: list = []  # called after every refresh (the verification gallery follows the state)
+        self.prior: tuple[np.ndarray, np.ndarray] | None = None  # the shipped classifier's, which training builds on
         self._colors = class_colors(classes)
         self._index = {c.name: i for i, c in enumerate(classes)}
         source_of_image = {image: s for s, image in enumerate(result["images"])}
@@ -163,8 +164,10 @@ class AnnotationState:
         return self.set_predictions(*self.fit(kind, self.class_column()))
 
     def fit(self, kind: str, annotated) -> tuple[np.ndarray, np.ndarray]:
-        """The classifier's (prediction, confidence) per cell; touches no layer (runs in a worker)."""
-        return fit_predict(self.X, annotated, kind=kind)
+        """The classifier's (prediction, confidence) per cell, trained on the annotations on top of the shipped
+        classifier's predictions when there are any; touches no layer (runs in a worker)."""
+        prior = self.prior or (None, None)
+        return fit_on_top(self.X, annotated, *prior, kind=kind)
 
     def set_predictions(self, prediction, confidence):
         self.prediction, self.confidence = prediction, confidence
@@ -172,9 +175,12 @@ class AnnotationState:
         return self.prediction, self.confidence
 
     def restore_predictions(self, prediction, confidence) -> None:
-        """Put back a saved classifier's prediction and confidence, one per table row."""
+        """Put back a saved classifier's prediction and confidence, one per table row (the first ones put back,
+        the shipped classifier's after a pipeline run, are what 'Train & predict' builds on)."""
         self.prediction = np.asarray(prediction, dtype=object)
         self.confidence = np.asarray(confidence, dtype=np.float32)
+        if self.prior is None:
+            self.prior = (self.prediction, self.confidence)
         self.refresh()
 
     def stale_sources(self) -> list[str]:

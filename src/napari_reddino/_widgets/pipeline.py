@@ -87,7 +87,8 @@ class PipelineWidget(StepWidget):
         if result.skipped:  # the layers that could be made are in place; say once what was not, and why
             show_warning("; ".join(result.skipped))  # no title first: a toast shows its first 40 characters
         else:
-            show_info(f"{self.title}: {result.summary()}")
+            note = result.classifier_note  # the shipped classifier used morphology alone: said once
+            show_info(f"{self.title}: {result.summary()}" + (f". {note}" if note else ""))
 
 
 def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None,
@@ -145,6 +146,10 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     if project_folder is not None:
         dock.project.value = str(project_folder)
     dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
+    if dock.state is not None:  # the shipped classifier's predictions (or a session's saved ones) on the map
+        from napari_reddino._widgets.session import restore_predictions
+
+        restore_predictions(dock.state, result)
     return dock
 
 

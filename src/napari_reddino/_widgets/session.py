@@ -150,12 +150,10 @@ def show_session(viewer: "napari.Viewer", session: "Session"):
     for s, info in zip(result.smears, session.images):
         if s.labels is not None and info.segmentation:
             viewer.layers[cells_layer_name(s.name)].metadata["segmentation"] = info.segmentation
-    if dock is not None and dock.state is not None:
-        _restore_predictions(dock.state, result)
-    return dock
+    return dock  # add_result_layers put the saved predictions back on the map
 
 
-def _restore_predictions(state, result) -> None:
+def restore_predictions(state, result) -> None:
     """The classifier's prediction and confidence saved in the cell tables, back on the map's rows."""
     frames = [s.table.assign(image=s.name)[["image", "label", "prediction", "confidence"]]
               for s in result.smears if s.table is not None and {"prediction", "confidence"} <= set(s.table.columns)]

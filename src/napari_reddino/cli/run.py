@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto: the GPU when there is one)")
     p.add_argument("--drop-border", action="store_true", help="leave out cells touching the image border")
     add_cell_types_argument(p)
+    p.add_argument("--classifier", default="morphology", choices=["morphology", "embedding+morphology"],
+                   help="the shipped classifier that names every red cell (default morphology; "
+                        "embedding+morphology only with the demo model: see napari_reddino/classifier/CARD.md)")
     p.add_argument("--no-pca", action="store_true", help="skip the PCA overlay")
     add_resolution_argument(p)
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP embedding")
@@ -88,8 +91,9 @@ def run(args) -> int:
     stems = dict(zip(names, output_stems(names)))
     steps = tuple(s for s in STEPS if not (s == "pca" and args.no_pca) and not (s == "umap" and args.no_umap))
     opts = PipelineOptions(backend=args.backend, diameter=args.diameter, model=args.model, device=args.device,
-                           drop_border=args.drop_border, precision=args.precision, steps=steps, cell_types=parse_cell_types(args.cell_types),
-                           pca_resolution=args.cell_resolution)
+                           drop_border=args.drop_border, precision=args.precision, steps=steps,
+                           cell_types=parse_cell_types(args.cell_types), pca_resolution=args.cell_resolution,
+                           classifier=args.classifier)
     # the report is made again each time, and the device does not change the results: no reason to refuse --resume
     report_options = ("grading", "sample_by", "device")
     RunRecord(out, "run", {k: v for k, v in settings_of(args).items() if k not in report_options}).start(args.resume)
@@ -121,6 +125,8 @@ def run(args) -> int:
           + (f"; {len(failures)} input(s) failed (see failed.csv)" if failures else ""))
     for note in result.skipped:
         print(f"not made: {note}")
+    if result.classifier_note:
+        print(f"note: {result.classifier_note}")
     if args.view or args.screenshot:
         written += show(result, Path(args.out), screenshot=args.screenshot)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")

@@ -7,7 +7,7 @@ import sys
 
 from napari_reddino.cli import build_parser, dispatch
 
-SUBCOMMANDS = ["prepare", "augment_sheet", "train", "export", "eval", "segmenter"]
+SUBCOMMANDS = ["prepare", "augment_sheet", "train", "export", "eval", "segmenter", "classifier"]
 
 
 def main(argv=None) -> int:

@@ -344,8 +344,10 @@ def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResu
 
 
 def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
-    """The pooled cell table of all images and the UMAP plot (written atomically)."""
+    """The pooled cell table of all images and the UMAP plot (written atomically), and the files other
+    programs open (``exports.py``: ``cells.h5ad``, per image ``_cells.geojson`` and ``_cells.parquet``)."""
     from napari_reddino.atomic import atomic_path
+    from napari_reddino.exports import write_result_exports
 
     out = Path(out_dir)
     written: list[Path] = []
@@ -360,7 +362,7 @@ def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
         with atomic_path(out / "umap.png") as tmp:
             plot_umap(xy[["x", "y"]].to_numpy(), points, tmp)
         written.append(out / "umap.png")
-    return written
+    return written + write_result_exports(result, cells, out)
 
 
 def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "report", "view", "models"]
+SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "report", "export", "view", "models"]
 
 
 class UsageError(Exception):
@@ -36,7 +36,7 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
     from napari_reddino.images import InputError
 
     args = parser.parse_args(argv)
-    if args.command not in ("models", "view"):  # view computes nothing
+    if args.command not in ("models", "view", "export"):  # these compute nothing
         from napari_reddino._torch_runtime import import_torch
 
         import_torch()  # before any step reaches torch through cellpose, torchvision or timm

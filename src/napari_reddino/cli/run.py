@@ -3,8 +3,9 @@ optionally shown in napari (``--view``) or captured from the real napari window 
 
 Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
 ``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
-``report.csv`` and ``report.html`` (the graded slide report, as ``napari-reddino report``), ``run.json`` (the
-settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
+``report.csv`` and ``report.html`` (the graded slide report, as ``napari-reddino report``), ``cells.h5ad``
+(AnnData, for scanpy) with per image ``<stem>_cells.geojson`` (QuPath) and ``<stem>_cells.parquet`` (as
+``napari-reddino export``), ``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
 name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
 With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
 OUT`` or *Open session…* puts it back without recomputing."""

@@ -42,10 +42,11 @@ def test_run_writes_the_report_of_its_red_cells(run_folder):
     report = pd.read_csv(run_folder / "report.csv")
     n_rbc = int((cells["type"] == "rbc").sum())
     assert set(report["red_cells"]) == {n_rbc} and n_rbc < len(cells)  # other objects left out
-    by_class = report.set_index("class")
-    assert by_class.loc["(no class)", "count"] == n_rbc  # nothing classified yet: no class, no grade
-    assert (report["grade"].fillna("") == "").all()
-    assert "have no class" in report["warnings"].iloc[0] and "fewer than 1,000" in report["warnings"].iloc[0]
+    counted = report[report["class"] != "(no class)"]
+    assert counted["count"].sum() == n_rbc  # every red cell in a class: the shipped classifier's prediction
+    assert counted["count"].sum() == (cells.loc[cells["type"] == "rbc", "prediction"].fillna("") != "").sum()
+    warnings = report["warnings"].iloc[0]
+    assert f"{n_rbc} of {n_rbc} red cells not verified" in warnings and "fewer than 1,000" in warnings
     page = (run_folder / "report.html").read_text(encoding="utf-8")
     assert "Red-cell morphology report" in page and "data:image/png;base64," in page  # the UMAP
 

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from matplotlib.colors import to_rgb
 from matplotlib.path import Path as Outline
 from PIL import Image
 
+from napari_reddino.annotate import default_classes
 from napari_reddino.annotation_match import fingerprint
 from napari_reddino.cli import main
 from napari_reddino.exports import cell_outlines, cells_geojson
@@ -86,8 +88,13 @@ def test_the_geojson_parses_and_each_outline_is_closed_and_holds_its_cell(run_di
             assert any(Outline(r).contains_point(centre) for r in rings), (image, props["label"])
             assert props["type"] == row["type"]
             assert props["objectType"] == ("detection" if row["type"] in ("cluster", "artefact") else "cell")
-            # no class yet: the object type, in the colours of style.py
-            name, color = TYPES[props["type"]]
+            # no class annotated: a red cell shows the shipped classifier's prediction, any other object its
+            # type, in the colours of style.py
+            if isinstance(row.get("prediction"), str) and row["prediction"]:
+                color = next(c.color for c in default_classes() if c.name == row["prediction"])
+                name, color = row["prediction"], [round(255 * v) for v in to_rgb(color)]
+            else:
+                name, color = TYPES[props["type"]]
             assert props["classification"] == {"name": name, "color": color}
             assert props["measurements"]["area"] == row["area"]
             assert all(np.isfinite(v) for v in props["measurements"].values())
@@ -103,6 +110,8 @@ def test_the_parquet_table_is_the_images_rows_of_the_cell_table(run_dir):
     cells = pd.read_csv(run_dir / "cells.csv")
     table = pd.read_parquet(run_dir / "b_cells.parquet")
     expected = cells[cells["image"] == "b.png"].reset_index(drop=True)
+    text = [c for c in ("class", "prediction") if c in table.columns]  # '' in parquet reads back as NaN from CSV
+    table[text], expected[text] = table[text].fillna(""), expected[text].fillna("")
     pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-6)
     assert table["border"].dtype == bool  # typed, not text as in a CSV
 

@@ -433,7 +433,7 @@ def test_smear_outlines_legend_and_hover_show_each_cells_class(dock):
     other = int(t["label"].to_numpy()[np.flatnonzero(s1 & (y == 1))[0]])
     np.testing.assert_allclose(cells.colormap.map(other), to_rgba(style.UNANNOTATED_COLOR), atol=1e-3)
     words = list(viewer.layers["s1 cells legend"].text.values)
-    assert f"spherocyte {len(rows)}" in words and f"red cells, no class {12 - len(rows)}" in words
+    assert f"spherocyte {len(rows)}" in words and f"red cells not annotated {12 - len(rows)}" in words
     label = int(t["label"].to_numpy()[rows[0]])
     centre = tuple(np.argwhere(cells.data == label).mean(0))
     assert "class: spherocyte" in cells.get_status(centre, world=True)["coordinates"]

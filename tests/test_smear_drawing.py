@@ -62,7 +62,7 @@ def test_segment_dock_draws_outlines_by_type_marks_white_cells_and_a_legend(make
     # the legend beside the smear counts the red cells and the other objects
     legend = viewer.layers["smear cells legend"]
     words = list(legend.text.values)
-    assert f"red cells, no class {len(rbc)}" in words
+    assert f"red cells not annotated {len(rbc)}" in words
     assert any(w.startswith("white cell") and w.endswith(str(len(wbc))) for w in words)
     assert legend.data[:, 1].min() > cells.data.shape[1]  # right of the smear, not over its cells
     # its words scale with the smear like its swatches (in screen points they ran into each other once a

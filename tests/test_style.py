@@ -63,7 +63,7 @@ def test_one_count_serves_both_legends():
     by_name = {name: (a, p) for name, _, a, p in counts}
     assert by_name["normal"] == (2, 0) and by_name["burr"] == (1, 1) and by_name["unannotated"] == (2, 0)
     lines = style.legend_entries(counts, types=["rbc"] * 5 + ["wbc", "artefact", "artefact"])
-    assert [t for t, _ in lines] == ["normal 2", "burr 1 + 1 predicted", "red cells, no class 2",
+    assert [t for t, _ in lines] == ["normal 2", "burr 1 + 1 predicted", "red cells not annotated 2",
                                      "white cell 1", "artefacts 2"]
     assert [c for _, c in lines][-2:] == [style.TYPE_COLORS["wbc"], style.TYPE_COLORS["artefact"]]
     # the UMAP canvas words its legend with the same count text

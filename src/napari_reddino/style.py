@@ -137,7 +137,7 @@ def legend_entries(counts, types=None) -> list[tuple[str, str]]:
     for name, color, annotated, predicted in counts:
         if not annotated and not predicted:
             continue
-        label = "red cells, no class" if name == "unannotated" else name
+        label = "red cells not annotated" if name == "unannotated" else name  # predicted ones included
         out.append((count_text(label, annotated, predicted), color))
     if types is not None:
         kinds = pd.Series(types, dtype=object)

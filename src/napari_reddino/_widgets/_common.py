@@ -357,3 +357,15 @@ class StepWidget(QWidget):
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.setVisible(False)
+
+
+def notify_bad_input(fn, *args):
+    """``fn(*args)``, or None with the one-line message of a bad input (``InputError``) as a notification: what a
+    button or a key of a dock calls."""
+    from napari_reddino.images import InputError
+
+    try:
+        return fn(*args)
+    except InputError as exc:
+        show_error(str(exc))
+        return None

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget, is_layer_kind, start_warm_up
+from napari_reddino._widgets._common import StepWidget, is_layer_kind, notify_bad_input, start_warm_up
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.annotation_state import AnnotationState
@@ -360,11 +360,7 @@ class AnnotationWidget(StepWidget):
         return worker
 
     def _safely(self, fn, *args):
-        try:
-            return fn(*args)
-        except InputError as exc:
-            show_error(str(exc))
-            return None
+        return notify_bad_input(fn, *args)
 
     def _export(self, what: str):
         from qtpy.QtWidgets import QFileDialog

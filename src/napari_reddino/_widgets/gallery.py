@@ -11,12 +11,13 @@ predicting another class). The thumbnails: ``gallery_view.py``.
 from __future__ import annotations
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QItemSelection, QItemSelectionModel
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QPushButton, QWidget
 
 from napari_reddino import review, style
+from napari_reddino._widgets._common import notify_bad_input
 from napari_reddino._widgets.dock_layout import DockColumn, WrappedLabel, join_reddino_tabs
 from napari_reddino._widgets.gallery_view import ROW_ROLE, CellDelegate, CellModel, CellView
 from napari_reddino.images import InputError
@@ -368,11 +369,7 @@ class GalleryWidget(QWidget):
         return self.state
 
     def _safely(self, fn, *args):
-        try:
-            return fn(*args)
-        except InputError as exc:
-            show_error(str(exc))
-            return None
+        return notify_bad_input(fn, *args)
 
     def assign(self, cls) -> int | None:
         """Give the selected cells class ``cls`` (index or name; None clears) through the annotation dock,

@@ -184,7 +184,7 @@ def test_annotations_follow_their_cells_through_a_renumbering(tmp_path):
     reopened = AnnotationStore(tmp_path / "ann.csv")
     reopened.set_cells("a", after)
     assert reopened.load(["a"]) == 4
-    assert reopened.restored == {"same": 0, "matched": 4, "by_label": 0, "unmatched": 12}
+    assert reopened.restored == {"same": 0, "matched": 4, "by_label": 0, "unmatched": 12, "other_image": 0}
     assert reopened.class_of("a", 1) == "target"  # old cell 6, not old cell 1
     assert [reopened.class_of("a", lbl) for lbl in (2, 3, 4)] == ["normal"] * 3
     reopened.assign([("a", 2)], "burr")
@@ -193,6 +193,39 @@ def test_annotations_follow_their_cells_through_a_renumbering(tmp_path):
     same = AnnotationStore(tmp_path / "ann.csv")
     same.set_cells("a", after)
     assert same.load(["a"]) == 4 and same.restored["same"] == 4 and same.class_of("a", 2) == "burr"
+
+
+def test_another_image_of_the_same_name_never_receives_its_annotations(tmp_path):
+    """Two smears both called '1' (two folders opened into one project, or the shared home-folder file):
+    the second one's cells lie where the first one's were, but they are other cells."""
+    rng = np.random.default_rng(0)
+    smear_a, smear_b = rng.integers(0, 255, (2, 70, 70, 3), dtype=np.uint8)
+    before = grid_cells()
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("1", before, pixels=smear_a)
+    store.assign([("1", lbl) for lbl in range(1, 17)], "target")
+    other = AnnotationStore(tmp_path / "ann.csv")
+    other.set_cells("1", drop_border(before), pixels=smear_b)  # positions match, pixels do not
+    assert other.load(["1"]) == 0 and len(other) == 0
+    assert other.restored["other_image"] == 16 and other.restored["matched"] == 0
+    other.assign([("1", 1)], "burr")  # work on the second smear is saved beside the first one's, not over it
+    saved = read_annotations(tmp_path / "ann.csv")
+    assert len(saved) == 17 and (saved["class"] == "target").sum() == 16
+    back = AnnotationStore(tmp_path / "ann.csv")  # the first smear, reopened as it was
+    back.set_cells("1", before, pixels=smear_a.copy())
+    assert back.load(["1"]) == 16 and back.restored["same"] == 16 and back.restored["other_image"] == 1
+
+
+def test_files_without_image_hashes_still_load(tmp_path):
+    before = grid_cells()
+    store = AnnotationStore(tmp_path / "ann.csv")
+    store.set_cells("a", before)
+    store.assign([("a", 5)], "burr")
+    frame = pd.read_csv(tmp_path / "ann.csv").drop(columns=["image_hash"])  # a file from before the column
+    frame.to_csv(tmp_path / "ann.csv", index=False)
+    reopened = AnnotationStore(tmp_path / "ann.csv")
+    reopened.set_cells("a", before, pixels=np.zeros((70, 70, 3), np.uint8))
+    assert reopened.load(["a"]) == 1 and reopened.class_of("a", 5) == "burr"
 
 
 def test_two_cells_merged_into_one_are_unmatched_not_guessed(tmp_path):
@@ -268,7 +301,7 @@ def test_a_script_writing_the_file_is_merged_not_overwritten(tmp_path):
     store = AnnotationStore(tmp_path / "ann.csv")
     store.assign([("a", 1)], "normal")
     script = read_annotations(tmp_path / "ann.csv")
-    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, "", False, "", ""]  # another program appends a row
+    script.loc[len(script)] = ["b", 7, "burr", np.nan, np.nan, "", False, "", "", ""]  # another program appends a row
     script.to_csv(tmp_path / "ann.csv", index=False)
     store.assign([("a", 2)], "target")
     saved = read_annotations(tmp_path / "ann.csv")

@@ -252,6 +252,36 @@ def test_restart_after_renumbering_puts_annotations_on_the_same_cells(dock, tmp_
     assert any("2 matched to the equivalent cell after re-segmentation" in n for n in notes), notes
 
 
+def test_another_smear_of_the_same_name_does_not_receive_the_annotations(dock, tmp_path, monkeypatch):
+    """A different smear opened under the same name into the same project (or the home-folder file), its
+    cells where the first one's were: the first smear's annotations stay in the file and are not shown."""
+    import napari_reddino._widgets.annotate as annotate_dock
+    from napari_reddino.cells import cell_table
+
+    viewer, make = dock
+    w = make()
+    s1 = (w.state.table["image"] == "s1").to_numpy()
+    w.canvas.select(np.flatnonzero(s1 & (w.state.table["label"] == 1).to_numpy()))
+    w.assign("burr")
+    w.close_canvas()
+    viewer.layers["s1"].data = np.full(viewer.layers["s1"].data.shape, 200, np.uint8)  # another smear
+    layer = viewer.layers["s1 cells"]  # its own segmentation: the cells lie where the first smear's were
+    layer.data = np.where(layer.data > 0, 13 - layer.data, 0).astype(np.int32)
+    layer.metadata["reddino"]["labels"] = 13 - np.arange(1, 13)
+    layer.features = cell_table(layer.data)
+    notes = []
+    monkeypatch.setattr(annotate_dock, "show_info", notes.append)
+    w2 = make()
+    assert w2.state.store.classes == {}
+    assert any("1 made on another image of the same name" in n for n in notes), notes
+    w2.canvas.select(np.flatnonzero((w2.state.table["image"] == "s1").to_numpy())[:1])
+    w2.assign("target")
+    from napari_reddino.annotate import read_annotations
+
+    saved = read_annotations(tmp_path / "proj" / "reddino-annotations.csv")
+    assert sorted(saved["class"]) == ["burr", "target"]  # the first smear's work is kept beside the second's
+
+
 def _visible(canvas):
     """(row0, row1, col0, col1) of the canvas' view in world coordinates."""
     cam = canvas.camera

@@ -1,9 +1,10 @@
 """Cell classes and the annotation store: who said which cell is what, saved on every change.
 
 The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
-columns ``image, label, class, x, y, segmentation, verified, by, at`` (the cell's centroid and the
-fingerprint of the segmentation it was made on, so that a re-segmentation cannot move annotations onto other
-cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when): one file
+columns ``image, label, class, x, y, segmentation, verified, by, at, image_hash`` (the cell's centroid and
+the fingerprint of the segmentation it was made on, so that a re-segmentation cannot move annotations onto
+other cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when; a hash of
+the image's pixels, so that another image of the same name never receives them): one file
 beside each image (``<stem>.reddino-annotations.csv``) or one
 file in a chosen project folder. Re-opening a store reads those files back. Classifier: ``classify.py``;
 tables and the morphology report: ``report.py``.
@@ -45,7 +46,8 @@ ANNOTATION_COLUMNS = ["image", "label", "class"]
 WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
 # a person set or confirmed the class (``by`` the OS user name, ``at`` ISO time); absent before issue 18
 VERIFY_COLUMNS = ["verified", "by", "at"]
-FILE_COLUMNS = ANNOTATION_COLUMNS + WHERE_COLUMNS + VERIFY_COLUMNS
+IMAGE_HASH = "image_hash"  # annotation_match.image_fingerprint of the image the row was made on; '' unknown
+FILE_COLUMNS = ANNOTATION_COLUMNS + WHERE_COLUMNS + VERIFY_COLUMNS + [IMAGE_HASH]
 PROJECT_FILE = "reddino-annotations.csv"
 FALLBACK_FOLDER = Path.home() / ".napari-reddino" / "annotations"  # where work goes when its folder is read-only
 SUFFIX = ".reddino-annotations.csv"
@@ -92,12 +94,12 @@ def read_annotations(path) -> pd.DataFrame:
     if any(c not in df.columns for c in ANNOTATION_COLUMNS):
         raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
                          "label, class.")
-    for col in WHERE_COLUMNS + VERIFY_COLUMNS:
+    for col in WHERE_COLUMNS + VERIFY_COLUMNS + [IMAGE_HASH]:
         if col not in df.columns:
             df[col] = np.nan
     df = df[FILE_COLUMNS].dropna(subset=["class"]).reset_index(drop=True)
     df["label"] = label_column(df["label"], repr(str(path)))
-    for col in ("segmentation", "by", "at"):
+    for col in ("segmentation", "by", "at", IMAGE_HASH):
         df[col] = df[col].fillna("").astype(str)
     df["verified"] = df["verified"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")).astype(bool)
     return df
@@ -148,9 +150,9 @@ class AnnotationStore:
         self.verified: dict[Key, Verification] = {}  # every key here has a class
         self.user = current_user()
         self._cells: dict = {}  # image -> annotation_match.Cells of the segmentation shown now
-        self._where: dict[Key, tuple] = {}  # (x, y, segmentation) read from the file, for images without cells
+        self._where: dict[Key, tuple] = {}  # (x, y, segmentation, image_hash) read back, for images without cells
         self._unmatched: list[tuple] = []  # file rows that fit no current cell: kept, written back
-        self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0}
+        self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0, "other_image": 0}
         self._undo: list[dict[Key, tuple]] = []  # per step: key -> (class, verification) before it
         self._changed: set[Key] = set()  # changed here since the last save: these win over the file
         self._seen: dict[Path, tuple] = {}  # each file as this store last read or wrote it (inode, mtime, size)
@@ -188,17 +190,19 @@ class AnnotationStore:
                     "instead.")
         return fallback
 
-    def set_cells(self, image: str, labels) -> None:
+    def set_cells(self, image: str, labels, pixels=None) -> None:
         """The label image ``image``'s annotations refer to now (or its ``annotation_match.Cells``, built
-        off the GUI thread); call before :meth:`load`."""
+        off the GUI thread), and the image's pixels (rows made on other pixels are not this image's); call
+        before :meth:`load`."""
         from napari_reddino.annotation_match import Cells
 
-        self._cells[str(image)] = labels if isinstance(labels, Cells) else Cells(labels)
+        self._cells[str(image)] = labels if isinstance(labels, Cells) else Cells(labels, pixels)
 
     def load(self, images: Iterable[str]) -> int:
         """Read the files of ``images`` (each file once); return how many annotations were put on cells.
         ``restored`` says how: on the same cells, matched after a re-segmentation, by label from an older
-        file, unmatched (kept in the file, not shown), or kept as they were (images without cells set)."""
+        file, unmatched (kept in the file, not shown), made on another image of the same name (kept, not
+        shown), or kept as they were (images without cells set)."""
         from napari_reddino.annotation_match import match
 
         seen: set[Path] = set()
@@ -217,21 +221,24 @@ class AnnotationStore:
                     labels, kinds = rows["label"].to_numpy(), np.full(len(rows), "kept", dtype=object)
                 for row, lbl, kind in zip(rows.itertuples(index=False), labels, kinds):
                     self.restored[kind] = self.restored.get(kind, 0) + 1
-                    if kind == "unmatched":
+                    if kind in ("unmatched", "other_image"):
                         self._unmatched.append(tuple(row))
                         continue
                     self.classes[(img, int(lbl))] = row[2]
                     if row[6]:
                         self.verified[(img, int(lbl))] = (row[7], row[8])
                     if img not in self._cells:
-                        self._where[(img, int(lbl))] = tuple(row[3:6])
-        return sum(v for k, v in self.restored.items() if k != "unmatched")
+                        self._where[(img, int(lbl))] = (*row[3:6], row[9])
+        return sum(v for k, v in self.restored.items() if k not in ("unmatched", "other_image"))
 
     def _row(self, img: str, lbl: int, cls: str) -> tuple:
         cells = self._cells.get(img)
-        where = (*cells.centroid(lbl), cells.fingerprint) if cells else self._where.get((img, lbl), (np.nan,) * 2 + ("",))
+        if cells:
+            where = (*cells.centroid(lbl), cells.fingerprint, cells.image)
+        else:
+            where = self._where.get((img, lbl), (np.nan, np.nan, "", ""))
         by, at = self.verified.get((img, lbl), ("", ""))
-        return (img, lbl, cls, *where, (img, lbl) in self.verified, by, at)
+        return (img, lbl, cls, *where[:3], (img, lbl) in self.verified, by, at, where[3])
 
     def save(self, images: Iterable[str] | None = None) -> list[Path]:
         """Write the files holding ``images`` (all files when None); return where they were written."""
@@ -263,16 +270,17 @@ class AnnotationStore:
         verified = {k: v for k, v in self.verified.items() if k in keep}
         others = []
         for row in theirs.itertuples(index=False):
-            img, lbl, cls, seg = str(row[0]), int(row[1]), str(row[2]), str(row[5])
+            img, lbl, cls, seg, made_on = str(row[0]), int(row[1]), str(row[2]), str(row[5]), str(row[9])
             cells = self._cells.get(img)
-            if cells is not None and seg and seg != cells.fingerprint:
-                others.append(tuple(row))  # made on another segmentation: not ours to place, kept as it is
+            if cells is not None and ((seg and seg != cells.fingerprint)
+                                      or (made_on and cells.image and made_on != cells.image)):
+                others.append(tuple(row))  # another segmentation or image: not ours to place, kept as it is
             elif (img, lbl) not in self._changed:
                 keep[(img, lbl)] = cls
                 if row[6]:
                     verified[(img, lbl)] = (str(row[7]), str(row[8]))
                 if cells is None:
-                    self._where[(img, lbl)] = tuple(row[3:6])
+                    self._where[(img, lbl)] = (*row[3:6], made_on)
         self.classes, self.verified = keep, verified
         self._others[path] = others
         self._unmatched = [r for r in self._unmatched if self.path_of(r[0]) != path]

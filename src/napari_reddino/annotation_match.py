@@ -5,6 +5,9 @@ on. On restore: same fingerprint → the same label ("same"); otherwise the curr
 the stored centroid, if that cell's own centroid lies within a third of its diameter ("matched"); anything
 else, or two annotations claiming one cell, is "unmatched": reported and kept in the file, never moved.
 Rows of older files without centroids go back by label only when nothing says the cells changed.
+Each row also names the image it was made on by a hash of its pixels (``image_fingerprint``): a row made
+on another image that happens to bear the same name (two smears called ``1`` in one project folder, or in
+the shared home-folder file) is never put on this one's cells.
 """
 
 from __future__ import annotations
@@ -22,12 +25,28 @@ def fingerprint(labels) -> str:
     return hashlib.sha1(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
 
 
-class Cells:
-    """The current cells of one image: centroid (x, y) and equivalent diameter per label."""
+def image_fingerprint(pixels) -> str:
+    """A hash of an image's pixels as RGB bytes ('' when there are none): the same smear gives the same value
+    in any session, whether napari's reader or ours opened it (grey or with alpha), another smear another."""
+    if pixels is None:
+        return ""
+    a = np.asarray(pixels)
+    if not (a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3):
+        from napari_reddino.images import to_rgb_uint8
 
-    def __init__(self, labels):
+        a = to_rgb_uint8(a)
+    a = np.ascontiguousarray(a)
+    return hashlib.sha1(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+class Cells:
+    """The current cells of one image: centroid (x, y) and equivalent diameter per label, and the image's
+    ``image_fingerprint`` ('' when the pixels were not given)."""
+
+    def __init__(self, labels, pixels=None):
         self.labels = np.asarray(labels)
         self.fingerprint = fingerprint(self.labels)
+        self.image = image_fingerprint(pixels)
         flat = self.labels.ravel().astype(np.int64)
         ys, xs = np.indices(self.labels.shape)
         self.area = np.bincount(flat)
@@ -54,16 +73,21 @@ class Cells:
 
 
 def match(rows: pd.DataFrame, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
-    """(current label, kind) per stored row of one image; kind is same, matched, by_label or unmatched."""
+    """(current label, kind) per stored row of one image; kind is same, matched, by_label, unmatched or
+    other_image (made on another image of the same name: never placed)."""
     n = len(rows)
     new, kind = np.zeros(n, np.int64), np.full(n, "unmatched", dtype=object)
+    made_on = rows["image_hash"].fillna("").astype(str).to_numpy() if "image_hash" in rows else np.full(n, "")
+    other = (made_on != "") & (cells.image != "") & (made_on != cells.image)
     seg = rows["segmentation"].fillna("").astype(str).to_numpy()
     xs, ys = rows["x"].to_numpy(float), rows["y"].to_numpy(float)
     old = rows["label"].to_numpy(np.int64)
     legacy = (seg == "") & np.isnan(xs)
     legacy_ok = legacy.any() and all(cells.has(int(lbl)) for lbl in old[legacy])
     for i in range(n):
-        if seg[i] == cells.fingerprint and cells.has(int(old[i])):
+        if other[i]:
+            kind[i] = "other_image"
+        elif seg[i] == cells.fingerprint and cells.has(int(old[i])):
             new[i], kind[i] = old[i], "same"
         elif not np.isnan(xs[i]):
             lbl = cells.cell_at(xs[i], ys[i])

@@ -11,7 +11,13 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Select,
 from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._progress import Progress
-from napari_reddino._widgets._common import StepWidget, is_layer_kind, notify_bad_input, start_warm_up
+from napari_reddino._widgets._common import (
+    StepWidget,
+    image_layer_data,
+    is_layer_kind,
+    notify_bad_input,
+    start_warm_up,
+)
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.annotation_state import AnnotationState
@@ -29,6 +35,8 @@ def restore_message(counts: dict) -> str:
              f"{counts['matched']} matched to the equivalent cell after re-segmentation" if counts["matched"] else "",
              f"{counts['by_label']} by cell number from an older file" if counts["by_label"] else "",
              f"{counts['unmatched']} left unmatched (kept in the file, not shown)" if counts["unmatched"] else "",
+             f"{counts['other_image']} made on another image of the same name (kept in the file, not shown)"
+             if counts.get("other_image") else "",
              f"{counts['kept']} of images not shown now (kept in the file)" if counts.get("kept") else ""]
     parts = [p for p in parts if p]
     return f"Restored annotations: {'; '.join(parts)}" if parts else ""
@@ -115,6 +123,14 @@ class AnnotationWidget(StepWidget):
         path = image_source_path(layer) if layer is not None else None
         return Path(path) if path else None
 
+    def _pixels(self, image: str):
+        """The image layer ``image``'s pixels (what its annotations are tied to), None when it is not open."""
+        layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
+        try:
+            return image_layer_data(layer) if layer is not None and is_layer_kind(layer, "Image") else None
+        except InputError:
+            return None
+
     def prepare(self):
         from napari_reddino.embedding import MIN_CELLS, layer_items
 
@@ -130,7 +146,8 @@ class AnnotationWidget(StepWidget):
             raise InputError(f"{cells} in {', '.join(names)}: too few for a UMAP map (it needs at least "
                              f"{MIN_CELLS}); choose more images or segment a larger field")
         self._job = {"items": items, "sources": names, "params": self.umap_params(),
-                     "labels": {la.name: la.data for la in layers}}
+                     "labels": {la.name: la.data for la in layers},
+                     "pixels": {la.name: self._pixels(image) for la, (image, _, _) in zip(layers, items)}}
         return True
 
     def umap_params(self) -> dict:
@@ -157,7 +174,7 @@ class AnnotationWidget(StepWidget):
         p = job["params"]
         Y = yield from iter_umap_embed(X, p["n_neighbors"], p["min_dist"], p["metric"], p["seed"])
         yield Progress(3, 4, "outlining the cells")
-        geometry = {name: smear_geometry(labels) for name, labels in job["labels"].items()}
+        geometry = {name: smear_geometry(labels, job["pixels"][name]) for name, labels in job["labels"].items()}
         return {"table": table, "X": X, "Y": Y, "sources": job["sources"], "params": p,
                 "images": [it[0] for it in job["items"]], "geometry": geometry}
 
@@ -178,7 +195,10 @@ class AnnotationWidget(StepWidget):
         for image, source in zip(result["images"], result["sources"]):
             if source in self.viewer.layers:
                 data, done = self.viewer.layers[source].data, geometry.get(source)
-                store.set_cells(image, done["cells"] if done is not None and done["labels"] is data else data)
+                if done is not None and done["labels"] is data:
+                    store.set_cells(image, done["cells"])
+                else:
+                    store.set_cells(image, data, pixels=self._pixels(image))
         store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()

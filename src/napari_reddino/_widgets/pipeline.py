@@ -159,5 +159,5 @@ def smear_geometries(result: "PipelineResult") -> dict:
     from napari_reddino._widgets.smear_link import smear_geometry
     from napari_reddino.style import cells_layer_name
 
-    return {cells_layer_name(s.name): smear_geometry(s.labels) for s in result.smears
+    return {cells_layer_name(s.name): smear_geometry(s.labels, s.image) for s in result.smears
             if s.embeddings is not None and len(s.embeddings)}

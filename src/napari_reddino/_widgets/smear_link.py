@@ -203,14 +203,14 @@ def outline_rings(labels: np.ndarray) -> np.ndarray:
     return np.where(edge & (labels > 0), labels, 0).astype(labels.dtype, copy=False)
 
 
-def smear_geometry(labels: np.ndarray) -> dict:
+def smear_geometry(labels: np.ndarray, pixels=None) -> dict:
     """What a UMAP session needs from a smear's labels, computed off the GUI thread (a second on a
-    2560x1920 smear): its cells' centroids and fingerprint (matching saved annotations, ``annotation_match
-    .Cells``) and their outlines (``outline_rings``). ``labels`` is kept: the session uses these only
-    while the layer still holds this very array."""
+    2560x1920 smear): its cells' centroids and fingerprint, and the image's (``pixels``), matching saved
+    annotations (``annotation_match.Cells``), and their outlines (``outline_rings``). ``labels`` is kept:
+    the session uses these only while the layer still holds this very array."""
     from napari_reddino.annotation_match import Cells
 
-    return {"labels": labels, "cells": Cells(labels), "rings": outline_rings(labels)}
+    return {"labels": labels, "cells": Cells(labels, pixels), "rings": outline_rings(labels)}
 
 
 class SmearLink:

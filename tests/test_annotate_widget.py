@@ -282,6 +282,23 @@ def test_another_smear_of_the_same_name_does_not_receive_the_annotations(dock, t
     assert sorted(saved["class"]) == ["burr", "target"]  # the first smear's work is kept beside the second's
 
 
+def test_the_map_starts_from_the_cells_predictions_and_training_builds_on_them(dock):
+    """Cells pre-classified by the features dock (the shipped classifier's columns in the layer's table) come
+    onto the map as predictions, on one smear only as on both; they are what Train & predict builds on."""
+    viewer, make = dock
+    layer = viewer.layers["s1 cells"]
+    guess = np.where(CLUSTERS["s1"] == 0, "normal", "target")
+    layer.features = layer.features.assign(prediction=guess, confidence=np.linspace(0.5, 0.9, 12, dtype=np.float32))
+    w = make()
+    t = w.state.table
+    s1 = (t["image"] == "s1").to_numpy()
+    np.testing.assert_array_equal(w.state.prediction[s1], guess[t["label"].to_numpy()[s1] - 1])
+    assert (w.state.prediction[~s1] == "").all() and np.isnan(w.state.confidence[~s1]).all()
+    assert w.state.prior is not None and w.state.prior[0] is w.state.prediction
+    predicted = {name: n for name, _, _, n in w.state.class_counts()}  # the legend counts them
+    assert predicted["normal"] == 4 and predicted["target"] == 8
+
+
 def _visible(canvas):
     """(row0, row1, col0, col1) of the canvas' view in world coordinates."""
     cam = canvas.camera

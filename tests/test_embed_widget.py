@@ -62,6 +62,13 @@ def test_red_cells_only_by_default_every_object_keeps_its_row(viewer_with_cells,
     assert len(layer.features) == len(types) and list(layer.features["type"]) == list(types["type"])
     assert (layer.features["class"] == "rbc").all()  # the earlier column survives on every row
     assert any(f"{len(red)} cells" in m and "left out 1 white cell, 5 artefacts" in m for m in told)
+    # every red cell pre-classified by the shipped classifier (as the pipeline does); other objects are not
+    from napari_reddino.classifier import load_classifier
+
+    is_red = layer.features["type"].to_numpy() == "rbc"
+    known = set(load_classifier().classes)
+    assert set(layer.features["prediction"][is_red]) <= known and layer.features["confidence"][is_red].between(0, 1).all()
+    assert (layer.features["prediction"][~is_red] == "").all() and layer.features["confidence"][~is_red].isna().all()
 
 
 def run_and_wait(widget, qtbot):

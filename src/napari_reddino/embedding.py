@@ -179,12 +179,16 @@ def layer_items(metadata_and_features):
         labels = np.asarray(red.get("labels"), dtype=np.int64)
         emb = np.asarray(red["embeddings"])
         feats = pd.DataFrame(features) if features is not None else pd.DataFrame()
-        # what the smear shows beside the measurements (napari's row index, the annotation dock's classes)
-        feats = feats.drop(columns=["index", "class", "prediction", "confidence"], errors="ignore")
+        # what the smear shows beside the measurements (napari's row index, the annotation dock's classes;
+        # a classifier's prediction and confidence are kept: the map starts from them)
+        feats = feats.drop(columns=["index", "class"], errors="ignore")
         if "label" in feats.columns and len(feats):
             feats = feats.drop_duplicates("label").set_index("label").reindex(labels).reset_index()
         else:
             feats = pd.DataFrame({"label": labels})
+        if "prediction" not in feats.columns or "confidence" not in feats.columns:  # so that pooled smears share them
+            feats["prediction"], feats["confidence"] = "", np.nan
+        feats["prediction"] = feats["prediction"].fillna("").astype(str)
         items.append((red.get("image") or name, feats, emb))
     return items
 

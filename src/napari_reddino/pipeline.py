@@ -222,18 +222,24 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
 
 
 def classify_smear(s: SmearResult, spec=None, name: str = "morphology") -> str:
-    """Put the shipped classifier's ``prediction`` and ``confidence`` of every red cell into ``s.table`` (''
-    and NaN for other objects); with the embeddings when they are of the model it was trained on, else from
-    morphology alone. Returns :func:`napari_reddino.classifier.choose`'s note."""
+    """:func:`predict_cells` on one smear of the pipeline."""
+    return predict_cells(s.image, s.labels, s.table, s.embeddings, s.embedded, spec, name)
+
+
+def predict_cells(image, labels, table: pd.DataFrame, embeddings=None, embedded=None, spec=None,
+                  name: str = "morphology") -> str:
+    """Put the shipped classifier's ``prediction`` and ``confidence`` of every red cell into ``table`` (''
+    and NaN for other objects); with the embeddings (rows of the labels ``embedded``) when they are of the
+    model it was trained on, else from morphology alone. Returns :func:`napari_reddino.classifier.choose`'s
+    note. The pipeline and the features dock both call it."""
     from napari_reddino.classifier import classify_smear as classify
 
-    table = s.table
     red = table["label"].to_numpy()[table["type"].to_numpy() == "rbc"] if "type" in table.columns \
         else table["label"].to_numpy()
     emb = None
-    if s.embeddings is not None and s.embedded is not None and np.isin(red, s.embedded).all():
-        emb = s.embeddings[_order(s.embedded, red)]
-    got, note = classify(s.image, s.labels, table, red, emb, spec if emb is not None else None, name)
+    if embeddings is not None and embedded is not None and np.isin(red, embedded).all():
+        emb = embeddings[_order(embedded, red)]
+    got, note = classify(image, labels, table, red, emb, spec if emb is not None else None, name)
     by_label = got.set_index("label")
     hit = table["label"].isin(by_label.index).to_numpy()
     table["prediction"] = ""

@@ -35,6 +35,11 @@ class AnnotationState:
         self.confidence = np.full(n, np.nan, dtype=np.float32)
         self.listeners: list = []  # called after every refresh (the verification gallery follows the state)
         self.prior: tuple[np.ndarray, np.ndarray] | None = None  # the shipped classifier's, which training builds on
+        if {"prediction", "confidence"} <= set(self.table.columns) and self.table["confidence"].notna().any():
+            # the cells came pre-classified (the features dock, the pipeline, a saved session)
+            self.prediction = self.table["prediction"].fillna("").astype(str).to_numpy(object)
+            self.confidence = self.table["confidence"].to_numpy(np.float32)
+            self.prior = (self.prediction, self.confidence)
         self._colors = class_colors(classes)
         self._index = {c.name: i for i, c in enumerate(classes)}
         source_of_image = {image: s for s, image in enumerate(result["images"])}
@@ -173,15 +178,6 @@ class AnnotationState:
         self.prediction, self.confidence = prediction, confidence
         self.refresh()
         return self.prediction, self.confidence
-
-    def restore_predictions(self, prediction, confidence) -> None:
-        """Put back a saved classifier's prediction and confidence, one per table row (the first ones put back,
-        the shipped classifier's after a pipeline run, are what 'Train & predict' builds on)."""
-        self.prediction = np.asarray(prediction, dtype=object)
-        self.confidence = np.asarray(confidence, dtype=np.float32)
-        if self.prior is None:
-            self.prior = (self.prediction, self.confidence)
-        self.refresh()
 
     def stale_sources(self) -> list[str]:
         """The cells layers segmented again since this map was made (it no longer describes their cells)."""

@@ -140,6 +140,7 @@ class EmbedWidget(StepWidget):
         from napari_reddino._progress import Progress
         from napari_reddino.embed import iter_embed_cells
         from napari_reddino.models import load_model
+        from napari_reddino.pipeline import predict_cells
         from napari_reddino.segment.types import left_out_note, select_cells, typed_table
 
         job = self._job
@@ -153,6 +154,9 @@ class EmbedWidget(StepWidget):
             job["image"], job["labels"], model, batch_size=job["batch_size"], precision=job["precision"],
             pad_square=job["pad_square"], mask_neighbours=job["mask_neighbours"],
             label_ids=objects["label"].to_numpy()[kept])
+        yield Progress(0, 0, "classifying the red cells")
+        # every red cell pre-classified, as the pipeline does: the map, the gallery and the report start from it
+        job["note"] = predict_cells(job["image"], job["labels"], objects, emb, table["label"].to_numpy(), job["spec"])
         return job, table, emb
 
     def show(self, result) -> None:
@@ -173,7 +177,8 @@ class EmbedWidget(StepWidget):
         layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
                                      "model": job["spec"], "image": job["image_name"]}
         left = f" ({job['left_out']})" if job["left_out"] else ""
-        show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}{left}")
+        note = f". {job['note']}" if job.get("note") else ""
+        show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}{left}{note}")
 
     # --- download and export ---------------------------------------------------------------------
     def download(self, *_):

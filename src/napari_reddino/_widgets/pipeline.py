@@ -146,11 +146,7 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     if project_folder is not None:
         dock.project.value = str(project_folder)
     dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
-    if dock.state is not None:  # the shipped classifier's predictions (or a session's saved ones) on the map
-        from napari_reddino._widgets.session import restore_predictions
-
-        restore_predictions(dock.state, result)
-    return dock
+    return dock  # the map starts from the predictions in the cells' tables (the shipped classifier's, a session's)
 
 
 def smear_geometries(result: "PipelineResult") -> dict:

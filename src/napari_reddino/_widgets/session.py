@@ -153,19 +153,6 @@ def show_session(viewer: "napari.Viewer", session: "Session"):
     return dock  # add_result_layers put the saved predictions back on the map
 
 
-def restore_predictions(state, result) -> None:
-    """The classifier's prediction and confidence saved in the cell tables, back on the map's rows."""
-    frames = [s.table.assign(image=s.name)[["image", "label", "prediction", "confidence"]]
-              for s in result.smears if s.table is not None and {"prediction", "confidence"} <= set(s.table.columns)]
-    if not frames:
-        return
-    saved = pd.concat(frames, ignore_index=True)
-    rows = state.table[["image", "label"]].merge(saved, on=["image", "label"], how="left")
-    if rows["confidence"].notna().any():
-        state.restore_predictions(rows["prediction"].fillna("").astype(str).to_numpy(object),
-                                  rows["confidence"].to_numpy(np.float32))
-
-
 # --- the buttons -------------------------------------------------------------------------------------------
 class SessionButtons(QWidget):
     """Save session… / Open session…, for any dock of the plugin."""

@@ -82,6 +82,7 @@ def bench_highlight(n_cells, k, repeats=5, visible=1):
     from qtpy.QtWidgets import QApplication
 
     from napari_reddino._widgets.annotate import AnnotationWidget
+    from napari_reddino._widgets._common import show_at_once
 
     smears, per = make_smears(n_cells)
     viewer = napari.Viewer(show=True)
@@ -97,9 +98,9 @@ def bench_highlight(n_cells, k, repeats=5, visible=1):
     import tempfile
 
     w.project.value = tempfile.mkdtemp(prefix="bench_umap_")
-    w.show({"table": table, "X": rng.normal(size=(len(table), 8)).astype(np.float32),
-            "Y": rng.normal(size=(len(table), 2)).astype(np.float32), "sources": names,
-            "images": [f"smear{i}" for i in range(len(smears))]})
+    show_at_once(w.show({"table": table, "X": rng.normal(size=(len(table), 8)).astype(np.float32),
+                         "Y": rng.normal(size=(len(table), 2)).astype(np.float32), "sources": names,
+                         "images": [f"smear{i}" for i in range(len(smears))]}))
     QApplication.processEvents()
     handler, core, drawn = [], [], []
     for _ in range(repeats):

@@ -2,11 +2,14 @@
 
 A step widget subclasses :class:`StepWidget`, builds its magicgui form in ``__init__``, and implements
 ``work()`` (a generator run in a napari ``thread_worker``: it yields ``Progress`` and returns a result;
-it must not touch layers) and ``show(result)`` (runs on the main thread; adds or updates layers).
+it must not touch layers) and ``show(result)`` (runs on the main thread; adds or updates layers). A ``show``
+that is a generator is run in slices, one per turn of the event loop (each ``yield`` ends one), so that the
+window repaints and takes clicks between them; the step counts as finished after the last one.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from contextlib import contextmanager
@@ -16,6 +19,7 @@ import numpy as np
 from magicgui.widgets import Container, PushButton
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from napari_reddino._progress import Progress
@@ -256,6 +260,8 @@ class StepWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(ScrollForm(self.body))
         self._tabbed = False
+        self._slices = None  # the display's slices still to run (``show`` as a generator)
+        self._finish_after_slices = False
 
     def add_below(self, widget: QWidget, stretch: int = 0) -> None:
         """Add ``widget`` under the Run buttons; with ``stretch`` it takes the height the dock has to spare
@@ -337,9 +343,28 @@ class StepWidget(QWidget):
 
     def _on_returned(self, result):
         try:
-            self.show(result)
+            shown = self.show(result)
         except Exception as exc:  # noqa: BLE001 - a failed display must not crash napari
             self._on_error(exc)
+            return
+        if inspect.isgenerator(shown):
+            self._slices = shown
+            self._next_slice()
+
+    def _next_slice(self):
+        """Run the display's next slice, then let the event loop turn before the one after."""
+        try:
+            next(self._slices)
+        except StopIteration:
+            self._slices = None
+        except Exception as exc:  # noqa: BLE001 - a failed display must not crash napari
+            self._slices = None
+            self._on_error(exc)
+        if self._slices is not None:
+            QTimer.singleShot(0, self._next_slice)
+        elif self._finish_after_slices:
+            self._finish_after_slices = False
+            self._on_finished()
 
     def _on_error(self, exc):
         from napari.utils.notifications import notification_manager
@@ -353,10 +378,20 @@ class StepWidget(QWidget):
             notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _on_finished(self):
+        if self._slices is not None:  # the display is still going: the step ends with its last slice
+            self._finish_after_slices = True
+            return
         self.worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.setVisible(False)
+
+
+def show_at_once(shown) -> None:
+    """Run a ``show`` that may be a generator to its end, now (where nothing may wait for the event loop)."""
+    if inspect.isgenerator(shown):
+        for _ in shown:
+            pass
 
 
 def notify_bad_input(fn, *args):

@@ -16,6 +16,7 @@ from napari_reddino._widgets._common import (
     image_layer_data,
     is_layer_kind,
     notify_bad_input,
+    show_at_once,
     start_warm_up,
 )
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
@@ -179,10 +180,13 @@ class AnnotationWidget(StepWidget):
                 "images": [it[0] for it in job["items"]], "geometry": geometry}
 
     # --- main thread ------------------------------------------------------------------------------
-    def show(self, result) -> None:
+    def show(self, result):
+        """A generator (``StepWidget`` runs it in slices): the map's canvas is made in a slice of its own."""
         from napari_reddino.annotate import FALLBACK_FOLDER, AnnotationStore, annotation_path
 
-        self._ensure_canvas()
+        if self.canvas is None:
+            self._ensure_canvas()
+            yield
         folder = self._project_folder()
         paths = {image: self._image_path(image) for image in result["images"]}
         known = self._annotation_files(result)
@@ -269,8 +273,9 @@ class AnnotationWidget(StepWidget):
         self.reset_choices_to(layer_names)
         if params:
             self.set_umap_params(params)
-        self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
-                       images=[it[0] for it in items], params=self.umap_params(), geometry=geometry))
+        show_at_once(self.show(dict(table=table, X=X, Y=np.asarray(Y, np.float32), sources=list(layer_names),
+                                    images=[it[0] for it in items], params=self.umap_params(),
+                                    geometry=geometry)))
 
     def reset_choices_to(self, layer_names) -> None:
         self._reset_choices()

@@ -80,10 +80,12 @@ class PipelineWidget(StepWidget):
         for smear in result.smears:  # what the GUI thread would otherwise do or redo on each redraw
             smear.labels = display_labels(smear.labels)
         result.geometry = smear_geometries(result) if result.umap is not None else None
+        result.looks = cells_looks(result)
         return result
 
-    def show(self, result) -> None:
-        add_result_layers(self.viewer, result)
+    def show(self, result):
+        """A generator (``StepWidget`` runs it in slices, one layer or so each)."""
+        yield from iter_add_result_layers(self.viewer, result)
         if result.skipped:  # the layers that could be made are in place; say once what was not, and why
             show_warning("; ".join(result.skipped))  # no title first: a toast shows its first 40 characters
         else:
@@ -97,8 +99,20 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     ``<image> cells`` carrying the table and the embeddings, Image ``<image> PCA``, and the UMAP in the
     annotation dock (annotations saved in ``project_folder`` when given, or in ``annotation_files``: image
     name -> file, as a reopened session says). Returns that dock's widget (None without a UMAP)."""
+    shown = iter_add_result_layers(viewer, result, project_folder, annotation_files)
+    while True:
+        try:
+            next(shown)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None,
+                           annotation_files=None):
+    """``add_result_layers`` as a generator: it yields after each piece that takes the GUI thread a while
+    (a layer made, the map), so that a dock's display runs in slices; returns the annotation dock."""
     from napari_reddino._widgets.session import ANNOTATION_FILE
-    from napari_reddino._widgets.smear_link import cells_look, draw_cells, place_under_cells
+    from napari_reddino._widgets.smear_link import cells_look, iter_draw_cells, place_under_cells
     from napari_reddino.pca import overlay_scale_translate
     from napari_reddino.style import PCA_OPACITY, cells_layer_name, pca_layer_name, with_label_index
 
@@ -117,12 +131,14 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
         if s.embeddings is not None:
             metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.embedded,
                                    "model": result.model, "image": s.name}
-        cells = None
+        cells, look = None, (getattr(result, "looks", None) or {}).get(s.name)
         if s.labels is not None:
-            features = with_label_index(s.table)
+            features = look["features"] if look is not None else with_label_index(s.table)
+            look = look["look"] if look is not None else cells_look(features)
             cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels, features=features,
-                                 scale=scale, translate=translate, metadata=metadata, **cells_look(features))
+                                 scale=scale, translate=translate, metadata=metadata, **look)
             cells_layers.append(cells)
+            yield
         if s.pca is not None:
             pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
                                                                factor=s.pca_factor)
@@ -135,8 +151,10 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
                                metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch,
                                                          "upsampled": s.pca_upsampled, "factor": s.pca_factor}})
             place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
+            yield
         if cells is not None:
-            draw_cells(viewer, cells)
+            yield from iter_draw_cells(viewer, cells, look=look)
+            yield
     if cells_layers:
         viewer.layers.selection.active = cells_layers[-1]
     with_cells = [cells_layer_name(s.name) for s in result.umap_smears()] if result.umap is not None else []
@@ -145,8 +163,25 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
     _, dock = viewer.window.add_plugin_dock_widget("napari-reddino", ANNOTATION_DOCK)
     if project_folder is not None:
         dock.project.value = str(project_folder)
+    yield
+    if dock.canvas is None:  # the map's canvas (a napari viewer of its own) in a slice of its own
+        dock._ensure_canvas()
+        yield
     dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
     return dock  # the map starts from the predictions in the cells' tables (the shipped classifier's, a session's)
+
+
+def cells_looks(result: "PipelineResult") -> dict:
+    """Per smear with cells, its cells layer's features and look (``smear_link.cells_look``), in the worker."""
+    from napari_reddino._widgets.smear_link import cells_look
+    from napari_reddino.style import with_label_index
+
+    looks = {}
+    for s in result.smears:
+        if s.labels is not None:
+            features = with_label_index(s.table)
+            looks[s.name] = {"features": features, "look": cells_look(features, dtype=np.asarray(s.labels).dtype)}
+    return looks
 
 
 def smear_geometries(result: "PipelineResult") -> dict:

@@ -95,27 +95,34 @@ class SegmentWidget(StepWidget):
         return True
 
     def work(self):
+        from napari_reddino._widgets.smear_link import cells_look
         from napari_reddino.segment import iter_segment_cells
+        from napari_reddino.style import with_label_index
 
         job = self._job
         labels, table = yield from iter_segment_cells(job["data"], job["backend"], job["drop_border"],
                                                       **job["opts"])
-        return job, display_labels(labels), table
+        labels = display_labels(labels)
+        features = with_label_index(table)
+        # the GUI thread's share, prepared here: the outlines' colours down to napari's table of them
+        return job, labels, table, features, cells_look(features, dtype=labels.dtype)
 
-    def show(self, result) -> None:
-        job, labels, table = result
-        from napari_reddino._widgets.smear_link import cells_look, draw_cells
-        from napari_reddino.style import cells_layer_name, with_label_index
+    def show(self, result):
+        """A generator (``StepWidget`` runs it in slices): the cells layer, then its marks, then its legend."""
+        job, labels, table, features, look = result
+        from napari_reddino._widgets.smear_link import iter_draw_cells
+        from napari_reddino.style import cells_layer_name
 
         name = cells_layer_name(job["name"])
-        features = with_label_index(table)
         layer = upsert_layer(self.viewer, name, "labels", labels, features=features, scale=job["scale"],
-                             translate=job["translate"], **cells_look(features),  # drawn once, as outlines
+                             translate=job["translate"], **look,  # drawn once, as outlines
                              metadata={"source_image": job["name"], "segmentation": {
                                  "backend": job["backend"],
                                  **{k: v for k, v in job["opts"].items() if k != "download"},
                                  "estimated_diameter": table.attrs.get("diameter")}})
-        draw_cells(self.viewer, layer)  # named rings on the other objects, legend (the outlines are drawn)
         message = segmentation_summary(table, job["name"])
         self.found.value = message
         show_info(f"Segment cells: {message}")
+        yield
+        # named rings on the other objects, then the legend (the outlines are drawn)
+        yield from iter_draw_cells(self.viewer, layer, look=look)

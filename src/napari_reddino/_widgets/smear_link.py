@@ -82,10 +82,12 @@ def place_under_cells(viewer, layer) -> None:
         layers.move(here, cells[0])
 
 
-def cells_look(features, classes=None) -> dict:
+def cells_look(features, classes=None, dtype=None) -> dict:
     """How the cells layer is drawn, as napari layer properties (``colormap``, ``contour``, ``opacity``):
     outlines coloured by class (faded for a prediction) or by object type. Pass them when the layer is
-    made, so that it is drawn once."""
+    made, so that it is drawn once. ``dtype``: the labels' (uint8 or uint16), to build here the colour of
+    every possible label that napari builds on the GUI thread when the layer is drawn (65,536 colours one
+    by one for uint16: ~0.3 s); call it so in a step's ``work()``."""
     from napari.utils.colormaps import DirectLabelColormap
 
     from napari_reddino.annotate import default_classes
@@ -96,6 +98,11 @@ def cells_look(features, classes=None) -> dict:
                                   {c.name: c.color for c in classes})
     colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
                                                0: np.zeros(4, np.float32), **colors})
+    if dtype is not None and np.dtype(dtype).itemsize <= 2:
+        try:  # napari's private cache, kept by the colormap object: a miss only leaves the work to napari
+            colormap._get_mapping_from_cache(np.dtype(dtype))
+        except Exception:  # noqa: BLE001
+            pass
     return {"colormap": colormap, "contour": style.CONTOUR_WIDTH, "opacity": 1.0}
 
 
@@ -108,12 +115,19 @@ def _same_colours(old, new) -> bool:
     return bool(np.allclose(np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)))
 
 
-def draw_cells(viewer, layer, classes=None) -> None:
+def draw_cells(viewer, layer, classes=None, look=None) -> None:
     """Draw the Labels layer ``layer`` (``<image> cells``) for reading: outlines coloured by class (faded
     for a prediction) or by object type, named rings on the objects that are not red cells, the legend,
     and its features (measurements, type, class) shown on hover. Reads the class and prediction from the
     layer's ``features``; updates the layers in place on every call, the cells layer only where its look
-    changed, in one redraw."""
+    changed, in one redraw. ``look``: ``cells_look`` of these features when a worker computed it."""
+    for _ in iter_draw_cells(viewer, layer, classes, look):
+        pass
+
+
+def iter_draw_cells(viewer, layer, classes=None, look=None):
+    """``draw_cells`` in three slices of the GUI thread (a generator: the outlines, the marks, the legend):
+    making a napari layer takes a few tenths of a second, so a dock's display yields between them."""
     from napari_reddino._widgets._common import one_refresh
     from napari_reddino.annotate import default_classes
 
@@ -123,14 +137,20 @@ def draw_cells(viewer, layer, classes=None) -> None:
         return
     if not features.equals(layer.features):
         layer.features = features
-    look = cells_look(features, classes)
+    look = look if look is not None else cells_look(features, classes)
     changed = {k: v for k, v in look.items()
                if not (_same_colours(layer.colormap, v) if k == "colormap" else getattr(layer, k) == v)}
     if changed:
         with one_refresh(layer):
             for key, value in changed.items():
                 setattr(layer, key, value)
+        yield
+        if layer not in viewer.layers:  # the user removed it meanwhile
+            return
     _draw_marks(viewer, layer, features)
+    yield
+    if layer not in viewer.layers:
+        return
     _draw_legend(viewer, layer, features, classes)
     viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
 

@@ -143,9 +143,10 @@ class UmapCanvas(QWidget):
         if self.preview is None:
             self.preview = self.model.add_shapes(name="selection outline", edge_color="yellow",
                                                  face_color="transparent", edge_width=size / 3)
-        if self.points is not None and self.points.name != name and self.points in self.model.layers:
-            self.model.layers.remove(self.points)
+        if self.points is not None and self.points not in self.model.layers:
             self.points = None
+        if self.points is not None and self.points.name != name:  # another map: renamed and updated in place
+            self.points.name = name  # (removing a layer costs napari a full garbage collection: ~1 s)
         if self.points is None:
             self.points = self.model.add_points(data, name=name, features=features, face_color=face_color,
                                                 size=size, border_width=0)

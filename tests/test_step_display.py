@@ -1,0 +1,113 @@
+"""A step's display keeps the window responsive (issue 17 item 6): what can be prepared is prepared in the
+worker, the display runs in slices with the event loop turning between them, and a new map reuses the
+UMAP canvas' Points layer. Behaviour, not timings (bench_gui_stalls.py measures those)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_reddino._widgets._common import StepWidget
+from napari_reddino.sample_data import synthetic_smear
+
+pytestmark = pytest.mark.gui
+
+# torch's first import of triton segfaults once napari has loaded Mesa's GL (as in test_segment_widget.py)
+pytest.importorskip("cellpose.models")
+
+
+class Sliced(StepWidget):
+    title = "Sliced"
+    uses_torch = False
+
+    def __init__(self, viewer):
+        super().__init__(viewer)
+        self.slices, self.ticks = [], 0
+
+    def work(self):
+        return "done"
+        yield
+
+    def show(self, result):
+        for i in range(3):
+            self.slices.append((i, self.ticks, self.worker is not None, threading.current_thread()))
+            yield
+
+
+def test_a_display_in_slices_lets_the_event_loop_turn_and_the_step_ends_after_the_last(make_napari_viewer,
+                                                                                       qtbot):
+    from qtpy.QtCore import QTimer
+
+    w = Sliced(make_napari_viewer())
+    timer = QTimer()
+    timer.timeout.connect(lambda: setattr(w, "ticks", w.ticks + 1))
+    timer.start(0)
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    timer.stop()
+    assert [s[0] for s in w.slices] == [0, 1, 2]
+    assert all(s[3] is threading.main_thread() for s in w.slices)
+    assert all(s[2] for s in w.slices)  # the step is still running during every slice...
+    assert w.run_button.enabled and not w.cancel_button.enabled  # ...and done after the last
+    ticks = [s[1] for s in w.slices]
+    assert ticks[0] < ticks[1] < ticks[2]  # the event loop turned between slices
+
+
+def test_segment_dock_prepares_the_colours_in_the_worker_and_draws_in_slices(make_napari_viewer, qtbot,
+                                                                            monkeypatch):
+    """The outlines' colour table (napari maps all 65,536 uint16 labels one by one: ~0.3 s) is built in
+    work(); the cells layer comes first, its marks and legend in later turns of the event loop."""
+    from napari.utils.colormaps.colormap import DirectLabelColormap
+
+    from napari_reddino._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image, _, _ = synthetic_smear(seed=2, shape=(240, 320), n_white=2)
+    viewer.add_image(image, name="smear", rgb=True)
+    widget = SegmentWidget(viewer)
+    widget.backend.value = "threshold"
+    widget.prepare()
+    work = widget.work()
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            result = done.value
+            break
+    mapped = []
+    original = DirectLabelColormap._map_without_cache
+    monkeypatch.setattr(DirectLabelColormap, "_map_without_cache",
+                        lambda self, values: mapped.append(values.dtype) or original(self, values))
+    widget.worker = object()  # as while a worker runs: the step ends with its display's last slice
+    widget._on_returned(result)
+    cells = viewer.layers["smear cells"]
+    assert cells.data.dtype == np.uint16 and "smear cells legend" not in viewer.layers  # first slice only
+    widget._on_finished()  # the worker's end arrives while the display still runs
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert "smear cells objects" in viewer.layers and "smear cells legend" in viewer.layers
+    assert "white cell" in set(viewer.layers["smear cells objects"].text.values)
+    assert mapped == []  # no colour table built on the GUI thread
+    assert cells.contour > 0 and cells.colormap.map(1)[3] > 0  # drawn as coloured outlines all the same
+
+
+def test_a_new_map_renames_and_reuses_the_canvas_points_layer(qtbot):
+    """Another map (the pipeline's after a pooled UMAP) updates the Points layer in place: removing a napari
+    layer costs a full garbage collection on the GUI thread."""
+    import pandas as pd
+
+    from napari_reddino._widgets.umap_canvas import UmapCanvas
+
+    canvas = UmapCanvas()
+    qtbot.addWidget(canvas)
+    rng = np.random.default_rng(0)
+    first = canvas.set_points("a cells UMAP", rng.normal(size=(30, 2)), pd.DataFrame({"label": np.arange(30)}),
+                              np.ones((30, 4)), 0.1)
+    second = canvas.set_points("b cells UMAP", rng.normal(size=(12, 2)), pd.DataFrame({"label": np.arange(12)}),
+                               np.ones((12, 4)), 0.2)
+    assert second is first and second.name == "b cells UMAP"
+    assert len(second.data) == 12 and len(second.features) == 12
+    assert [la.name for la in canvas.model.layers].count("b cells UMAP") == 1
+    assert "a cells UMAP" not in canvas.model.layers

@@ -90,7 +90,7 @@ def test_segment_dock_prepares_the_colours_in_the_worker_and_draws_in_slices(mak
     assert "smear cells objects" in viewer.layers and "smear cells legend" in viewer.layers
     assert "white cell" in set(viewer.layers["smear cells objects"].text.values)
     assert mapped == []  # no colour table built on the GUI thread
-    assert cells.contour > 0 and cells.colormap.map(1)[3] > 0  # drawn as coloured outlines all the same
+    assert cells.visible and cells.contour > 0 and cells.colormap.map(1)[3] > 0  # coloured outlines all the same
 
 
 def test_a_new_map_renames_and_reuses_the_canvas_points_layer(qtbot):
@@ -111,3 +111,4 @@ def test_a_new_map_renames_and_reuses_the_canvas_points_layer(qtbot):
     assert len(second.data) == 12 and len(second.features) == 12
     assert [la.name for la in canvas.model.layers].count("b cells UMAP") == 1
     assert "a cells UMAP" not in canvas.model.layers
+    canvas.close_canvas()  # napari counts live QtViewers: none may outlive the test

@@ -364,7 +364,10 @@ class StepWidget(QWidget):
             QTimer.singleShot(0, self._next_slice)
         elif self._finish_after_slices:
             self._finish_after_slices = False
-            self._on_finished()
+            try:
+                self._on_finished()
+            except RuntimeError:  # the dock was closed during its display: no button to enable
+                pass
 
     def _on_error(self, exc):
         from napari.utils.notifications import notification_manager

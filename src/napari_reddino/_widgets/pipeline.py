@@ -135,10 +135,15 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
         if s.labels is not None:
             features = look["features"] if look is not None else with_label_index(s.table)
             look = look["look"] if look is not None else cells_look(features)
+            new = cells_layer_name(s.name) not in viewer.layers  # made hidden, outlined when shown (next slice)
             cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels, features=features,
-                                 scale=scale, translate=translate, metadata=metadata, **look)
+                                 scale=scale, translate=translate, metadata=metadata, **look,
+                                 **({"visible": False} if new else {}))
             cells_layers.append(cells)
             yield
+            if new:
+                cells.visible = True
+                yield
         if s.pca is not None:
             pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
                                                                factor=s.pca_factor)

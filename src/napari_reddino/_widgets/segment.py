@@ -114,8 +114,9 @@ class SegmentWidget(StepWidget):
         from napari_reddino.style import cells_layer_name
 
         name = cells_layer_name(job["name"])
+        new = name not in self.viewer.layers  # made hidden, outlined when shown in the next slice
         layer = upsert_layer(self.viewer, name, "labels", labels, features=features, scale=job["scale"],
-                             translate=job["translate"], **look,  # drawn once, as outlines
+                             translate=job["translate"], **look, **({"visible": False} if new else {}),
                              metadata={"source_image": job["name"], "segmentation": {
                                  "backend": job["backend"],
                                  **{k: v for k, v in job["opts"].items() if k != "download"},
@@ -124,5 +125,8 @@ class SegmentWidget(StepWidget):
         self.found.value = message
         show_info(f"Segment cells: {message}")
         yield
+        if new and layer in self.viewer.layers:
+            layer.visible = True  # drawn once, as outlines
+            yield
         # named rings on the other objects, then the legend (the outlines are drawn)
         yield from iter_draw_cells(self.viewer, layer, look=look)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_reddino import sample_data
+from napari_reddino import chula, sample_data
 from napari_reddino.images import InputError
-from napari_reddino.sample_data import chula_smear, synthetic_smear
+from napari_reddino.chula import smear as chula_smear
+from napari_reddino.sample_data import synthetic_smear
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,6 @@ def test_chula_from_local_data(monkeypatch, shared_data):
 @pytest.mark.data
 def test_chula_pinned_hashes_match_the_public_files(shared_data):
     root = shared_data / "chula-rbc-12"
-    for image_id, (image_sha, label_sha) in sample_data.CHULA_FILES.items():
+    for image_id, (image_sha, label_sha) in chula.FILES.items():
         assert hashlib.sha256((root / "images" / f"{image_id}.jpg").read_bytes()).hexdigest() == image_sha
         assert hashlib.sha256((root / "labels" / f"{image_id}.txt").read_bytes()).hexdigest() == label_sha

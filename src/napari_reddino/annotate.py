@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.cells import label_column
+from napari_reddino.chula import CLASSES as CHULA_NAMES
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -33,14 +34,10 @@ class CellClass:
     color: str  # hex "#rrggbb"
 
 
-# Chula-RBC-12 classes in id order; tab20-style colours (the paper's UMAPs use tab20).
-CHULA_CLASSES = [
-    CellClass("normal", "#1f77b4"), CellClass("macrocyte", "#ff7f0e"), CellClass("microcyte", "#2ca02c"),
-    CellClass("spherocyte", "#d62728"), CellClass("target", "#9467bd"), CellClass("stomatocyte", "#8c564b"),
-    CellClass("ovalocyte", "#e377c2"), CellClass("teardrop", "#bcbd22"), CellClass("burr", "#17becf"),
-    CellClass("schistocyte", "#aec7e8"), CellClass("uncategorised", "#7f7f7f"),
-    CellClass("hypochromia", "#ffbb78"), CellClass("elliptocyte", "#98df8a"),
-]
+# Chula-RBC-12's classes (``chula.CLASSES``, id order) in tab20-style colours (the paper's UMAPs use tab20)
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+                 "#aec7e8", "#7f7f7f", "#ffbb78", "#98df8a"]
+CHULA_CLASSES = [CellClass(name, colour) for name, colour in zip(CHULA_NAMES, CLASS_COLOURS, strict=True)]
 UNLABELLED_COLOR = UNANNOTATED_COLOR  # the name this module had for it
 ANNOTATION_COLUMNS = ["image", "label", "class"]
 WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17

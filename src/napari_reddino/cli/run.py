@@ -56,7 +56,8 @@ def add_parser(sub) -> None:
 
 def sample_images(which: str):
     from napari_reddino.images import InputError
-    from napari_reddino.sample_data import chula_smear, synthetic_smear
+    from napari_reddino.chula import smear as chula_smear
+    from napari_reddino.sample_data import synthetic_smear
 
     if which in ("auto", "chula"):
         try:

@@ -38,7 +38,7 @@ def run(args) -> int:
 
     import torch
 
-    from napari_reddino.annotate import CHULA_CLASSES
+    from napari_reddino.chula import CLASSES
     from napari_reddino.classifier import model_sha256
     from napari_reddino.images import InputError
     from napari_reddino.models import load_model
@@ -67,7 +67,7 @@ def run(args) -> int:
                        seed=args.seed, **fit_kw)
     command = "reddino-train classifier " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "classifier" else ""
-    names = {"classes": [c.name for c in CHULA_CLASSES], "data": Path(args.data).name}
+    names = {"classes": list(CLASSES), "data": Path(args.data).name}
     info = {"spec": args.model, "sha256": sha, "dim": int(lc.embeddings.shape[1])}
     for p in write_classifier(out, lc, info, results, fit_kw, names, command):
         print(f"wrote {p}")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari_reddino._vit_weights import (WEIGHT_SUFFIXES, ModelLoadError, backbone_state_dict, build_model,
+from napari_reddino._vit_weights import (IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SUFFIXES, ModelLoadError, backbone_state_dict, build_model,
                                          folder_weights, read_folder_config, read_tensors)
 from napari_reddino.images import InputError
 
 __all__ = ["MODEL_SPECS", "ModelLoadError", "load_model", "download", "is_cached", "default_spec",
            "cpu_supports_bf16", "resolve_precision", "resolve_device", "save_local_dir", "create_model",
-           "model_input_size", "model_mean_std", "clear_cache"]
+           "model_input_size", "model_mean_std", "clear_cache", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 MODEL_SPECS = {
     "hf-hub:Snarcy/RedDino-small": {"architecture": "vit_small_patch14_dinov2", "dim": 384, "params": "21.6M"},
@@ -252,7 +252,7 @@ def model_input_size(model) -> tuple[int, int]:
 
 def model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    return (tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+    return (tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
 
 
 def cpu_supports_bf16() -> bool:

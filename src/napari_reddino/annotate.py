@@ -1,7 +1,7 @@
 """Cell classes and the annotation store: who said which cell is what, saved on every change.
 
 The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
-columns ``image, label, class, x, y, segmentation, verified, by, at, image_hash`` (the cell's centroid and
+columns ``image, label, class, centroid_x, centroid_y, segmentation, verified, by, at, image_hash`` (the cell's centroid and
 the fingerprint of the segmentation it was made on, so that a re-segmentation cannot move annotations onto
 other cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when; a hash of
 the image's pixels, so that another image of the same name never receives them): one file
@@ -24,6 +24,7 @@ import pandas as pd
 
 from napari_reddino.cells import label_column
 from napari_reddino.chula import CLASSES as CHULA_NAMES
+from napari_reddino.formats import with_current_names
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -40,7 +41,7 @@ CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 CHULA_CLASSES = [CellClass(name, colour) for name, colour in zip(CHULA_NAMES, CLASS_COLOURS, strict=True)]
 UNLABELLED_COLOR = UNANNOTATED_COLOR  # the name this module had for it
 ANNOTATION_COLUMNS = ["image", "label", "class"]
-WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
+WHERE_COLUMNS = ["centroid_x", "centroid_y", "segmentation"]  # absent before issue 17; x, y before 2026-12
 # a person set or confirmed the class (``by`` the OS user name, ``at`` ISO time); absent before issue 18
 VERIFY_COLUMNS = ["verified", "by", "at"]
 IMAGE_HASH = "image_hash"  # annotation_match.image_fingerprint of the image the row was made on; '' unknown
@@ -88,6 +89,7 @@ def read_annotations(path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
         raise InputError(f"Could not read {str(path)!r} ({type(exc).__name__}); accepted: a CSV with columns "
                          "image, label, class.") from None
+    df = with_current_names(df)
     if any(c not in df.columns for c in ANNOTATION_COLUMNS):
         raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
                          "label, class.")

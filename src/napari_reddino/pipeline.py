@@ -81,8 +81,7 @@ class PipelineResult:
             df["analysed"] = np.concatenate([np.isin(s.table["label"], s.embedded if s.embedded is not None
                                                      else []) for s in self.smears if s.table is not None])
             if self.umap is not None:
-                xy = self.umap_table().rename(columns={"x": "umap_x", "y": "umap_y"})
-                df = df.merge(xy, on=["image", "label"], how="left")
+                df = df.merge(self.umap_table(), on=["image", "label"], how="left")
         return df
 
     def umap_smears(self) -> list[SmearResult]:
@@ -93,12 +92,12 @@ class PipelineResult:
         return [by_name[name] for name in self.umap_images]
 
     def umap_table(self) -> pd.DataFrame:
-        """``image, label, x, y`` of each UMAP point, one row per row of ``umap``."""
+        """``image, label, umap_x, umap_y`` of each UMAP point, one row per row of ``umap``."""
         keys = [(s.name, int(lbl)) for s in self.umap_smears() for lbl in s.embedded]
         if self.umap is None or len(keys) != len(self.umap):
             raise RuntimeError(f"{0 if self.umap is None else len(self.umap)} UMAP points for {len(keys)} cells")
         return pd.DataFrame({"image": [k[0] for k in keys], "label": np.array([k[1] for k in keys], np.int64),
-                             "x": self.umap[:, 0], "y": self.umap[:, 1]})
+                             "umap_x": self.umap[:, 0], "umap_y": self.umap[:, 1]})
 
     def summary(self) -> str:
         """One line for the dock and the CLI: objects found, what was analysed, what was left out."""
@@ -291,6 +290,7 @@ def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
 
     from napari_reddino.atomic import atomic_path
     from napari_reddino.cells import save_labels
+    from napari_reddino.formats import features_frame, write_table
 
     paths = image_output_paths(out_dir, stem)
     written: list[Path] = []
@@ -300,13 +300,8 @@ def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
             s.table.to_csv(tmp, index=False)
         written += [paths["labels"], paths["cells"]]
     if s.embeddings is not None:
-        rows = s.table.set_index("label").loc[s.embedded]
-        feats = pd.DataFrame({"image": s.name, "label": s.embedded,
-                              "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
-        emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
-        with atomic_path(paths["features"]) as tmp:
-            pd.concat([feats, emb], axis=1).to_parquet(tmp, index=False)
-        written.append(paths["features"])
+        rows = s.table.set_index("label").loc[s.embedded].reset_index()
+        written.append(write_table(features_frame(rows, s.embeddings, s.name), paths["features"]))
     if s.pca is not None:
         with atomic_path(paths["pca"]) as tmp:
             Image.fromarray(pca_png(s)).save(tmp)
@@ -328,7 +323,7 @@ def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResu
     ``steps`` make is missing (the image is then done again)."""
     import tifffile
 
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features
 
     paths = image_output_paths(out_dir, stem)
     wanted = ["labels", "cells"] + (["features"] if "embed" in steps else []) + (["pca"] if "pca" in steps else [])
@@ -363,31 +358,15 @@ def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
             cells.to_csv(tmp, index=False)
         written.append(out / "cells.csv")
     if result.umap is not None:
-        xy = result.umap_table()
-        points = xy.merge(cells, on=["image", "label"], how="left")
+        from napari_reddino.formats import UMAP_COLUMNS, class_colours, plot_umap
+        from napari_reddino.report import final_class
+
+        points = result.umap_table().merge(cells.drop(columns=UMAP_COLUMNS, errors="ignore"),
+                                           on=["image", "label"], how="left")
+        by_class = (final_class(points) != "").any()  # the classes (annotated, else predicted), else the images
         with atomic_path(out / "umap.png") as tmp:
-            plot_umap(xy[["x", "y"]].to_numpy(), points, tmp)
+            plot_umap(points[UMAP_COLUMNS].to_numpy(), final_class(points) if by_class else points["image"], tmp,
+                      title=f"RedDino cell embedding ({len(points)} cells)", colours=class_colours(),
+                      none="not classified" if by_class else "")
         written.append(out / "umap.png")
     return written + write_result_exports(result, cells, out)
-
-
-def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
-    """Scatter of the embedding, one colour per image (a class column is used when present)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_class = "class" in cells.columns and (cells["class"].fillna("").astype(str) != "").any()
-    by = "class" if has_class else "image"
-    groups = cells[by].fillna("").astype(str)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    for k, (name, idx) in enumerate(groups.groupby(groups).indices.items()):
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=name or "unannotated")
-    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", title=f"RedDino cell embedding ({len(xy)} cells)")
-    if groups.nunique() <= 20:
-        ax.legend(fontsize=7, markerscale=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)

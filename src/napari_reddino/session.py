@@ -210,7 +210,7 @@ def _check_files(folder: Path, manifest: dict) -> None:
 def _read_smear(folder: Path, entry: dict) -> SmearResult:
     import tifffile
 
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features
     from napari_reddino.images import read_image
 
     name, files = entry["name"], entry.get("files") or {}

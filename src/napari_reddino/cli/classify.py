@@ -11,7 +11,7 @@ import numpy as np
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="train on annotated cells, predict all → CSV", description=__doc__)
-    p.add_argument("features", help="FEATURES .parquet or .csv (columns image, label, x, y, emb_0..)")
+    p.add_argument("features", help="FEATURES .parquet or .csv (columns image, label, centroid_x, centroid_y, emb_0..)")
     p.add_argument("--annotations", required=True, help="CSV with columns image, label, class")
     p.add_argument("--out", required=True, help="output CSV of predictions")
     p.add_argument("--classifier", choices=["logreg", "knn"], default="logreg")
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from napari_reddino.annotate import read_annotations
     from napari_reddino.classify import fit_predict
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features
     from napari_reddino.images import InputError
 
     if args.k < 1:
@@ -41,7 +41,7 @@ def run(args) -> int:
         print(f"napari-reddino classify: {len(ann) - matched} of {len(ann)} annotations match no cell in "
               f"{args.features}", file=sys.stderr)
     pred, conf = fit_predict(X, y, kind=args.classifier, k=args.k)
-    out = table[[c for c in ("image", "label", "x", "y") if c in table.columns]].copy()
+    out = table[[c for c in ("image", "label", "centroid_x", "centroid_y") if c in table.columns]].copy()
     out["class"], out["prediction"], out["confidence"] = y, pred, conf
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)

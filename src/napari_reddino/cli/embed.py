@@ -1,5 +1,5 @@
 """``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
-image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
+image, label, centroid_x, centroid_y (pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
 paired with the image of the same name: ``1.jpg`` with ``1.tif``, ``1_labels.tif``, ``1_masks.png`` or
 ``1_cp_masks.png``) or from segmenting on the fly (--segment learned|threshold|cellpose)."""
 
@@ -133,7 +133,8 @@ def run(args) -> int:
     import pandas as pd
 
     from napari_reddino._progress import run as drive
-    from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
+    from napari_reddino.embed import iter_embed_cells
+    from napari_reddino.formats import features_frame, write_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
     from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
@@ -172,7 +173,7 @@ def run(args) -> int:
                                             precision=args.precision, pad_square=args.pad_square,
                                             mask_neighbours=args.mask_neighbours,
                                             label_ids=objects["label"].to_numpy()[kept]), bar=True)
-        frames.append(embeddings_frame(table, emb, name))
+        frames.append(features_frame(table, emb, name))
         write_table(pd.concat(frames, ignore_index=True), out)  # an interrupted run keeps every finished image
         left = left_out_note(objects, kept)
         print(f"{name}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
@@ -187,9 +188,6 @@ def run(args) -> int:
 
 
 def _previous(out: Path):
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import features_with_table, read_features
 
-    import pandas as pd
-
-    table, X = read_features(out)
-    return pd.concat([table, pd.DataFrame(X, columns=[f"emb_{j}" for j in range(X.shape[1])])], axis=1)
+    return features_with_table(*read_features(out))

@@ -36,7 +36,7 @@ def parse_exports(value) -> tuple[str, ...]:
 
 def run(args) -> int:
     from napari_reddino.cli.report import read_cells
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features
     from napari_reddino.exports import H5AD_FILE, run_info, write_exports
     from napari_reddino.grading.files import RunFolder, with_annotations
     from napari_reddino.images import InputError

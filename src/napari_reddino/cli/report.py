@@ -72,15 +72,17 @@ def run(args) -> int:
 
 
 def with_umap_csv(cells, path: Path):
-    """The table with the map of ``napari-reddino umap`` (``umap.csv`` beside it: image, label, umap_1,
-    umap_2) where it has no coordinates of its own."""
+    """The table with the map of ``napari-reddino umap`` (``umap.csv`` beside it: image, label, umap_x,
+    umap_y) where it has no coordinates of its own."""
     import pandas as pd
 
-    if {"umap_x", "umap_y"} <= set(cells.columns) or {"umap_1", "umap_2"} <= set(cells.columns) or not path.is_file():
+    from napari_reddino.formats import UMAP_COLUMNS, umap_xy, with_current_names
+
+    if umap_xy(cells) is not None or not path.is_file():
         return cells
     try:
-        umap = pd.read_csv(path, dtype={"image": str}, usecols=["image", "label", "umap_1", "umap_2"])
-    except (ValueError, OSError):  # not that kind of file: the report goes on without the map
+        umap = with_current_names(pd.read_csv(path, dtype={"image": str}))[["image", "label", *UMAP_COLUMNS]]
+    except (ValueError, KeyError, OSError):  # not that kind of file: the report goes on without the map
         return cells
     return cells.merge(umap.drop_duplicates(["image", "label"]), on=["image", "label"], how="left")
 

@@ -82,9 +82,10 @@ def read_annotation_rows(path) -> pd.DataFrame:
     no class of its own); checked as ``annotate.read_annotations`` checks it."""
     from napari_reddino.annotate import WHERE_COLUMNS, read_annotations
     from napari_reddino.cells import label_column
+    from napari_reddino.formats import with_current_names
 
     checked = read_annotations(path)
-    raw = pd.read_csv(path, dtype={"image": str, "class": str})
+    raw = with_current_names(pd.read_csv(path, dtype={"image": str, "class": str}))
     if "verified" not in raw.columns:  # None: the file says nothing of it (the cell table's state stands)
         return checked.assign(verified=None)
     for col in WHERE_COLUMNS:

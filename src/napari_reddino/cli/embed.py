@@ -132,7 +132,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model

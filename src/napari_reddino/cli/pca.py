@@ -73,7 +73,7 @@ def side_by_side(image: np.ndarray, overlay: np.ndarray, gap: int = 8) -> np.nda
 def run(args) -> int:
     from PIL import Image
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.atomic import atomic_path
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model

@@ -69,7 +69,7 @@ def segment_options(args) -> dict:
 
 
 def run(args) -> int:
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.atomic import atomic_path
     from napari_reddino.cells import save_labels
     from napari_reddino.images import ReadError, expand_inputs, read_image

@@ -54,7 +54,7 @@ def plot_embedding(Y: np.ndarray, values, column: str, path: Path) -> None:
 
 
 def run(args) -> int:
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.embedding import iter_umap_embed, read_features
     from napari_reddino.images import InputError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_reddino._progress import run as run_progress
+from napari_reddino.progress import run as run_progress
 from napari_reddino.segment import BACKENDS as CELL_BACKENDS
 
 

@@ -17,6 +17,17 @@ class UsageError(Exception):
     """Raised by subcommands for bad input; printed as one line, exit code 2."""
 
 
+def require_gui(what: str, otherwise: str = "") -> None:
+    """Before any work: napari's window is the ``gui`` extra, which a headless install (a cluster node) lacks.
+    Only the commands that open a window import napari, and only here or after."""
+    try:
+        import napari  # noqa: F401
+        import qtpy  # noqa: F401  (raises an ImportError when no Qt binding is installed)
+    except ImportError as exc:
+        raise UsageError(f"{what} opens napari's window, but {exc.name or 'a Qt binding'} is not installed here; "
+                         f"install it with: pip install 'napari-reddino[gui]'{otherwise}") from None
+
+
 def build_parser(prog: str, package: str, subcommands, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +48,7 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command not in ("models", "view", "export"):  # these compute nothing
-        from napari_reddino._torch_runtime import import_torch
+        from napari_reddino.torch_runtime import import_torch
 
         import_torch()  # before any step reaches torch through cellpose, torchvision or timm
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from napari_reddino.cli import UsageError
+from napari_reddino.cli import UsageError, require_gui
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.report import add_grading_arguments
@@ -71,7 +71,7 @@ def sample_images(which: str):
 def run(args) -> int:
     from functools import partial
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.grading import read_grading
     from napari_reddino.grading.files import run_report
     from napari_reddino.images import InputError, expand_inputs, read_image
@@ -83,6 +83,9 @@ def run(args) -> int:
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
+    if args.view or args.screenshot:
+        flag = "--view" if args.view else "--screenshot"
+        require_gui(flag, f", or leave out {flag} (the files are written without it)")
     out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     grading = read_grading(args.grading)  # a bad grading file too
     images = sample_images(args.sample) if args.sample else []

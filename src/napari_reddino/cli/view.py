@@ -16,8 +16,10 @@ def add_parser(sub) -> None:
 
 
 def view(args) -> int:
+    from napari_reddino.cli import require_gui
     from napari_reddino.session import read_session
 
+    require_gui("napari-reddino view")
     session = read_session(Path(args.session))  # every file read and checked before napari opens
     import napari
 

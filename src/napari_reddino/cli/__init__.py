@@ -1,7 +1,9 @@
 """``napari-reddino`` command line: every pipeline step on files and folders, over the same core.
 
-Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (which sets ``func``).
-Bad input exits 2 with one line on stderr and no traceback.
+Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (which sets ``func``); its
+docstring is its ``--help`` text: plain text laid out for ``helptext.HelpFormatter``, with a "Writes"
+paragraph listing the files it writes (``helptext.help_problems`` checks both CLIs' help). Bad input exits 2
+with one line on stderr and no traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from napari_reddino.cli.helptext import HelpFormatter, subparsers
 
 SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "report", "export", "view", "models"]
 
@@ -29,7 +33,7 @@ def require_gui(what: str, otherwise: str = "") -> None:
 
 
 def build_parser(prog: str, package: str, subcommands, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in subcommands:
         try:
@@ -39,6 +43,8 @@ def build_parser(prog: str, package: str, subcommands, description: str) -> argp
                 raise
             continue
         module.add_parser(sub)
+    for _, p in subparsers(parser):
+        p.formatter_class = HelpFormatter
     return parser
 
 
@@ -61,9 +67,13 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
         return 130
 
 
+def parser() -> argparse.ArgumentParser:
+    return build_parser("napari-reddino", __name__, SUBCOMMANDS,
+                        "Blood-smear morphology: every pipeline step on image files and folders.")
+
+
 def main(argv=None) -> int:
-    return dispatch(build_parser("napari-reddino", __name__, SUBCOMMANDS,
-                                 "Blood-smear morphology: every pipeline step on image files and folders."), argv)
+    return dispatch(parser(), argv)
 
 
 if __name__ == "__main__":

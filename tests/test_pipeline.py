@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 from napari_reddino.annotate import CHULA_CLASSES
 from napari_reddino.cli import main
 from napari_reddino.images import InputError
@@ -218,7 +218,7 @@ def test_the_pipeline_run_and_the_pca_dock_run_models_on_the_gpu_when_there_is_o
     machine while embed/pca CLIs and Cellpose used it: every caller now asks for ``auto``."""
     from napari_reddino import models
     from napari_reddino.pipeline import PipelineOptions, iter_pipeline
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino.sample_data import synthetic_smear
 
     real, asked = models.load_model, []

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino.images import InputError
 
 MIN_CELLS = 4
@@ -107,7 +107,7 @@ def iter_umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str
 def umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine", seed: int | None = 0,
                pca_dims: int | None = 50) -> np.ndarray:
     """2-D UMAP of an (N, D) feature matrix (PCA to ``pca_dims`` first when D is wider)."""
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
 
     return run(iter_umap_embed(X, n_neighbors, min_dist, metric, seed, pca_dims))
 

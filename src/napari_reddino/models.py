@@ -170,7 +170,7 @@ def _load_uncached(spec, download_missing: bool):
 
 def resolve_device(device="auto") -> str:
     """``auto`` → cuda, mps or cpu, whichever is available; other values are checked."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.torch_runtime import import_torch
 
     torch = import_torch()
 
@@ -222,7 +222,7 @@ def clear_cache() -> None:
 
 def create_model(arch: str = "vit_small_patch14_dinov2", img_size: int = 224, **kwargs):
     """A random-init timm ViT (``num_classes=0``) whose ``pretrained_cfg`` states its real input size."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.torch_runtime import import_torch
 
     import_torch()
     import timm

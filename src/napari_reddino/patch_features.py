@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from napari_reddino._progress import Progress, Steps, run
+from napari_reddino.progress import Progress, Steps, run
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.embed import to_model_input
 from napari_reddino.models import model_input_size, resolve_precision

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino.embedding import MIN_CELLS
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.segment import DEFAULT_BACKEND

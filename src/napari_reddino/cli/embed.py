@@ -1,7 +1,13 @@
-"""``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
-image, label, centroid_x, centroid_y (pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
-paired with the image of the same name: ``1.jpg`` with ``1.tif``, ``1_labels.tif``, ``1_masks.png`` or
-``1_cp_masks.png``) or from segmenting on the fly (--segment learned|threshold|cellpose)."""
+"""RedDino features: one feature vector per cell. The cells come from label images (--labels, each paired with
+the image of the same name: 1.jpg with 1.tif, 1_labels.tif, 1_masks.png or 1_cp_masks.png) or from a
+segmentation made on the way (--segment).
+
+Writes:
+- FILE (--out FILE.parquet or FILE.csv, rewritten after each image): one row per cell with image, label,
+  centroid_x, centroid_y (pixels), emb_0 ... emb_<D-1>
+- FILE.run.json: the settings (what --resume checks)
+- FILE.failed.csv, when an input could not be read: those inputs and why (exit code 2)
+"""
 
 from __future__ import annotations
 
@@ -27,9 +33,8 @@ def add_parser(sub) -> None:
     cells.add_argument("--segment", choices=BACKENDS, help="segment the images first")
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
-                        "see `napari-reddino models list`")
-    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv (rewritten after each "
-                   "image; FILE.run.json holds the settings, FILE.failed.csv the inputs that could not be read)")
+                        "see napari-reddino models list")
+    p.add_argument("--out", required=True, metavar="FILE", help="the table to write, FILE.parquet or FILE.csv")
     p.add_argument("--resume", action="store_true",
                    help="keep the images already in --out (made with the same settings) and do the rest")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
@@ -132,7 +137,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.embed import iter_embed_cells
     from napari_reddino.formats import features_frame, write_table
     from napari_reddino.images import ReadError, expand_inputs, read_image

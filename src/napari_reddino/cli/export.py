@@ -1,9 +1,13 @@
-"""``napari-reddino export RUN_DIR``: the files other programs open, made from a folder written by
-``napari-reddino run --out`` or *Save session…* (also one written before these files existed), without
-computing anything again: ``cells.h5ad`` (AnnData: the analysed cells, their RedDino features and UMAP; opens
-in scanpy), per image ``<stem>_cells.geojson`` (cell outlines with their classes, for QuPath) and
-``<stem>_cells.parquet`` (the image's cell table). Classes annotated since the run (the folder's annotation
-file) are put on their cells. ``--to`` picks some; ``--out`` writes elsewhere (default: RUN_DIR)."""
+"""Export: the files other programs open, made from a RUN_DIR written by napari-reddino run or by Save
+session… in napari (also one written before these files existed), without computing anything again.
+Classes annotated since the run (the folder's annotation file) are put on their cells. --to picks some
+of the files.
+
+Writes, into --out (default: RUN_DIR):
+- cells.h5ad: AnnData of the analysed cells with their RedDino features and UMAP (opens in scanpy)
+- <stem>_cells.geojson, per image: the cell outlines with their classes (for QuPath)
+- <stem>_cells.parquet, per image: the image's cell table
+"""
 
 from __future__ import annotations
 

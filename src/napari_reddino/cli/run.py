@@ -1,21 +1,35 @@
-"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder;
-optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``).
+"""The whole pipeline on images or a sample smear: segment the cells, RedDino features, the shipped
+classifier's prediction for every red cell, PCA overlay, UMAP and the graded slide report. --view then
+opens the result in napari; --screenshot saves the real napari window instead (both need napari's window:
+pip install 'napari-reddino[gui]').
 
-Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
-``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
-``report.csv`` and ``report.html`` (the graded slide report, as ``napari-reddino report``), ``cells.h5ad``
-(AnnData, for scanpy) with per image ``<stem>_cells.geojson`` (QuPath) and ``<stem>_cells.parquet`` (as
-``napari-reddino export``), ``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
-name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
-With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
-OUT`` or *Open session…* puts it back without recomputing."""
+Writes, into the --out folder, per image as soon as it is done:
+- <stem>_labels.tif, <stem>_cells.csv: as napari-reddino segment
+- <stem>_features.parquet: the image's cells' RedDino features
+- <stem>_pca.png: the PCA overlay at the image's resolution
+
+and for all the images:
+- cells.csv: every object with its type, every red cell with prediction and confidence, UMAP coordinates
+- umap.png: the map of the analysed cells
+- report.csv, report.html: the graded slide report (as napari-reddino report)
+- cells.h5ad (AnnData, for scanpy), <stem>_cells.geojson (outlines, for QuPath), <stem>_cells.parquet (as
+  napari-reddino export)
+- session.json, and <stem>_image.tif for a sample smear (a copy): the folder is a saved session, which
+  napari-reddino view reopens without computing again
+- run.json: the settings (what --resume checks)
+- failed.csv, when an input could not be read: those inputs and why (the others are still done; exit code 2)
+- screenshot.png, screenshot_umap.png, with --screenshot: the napari window and the map
+
+Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*. --resume keeps the images already
+done.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from napari_reddino.cli import UsageError
+from napari_reddino.cli import UsageError, require_gui
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.report import add_grading_arguments
@@ -72,7 +86,7 @@ def sample_images(which: str):
 def run(args) -> int:
     from functools import partial
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.grading import read_grading
     from napari_reddino.grading.files import run_report
     from napari_reddino.images import InputError, expand_inputs, read_image
@@ -84,6 +98,9 @@ def run(args) -> int:
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
+    if args.view or args.screenshot:
+        flag = "--view" if args.view else "--screenshot"
+        require_gui(flag, f", or leave out {flag} (the files are written without it)")
     out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     grading = read_grading(args.grading)  # a bad grading file too
     images = sample_images(args.sample) if args.sample else []

@@ -1,5 +1,9 @@
-"""``napari-reddino umap``: 2-D UMAP of a FEATURES table (from ``napari-reddino embed``). Writes
-``DIR/umap.csv`` (the table's non-feature columns + umap_x, umap_y) and ``DIR/umap.png`` coloured by a column."""
+"""UMAP: a 2-D map of the cells of a FEATURES table (written by napari-reddino embed).
+
+Writes, into the --out folder:
+- umap.csv: the table's columns other than the features, with umap_x, umap_y
+- umap.png: the map, coloured by --color-by
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import numpy as np
 
 def add_parser(sub) -> None:
     p = sub.add_parser("umap", help="UMAP of per-cell features → embedding CSV + PNG plot", description=__doc__)
-    p.add_argument("features", help="FEATURES .parquet or .csv (columns image, label, centroid_x, centroid_y, emb_0..)")
+    p.add_argument("features", metavar="FEATURES",
+                   help="the features table, .parquet or .csv (columns image, label, centroid_x, centroid_y, emb_0 ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--color-by", default=None,
                    help="column to colour the plot by (default: class if present, else image)")
@@ -51,7 +56,7 @@ def plot_embedding(Y: np.ndarray, values, column: str, path: Path) -> None:
 
 
 def run(args) -> int:
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.embedding import iter_umap_embed
     from napari_reddino.formats import read_features
     from napari_reddino.images import InputError

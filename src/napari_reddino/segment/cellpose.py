@@ -57,7 +57,7 @@ def _offline() -> bool:
 
 def resolve_weights(model: str | None = None, weights=None, download: bool = False) -> Path:
     """The weights file to load: ``weights`` (a path) if given, else the named cellpose model's file."""
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
 
     return run(iter_resolve_weights(model, weights, download))
 
@@ -98,7 +98,7 @@ def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20, key
     no weights behind."""
     import urllib.request
 
-    from napari_reddino._progress import Progress
+    from napari_reddino.progress import Progress
     from napari_reddino.pins import check_or_record
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -191,7 +191,7 @@ def main() -> None:
 
     import torch
 
-    from napari_reddino.models import resolve_precision
+    from napari_reddino.runtime import resolve_precision
 
     path, image = smear()
     model = model_for("small")

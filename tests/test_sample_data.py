@@ -114,6 +114,7 @@ def test_chula_offline_fails_with_one_line(monkeypatch, tmp_path):
 def test_chula_download_failure_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("NAPARI_REDDINO_DATA", raising=False)
     monkeypatch.setenv("NAPARI_REDDINO_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # either one turns every download off (runtime.is_offline)
     monkeypatch.setattr("pooch.os_cache", lambda name: tmp_path)
 
     def no_network(*args, **kwargs):

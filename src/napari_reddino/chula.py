@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_reddino.images import InputError, read_image
+from napari_reddino.runtime import is_offline
 
 # class names in id order: the names the annotation dock, the shipped classifier and the evaluation use
 CLASSES = ["normal", "macrocyte", "microcyte", "spherocyte", "target", "stomatocyte", "ovalocyte",
@@ -51,8 +52,6 @@ def folders(root) -> tuple[Path, Path]:
                  if (root / i).is_dir() and (root / lab).is_dir()), (root / "images", root / "labels"))
 
 
-def _offline() -> bool:
-    return os.environ.get("NAPARI_REDDINO_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def _fetch(image_id: int) -> tuple[Path, Path]:
@@ -66,7 +65,7 @@ def _fetch(image_id: int) -> tuple[Path, Path]:
     for sub, ext, sha in (("Dataset", "jpg", FILES[image_id][0]), ("Label", "txt", FILES[image_id][1])):
         fname = f"{sub.lower()}-{image_id}.{ext}"
         target = cache / fname
-        if _offline() and not target.is_file():
+        if is_offline() and not target.is_file():
             raise InputError(f"Chula-RBC-12 {sub}/{image_id}.{ext} is not in the cache ({cache}) and downloads "
                              "are off (NAPARI_REDDINO_OFFLINE=1); accepted: network access, or "
                              "NAPARI_REDDINO_DATA naming a folder that holds chula-rbc-12/images.")

@@ -18,7 +18,8 @@ import numpy as np
 from napari_reddino.progress import Progress, run
 from napari_reddino.cells import cell_positions, check_labels, crop_cells
 from napari_reddino.images import InputError, channel_axis, to_rgb_uint8
-from napari_reddino.models import model_input_size, model_mean_std, resolve_precision
+from napari_reddino.models import model_input_size, model_mean_std
+from napari_reddino.runtime import resolve_precision
 
 _DONE = object()
 

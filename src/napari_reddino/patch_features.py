@@ -19,7 +19,8 @@ import numpy as np
 from napari_reddino.progress import Progress, Steps, run
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.embed import to_model_input
-from napari_reddino.models import model_input_size, resolve_precision
+from napari_reddino.models import model_input_size
+from napari_reddino.runtime import resolve_precision
 
 _DYNAMIC_LOCK = threading.Lock()
 

@@ -30,7 +30,7 @@ class PipelineOptions:
     drop_border: bool = False
     model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)
     precision: str = "auto"
-    device: str = "auto"  # cuda, mps or cpu, whichever is available (models.resolve_device)
+    device: str = "auto"  # cuda, mps or cpu, whichever is available (runtime.resolve_device)
     batch_size: int = 32
     pca_overlap: int = 0
     pca_resolution: float | str = "auto"  # enlargement before the PCA overlay: "auto" (cells ~6 patches), 1 = off

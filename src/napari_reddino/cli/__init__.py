@@ -54,7 +54,7 @@ def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command not in ("models", "view", "export"):  # these compute nothing
-        from napari_reddino.torch_runtime import import_torch
+        from napari_reddino.runtime import import_torch
 
         import_torch()  # before any step reaches torch through cellpose, torchvision or timm
     try:

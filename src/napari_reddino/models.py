@@ -18,7 +18,7 @@ from napari_reddino.images import InputError
 from napari_reddino.runtime import is_offline, resolve_device
 
 __all__ = ["MODEL_SPECS", "ModelLoadError", "load_model", "download", "is_cached", "default_spec",
-           "save_local_dir", "create_model",
+           "save_local_dir", "create_model", "model_from_weights",
            "model_input_size", "model_mean_std", "clear_cache", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 MODEL_SPECS = {
@@ -204,6 +204,20 @@ def create_model(arch: str = "vit_small_patch14_dinov2", img_size: int = 224, **
     model = timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=0, **kwargs)
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(3, *model.patch_embed.img_size))
     return model
+
+
+def model_from_weights(state_dict: dict, architecture: str | None = None, num_heads: int | None = None,
+                       source: str = "weights"):
+    """The timm ViT (eval mode) that holds ``state_dict``, its dimensions read from the tensors (the builder every
+    checkpoint, Hub folder and ``reddino-train export`` goes through); ``architecture``/``num_heads`` when known."""
+    from napari_reddino._vit_weights import infer_architecture
+
+    found = infer_architecture(state_dict, num_heads=num_heads)["model_args"]
+    # every vit_*_patch14_dinov2 is one class: a named architecture is built with the tensors' own dimensions
+    config = {"model_args": {k: found[k] for k in ("embed_dim", "depth", "patch_size", "num_heads")}}
+    if architecture:
+        config["architecture"] = architecture
+    return build_model(state_dict, config, source=source)
 
 
 def save_local_dir(model, path) -> Path:

@@ -7,6 +7,8 @@
   ``umap``, the report's table. (``umap_1, umap_2`` of older ``umap.csv`` files are read back too.)
 - The features table (``embed``'s FEATURES file, ``run``'s ``<image>_features.parquet``): ``image, label,
   centroid_x, centroid_y, emb_0 … emb_{D-1}``, Parquet or CSV.
+- A label image (``segment``'s ``<image>_labels.tif``, ``run``'s, a session's): a zlib TIFF, uint16 when the
+  labels fit, else uint32; read back from TIFF, PNG or NumPy ``.npy`` (:func:`read_labels`).
 - The UMAP plot (``umap.png`` of ``run`` and ``umap``, the HTML report's map, the evaluation's panels):
   :func:`scatter_groups` draws it, one colour per class (the dock's class colours where a class has one).
 """
@@ -87,6 +89,46 @@ def write_table(frame: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False) if suffix == ".parquet" else frame.to_csv(tmp, index=False)
     return path
+
+
+# --- label images ----------------------------------------------------------------------------------------
+LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def save_labels(labels, path) -> None:
+    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32 (atomically)."""
+    import tifffile
+
+    from napari_reddino.atomic import atomic_path
+    from napari_reddino.cells import check_labels
+
+    labels = check_labels(labels)
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+
+
+def read_labels(path, image_shape=None) -> np.ndarray:
+    """A label image (TIFF, PNG or .npy) as int32, checked (against ``image_shape`` (H, W) when given)."""
+    from napari_reddino.cells import check_labels
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            data = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                data = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        raise InputError(f"Could not read labels {str(path)!r} ({type(exc).__name__}); accepted: a 2D integer "
+                         f"label image ({', '.join(LABEL_SUFFIXES)}).") from None
+    return check_labels(np.squeeze(data), image_shape).astype(np.int32, copy=False)
 
 
 # --- the map ---------------------------------------------------------------------------------------------

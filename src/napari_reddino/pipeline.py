@@ -289,8 +289,7 @@ def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
     from PIL import Image
 
     from napari_reddino.atomic import atomic_path
-    from napari_reddino.cells import save_labels
-    from napari_reddino.formats import features_frame, write_table
+    from napari_reddino.formats import features_frame, save_labels, write_table
 
     paths = image_output_paths(out_dir, stem)
     written: list[Path] = []
@@ -321,16 +320,15 @@ def pca_png(s: SmearResult) -> np.ndarray:
 def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResult | None:
     """One image's results from an earlier run into ``out_dir`` (``--resume``), or None when any file the
     ``steps`` make is missing (the image is then done again)."""
-    import tifffile
 
-    from napari_reddino.formats import read_features
+    from napari_reddino.formats import read_features, read_labels
 
     paths = image_output_paths(out_dir, stem)
     wanted = ["labels", "cells"] + (["features"] if "embed" in steps else []) + (["pca"] if "pca" in steps else [])
     if not all(paths[k].is_file() for k in wanted):
         return None
     s = SmearResult(name, image() if callable(image) else image)
-    s.labels = tifffile.imread(paths["labels"]).astype(np.int32)
+    s.labels = read_labels(paths["labels"])
     s.table = pd.read_csv(paths["cells"])
     if "embed" in steps:
         table, X = read_features(paths["features"])

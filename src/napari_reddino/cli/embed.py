@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from napari_reddino.cli import UsageError
+from napari_reddino.formats import LABEL_SUFFIXES
 from napari_reddino.segment import BACKENDS
 
-LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 # what segmentation tools append to the image's name: ours (`segment`, `run`), Cellpose's, common hand-made ones
 LABEL_NAME_ENDINGS = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_seg")
 
@@ -110,28 +109,6 @@ def pair_labels(images: list[Path], labels: list[Path]) -> list[Path]:
     return paired
 
 
-def read_labels(path: Path, image_shape) -> np.ndarray:
-    from napari_reddino.cells import check_labels
-    from napari_reddino.images import InputError
-
-    try:
-        if path.suffix.lower() == ".npy":
-            data = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            data = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                data = np.asarray(im)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
-        raise InputError(f"Could not read labels {str(path)!r} ({type(exc).__name__}); accepted: a 2D integer "
-                         f"label image ({', '.join(LABEL_SUFFIXES)}).") from None
-    return check_labels(np.squeeze(data), image_shape)
-
-
 def run(args) -> int:
     import sys
 
@@ -139,7 +116,7 @@ def run(args) -> int:
 
     from napari_reddino.progress import run as drive
     from napari_reddino.embed import iter_embed_cells
-    from napari_reddino.formats import features_frame, write_table
+    from napari_reddino.formats import features_frame, read_labels, write_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
     from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
@@ -164,7 +141,7 @@ def run(args) -> int:
         try:
             image = read_image(path)
             if labels is not None:
-                lab = read_labels(labels[i], image.shape)
+                lab = read_labels(labels[i], image.shape[:2])
             else:
                 from napari_reddino.segment import iter_segment
 

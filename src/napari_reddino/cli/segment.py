@@ -79,7 +79,7 @@ def segment_options(args) -> dict:
 def run(args) -> int:
     from napari_reddino.progress import run as drive
     from napari_reddino.atomic import atomic_path
-    from napari_reddino.cells import save_labels
+    from napari_reddino.formats import save_labels
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.segment import iter_segment_cells

@@ -55,12 +55,12 @@ class RunFolder:
         return {n: p for n, p in paths.items() if p}
 
     def labels(self, name) -> np.ndarray | None:
-        import tifffile
+        from napari_reddino.formats import read_labels
 
         path = self.labels_file(name)
         try:
-            return None if path is None else tifffile.imread(path).astype(np.int32)
-        except (OSError, ValueError):
+            return None if path is None else read_labels(path)
+        except InputError:
             return None
 
     def load(self, name):

@@ -35,7 +35,7 @@ def view(args) -> int:
     if not args.screenshot:
         napari.run()
         return 0
-    from napari_reddino.cli.run import save_screenshot
+    from napari_reddino._widgets.window import save_screenshot
 
     written = save_screenshot(viewer, dock, Path(args.screenshot))
     if dock is not None:

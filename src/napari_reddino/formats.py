@@ -91,6 +91,42 @@ def write_table(frame: pd.DataFrame, path) -> Path:
     return path
 
 
+# --- one image's files in an output folder ---------------------------------------------------------------
+IMAGE_FILES = {"labels": "_labels.tif", "cells": "_cells.csv", "features": "_features.parquet", "pca": "_pca.png"}
+
+
+def image_files(out_dir, stem: str) -> dict[str, Path]:
+    """Where one image's results go in ``segment``'s, ``pca``'s and ``run``'s folders: labels, cells, features,
+    pca (``stem``: ``outputs.output_stems``)."""
+    return {kind: Path(out_dir) / f"{stem}{suffix}" for kind, suffix in IMAGE_FILES.items()}
+
+
+def stem_of_labels(file_name: str) -> str | None:
+    """The image stem of a ``<stem>_labels.tif`` name, None for another name."""
+    suffix = IMAGE_FILES["labels"]
+    return file_name[:-len(suffix)] if file_name.endswith(suffix) else None
+
+
+def write_cell_table(table: pd.DataFrame, path) -> Path:
+    """The per-image cell table (CSV, atomically)."""
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def save_png(picture: np.ndarray, path) -> Path:
+    """An overlay or figure (uint8 RGB/RGBA) as a PNG, atomically."""
+    from PIL import Image
+
+    from napari_reddino.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+    return Path(path)
+
+
 # --- label images ----------------------------------------------------------------------------------------
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 

@@ -277,34 +277,20 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     return written + write_pooled_outputs(result, out_dir)
 
 
-def image_output_paths(out_dir, stem: str) -> dict[str, Path]:
-    """Where one image's results go: labels, cells, features, pca."""
-    out = Path(out_dir)
-    return {"labels": out / f"{stem}_labels.tif", "cells": out / f"{stem}_cells.csv",
-            "features": out / f"{stem}_features.parquet", "pca": out / f"{stem}_pca.png"}
-
-
 def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
     """One image's files (each written atomically): what it has of labels, cell table, features, overlay."""
-    from PIL import Image
+    from napari_reddino.formats import features_frame, image_files, save_labels, save_png, write_cell_table, write_table
 
-    from napari_reddino.atomic import atomic_path
-    from napari_reddino.formats import features_frame, save_labels, write_table
-
-    paths = image_output_paths(out_dir, stem)
+    paths = image_files(out_dir, stem)
     written: list[Path] = []
     if s.labels is not None:
         save_labels(s.labels, paths["labels"])
-        with atomic_path(paths["cells"]) as tmp:
-            s.table.to_csv(tmp, index=False)
-        written += [paths["labels"], paths["cells"]]
+        written += [paths["labels"], write_cell_table(s.table, paths["cells"])]
     if s.embeddings is not None:
         rows = s.table.set_index("label").loc[s.embedded].reset_index()
         written.append(write_table(features_frame(rows, s.embeddings, s.name), paths["features"]))
     if s.pca is not None:
-        with atomic_path(paths["pca"]) as tmp:
-            Image.fromarray(pca_png(s)).save(tmp)
-        written.append(paths["pca"])
+        written.append(save_png(pca_png(s), paths["pca"]))
     return written
 
 
@@ -321,9 +307,9 @@ def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResu
     """One image's results from an earlier run into ``out_dir`` (``--resume``), or None when any file the
     ``steps`` make is missing (the image is then done again)."""
 
-    from napari_reddino.formats import read_features, read_labels
+    from napari_reddino.formats import image_files, read_features, read_labels
 
-    paths = image_output_paths(out_dir, stem)
+    paths = image_files(out_dir, stem)
     wanted = ["labels", "cells"] + (["features"] if "embed" in steps else []) + (["pca"] if "pca" in steps else [])
     if not all(paths[k].is_file() for k in wanted):
         return None

@@ -102,7 +102,7 @@ def write_manifest(session: Session, folder) -> list[Path]:
 
     from napari_reddino.atomic import atomic_path, atomic_write_text
     from napari_reddino.outputs import output_stems
-    from napari_reddino.pipeline import image_output_paths
+    from napari_reddino.formats import image_files
 
     folder = Path(folder)
     result = session.result
@@ -110,7 +110,7 @@ def write_manifest(session: Session, folder) -> list[Path]:
         raise RuntimeError(f"{len(session.images)} image entries for {len(result.smears)} images")
     written, entries = [], []
     for s, info, stem in zip(result.smears, session.images, output_stems([s.name for s in result.smears])):
-        paths = image_output_paths(folder, stem)
+        paths = image_files(folder, stem)
         copy = None
         if info.path is None:
             copy = stem + IMAGE_COPY_SUFFIX

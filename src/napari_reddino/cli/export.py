@@ -40,7 +40,7 @@ def parse_exports(value) -> tuple[str, ...]:
 
 def run(args) -> int:
     from napari_reddino.cli.report import read_cells
-    from napari_reddino.formats import read_features
+    from napari_reddino.formats import read_features, stem_of_labels
     from napari_reddino.exports import H5AD_FILE, run_info, write_exports
     from napari_reddino.grading.files import RunFolder, with_annotations
     from napari_reddino.images import InputError
@@ -63,8 +63,8 @@ def run(args) -> int:
     stems = dict(zip(names, output_stems(names)))
     for name, entry in entries.items():  # the stems the run used (a run's unreadable inputs took names too)
         labels_file = (entry.get("files") or {}).get("labels", "")
-        if labels_file.endswith("_labels.tif"):
-            stems[name] = labels_file[:-len("_labels.tif")]
+        if stem_of_labels(labels_file) is not None:
+            stems[name] = stem_of_labels(labels_file)
     folder_files = RunFolder(folder, names)  # labels and annotation files, as the report finds them
     for name, path in folder_files.annotation_files.items():  # a folder moved with its annotation file
         if path and not Path(path).is_file() and (folder / Path(path).name).is_file():

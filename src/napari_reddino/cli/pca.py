@@ -74,10 +74,9 @@ def side_by_side(image: np.ndarray, overlay: np.ndarray, gap: int = 8) -> np.nda
 
 
 def run(args) -> int:
-    from PIL import Image
 
     from napari_reddino.progress import run as drive
-    from napari_reddino.atomic import atomic_path
+    from napari_reddino.formats import image_files, save_png
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
     from napari_reddino.outputs import Failures, check_out_dir, output_stems, unique_names
@@ -114,11 +113,9 @@ def run(args) -> int:
         rgb = fit.transform(found.grid, background=args.background)
         full = upsample_overlay(rgb, patch, image.shape, mode="bilinear" if args.smooth else "nearest",
                                 factor=found.factor)
-        png = np.round(full * 255).astype(np.uint8)
-        for suffix, picture in (("_pca.png", png), ("_pca_side.png", side_by_side(image, full))):
-            with atomic_path(out / f"{stem}{suffix}") as tmp:
-                Image.fromarray(picture).save(tmp)
-        print(f"wrote {out / f'{stem}_pca.png'} and {out / f'{stem}_pca_side.png'}")
+        overlay = save_png(np.round(full * 255).astype(np.uint8), image_files(out, stem)["pca"])
+        side = save_png(side_by_side(image, full), overlay.with_name(f"{stem}_pca_side.png"))
+        print(f"wrote {overlay} and {side}")
 
     fit = PatchPCA.load(args.load_fit) if args.load_fit else None
     names = unique_names(paths)

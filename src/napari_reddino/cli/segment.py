@@ -78,8 +78,7 @@ def segment_options(args) -> dict:
 
 def run(args) -> int:
     from napari_reddino.progress import run as drive
-    from napari_reddino.atomic import atomic_path
-    from napari_reddino.formats import save_labels
+    from napari_reddino.formats import image_files, save_labels, write_cell_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.segment import iter_segment_cells
@@ -92,7 +91,8 @@ def run(args) -> int:
     names = unique_names(paths)
     failures, done = Failures(), 0
     for path, name, stem in zip(paths, names, output_stems(names)):
-        labels_file, table_file = out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"
+        files = image_files(out, stem)
+        labels_file, table_file = files["labels"], files["cells"]
         if args.resume and labels_file.is_file() and table_file.is_file():
             print(f"{name}: done before, skipped")
             done += 1
@@ -105,8 +105,7 @@ def run(args) -> int:
             print(f"{name}: not segmented: {failures.add(name, exc)}", file=sys.stderr)
             continue
         save_labels(labels, labels_file)
-        with atomic_path(table_file) as tmp:
-            table.to_csv(tmp, index=False)
+        write_cell_table(table, table_file)
         print(f"{name}: {segmentation_summary(table, name)} → {labels_file}")
         done += 1
     failures.write(out / "failed.csv")

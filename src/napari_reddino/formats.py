@@ -209,9 +209,22 @@ def plot_umap(xy: np.ndarray, groups, path, title: str = "", legend_title: str |
         ax.legend(title=legend_title, fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
                   frameon=False)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
+
+
+def save_figure(fig, path) -> None:
+    """A matplotlib figure as PNG into a file (atomically) or a binary buffer; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(path, (str, Path)):
+        from napari_reddino.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    else:
+        fig.savefig(path, format="png")
+    plt.close(fig)
 
 
 def class_colours() -> dict[str, str]:

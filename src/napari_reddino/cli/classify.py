@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from napari_reddino.annotate import read_annotations
     from napari_reddino.classify import fit_predict
-    from napari_reddino.formats import read_features
+    from napari_reddino.formats import read_features, write_table
     from napari_reddino.images import InputError
 
     if args.k < 1:
@@ -49,7 +49,7 @@ def run(args) -> int:
     out = table[[c for c in ("image", "label", "centroid_x", "centroid_y") if c in table.columns]].copy()
     out["class"], out["prediction"], out["confidence"] = y, pred, conf
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(args.out, index=False)
+    write_table(out, args.out)  # atomically: a kill leaves the old file or the new one
     print(f"trained {args.classifier} on {matched} cells of {len(set(y[y != '']))} classes; "
           f"predicted {len(out)} cells → {args.out}")
     return 0

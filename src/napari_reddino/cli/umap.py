@@ -44,6 +44,8 @@ def plot_embedding(Y: np.ndarray, values, column: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from napari_reddino.formats import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
     size = max(1.0, min(12.0, 4000 / max(len(Y), 1)))
     sc = ax.scatter(Y[:, 0], Y[:, 1], c=values, s=size, cmap="viridis", linewidths=0)
@@ -51,14 +53,13 @@ def plot_embedding(Y: np.ndarray, values, column: str, path: Path) -> None:
     ax.set(xlabel="UMAP 1", ylabel="UMAP 2")
     ax.set_aspect("equal", "datalim")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args) -> int:
     from napari_reddino.progress import run as drive
     from napari_reddino.embedding import iter_umap_embed
-    from napari_reddino.formats import read_features
+    from napari_reddino.formats import read_features, write_table
     from napari_reddino.images import InputError
 
     table, X = read_features(args.features)
@@ -77,7 +78,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = table.copy()
     result["umap_x"], result["umap_y"] = Y[:, 0], Y[:, 1]
-    result.to_csv(out / "umap.csv", index=False)
+    write_table(result, out / "umap.csv")
     plot_embedding(Y, table[column].to_numpy(), column, out / "umap.png")
     print(f"{len(Y)} cells → {out / 'umap.csv'}, {out / 'umap.png'} (coloured by {column})")
     return 0

@@ -92,3 +92,17 @@ def test_features_with_a_missing_label_and_k_0_are_one_line(features, tmp_path, 
     assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out", str(tmp_path / "p.csv"),
                  "--classifier", "knn", "--k", "0"]) == 2
     assert "--k 0; accepted" in capsys.readouterr().err
+
+
+def test_classify_writes_its_predictions_atomically(features, tmp_path, monkeypatch):
+    """A kill mid-write must leave the old file or the new one: the predictions go through atomic_path."""
+    from napari_reddino import atomic
+
+    path, y = features
+    pd.DataFrame({"image": ["b", "a"], "label": [1, 2], "class": [y[0], y[12]]}).to_csv(tmp_path / "a.csv",
+                                                                                     index=False)
+    through, real = [], atomic.atomic_path
+    monkeypatch.setattr(atomic, "atomic_path", lambda p, *a, **k: (through.append(str(p)), real(p, *a, **k))[1])
+    assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    assert str(tmp_path / "p.csv") in through and (tmp_path / "p.csv").is_file()

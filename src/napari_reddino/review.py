@@ -1,4 +1,4 @@
-"""Verifying a pre-classified slide: the gallery's order and groups, and the queue of uncertain cells.
+"""Verifying a pre-classified slide: the gallery's order and groups, and the review queue.
 
 Pure functions on per-cell arrays (one entry per row of the pooled cell table), used by the verification
 gallery dock (``_widgets/gallery.py``). A cell's *shown class* is its annotation, else its prediction, else

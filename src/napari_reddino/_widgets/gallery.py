@@ -24,7 +24,7 @@ from napari_reddino.images import InputError
 
 VIEW = 1.6  # a thumbnail's side, in the smear's median cell size: every cell of a smear at one magnification
 BACKGROUND = 40  # grey where a thumbnail reaches past the image's edge
-SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "uncertain cells to verify"}
+SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "the review queue"}
 
 
 class GalleryWidget(QWidget):
@@ -51,7 +51,7 @@ class GalleryWidget(QWidget):
         for key, text in SHOW.items():
             self.show_box.addItem(text, key)
         self.show_box.setToolTip("Which cells the gallery shows: every cell, those nobody has verified yet, or "
-                                 "only the uncertain ones still to verify")
+                                 "the review queue (the cells that teach 'Train & predict' most, then the uncertain ones)")
         self.class_box = QComboBox()
         self.class_box.setToolTip("Show the cells of one class only (the class annotated, else the one "
                                   "predicted), or of every class, one group after another")

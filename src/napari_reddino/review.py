@@ -16,7 +16,7 @@ BATCH = 20  # cells a round: what 'Next to annotate' selects, the benchmark's ro
 MAX_CLUSTERS = 400  # the most clusters representative cells are spread over
 MIN_CLUSTER = 5  # a cluster smaller than this is a few outliers: its cells are picked last
 TYPICAL_K = 20  # neighbours whose mean distance measures how typical a cell is
-_FIT_CELLS = 20000  # the clusters are fitted on at most this many cells, then every cell is assigned
+_FIT_CELLS = 2000  # the clusters are fitted on at most this many cells, then every cell is assigned
 KMEANS_ITERATIONS = 6  # from the last centres, enough to follow 20 newly verified cells
 PCA_DIMS = 32  # features with more dimensions (embeddings) are compared in this many principal components
 

@@ -189,7 +189,7 @@ class AnnotationState:
         if np.isnan(self.confidence).all():
             raise InputError("Received 'next to annotate' before any prediction; accepted: run "
                              "'Train & predict' first.")
-        rows = next_to_annotate(self.confidence, self.class_column(), k)
+        rows = next_to_annotate(self.confidence, self.class_column(), k, self.X, self.prediction, (self.prior or [None])[0])
         self.canvas.select(rows)
         return rows
 

@@ -195,6 +195,8 @@ def test_classifier_next_to_annotate_report_and_export(dock, tmp_path, qtbot):
     _, make = dock
     w = make()
     y = truth(w)
+    first = w.next_to_annotate(3)  # before any prediction: representative cells, one per cluster
+    assert len(first) == 3 and len(set(y[first])) == 3 and set(w.canvas.points.selected_data) == set(first)
     for k, name in enumerate(["normal", "target", "burr"]):
         w.canvas.select(np.flatnonzero(y == k)[:2])
         w.assign(name)

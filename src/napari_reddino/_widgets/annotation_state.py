@@ -184,11 +184,7 @@ class AnnotationState:
         return [name for s, name in enumerate(self.sources) if not self.link.is_current(s)]
 
     def select_next(self, k: int = 20) -> np.ndarray:
-        from napari_reddino.images import InputError
-
-        if np.isnan(self.confidence).all():
-            raise InputError("Received 'next to annotate' before any prediction; accepted: run "
-                             "'Train & predict' first.")
+        """Select the ``k`` cells that teach the classifier most (representative ones before any prediction)."""
         rows = next_to_annotate(self.confidence, self.class_column(), k, self.X, self.prediction, (self.prior or [None])[0])
         self.canvas.select(rows)
         return rows

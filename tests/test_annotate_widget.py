@@ -538,3 +538,41 @@ def test_assigning_a_class_redraws_only_the_smear_of_those_cells(dock, monkeypat
     redraws.clear()
     w.undo()
     assert redraws == ["s2 cells"]
+
+
+def test_a_class_change_recolours_the_outlines_without_redrawing_them(dock, monkeypatch):
+    """A change of class redrew the whole smear's outlines (napari recomputes them over the image and uploads
+    it again on every colormap change: about a second a smear, for each assignment, undo and prediction).
+    Now only the colour table changes, and the screen shows what napari's own redraw would."""
+    from matplotlib.colors import to_rgba
+    from napari.layers import Labels
+
+    from napari_reddino._widgets.smear_link import cells_look
+
+    viewer, make = dock
+    for name in CLUSTERS:  # as the segmentation dock hands them over (napari draws uint16 labels fastest)
+        viewer.layers[f"{name} cells"].data = viewer.layers[f"{name} cells"].data.astype(np.uint16)
+    w = make()
+    redraws = calls_of(monkeypatch, Labels, "_raw_to_displayed", lambda layer, *_: layer.name)
+    s2 = np.flatnonzero(w.canvas.points.features["image"] == "s2")
+    w.canvas.select(s2[:3])
+    w.assign("spherocyte")
+    w.canvas.select(s2[3:5])
+    w.assign("target")
+    w.undo()
+    w.state.set_predictions(np.where(np.arange(len(w.state.table)) % 2, "burr", ""), w.state.confidence)
+    assert redraws == []
+    cells = viewer.layers["s2 cells"]
+    rows = w.state.table.iloc[s2[:3]]
+    spherocyte = to_rgba(next(c.color for c in w.classes if c.name == "spherocyte"))
+    for label in rows["label"]:
+        np.testing.assert_allclose(cells.colormap.map(int(label)), spherocyte, atol=1e-3)
+    for layer in viewer.layers:  # the smear s2 alone on the screen (s1 lies at the same place)
+        layer.visible = layer is cells
+    viewer.window.show()  # (a hidden window's canvas draws nothing)
+    viewer.reset_view()
+    fast = viewer.screenshot(canvas_only=True, flash=False)
+    cells.colormap = cells_look(cells.features, w.classes)["colormap"]  # napari's own redraw of the same look
+    assert set(redraws) == {"s2 cells"}
+    assert len(np.unique(fast.reshape(-1, fast.shape[-1]), axis=0)) >= 3  # background, plain and class outlines
+    np.testing.assert_array_equal(fast, viewer.screenshot(canvas_only=True, flash=False))

@@ -135,6 +135,42 @@ def draw_cells(viewer, layer, classes=None) -> None:
     viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
 
 
+def recolour_in_place(layer, colormap) -> bool:
+    """Give a drawn cells layer new outline colours (``colormap``: a direct label colormap, as ``cells_look``
+    makes) without napari redrawing it. napari's colormap setter recomputes the outlines over the whole smear,
+    uploads them to the screen again and builds its 65,536-entry colour table in a Python loop: about a second
+    of the GUI thread per smear, on every class change. The outlines on the screen hold the label numbers
+    (uint8/uint16 labels), so only the colour table its shader reads need change: built here with numpy and
+    handed to napari as the table it would build. napari's private API (0.9.2): where any of it does not
+    apply, nothing is changed and False is returned (the caller sets the colormap the public way)."""
+    try:
+        from napari.layers import Labels
+        from napari.utils.colormaps import DirectLabelColormap
+        from napari.utils.colormaps.colormap import _texture_dtype
+
+        layer = getattr(layer, "__wrapped__", layer)  # napari hands plugins a proxy hiding the private API
+        dtype = np.dtype(layer.data.dtype)
+        if not (isinstance(layer, Labels) and isinstance(colormap, DirectLabelColormap) and
+                layer.colormap is layer._direct_colormap and dtype in (np.uint8, np.uint16) and
+                not layer.multiscale and not layer.show_selected_label and not colormap.use_selection and
+                0 in colormap.color_dict and colormap.background_value == layer.colormap.background_value and
+                not layer._is_default_colors(colormap.color_dict)):
+            return False
+        target = _texture_dtype(colormap._num_unique_colors, dtype)
+        table = np.tile(np.asarray(colormap.default_color, np.float32), (np.iinfo(target).max + 1, 1))
+        keys = [k for k in colormap.color_dict if k is not None and 0 <= k < len(table)]
+        table[keys] = np.array([colormap.color_dict[k] for k in keys], np.float32).reshape(-1, 4)
+        colormap._cache_mapping[(dtype, target)] = table
+        layer._direct_colormap = layer._colormap = colormap
+        layer._selected_color = layer.get_color(layer.selected_label)
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+        return False
+    layer.events.colormap()  # napari's shader takes the new table; the outlines are not redrawn
+    layer.events.selected_label()
+    layer._update_thumbnail()
+    return True
+
+
 def _draw_marks(viewer, layer, features) -> None:
     marks = style.object_marks(features)
     ring = float(np.median(marks["size"])) if len(marks) else 0.0  # a typical ring's size
@@ -350,7 +386,12 @@ class SmearLink:
             values[has] = self._cells[col][take]
             features[col] = values.astype(np.float32) if col == "confidence" else values
         layer.features = features
-        draw_cells(self.viewer, layer, self._cells["classes"])
+        classes = self._cells["classes"]
+        colormap = cells_look(features, classes)["colormap"]
+        if _same_colours(layer.colormap, colormap) or recolour_in_place(layer, colormap):
+            _draw_legend(self.viewer, layer, features, classes)  # the outlines and marks stay as they are
+        else:
+            draw_cells(self.viewer, layer, classes)  # sets the colours with a redraw of the outlines
 
     # --- smear -> rows ----------------------------------------------------------------------------
     def row_at(self, position) -> int | None:

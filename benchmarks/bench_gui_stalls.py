@@ -224,18 +224,22 @@ def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
     lo, hi = data.min(0), data.max(0)
     mid = (lo + hi) / 2
     canvas.set_mode("lasso")
+
+    def drawn():  # every smear drawn (the branch draws a smear per turn of the event loop; main: at once)
+        return not getattr(ann.state.link, "pending", None)
+
     t = np.linspace(0, 2 * np.pi, 60)
     circle = np.column_stack([mid[0] + 0.3 * (hi[0] - lo[0]) * np.sin(t), mid[1] + 0.3 * (hi[1] - lo[1]) * np.cos(t)])
-    sw.measure("lasso select (60 moves)", lambda: drag(canvas, circle))
+    sw.measure("lasso select (60 moves)", lambda: drag(canvas, circle), drawn)
     info["lasso_selected"] = len(pts.selected_data)
-    sw.measure("assign class (button)", lambda: ann.panel.assign_button.click())
-    sw.measure("undo", lambda: ann.panel.undo_button.click())
-    sw.measure("assign class again", lambda: ann.panel.assign_button.click())
+    sw.measure("assign class (button)", lambda: ann.panel.assign_button.click(), drawn)
+    sw.measure("undo", lambda: ann.panel.undo_button.click(), drawn)
+    sw.measure("assign class again", lambda: ann.panel.assign_button.click(), drawn)
     canvas.set_mode("select")
     box = np.linspace(lo, lo + 0.35 * (hi - lo), 20)
-    sw.measure("box select (20 moves)", lambda: drag(canvas, box))
+    sw.measure("box select (20 moves)", lambda: drag(canvas, box), drawn)
     ann.panel.class_list.setCurrentRow(3)
-    sw.measure("assign another class", lambda: ann.panel.assign_button.click())
+    sw.measure("assign another class", lambda: ann.panel.assign_button.click(), drawn)
     smear = viewer.layers["chula 1 cells"]
     cell = np.argwhere(np.asarray(smear.data) == int(smear.features["label"].iloc[5])).mean(0)
 
@@ -249,10 +253,10 @@ def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
         except StopIteration:
             pass
 
-    sw.measure("click a cell on the smear (selects its point)", click_smear)
+    sw.measure("click a cell on the smear (selects its point)", click_smear, drawn)
     sw.measure("Train & predict (logreg)", lambda: ann.panel.train_button.click(),
-               lambda: getattr(ann, "trainer", None) is None)  # a worker since the fix
-    sw.measure("Next to annotate (20)", lambda: ann.panel.next_button.click())
+               lambda: getattr(ann, "trainer", None) is None and drawn())  # a worker since the fix
+    sw.measure("Next to annotate (20)", lambda: ann.panel.next_button.click(), drawn)
     sw.measure("export cell table", lambda: ann.export_cells(out / "cells.csv"))
     exported = []
 
@@ -263,7 +267,7 @@ def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
     sw.measure("export report", export_report, lambda: bool(exported))
     big = viewer.layers["mosaic 2x2 cells"]
     sw.measure("hide, then show the mosaic's cells", lambda: (setattr(big, "visible", False),
-                                                             setattr(big, "visible", True)))
+                                                             setattr(big, "visible", True)), drawn)
     if only:
         viewer.window._qt_window.grab().save(str(out / "screenshot.png"))
         info["screenshot"] = str(out / "screenshot.png")

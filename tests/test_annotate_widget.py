@@ -94,7 +94,7 @@ def drag(canvas, path, modifiers=()):
         next(gen)
 
 
-def test_umap_points_layer_and_linking_both_ways(dock):
+def test_umap_points_layer_and_linking_both_ways(dock, qtbot):
     viewer, make = dock
     w = make()
     pts = w.canvas.points
@@ -117,7 +117,10 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     [row] = list(pts.selected_data)
     assert (pts.features["image"][row], pts.features["label"][row]) == ("s1", 7)
     lit = viewer.layers["s1 cells"].data[viewer.layers["s1 cells selection"].data > 0]
-    assert set(np.unique(lit)) == {7}
+    assert set(np.unique(lit)) == {7}  # the smear with the selected cell is drawn at once, the others next
+    assert w.state.link.pending == [1]
+    qtbot.waitUntil(lambda: not w.state.link.pending)
+    assert not viewer.layers["s2 cells selection"].data.any()
     # a hidden smear is outlined when it is shown again
     viewer.layers["s2 cells"].visible = False
     w.canvas.select(rows)
@@ -154,7 +157,7 @@ def test_box_shift_click_lasso_and_points_do_not_move(dock):
     assert pts.mode == "pan_zoom" and c.mode == "lasso"
 
 
-def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
+def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path, qtbot):
     from app_model.types import KeyBinding
 
     viewer, make = dock
@@ -175,6 +178,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     assert outline_colours(viewer.layers["s1 cells"]) == 3  # unannotated + 2 classes on the smear's outlines
     w.undo()
     assert (w.canvas.points.features["class"] == "target").sum() == 0
+    qtbot.waitUntil(lambda: not w.state.link.pending)  # the second smear is drawn on the next turn
     # a hidden smear gets its class colours when it is shown again
     viewer.layers["s2 cells"].visible = False
     s2_row = int(np.flatnonzero((w.state.table["image"] == "s2").to_numpy() & (y == 2))[0])
@@ -576,3 +580,26 @@ def test_a_class_change_recolours_the_outlines_without_redrawing_them(dock, monk
     assert set(redraws) == {"s2 cells"}
     assert len(np.unique(fast.reshape(-1, fast.shape[-1]), axis=0)) >= 3  # background, plain and class outlines
     np.testing.assert_array_equal(fast, viewer.screenshot(canvas_only=True, flash=False))
+
+
+def test_export_report_builds_the_cell_table_in_its_worker(dock, qtbot, tmp_path, monkeypatch):
+    """*Export report…* built the cell table (a look-up in the store per cell) on the GUI thread twice, and the
+    dock's report table was rebuilt from it after every change: now the per-image report counts the classes
+    and predictions alone (the same figures), and the graded report's table is made in the worker."""
+    from napari_reddino._widgets import annotation_state
+    from napari_reddino.report import morphology_report
+
+    _, make = dock
+    w = make()
+    w.canvas.select([0, 1, 2])
+    w.assign("target")
+    w.state.set_predictions(np.where(np.arange(len(w.state.table)) % 3, "burr", ""), w.state.confidence)
+    tables = calls_of(monkeypatch, annotation_state, "export_cell_table")
+    done = []
+    worker = w.export_report_in_background(tmp_path / "r.csv")
+    worker.finished.connect(lambda: done.append(True))
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+    assert tables == [False] and (tmp_path / "r_graded.html").is_file()
+    pd.testing.assert_frame_equal(w.state.report(), morphology_report(w.state.cell_table()))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r.csv"), morphology_report(w.state.cell_table()),
+                                  check_dtype=False)

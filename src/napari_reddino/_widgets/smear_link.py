@@ -186,8 +186,9 @@ LEGEND_TEXT_SIZE = 0.5  # the legend's words, in rows of the legend (10 pt on a 
 LEGEND_CHAR_WIDTH = 0.6  # a character's width at that size, in rows (generous: napari's font is not fixed-width)
 
 
-def _draw_legend(viewer, layer, features, classes) -> None:
-    """One line per class with cells (and per other object type) to the right of the smear."""
+def _legend_points(layer, features, classes) -> tuple[list, list, list, float]:
+    """The legend's points (row, col), words, colours and line height: one line per class with cells (and
+    per other object type) to the right of the smear."""
     get = lambda col: features[col].fillna("").astype(str).to_numpy() if col in features.columns else (  # noqa: E731
         np.full(len(features), "", dtype=object))
     cls, pred = get("class"), get("prediction")
@@ -201,15 +202,38 @@ def _draw_legend(viewer, layer, features, classes) -> None:
         words = max(len(t) for t, _ in entries)
         data.append((step * 0.5, w + step + LEGEND_CHAR_WIDTH * step * words))
         entries = [*entries, ("", "#00000000")]
-    colors = [style.rgba(c) for _, c in entries]
+    return data, [t for t, _ in entries], [style.rgba(c) for _, c in entries], step
+
+
+def _draw_legend(viewer, layer, features, classes) -> None:
+    """One line per class with cells (and per other object type) to the right of the smear."""
+    data, words, colors, step = _legend_points(layer, features, classes)
     _upsert_points(viewer, style.derived_layer_name(layer.name, style.LEGEND_SUFFIX), data,
-                   pd.DataFrame({"text": [t for t, _ in entries]}), like=layer, size=0.7 * step, symbol="disc",
+                   pd.DataFrame({"text": words}), like=layer, size=0.7 * step, symbol="disc",
                    face_color=colors, border_color=[[1, 1, 1, c[3]] for c in colors], border_width=0.1,
                    text={"string": "{text}", "color": "white", "size": LEGEND_TEXT_SIZE * step, "scaling": True,
                          "anchor": "upper_left", "translation": [0.55 * step, 0.85 * step]})
     # napari puts upper_left text on the swatch's top left corner: the translation centres it on the swatch's
     # row and starts it just right of it. The words scale with the smear, as the swatches do: in screen points
     # they overlapped each other once a small window (1366x768) zoomed the smear out, and ran past the frame.
+
+
+def _recount_legend(viewer, layer, features, classes) -> bool:
+    """Update the legend's counts in place when its lines and colours stay the same (a class change that
+    neither adds nor empties a class): its words, and the invisible last point when the longest line's
+    length changed. Setting each property of the legend redrew it (ten redraws, a quarter of a second a
+    smear). False, having changed nothing, when the lines themselves change (``_draw_legend`` then)."""
+    name = style.derived_layer_name(layer.name, style.LEGEND_SUFFIX)
+    old = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (no .get)
+    data, words, colors, _ = _legend_points(layer, features, classes)
+    if old is None or len(old.data) != len(data) or not len(data) or \
+            not np.allclose(np.asarray(old.face_color, float), np.asarray(colors, float)):
+        return False
+    if list(old.features["text"]) != words:
+        old.features = pd.DataFrame({"text": words})
+    if not np.allclose(old.data, data):
+        old.data = np.asarray(data, float)
+    return True
 
 
 def warm_class_colours() -> None:
@@ -275,6 +299,8 @@ class SmearLink:
         self._drawn_classes: list[tuple | None] = [None] * len(self.sources)  # what each smear shows now
         self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
+        self.pending: list[int] = []  # smears to draw on the next turns of the event loop
+        self._scheduled = False
 
     def _layer(self, s):
         name = self.sources[s]
@@ -337,17 +363,53 @@ class SmearLink:
         self._draw_visible()
 
     def _draw_visible(self) -> None:
-        """Redraw visible smears now; a hidden smear is redrawn when it is shown (users flip through
-        smears one at a time, and redrawing every hidden one would multiply the cost)."""
-        for s in range(len(self.sources)):
+        """Redraw visible smears; a hidden smear is redrawn when it is shown (users flip through smears one
+        at a time, and redrawing every hidden one would multiply the cost). One smear is drawn now (one
+        with selected cells first), the others one per turn of the event loop: a lasso over a map of
+        several smears, or a prediction, made a layer or redrew a legend on each of them in one go, and
+        the window froze for seconds."""
+        todo = []
+        for s in sorted(range(len(self.sources)), key=lambda s: not len(self._wanted[s])):
             layer = self._layer(s)
             if layer is not None and layer.visible:
-                self._draw(s)
+                todo.append(s)
             elif layer is not None and s not in self._watching:
                 self._watching[s] = lambda event=None, s=s: self._draw(s) if self._layer(s).visible else None
                 layer.events.visible.connect(self._watching[s])
+        todo = [s for s in todo if self._needs_draw(s)]
+        if todo:
+            self._draw(todo[0])
+        self.pending = [*todo[1:], *(s for s in self.pending if s not in todo)]
+        if self.pending and not self._scheduled:
+            from qtpy.QtCore import QTimer
+
+            self._scheduled = True
+            QTimer.singleShot(0, self._draw_next)
+
+    def _draw_next(self) -> None:
+        self._scheduled = False
+        while self.pending:
+            s = self.pending.pop(0)
+            layer = self._layer(s)
+            if layer is not None and layer.visible and self._needs_draw(s):
+                self._draw(s)
+                break
+        if self.pending:
+            from qtpy.QtCore import QTimer
+
+            self._scheduled = True
+            QTimer.singleShot(0, self._draw_next)
+
+    def _needs_draw(self, s) -> bool:
+        if not self._current(s):
+            return False
+        if self._cells is not None and self._classes_stale[s]:
+            return True
+        shown = self._shown[s]
+        return len(self._wanted[s]) > 0 if shown is None else not np.array_equal(shown, self._wanted[s])
 
     def disconnect(self) -> None:
+        self.pending = []  # a newer session draws these smears now
         for s, callback in self._watching.items():
             layer = self._layer(s)
             if layer is not None:
@@ -389,7 +451,8 @@ class SmearLink:
         classes = self._cells["classes"]
         colormap = cells_look(features, classes)["colormap"]
         if _same_colours(layer.colormap, colormap) or recolour_in_place(layer, colormap):
-            _draw_legend(self.viewer, layer, features, classes)  # the outlines and marks stay as they are
+            if not _recount_legend(self.viewer, layer, features, classes):  # the outlines and marks stay
+                _draw_legend(self.viewer, layer, features, classes)
         else:
             draw_cells(self.viewer, layer, classes)  # sets the colours with a redraw of the outlines
 

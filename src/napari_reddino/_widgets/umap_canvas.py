@@ -28,7 +28,7 @@ MODE_TIPS = {
 SELECTION_RING = 1.8  # ring diameter, in point sizes
 DRAG_PIXELS = 4
 # during a drag the lasso or box outline is redrawn at most every PREVIEW_SECONDS, and at most PREVIEW_SHARE of
-# the time (a napari Shapes update is ~0.1 s here, and the mouse moves every ~10 ms)
+# the time (a napari Shapes update and the repaint after it: 0.1-0.3 s here; the mouse moves every ~10 ms)
 PREVIEW_SECONDS = 0.1
 PREVIEW_SHARE = 0.3
 
@@ -250,19 +250,21 @@ class UmapCanvas(QWidget):
         start = np.asarray(event.position, dtype=float)[-2:]
         path = [start]
         dragged = False
-        drawn, cost = 0.0, 0.0  # when the outline was last drawn, and how long that took
+        drawn, cost, timing = 0.0, 0.0, False  # when the outline was last drawn, and what that cost
         yield
         while event.type == "mouse_move":
+            now = time.perf_counter()
+            if timing:  # the outline's update and the repaint that followed it, until this move came
+                cost, timing = now - drawn, False
             here = np.asarray(event.position, dtype=float)[-2:]
             path.append(here)
             dragged = dragged or np.linalg.norm(np.asarray(event.pos) - start_pos) > DRAG_PIXELS
-            if dragged and time.perf_counter() - drawn >= max(PREVIEW_SECONDS, cost / PREVIEW_SHARE):
-                drawn = time.perf_counter()
+            if dragged and now - drawn >= max(PREVIEW_SECONDS, cost / PREVIEW_SHARE):
+                drawn, timing = now, True
                 if self.mode == "lasso":
                     self._show_outline(np.array(path), "path")
                 else:
                     self._show_outline(box_polygon(start, here), "rectangle")
-                cost = time.perf_counter() - drawn
             yield
         end = np.asarray(event.position, dtype=float)[-2:]
         self._show_outline(None, "path")

@@ -312,10 +312,22 @@ NOTES = """Where the time of a gap goes (main-thread profiles, `--profile FILE`)
 ANNOTATION_NOTES = ""  # filled in when the loop's fixes are measured
 
 
-def table(runs: dict, labels: list) -> list[str]:
-    """The markdown table of these runs' rows, one column group per label."""
+def table(runs: dict, labels: list, compact: bool = False) -> list[str]:
+    """The markdown table of these runs' rows, one column group per label (``compact``: wall and longest gap
+    only, of the annotation loop's actions)."""
     actions = list(dict.fromkeys(r["action"] for lab in labels for r in runs[lab]["rows"]))
     by = {lab: {r["action"]: r for r in runs[lab]["rows"]} for lab in labels}
+    if compact:
+        first = "4. Compute UMAP: 8 smears pooled"
+        actions = actions[actions.index(first):] if first in actions else actions
+        lines = ["| action | " + " | ".join(f"{lab}: wall s | {lab}: longest gap ms" for lab in labels) + " |",
+                 "|---|" + "---|---|" * len(labels)]
+        for action in actions:
+            cells = [("– | –" if (r := by[lab].get(action)) is None else
+                      f"{r['wall_s']:.2f} | {'**' if r['gap_ms'] > 500 else ''}{r['gap_ms']:.0f}"
+                      f"{'**' if r['gap_ms'] > 500 else ''}") for lab in labels]
+            lines.append(f"| {action} | " + " | ".join(cells) + " |")
+        return lines
     head = "| action | " + " | ".join(f"{lab}: wall s | {lab}: display s | {lab}: longest gap ms | "
                                          f"{lab}: gaps >0.1 s | {lab}: >0.5 s" for lab in labels) + " |"
     lines = [head, "|---|" + "---|---|---|---|---|" * len(labels)]
@@ -365,7 +377,7 @@ def write_table(label: str, rows: list, info: dict) -> None:
     if subset:
         lines += ["", "## The annotation loop, re-measured in one sitting (`--only annotation --label LABEL`)", "",
                   ANNOTATION_NOTES, "", *[describe(lab, runs[lab]["info"]) for lab in subset], "",
-                  *table(runs, subset)]
+                  *table(runs, subset, compact=True)]
     RESULTS.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -82,6 +82,13 @@ def place_under_cells(viewer, layer) -> None:
         layers.move(here, cells[0])
 
 
+def outline_colours(features, classes) -> dict:
+    """label -> RGBA of each cell's outline (``style.outline_colors`` on the cells layer's features)."""
+    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
+    return style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
+                                {c.name: c.color for c in classes})
+
+
 def cells_look(features, classes=None) -> dict:
     """How the cells layer is drawn, as napari layer properties (``colormap``, ``contour``, ``opacity``):
     outlines coloured by class (faded for a prediction) or by object type. Pass them when the layer is
@@ -91,9 +98,7 @@ def cells_look(features, classes=None) -> dict:
     from napari_reddino.annotate import default_classes
 
     classes = list(classes) if classes is not None else default_classes()
-    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
-    colors = style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
-                                  {c.name: c.color for c in classes})
+    colors = outline_colours(features, classes)
     colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
                                                0: np.zeros(4, np.float32), **colors})
     return {"colormap": colormap, "contour": style.CONTOUR_WIDTH, "opacity": 1.0}
@@ -135,33 +140,43 @@ def draw_cells(viewer, layer, classes=None) -> None:
     viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
 
 
-def recolour_in_place(layer, colormap) -> bool:
-    """Give a drawn cells layer new outline colours (``colormap``: a direct label colormap, as ``cells_look``
-    makes) without napari redrawing it. napari's colormap setter recomputes the outlines over the whole smear,
-    uploads them to the screen again and builds its 65,536-entry colour table in a Python loop: about a second
-    of the GUI thread per smear, on every class change. The outlines on the screen hold the label numbers
-    (uint8/uint16 labels), so only the colour table its shader reads need change: built here with numpy and
-    handed to napari as the table it would build. napari's private API (0.9.2): where any of it does not
-    apply, nothing is changed and False is returned (the caller sets the colormap the public way)."""
+def recolour_in_place(layer, colors: dict) -> bool:
+    """Give the cells of a drawn cells layer whose outline colour changed (``colors``: label -> RGBA, as
+    ``outline_colours`` gives) their new colour without napari redrawing the smear. napari's colormap setter
+    recomputes the outlines over the whole smear, uploads them to the screen again and builds its 65,536-entry
+    colour table in a Python loop: about a second of the GUI thread per smear, on every class change. The
+    outlines on the screen hold the label numbers (uint8/uint16 labels), so only the changed cells' entries
+    of the layer's colormap and of the colour table napari's shader reads are changed. napari's private API
+    (0.9.2): where any of it does not apply, nothing is changed and False is returned (the caller sets a new
+    colormap the public way)."""
     try:
         from napari.layers import Labels
         from napari.utils.colormaps import DirectLabelColormap
         from napari.utils.colormaps.colormap import _texture_dtype
 
         layer = getattr(layer, "__wrapped__", layer)  # napari hands plugins a proxy hiding the private API
-        dtype = np.dtype(layer.data.dtype)
-        if not (isinstance(layer, Labels) and isinstance(colormap, DirectLabelColormap) and
-                layer.colormap is layer._direct_colormap and dtype in (np.uint8, np.uint16) and
-                not layer.multiscale and not layer.show_selected_label and not colormap.use_selection and
-                0 in colormap.color_dict and colormap.background_value == layer.colormap.background_value and
-                not layer._is_default_colors(colormap.color_dict)):
+        cmap, dtype = layer.colormap, np.dtype(layer.data.dtype)
+        if not (isinstance(layer, Labels) and isinstance(cmap, DirectLabelColormap) and
+                cmap is layer._direct_colormap and dtype in (np.uint8, np.uint16) and not layer.multiscale and
+                not layer.show_selected_label and not cmap.use_selection and 0 in cmap.color_dict and
+                0 not in colors):
             return False
-        target = _texture_dtype(colormap._num_unique_colors, dtype)
-        table = np.tile(np.asarray(colormap.default_color, np.float32), (np.iinfo(target).max + 1, 1))
-        keys = [k for k in colormap.color_dict if k is not None and 0 <= k < len(table)]
-        table[keys] = np.array([colormap.color_dict[k] for k in keys], np.float32).reshape(-1, 4)
-        colormap._cache_mapping[(dtype, target)] = table
-        layer._direct_colormap = layer._colormap = colormap
+        new = {int(k): np.asarray(v, np.float32) for k, v in colors.items() if k is not None}
+        changed = {k: v for k, v in new.items() if not np.array_equal(cmap.color_dict.get(k), v)}
+        if not changed:
+            return True
+        key = (dtype, _texture_dtype(0, dtype))  # uint8/uint16 labels: a table as long as the data's range
+        table = cmap._cache_mapping.get(key)
+        if table is None:  # not drawn yet: the whole table, as napari would build it
+            table = np.tile(np.asarray(cmap.default_color, np.float32), (np.iinfo(dtype).max + 1, 1))
+            known = [k for k in cmap.color_dict if k is not None and 0 <= k < len(table)]
+            table[known] = np.array([cmap.color_dict[k] for k in known], np.float32).reshape(-1, 4)
+        cmap.color_dict.update(changed)
+        keys = np.fromiter(changed, np.int64)
+        inside = keys < len(table)
+        table[keys[inside]] = np.stack(list(changed.values()))[inside]
+        cmap._clear_cache()  # napari's derived look-ups (unique colours, label mappings) follow the new colours
+        cmap._cache_mapping[key] = table
         layer._selected_color = layer.get_color(layer.selected_label)
     except (AttributeError, ImportError, KeyError, TypeError, ValueError):
         return False
@@ -364,10 +379,10 @@ class SmearLink:
 
     def _draw_visible(self) -> None:
         """Redraw visible smears; a hidden smear is redrawn when it is shown (users flip through smears one
-        at a time, and redrawing every hidden one would multiply the cost). One smear is drawn now (one
-        with selected cells first), the others one per turn of the event loop: a lasso over a map of
-        several smears, or a prediction, made a layer or redrew a legend on each of them in one go, and
-        the window froze for seconds."""
+        at a time, and redrawing every hidden one would multiply the cost). Updates are drawn now, in one go
+        (each turn of the event loop repaints the window: ~0.3 s here); a smear's first selection layer is
+        made now for one smear, and for each other one on a later turn (a lasso over a map of several
+        smears made a layer on each in one go, 0.3-1 s each: the window froze for seconds)."""
         todo = []
         for s in sorted(range(len(self.sources)), key=lambda s: not len(self._wanted[s])):
             layer = self._layer(s)
@@ -377,9 +392,11 @@ class SmearLink:
                 self._watching[s] = lambda event=None, s=s: self._draw(s) if self._layer(s).visible else None
                 layer.events.visible.connect(self._watching[s])
         todo = [s for s in todo if self._needs_draw(s)]
-        if todo:
-            self._draw(todo[0])
-        self.pending = [*todo[1:], *(s for s in self.pending if s not in todo)]
+        new = [s for s in todo if self._needs_layer(s)]
+        for s in todo:
+            if s not in new[1:]:
+                self._draw(s)
+        self.pending = [*new[1:], *(s for s in self.pending if s not in todo)]
         if self.pending and not self._scheduled:
             from qtpy.QtCore import QTimer
 
@@ -399,6 +416,11 @@ class SmearLink:
 
             self._scheduled = True
             QTimer.singleShot(0, self._draw_next)
+
+    def _needs_layer(self, s) -> bool:
+        """Whether drawing smear ``s`` makes its selection layer (a full-size layer: slow to make)."""
+        return len(self._wanted[s]) > 0 and \
+            style.derived_layer_name(self.sources[s], style.SELECTION_SUFFIX) not in self.viewer.layers
 
     def _needs_draw(self, s) -> bool:
         if not self._current(s):
@@ -449,8 +471,7 @@ class SmearLink:
             features[col] = values.astype(np.float32) if col == "confidence" else values
         layer.features = features
         classes = self._cells["classes"]
-        colormap = cells_look(features, classes)["colormap"]
-        if _same_colours(layer.colormap, colormap) or recolour_in_place(layer, colormap):
+        if recolour_in_place(layer, outline_colours(features, classes)):
             if not _recount_legend(self.viewer, layer, features, classes):  # the outlines and marks stay
                 _draw_legend(self.viewer, layer, features, classes)
         else:

@@ -309,7 +309,19 @@ NOTES = """Where the time of a gap goes (main-thread profiles, `--profile FILE`)
   Python's lock in long C calls (image crops, ndimage) while the main thread waits (not profiled)."""
 
 
-ANNOTATION_NOTES = ""  # filled in when the loop's fixes are measured
+ANNOTATION_NOTES = """*main*: the code before this round (368ef23); *branch*: after it, run one after the other on the same
+host, the second under a somewhat heavier load (*export cell table*, pure pandas and untouched, took 0.08 s in
+the first, 0.14 s in the second). The bench waits for every smear to be drawn (the branch makes a smear's first
+selection layer one per turn of the event loop). What changed: a class change writes only the changed cells'
+colours into the layer's colormap and napari's colour table (napari redrew the whole smear's outlines and rebuilt
+its 65,536-entry table in a Python loop, a second a smear), the legend's counts are updated in place, several
+smears' updates are drawn in one go (each turn of the event loop repaints the window) but their first selection
+layers one per turn, the lasso/box outline is redrawn at most every 0.1 s and 30 % of the time, the report
+export builds its cell table in its worker. Where the longest gap is well above the wall time (assign: 0.3 s of
+work, 0.9 s gap) the rest is the repaint of the window after it: 8 smears stacked, each with its image, outlines,
+selection and legend, and the UMAP canvas, in software OpenGL (0.4-0.9 s here under this load; not measured on
+an idle host or a GPU). Single runs at a load average of ~5 on 2 cores: earlier pairs of runs this session moved
+by 2-4x with the load, so read the columns side by side, not the absolute values."""
 
 
 def table(runs: dict, labels: list, compact: bool = False) -> list[str]:

@@ -303,6 +303,19 @@ def test_the_map_starts_from_the_cells_predictions_and_training_builds_on_them(d
     assert predicted["normal"] == 4 and predicted["target"] == 8
 
 
+def test_a_smears_selection_is_drawn_over_it_not_over_the_smears_on_top(dock, qtbot):
+    """Smears stacked in the layer list: the rings of cells selected on the lower smear sit just over that
+    smear (under the next smear's image), not at the top of the list where they showed through every smear."""
+    viewer, make = dock
+    w = make()
+    s1 = np.flatnonzero((w.state.table["image"] == "s1").to_numpy())[:3]
+    w.canvas.select(s1)
+    name = "s1 cells selection"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=10_000)
+    names = [la.name for la in viewer.layers]
+    assert names.index(name) == names.index("s1 cells") + 1 and names.index(name) < names.index("s2")
+
+
 def _visible(canvas):
     """(row0, row1, col0, col1) of the canvas' view in world coordinates."""
     cam = canvas.camera

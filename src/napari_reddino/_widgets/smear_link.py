@@ -344,6 +344,11 @@ class SmearLink:
         kwargs = {k: getattr(source, k) for k in SOURCE_KWARGS} if source is not None else {}
         active = self.viewer.layers.selection.active
         layer = getattr(self.viewer, f"add_{kind}")(data, name=name, **kwargs, **create_kwargs)
+        if source is not None and source in self.viewer.layers:  # just over its smear, not over smears on top of it
+            layers = self.viewer.layers
+            here, above = layers.index(layer), layers.index(source) + 1
+            if here > above:
+                layers.move(here, above)
         if active is not None:  # adding a layer must not steal the user's active layer
             self.viewer.layers.selection.active = active
         return layer

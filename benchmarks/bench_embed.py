@@ -101,7 +101,8 @@ def bench_model(arch, image, labels, device, precision, batch_size, ref_cells):
     from torchvision import transforms
 
     from napari_reddino.embed import embed_cells, to_model_input
-    from napari_reddino.models import create_model, resolve_precision
+    from napari_reddino.models import create_model
+    from napari_reddino.runtime import resolve_precision
 
     torch.manual_seed(0)
     model = create_model(arch, img_size=224).eval().to(device)
@@ -145,7 +146,7 @@ def bench_model(arch, image, labels, device, precision, batch_size, ref_cells):
 def main(argv=None):
     import torch
 
-    from napari_reddino.models import cpu_supports_bf16, resolve_device
+    from napari_reddino.runtime import cpu_supports_bf16, resolve_device
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", type=int, default=256)

@@ -121,7 +121,7 @@ def child_image(which: str) -> np.ndarray:
 
 def memory_child(which: str, model_name: str, resolution: str, batch_size: int) -> None:
     """Runs in a fresh process: one overlay; its time, enlargement and peak memory as one JSON line."""
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino.pca import iter_pca_overlay
 
     image = child_image(which)
@@ -191,7 +191,7 @@ def main() -> None:
 
     import torch
 
-    from napari_reddino.models import resolve_precision
+    from napari_reddino.runtime import resolve_precision
 
     path, image = smear()
     model = model_for("small")

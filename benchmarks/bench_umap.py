@@ -36,7 +36,7 @@ def timed(fn):
 
 
 def bench_umap(n):
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino.embedding import iter_umap_embed, umap_embed
 
     X, y = synthetic(n)

@@ -24,7 +24,9 @@ CELLS_PER_CLASS = 6  # annotated from the labels, at most, per class
 def labelled_smear():
     """(name, image, [(y, x, class name)]) of the sample smear with its labelled cells."""
     from napari_reddino.images import InputError
-    from napari_reddino.sample_data import CHULA_CLASSES, chula_smear, synthetic_smear
+    from napari_reddino.chula import CLASSES as CHULA_CLASSES
+    from napari_reddino.chula import smear as chula_smear
+    from napari_reddino.sample_data import synthetic_smear
 
     try:
         image, centres, class_ids = chula_smear(1)

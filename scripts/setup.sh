@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch/torchvision first, as the pinned pair (see requirements/constraints.txt)
   .venv/bin/python -m pip install -q -c requirements/constraints.txt torch torchvision
-  .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[all,test]" -e ./training
+  .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[gui,test]" -e ./training
   echo "$want" > "$stamp"
 fi
 # The pinned torch is a CUDA build that brings triton. On a machine without an NVIDIA GPU, napari's software

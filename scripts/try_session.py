@@ -42,7 +42,7 @@ def viewer_at(size):
 
 def screenshot(viewer, out: Path, name: str, size) -> Path:
     from napari_reddino._widgets.session import annotation_dock
-    from napari_reddino.cli.run import save_screenshot
+    from napari_reddino._widgets.window import save_screenshot
 
     path = out / f"{name}_{size[0]}x{size[1]}.png"
     save_screenshot(viewer, annotation_dock(viewer), path, size=size)

@@ -118,6 +118,7 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     assert (pts.features["image"][row], pts.features["label"][row]) == ("s1", 7)
     lit = viewer.layers["s1 cells"].data[viewer.layers["s1 cells selection"].data > 0]
     assert set(np.unique(lit)) == {7}
+    assert not viewer.layers["s2 cells selection"].data.any()
     # a hidden smear is outlined when it is shown again
     viewer.layers["s2 cells"].visible = False
     w.canvas.select(rows)
@@ -154,7 +155,7 @@ def test_box_shift_click_lasso_and_points_do_not_move(dock):
     assert pts.mode == "pan_zoom" and c.mode == "lasso"
 
 
-def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
+def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path, qtbot):
     from app_model.types import KeyBinding
 
     viewer, make = dock
@@ -175,6 +176,7 @@ def test_assign_by_button_and_key_undo_and_restart(dock, tmp_path):
     assert outline_colours(viewer.layers["s1 cells"]) == 3  # unannotated + 2 classes on the smear's outlines
     w.undo()
     assert (w.canvas.points.features["class"] == "target").sum() == 0
+    qtbot.waitUntil(lambda: not w.state.link.pending)  # the second smear is drawn on the next turn
     # a hidden smear gets its class colours when it is shown again
     viewer.layers["s2 cells"].visible = False
     s2_row = int(np.flatnonzero((w.state.table["image"] == "s2").to_numpy() & (y == 2))[0])
@@ -195,6 +197,8 @@ def test_classifier_next_to_annotate_report_and_export(dock, tmp_path, qtbot):
     _, make = dock
     w = make()
     y = truth(w)
+    first = w.next_to_annotate(3)  # before any prediction: representative cells, one per cluster
+    assert len(first) == 3 and len(set(y[first])) == 3 and set(w.canvas.points.selected_data) == set(first)
     for k, name in enumerate(["normal", "target", "burr"]):
         w.canvas.select(np.flatnonzero(y == k)[:2])
         w.assign(name)
@@ -297,6 +301,19 @@ def test_the_map_starts_from_the_cells_predictions_and_training_builds_on_them(d
     assert w.state.prior is not None and w.state.prior[0] is w.state.prediction
     predicted = {name: n for name, _, _, n in w.state.class_counts()}  # the legend counts them
     assert predicted["normal"] == 4 and predicted["target"] == 8
+
+
+def test_a_smears_selection_is_drawn_over_it_not_over_the_smears_on_top(dock, qtbot):
+    """Smears stacked in the layer list: the rings of cells selected on the lower smear sit just over that
+    smear (under the next smear's image), not at the top of the list where they showed through every smear."""
+    viewer, make = dock
+    w = make()
+    s1 = np.flatnonzero((w.state.table["image"] == "s1").to_numpy())[:3]
+    w.canvas.select(s1)
+    name = "s1 cells selection"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=10_000)
+    names = [la.name for la in viewer.layers]
+    assert names.index(name) == names.index("s1 cells") + 1 and names.index(name) < names.index("s2")
 
 
 def _visible(canvas):
@@ -585,3 +602,102 @@ def test_assigning_a_class_redraws_only_the_smear_of_those_cells(dock, monkeypat
     redraws.clear()
     w.undo()
     assert redraws == ["s2 cells"]
+
+
+def test_a_class_change_recolours_the_outlines_without_redrawing_them(dock, monkeypatch):
+    """A change of class redrew the whole smear's outlines (napari recomputes them over the image and uploads
+    it again on every colormap change: about a second a smear, for each assignment, undo and prediction).
+    Now only the colour table changes, and the screen shows what napari's own redraw would."""
+    from matplotlib.colors import to_rgba
+    from napari.layers import Labels
+
+    from napari_reddino._widgets.smear_link import cells_look
+
+    viewer, make = dock
+    for name in CLUSTERS:  # as the segmentation dock hands them over (napari draws uint16 labels fastest)
+        viewer.layers[f"{name} cells"].data = viewer.layers[f"{name} cells"].data.astype(np.uint16)
+    w = make()
+    redraws = calls_of(monkeypatch, Labels, "_raw_to_displayed", lambda layer, *_: layer.name)
+    s2 = np.flatnonzero(w.canvas.points.features["image"] == "s2")
+    w.canvas.select(s2[:3])
+    w.assign("spherocyte")
+    w.canvas.select(s2[3:5])
+    w.assign("target")
+    w.undo()
+    w.state.set_predictions(np.where(np.arange(len(w.state.table)) % 2, "burr", ""), w.state.confidence)
+    assert redraws == []
+    cells = viewer.layers["s2 cells"]
+    rows = w.state.table.iloc[s2[:3]]
+    spherocyte = to_rgba(next(c.color for c in w.classes if c.name == "spherocyte"))
+    for label in rows["label"]:
+        np.testing.assert_allclose(cells.colormap.map(int(label)), spherocyte, atol=1e-3)
+    for layer in viewer.layers:  # the smear s2 alone on the screen (s1 lies at the same place)
+        layer.visible = layer is cells
+    viewer.window.show()  # (a hidden window's canvas draws nothing)
+    viewer.reset_view()
+    fast = viewer.screenshot(canvas_only=True, flash=False)
+    cells.colormap = cells_look(cells.features, w.classes)["colormap"]  # napari's own redraw of the same look
+    assert set(redraws) == {"s2 cells"}
+    assert len(np.unique(fast.reshape(-1, fast.shape[-1]), axis=0)) >= 3  # background, plain and class outlines
+    np.testing.assert_array_equal(fast, viewer.screenshot(canvas_only=True, flash=False))
+
+
+def test_export_report_builds_the_cell_table_in_its_worker(dock, qtbot, tmp_path, monkeypatch):
+    """*Export report…* built the cell table (a look-up in the store per cell) on the GUI thread twice, and the
+    dock's report table was rebuilt from it after every change: now the per-image report counts the classes
+    and predictions alone (the same figures), and the graded report's table is made in the worker."""
+    from napari_reddino._widgets import annotation_state
+    from napari_reddino.report import morphology_report
+
+    _, make = dock
+    w = make()
+    w.canvas.select([0, 1, 2])
+    w.assign("target")
+    w.state.set_predictions(np.where(np.arange(len(w.state.table)) % 3, "burr", ""), w.state.confidence)
+    tables = calls_of(monkeypatch, annotation_state, "export_cell_table")
+    done = []
+    worker = w.export_report_in_background(tmp_path / "r.csv")
+    worker.finished.connect(lambda: done.append(True))
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+    assert tables == [False] and (tmp_path / "r_graded.html").is_file()
+    pd.testing.assert_frame_equal(w.state.report(), morphology_report(w.state.cell_table()))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r.csv"), morphology_report(w.state.cell_table()),
+                                  check_dtype=False)
+
+
+def test_a_first_selection_on_several_smears_makes_their_layers_one_turn_at_a_time(dock, qtbot):
+    """A lasso over a map of several smears made a full-size selection layer on each of them in one go (0.3-1 s
+    a layer): the window froze for seconds. Now one is made at once, the others on the next turns of the
+    event loop, each showing the selection it was made for."""
+    viewer, make = dock
+    w = make()
+    rows = np.array([0, 1, 12, 13])  # cells of both smears
+    w.canvas.select(rows)
+    made = [n for n in ("s1 cells selection", "s2 cells selection") if n in viewer.layers]
+    assert len(made) == 1 and w.state.link.pending
+    qtbot.waitUntil(lambda: not w.state.link.pending)
+    pts = w.canvas.points.features
+    for image in ("s1", "s2"):
+        lit = viewer.layers[f"{image} cells"].data[viewer.layers[f"{image} cells selection"].data > 0]
+        mine = rows[pts["image"].to_numpy()[rows] == image]
+        assert set(np.unique(lit)) == set(pts["label"].to_numpy()[mine])
+
+
+def test_a_class_change_updates_only_the_changed_cells_colours(dock):
+    """Each assignment recoloured every cell of the smear (a new colormap of all its cells, validated by
+    napari one colour at a time): now only the entries of the cells whose class changed are written."""
+    viewer, make = dock
+    for name in CLUSTERS:
+        viewer.layers[f"{name} cells"].data = viewer.layers[f"{name} cells"].data.astype(np.uint16)
+    w = make()
+    cells = viewer.layers["s2 cells"]
+    s2 = np.flatnonzero(w.canvas.points.features["image"] == "s2")
+    w.canvas.select(s2[:3])
+    w.assign("spherocyte")
+    cmap = cells.colormap
+    before = dict(cmap.color_dict)
+    w.canvas.select(s2[3:5])
+    w.assign("spherocyte")
+    assert cells.colormap is cmap
+    rewritten = {k for k, v in cmap.color_dict.items() if v is not before[k]}
+    assert rewritten == set(w.state.table["label"].to_numpy()[s2[3:5]].tolist())

@@ -48,7 +48,7 @@ def test_embed_with_labels_writes_one_row_per_cell(smear_files, tmp_path, capsys
                  "--cell-types", "all"])
     assert code == 0
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["image", "label", "x", "y"] + [f"emb_{i}" for i in range(64)]
+    assert list(frame.columns) == ["image", "label", "centroid_x", "centroid_y"] + [f"emb_{i}" for i in range(64)]
     image = np.asarray(Image.open(root / "images" / "smear0.png"))
     labels = np.load(root / "labels" / "smear0.npy")
     table, emb = embed.embed_cells(image, labels, models.load_model(f"local-dir:{root / 'model'}"),
@@ -56,7 +56,7 @@ def test_embed_with_labels_writes_one_row_per_cell(smear_files, tmp_path, capsys
     first = frame[frame["image"].str.endswith("smear0.png")]
     assert len(first) == len(table) == len(np.unique(labels[labels > 0]))
     np.testing.assert_array_equal(first["label"], table["label"])
-    np.testing.assert_allclose(first["x"], table["centroid_x"])
+    np.testing.assert_allclose(first["centroid_x"], table["centroid_x"])
     np.testing.assert_allclose(first[[f"emb_{i}" for i in range(64)]].to_numpy(), emb, atol=1e-6)
     assert frame["image"].str.endswith("smear1.png").sum() > 0
     assert f"wrote {len(frame)} cells" in capsys.readouterr().out

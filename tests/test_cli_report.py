@@ -127,7 +127,8 @@ def test_the_map_of_a_umap_csv_beside_the_table_is_used(tmp_path):
     cells.to_csv(tmp_path / "cells.csv", index=False)
     assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / "a")]) == 0
     assert "No UMAP coordinates" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
-    cells[["image", "label"]].assign(umap_1=np.arange(40.0), umap_2=np.arange(40.0)).to_csv(tmp_path / "umap.csv",
-                                                                                           index=False)
-    assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / "b")]) == 0
-    assert '<img class="umap"' in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
+    for names in (("umap_x", "umap_y"), ("umap_1", "umap_2")):  # today's umap.csv, and one of before 2026-12
+        cells[["image", "label"]].assign(**{n: np.arange(40.0) for n in names}).to_csv(tmp_path / "umap.csv",
+                                                                                     index=False)
+        assert main(["report", str(tmp_path / "cells.csv"), "--out", str(tmp_path / names[0])]) == 0
+        assert '<img class="umap"' in (tmp_path / names[0] / "report.html").read_text(encoding="utf-8")

@@ -24,10 +24,10 @@ def features(tmp_path_factory):
 
 def test_umap_cli_writes_csv_and_png(features, tmp_path):
     path, _ = features
-    assert main(["umap", str(path), "--out", str(tmp_path / "u"), "--n-neighbors", "8", "--color-by", "x"]) == 0
+    assert main(["umap", str(path), "--out", str(tmp_path / "u"), "--n-neighbors", "8", "--color-by", "x"]) == 0  # x: centroid_x
     emb = pd.read_csv(tmp_path / "u" / "umap.csv")
-    assert len(emb) == 36 and {"image", "label", "umap_1", "umap_2"} <= set(emb.columns)
-    assert emb[["umap_1", "umap_2"]].notna().all().all()
+    assert len(emb) == 36 and {"image", "label", "umap_x", "umap_y"} <= set(emb.columns)
+    assert emb[["umap_x", "umap_y"]].notna().all().all()
     png = (tmp_path / "u" / "umap.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -53,7 +53,7 @@ def test_classify_cli_trains_on_annotations(features, tmp_path, capsys):
         assert main(["classify", str(path), "--annotations", str(tmp_path / "ann.csv"), "--out", str(out),
                      "--classifier", kind, "--k", "3"]) == 0
         pred = pd.read_csv(out, keep_default_na=False)
-        assert list(pred.columns) == ["image", "label", "x", "y", "class", "prediction", "confidence"]
+        assert list(pred.columns) == ["image", "label", "centroid_x", "centroid_y", "class", "prediction", "confidence"]
         assert (pred["prediction"] == y).mean() > 0.9 and (pred["class"] != "").sum() == 6
     assert "1 of 7 annotations match no cell" in capsys.readouterr().err
 
@@ -92,3 +92,17 @@ def test_features_with_a_missing_label_and_k_0_are_one_line(features, tmp_path, 
     assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out", str(tmp_path / "p.csv"),
                  "--classifier", "knn", "--k", "0"]) == 2
     assert "--k 0; accepted" in capsys.readouterr().err
+
+
+def test_classify_writes_its_predictions_atomically(features, tmp_path, monkeypatch):
+    """A kill mid-write must leave the old file or the new one: the predictions go through atomic_path."""
+    from napari_reddino import atomic
+
+    path, y = features
+    pd.DataFrame({"image": ["b", "a"], "label": [1, 2], "class": [y[0], y[12]]}).to_csv(tmp_path / "a.csv",
+                                                                                     index=False)
+    through, real = [], atomic.atomic_path
+    monkeypatch.setattr(atomic, "atomic_path", lambda p, *a, **k: (through.append(str(p)), real(p, *a, **k))[1])
+    assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    assert str(tmp_path / "p.csv") in through and (tmp_path / "p.csv").is_file()

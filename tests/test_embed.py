@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from napari_reddino.formats import features_frame, write_table
 from napari_reddino import embed
 from napari_reddino.cells import crop_cells
 from napari_reddino.images import InputError
@@ -130,13 +131,13 @@ def test_errors_in_the_crop_thread_reach_the_caller(tiny_vit):
 def test_frame_and_files(smear, tiny_vit, tmp_path):
     image, labels = smear
     table, emb = embed.embed_cells(image, labels, tiny_vit, precision="fp32")
-    frame = embed.embeddings_frame(table, emb, "smear.png")
+    frame = features_frame(table, emb, "smear.png")
     d = tiny_vit.num_features
-    assert list(frame.columns[:4]) == ["image", "label", "x", "y"] and frame.shape == (7, 4 + d)
-    assert frame["x"].iloc[2] == pytest.approx(80) and frame["y"].iloc[2] == pytest.approx(60)
+    assert list(frame.columns[:4]) == ["image", "label", "centroid_x", "centroid_y"] and frame.shape == (7, 4 + d)
+    assert frame["centroid_x"].iloc[2] == pytest.approx(80) and frame["centroid_y"].iloc[2] == pytest.approx(60)
     for name in ("cells.parquet", "cells.csv"):
-        back = pd.read_parquet(embed.write_table(frame, tmp_path / name)) if name.endswith("parquet") \
-            else pd.read_csv(embed.write_table(frame, tmp_path / name))
+        back = pd.read_parquet(write_table(frame, tmp_path / name)) if name.endswith("parquet") \
+            else pd.read_csv(write_table(frame, tmp_path / name))
         np.testing.assert_allclose(back[[f"emb_{i}" for i in range(d)]].to_numpy(), emb, rtol=1e-6)
     with pytest.raises(InputError, match=".parquet or .csv"):
-        embed.write_table(frame, tmp_path / "cells.xlsx")
+        write_table(frame, tmp_path / "cells.xlsx")

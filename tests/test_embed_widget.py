@@ -137,3 +137,20 @@ def test_bad_inputs_and_offline_download_notify(viewer_with_cells, qtbot, monkey
     qtbot.waitUntil(lambda: widget._downloader is None, timeout=20000)
     assert worker is not None and "offline" in errors[-1]
     assert widget.download_button.enabled
+
+
+def test_the_dock_runs_the_model_on_the_gpu_when_there_is_one(viewer_with_cells, model_dir, qtbot, monkeypatch):
+    """The features dock asks for device auto (cuda, mps or cpu, whichever is there), as the PCA dock and
+    the pipeline do: on a GPU machine the cells are described on the GPU."""
+    import napari_reddino._widgets.embed as dock
+    from napari_reddino import models
+
+    real, asked = models.load_model, []
+    monkeypatch.setattr(models, "load_model", lambda spec, device="cpu", **k: asked.append(device) or real(
+        spec, device="cpu", **k))
+    viewer, _, _ = viewer_with_cells
+    widget = dock.EmbedWidget(viewer)
+    widget.model_choice.value = dock.OTHER
+    widget.model_path.value = f"local-dir:{model_dir}"
+    run_and_wait(widget, qtbot)
+    assert asked == ["auto"] and viewer.layers["smear cells"].metadata.get("reddino")

@@ -8,9 +8,9 @@ from napari_reddino.embedding import (
     exact_knn,
     layer_items,
     pool_embeddings,
-    read_features,
     umap_embed,
 )
+from napari_reddino.formats import read_features
 from napari_reddino.images import InputError
 
 
@@ -104,7 +104,8 @@ def test_read_features_csv_and_parquet(tmp_path):
     df.to_parquet(tmp_path / "f.parquet")
     for name in ("f.csv", "f.parquet"):
         table, X = read_features(tmp_path / name)
-        assert X.shape == (2, 3) and list(table.columns) == ["image", "label", "x", "y"]
+        # files written before the names were made one: x, y come back as centroid_x, centroid_y
+        assert X.shape == (2, 3) and list(table.columns) == ["image", "label", "centroid_x", "centroid_y"]
     df.drop(columns=["image"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="accepted: columns image"):
         read_features(tmp_path / "bad.csv")

@@ -125,14 +125,30 @@ def test_verify_stores_the_prediction_and_a_reopened_map_shows_it(docks, qtbot, 
     assert gallery.verified[new_row] and gallery.verified.sum() == 1
 
 
-def test_next_uncertain_walks_the_least_confident_unverified_cells(docks, qtbot, tmp_path):
+def test_next_starts_with_representative_cells_before_any_prediction(docks, qtbot):
+    from test_annotate_widget import truth
+
+    viewer, gallery, dock, _ = docks
+    assert "N walks 20 representative cells" in gallery.status.text()
+    head = gallery.queue[:20].tolist()
+    assert len(set(head)) == 20 and len(set(truth(dock)[head[:6]])) >= 2  # spread over the map's clusters
+    gallery.next_button.click()
+    assert list(dock.canvas.points.selected_data) == [head[0]]
+    qtbot.keyClick(gallery.view, "1")  # annotated: out of the queue
+    assert dock.state.class_column()[head[0]] != "" and head[0] not in gallery.queue
+
+
+def test_next_uncertain_walks_the_least_confident_unverified_cells(docks, qtbot, tmp_path, monkeypatch):
+    from napari_reddino import review
+
+    monkeypatch.setattr(review, "BATCH", 0)  # the uncertain part of the queue only
     viewer, gallery, dock, _ = docks
     predict(dock, low_rows=[7, 3, 15])
-    assert "3 uncertain to verify" in gallery.status.text()
+    assert "3 to verify" in gallery.status.text()
     gallery.next_button.click()
     assert list(dock.canvas.points.selected_data) == [3]  # 0.33, the least confident
     qtbot.keyClick(gallery.view, Qt.Key.Key_Return)  # verify: out of the queue
-    assert "2 uncertain to verify" in gallery.status.text()
+    assert "2 to verify" in gallery.status.text()
     gallery.next_button.click()
     assert list(dock.canvas.points.selected_data) == [7]
     gallery.next_button.click()  # skipped, not verified: on to the next
@@ -141,8 +157,12 @@ def test_next_uncertain_walks_the_least_confident_unverified_cells(docks, qtbot,
     assert sorted(gallery.model.rows.tolist()) == [7, 15]
 
 
-def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot):
+def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot, monkeypatch):
     from test_annotate_widget import truth
+
+    from napari_reddino import review
+
+    monkeypatch.setattr(review, "BATCH", 0)  # the uncertain part of the queue only
 
     viewer, gallery, dock, _ = docks
     y = truth(dock)
@@ -156,4 +176,4 @@ def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot):
     dock.state.set_predictions(prediction, np.full(len(y), 0.99, np.float32))
     qtbot.waitUntil(lambda: gallery.knn_worker is None and gallery.second is not None, timeout=60_000)
     assert gallery.second[odd] == "normal"
-    assert gallery.queue.tolist() == [odd] and "1 uncertain to verify" in gallery.status.text()
+    assert gallery.queue.tolist() == [odd] and "1 to verify" in gallery.status.text()

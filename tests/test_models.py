@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from napari_reddino import models
+from napari_reddino import models, runtime
 from napari_reddino.images import InputError
 from napari_reddino.models import ModelLoadError
 
@@ -222,15 +222,15 @@ def test_download_refuses_offline(monkeypatch):
 
 
 def test_precision_and_device():
-    assert models.resolve_precision("fp32", "cpu") is torch.float32
-    assert models.resolve_precision("bf16", "cpu") is torch.bfloat16
-    expected = torch.bfloat16 if models.cpu_supports_bf16() else torch.float32
-    assert models.resolve_precision("auto", "cpu") is expected
+    assert runtime.resolve_precision("fp32", "cpu") is torch.float32
+    assert runtime.resolve_precision("bf16", "cpu") is torch.bfloat16
+    expected = torch.bfloat16 if runtime.cpu_supports_bf16() else torch.float32
+    assert runtime.resolve_precision("auto", "cpu") is expected
     with pytest.raises(InputError, match="accepted: auto, bf16, fp32"):
-        models.resolve_precision("fp8", "cpu")
-    assert models.resolve_device("cpu") == "cpu"
+        runtime.resolve_precision("fp8", "cpu")
+    assert runtime.resolve_device("cpu") == "cpu"
     with pytest.raises(InputError, match="device"):
-        models.resolve_device("toaster")
+        runtime.resolve_device("toaster")
     assert set(models.MODEL_SPECS) >= {"hf-hub:Snarcy/RedDino-small", "hf-hub:Snarcy/RedDino-base",
                                        "hf-hub:Snarcy/RedDino-large", "demo"}
     assert models.MODEL_SPECS["hf-hub:Snarcy/RedDino-large"]["dim"] == 1024

@@ -8,7 +8,7 @@ import pytest
 from napari_reddino.images import InputError
 from napari_reddino.pca import (PatchPCA, fit_pca, iter_pca_overlay, overlay_scale_translate, patch_features,
                                 pca_overlay, upsample_overlay)
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 
 P = 14
 

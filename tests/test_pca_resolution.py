@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_reddino._progress import run
+from napari_reddino.progress import run
 from napari_reddino.images import InputError
 from napari_reddino.pca import NoCellsFound, iter_pca_overlay, overlay_scale_translate, upsample_overlay
 from napari_reddino.pca_resolution import (CELL_PATCHES, MAX_FACTOR, MAX_PIXELS, look_for_cells, parse_resolution,

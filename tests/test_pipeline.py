@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 from napari_reddino.annotate import CHULA_CLASSES
 from napari_reddino.cli import main
 from napari_reddino.images import InputError
@@ -55,9 +55,9 @@ def test_pipeline_chains_every_step(model_dir, smear, tmp_path):
     assert {"smear_labels.tif", "smear_cells.csv", "smear_features.parquet", "smear_pca.png", "cells.csv"} <= written
     assert (tifffile.imread(tmp_path / "smear_labels.tif") == s.labels).all()
     feats = pd.read_parquet(tmp_path / "smear_features.parquet")
-    assert list(feats.columns[:4]) == ["image", "label", "x", "y"] and feats.shape[1] == 4 + 48
+    assert list(feats.columns[:4]) == ["image", "label", "centroid_x", "centroid_y"] and feats.shape[1] == 4 + 48
     assert list(feats["label"]) == list(red)
-    np.testing.assert_allclose(feats["x"], s.table.set_index("label").loc[red, "centroid_x"])
+    np.testing.assert_allclose(feats["centroid_x"], s.table.set_index("label").loc[red, "centroid_x"])
     cells = pd.read_csv(tmp_path / "cells.csv")  # every object, marked analysed or not
     assert len(cells) == len(s.table) and cells["analysed"].sum() == len(red)
     assert "rbc" not in set(cells.loc[~cells["analysed"], "type"])
@@ -218,7 +218,7 @@ def test_the_pipeline_run_and_the_pca_dock_run_models_on_the_gpu_when_there_is_o
     machine while embed/pca CLIs and Cellpose used it: every caller now asks for ``auto``."""
     from napari_reddino import models
     from napari_reddino.pipeline import PipelineOptions, iter_pipeline
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino.sample_data import synthetic_smear
 
     real, asked = models.load_model, []

@@ -72,9 +72,9 @@ def test_no_image_gives_a_notification_not_a_run(make_napari_viewer, monkeypatch
 
 
 def test_main_job_screenshot_shows_the_window(make_napari_viewer, tmp_path, model_spec):
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino._widgets.pipeline import add_result_layers
-    from napari_reddino.cli.run import save_screenshot
+    from napari_reddino._widgets.window import save_screenshot
     from napari_reddino.pipeline import PipelineOptions, iter_pipeline
 
     image, _, _ = synthetic_smear(seed=2, shape=(160, 200), n_white=0)
@@ -158,7 +158,7 @@ def test_pipeline_result_is_readable_outlines_over_a_hidden_pca_and_updated_in_p
     the cells are outlines above the overlay, which is made hidden, white cells are ringed and named, and
     adding the result again updates every layer without a duplicate."""
     from napari_reddino import style
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
     from napari_reddino._widgets.pipeline import add_result_layers
     from napari_reddino.pipeline import PipelineOptions, iter_pipeline
 

@@ -43,18 +43,6 @@ def test_core_imports_without_qt_napari_or_heavy_libraries():
     assert out.stdout.strip() == "", f"headless core imported {out.stdout.strip()} at import time"
 
 
-def test_training_package_never_imports_napari_or_qt():
-    code = (
-        "import sys, pkgutil, importlib, reddino_train\n"
-        "for m in pkgutil.walk_packages(reddino_train.__path__, 'reddino_train.'):\n"
-        "    if not m.name.endswith('__main__'):\n"
-        "        importlib.import_module(m.name)\n"
-        "print(','.join(m for m in ('qtpy', 'PyQt5', 'PyQt6', 'napari', 'magicgui') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
-
-
 @pytest.mark.gui
 def test_widgets_open_in_napari(make_napari_viewer):
     viewer = make_napari_viewer()

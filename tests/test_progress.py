@@ -1,8 +1,8 @@
-"""`_progress.run`: drives a step generator; on the console each step of a chain gets its own tqdm bar."""
+"""`progress.run`: drives a step generator; on the console each step of a chain gets its own tqdm bar."""
 
 import tqdm.auto
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 
 
 def _two_steps():

@@ -41,6 +41,78 @@ def test_queue_puts_disagreements_first_then_low_confidence_and_skips_verified()
     assert review.review_queue(prediction, confidence, verified, second, threshold=0.0).tolist() == [2, 3]
 
 
+def blobs(seed=0, sizes=(60, 40, 20), outliers=3):
+    """Cells in well separated clusters of ``sizes`` (2 features), plus a few far-out cells; returns
+    (features, cluster of each cell, -1 for an outlier)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [12, 0], [0, 12]], float)
+    parts = [centres[c] + rng.normal(size=(n, 2)) for c, n in enumerate(sizes)]
+    parts.append(rng.uniform(25, 35, size=(outliers, 2)))
+    cluster = np.concatenate([np.full(n, c) for c, n in enumerate(sizes)] + [np.full(outliers, -1)])
+    return np.concatenate(parts), cluster
+
+
+def test_a_batch_covers_every_cluster_where_the_least_confident_sit_in_one():
+    X, cluster = blobs()
+    prediction = np.where(cluster == 0, "a", "b").astype(object)
+    confidence = np.where(cluster == 2, 0.4, 0.9) + 0.001 * np.arange(len(X))  # the small cluster is unsure
+    old = review.review_queue(prediction, confidence)[:3]
+    assert set(cluster[old]) == {2}  # uncertainty alone: one cluster's cells, all alike
+    new = review.review_queue(prediction, confidence, features=X, batch=3)
+    assert sorted(cluster[new[:3]]) == [0, 1, 2]  # one cell of each cluster, the largest first
+    assert set(new[3:]) == set(np.flatnonzero(confidence < review.DEFAULT_THRESHOLD)) - set(new[:3])
+
+
+def test_cold_start_picks_typical_cells_not_outliers_and_then_the_clusters_left():
+    X, cluster = blobs()
+    first = review.teach_first(X, batch=3)  # no annotation, no prediction
+    assert cluster[first].tolist() == [0, 1, 2]
+    centre = np.array([X[cluster == c].mean(0) for c in range(3)])
+    assert (np.linalg.norm(X[first] - centre, axis=1) < 1.0).all()  # the cluster's core, not its edge
+    annotated = np.full(len(X), "", dtype=object)
+    annotated[first] = "x"
+    second = review.teach_first(X, annotated, batch=4)
+    assert not set(second) & set(first) and len(set(second)) == 4
+    assert (cluster[second] >= 0).all()  # more clusters (one per annotated cell + per pick): still no outlier
+    verified = np.zeros(len(X), bool)
+    verified[first] = True  # a verified prediction counts as annotated
+    assert not set(review.teach_first(X, verified=verified, batch=4)) & set(first)
+
+
+def test_cells_next_to_a_correction_the_classifier_still_misses_come_first():
+    X, cluster = blobs()
+    prior = np.where(cluster == 1, "ovalocyte", "normal").astype(object)  # cluster 1 is really elliptocytes
+    annotated = np.full(len(X), "", dtype=object)
+    fixed = int(np.flatnonzero(cluster == 1)[0])
+    annotated[fixed] = "elliptocyte"  # the user's correction of the shipped classifier
+    annotated[np.flatnonzero(cluster == 0)[0]] = "normal"  # an agreement: points to nothing
+    prediction = prior.copy()
+    learnt = np.flatnonzero(cluster == 1)[1:6]
+    prediction[learnt] = "elliptocyte"  # these the retrained classifier already gets right
+    picks = review.teach_first(X, annotated, prediction, prior, batch=10)
+    assert (cluster[picks] == 1).all() and not set(picks) & (set(learnt) | {fixed})
+    Z = (X - X.mean(0)) / X.std(0)  # distances between standardised features
+    assert (np.diff(np.linalg.norm(Z[picks] - Z[fixed], axis=1)) >= 0).all()  # closest first
+    no_prior = review.teach_first(X, annotated, prediction, None, batch=10)
+    assert len(set(cluster[no_prior])) >= 2  # without the shipped classifier there is no correction
+
+
+def test_a_new_map_gets_its_own_clusters():
+    X, cluster = blobs(seed=1)
+    review.teach_first(X, batch=3)
+    Y, cluster_y = blobs(seed=2, sizes=(10, 30, 50))
+    assert cluster_y[review.teach_first(Y, batch=3)].tolist() == [2, 1, 0]
+
+
+def test_next_to_annotate_with_features_is_the_queue_head():
+    from napari_reddino.classify import next_to_annotate
+
+    X, cluster = blobs()
+    confidence = np.where(cluster == 2, 0.4, 0.9)
+    assert set(cluster[next_to_annotate(confidence, None, 3)]) == {2}
+    assert next_to_annotate(confidence, None, 3, features=X).tolist() == review.teach_first(X, batch=3).tolist()
+
+
 def test_next_in_queue_goes_on_from_the_current_cell_and_wraps():
     q = np.array([5, 2, 9])
     assert review.next_in_queue(q) == 5

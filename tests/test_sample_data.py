@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_reddino import sample_data
+from napari_reddino import chula, sample_data
 from napari_reddino.images import InputError
-from napari_reddino.sample_data import chula_smear, synthetic_smear
+from napari_reddino.chula import smear as chula_smear
+from napari_reddino.sample_data import synthetic_smear
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,7 @@ def test_chula_offline_fails_with_one_line(monkeypatch, tmp_path):
 def test_chula_download_failure_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("NAPARI_REDDINO_DATA", raising=False)
     monkeypatch.setenv("NAPARI_REDDINO_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # either one turns every download off (runtime.is_offline)
     monkeypatch.setattr("pooch.os_cache", lambda name: tmp_path)
 
     def no_network(*args, **kwargs):
@@ -140,6 +142,6 @@ def test_chula_from_local_data(monkeypatch, shared_data):
 @pytest.mark.data
 def test_chula_pinned_hashes_match_the_public_files(shared_data):
     root = shared_data / "chula-rbc-12"
-    for image_id, (image_sha, label_sha) in sample_data.CHULA_FILES.items():
+    for image_id, (image_sha, label_sha) in chula.FILES.items():
         assert hashlib.sha256((root / "images" / f"{image_id}.jpg").read_bytes()).hexdigest() == image_sha
         assert hashlib.sha256((root / "labels" / f"{image_id}.txt").read_bytes()).hexdigest() == label_sha

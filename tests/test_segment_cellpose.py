@@ -94,12 +94,12 @@ def test_model_cached_and_flows_reused_when_thresholds_change(tiny_weights, imag
 
 
 def test_dtype_is_part_of_the_cache_key(tiny_weights, monkeypatch):
-    monkeypatch.setattr("napari_reddino.models.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("napari_reddino.runtime.cpu_supports_bf16", lambda: True)
     a = cp_backend.get_segmenter(weights=tiny_weights, device="cpu", precision="fp32")
     b = cp_backend.get_segmenter(weights=tiny_weights, device="cpu", precision="bf16")
     assert a is not b and b.model.net.dtype == torch.bfloat16 and a.model.net.dtype == torch.float32
     assert cp_backend.get_segmenter(weights=tiny_weights, device="cpu", precision="bf16") is b
-    monkeypatch.setattr("napari_reddino.models.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("napari_reddino.runtime.cpu_supports_bf16", lambda: False)
     with pytest.raises(InputError, match="no native bf16"):
         cp_backend.get_segmenter(weights=tiny_weights, device="cpu", precision="bf16")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 from napari_reddino.images import InputError
 from napari_reddino.sample_data import synthetic_smear
 from napari_reddino.segment import iter_segment, segment, tile_starts

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_reddino._progress import run
+from napari_reddino.progress import run
 from napari_reddino.cli import main
 from napari_reddino.images import InputError
 from napari_reddino.pipeline import PipelineOptions, iter_pipeline

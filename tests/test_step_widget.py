@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino._widgets._common import StepWidget
 from napari_reddino.images import InputError
 

@@ -21,7 +21,7 @@ assert emb.shape == (2, 16) and keep.tolist() == [0]
 """
 
 ENTRY = {  # how each of the plugin's entry points reaches torch first
-    "library": "from napari_reddino import models\nmodels.resolve_device('auto')\n" + TINY_STEP,
+    "library": "from napari_reddino import runtime\nruntime.resolve_device('auto')\n" + TINY_STEP,
     "cli": ("import argparse\nfrom napari_reddino.cli import dispatch\n"
             "p = argparse.ArgumentParser(prog='t'); s = p.add_subparsers(dest='command')\n"
             f"s.add_parser('embed').set_defaults(func=lambda a: exec({TINY_STEP!r}))\n"

@@ -16,6 +16,10 @@ from pathlib import Path
 
 from napari_reddino.images import InputError
 
+# the normalisation of timm's and DINOv2's ViTs, the one the RedDino checkpoints were trained with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 REQUIRED_KEYS = ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.norm1.weight", "norm.weight")
 DINOV2_HEAD_DIM = 64
@@ -197,7 +201,7 @@ def build_model(sd: dict, config: dict | None = None, source: str = "weights"):
     pcfg.update(config.get("pretrained_cfg", {}))
     pcfg.update(input_size=(args["in_chans"], args["img_size"], args["img_size"]), num_classes=0,
                 architecture=arch, source=source)
-    pcfg.setdefault("mean", (0.485, 0.456, 0.406))
-    pcfg.setdefault("std", (0.229, 0.224, 0.225))
+    pcfg.setdefault("mean", IMAGENET_MEAN)
+    pcfg.setdefault("std", IMAGENET_STD)
     model.pretrained_cfg = pcfg
     return model.eval()

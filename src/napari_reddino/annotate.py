@@ -1,7 +1,7 @@
 """Cell classes and the annotation store: who said which cell is what, saved on every change.
 
 The store is keyed by ``(image, label)``. Every change is written at once (atomic replace) to a CSV with
-columns ``image, label, class, x, y, segmentation, verified, by, at, image_hash`` (the cell's centroid and
+columns ``image, label, class, centroid_x, centroid_y, segmentation, verified, by, at, image_hash`` (the cell's centroid and
 the fingerprint of the segmentation it was made on, so that a re-segmentation cannot move annotations onto
 other cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when; a hash of
 the image's pixels, so that another image of the same name never receives them): one file
@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.cells import label_column
+from napari_reddino.chula import CLASSES as CHULA_NAMES
+from napari_reddino.formats import with_current_names
 from napari_reddino.images import InputError
 from napari_reddino.style import UNANNOTATED_COLOR
 
@@ -33,17 +35,13 @@ class CellClass:
     color: str  # hex "#rrggbb"
 
 
-# Chula-RBC-12 classes in id order; tab20-style colours (the paper's UMAPs use tab20).
-CHULA_CLASSES = [
-    CellClass("normal", "#1f77b4"), CellClass("macrocyte", "#ff7f0e"), CellClass("microcyte", "#2ca02c"),
-    CellClass("spherocyte", "#d62728"), CellClass("target", "#9467bd"), CellClass("stomatocyte", "#8c564b"),
-    CellClass("ovalocyte", "#e377c2"), CellClass("teardrop", "#bcbd22"), CellClass("burr", "#17becf"),
-    CellClass("schistocyte", "#aec7e8"), CellClass("uncategorised", "#7f7f7f"),
-    CellClass("hypochromia", "#ffbb78"), CellClass("elliptocyte", "#98df8a"),
-]
+# Chula-RBC-12's classes (``chula.CLASSES``, id order) in tab20-style colours (the paper's UMAPs use tab20)
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+                 "#aec7e8", "#7f7f7f", "#ffbb78", "#98df8a"]
+CHULA_CLASSES = [CellClass(name, colour) for name, colour in zip(CHULA_NAMES, CLASS_COLOURS, strict=True)]
 UNLABELLED_COLOR = UNANNOTATED_COLOR  # the name this module had for it
 ANNOTATION_COLUMNS = ["image", "label", "class"]
-WHERE_COLUMNS = ["x", "y", "segmentation"]  # absent from files written before issue 17
+WHERE_COLUMNS = ["centroid_x", "centroid_y", "segmentation"]  # absent before issue 17; x, y before 2026-12
 # a person set or confirmed the class (``by`` the OS user name, ``at`` ISO time); absent before issue 18
 VERIFY_COLUMNS = ["verified", "by", "at"]
 IMAGE_HASH = "image_hash"  # annotation_match.image_fingerprint of the image the row was made on; '' unknown
@@ -91,6 +89,7 @@ def read_annotations(path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
         raise InputError(f"Could not read {str(path)!r} ({type(exc).__name__}); accepted: a CSV with columns "
                          "image, label, class.") from None
+    df = with_current_names(df)
     if any(c not in df.columns for c in ANNOTATION_COLUMNS):
         raise InputError(f"Received {str(path)!r} with columns {list(df.columns)}; accepted: columns image, "
                          "label, class.")

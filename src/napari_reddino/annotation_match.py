@@ -80,7 +80,7 @@ def match(rows: pd.DataFrame, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
     made_on = rows["image_hash"].fillna("").astype(str).to_numpy() if "image_hash" in rows else np.full(n, "")
     other = (made_on != "") & (cells.image != "") & (made_on != cells.image)
     seg = rows["segmentation"].fillna("").astype(str).to_numpy()
-    xs, ys = rows["x"].to_numpy(float), rows["y"].to_numpy(float)
+    xs, ys = rows["centroid_x"].to_numpy(float), rows["centroid_y"].to_numpy(float)
     old = rows["label"].to_numpy(np.int64)
     legacy = (seg == "") & np.isnan(xs)
     legacy_ok = legacy.any() and all(cells.has(int(lbl)) for lbl in old[legacy])

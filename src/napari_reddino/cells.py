@@ -222,18 +222,6 @@ def _positions(labels):
                          "bbox_x0": box[:, 1], "bbox_y1": box[:, 2], "bbox_x1": box[:, 3]}), sums
 
 
-def save_labels(labels, path) -> None:
-    """Write labels as a compressed TIFF, uint16 when it holds the labels, else uint32 (atomically)."""
-    import tifffile
-
-    from napari_reddino.atomic import atomic_path
-
-    labels = check_labels(labels)
-    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
-
-
 def drop_border_cells(labels) -> np.ndarray:
     """Labels with every cell that touches the image border set to 0."""
     labels = check_labels(labels).copy()

@@ -96,8 +96,16 @@ def fit_on_top(X, annotated, prior_prediction=None, prior_confidence=None, kind:
     return predict(train_classifier(Z, y, kind, k, sample_weight=weight), Z)
 
 
-def next_to_annotate(confidence, y=None, k: int = 20) -> np.ndarray:
-    """Indices of the ``k`` least confident cells that are not annotated yet, least confident first."""
+def next_to_annotate(confidence, y=None, k: int = 20, features=None, prediction=None, prior=None) -> np.ndarray:
+    """Indices of ``k`` cells that are not annotated yet. With the cells' ``features``: the ones that teach the
+    classifier most (:func:`napari_reddino.review.teach_first`: next to corrections of the shipped ``prior``
+    the ``prediction`` still contradicts, then representative cells; beats random picks in
+    benchmarks/results_active_learning.md, where the least confident cells do not). Without: the ``k`` least
+    confident, least confident first."""
+    if features is not None:
+        from napari_reddino.review import teach_first
+
+        return teach_first(features, y, prediction, prior, batch=max(0, int(k)))
     conf = np.asarray(confidence, dtype=np.float64)
     candidates = np.flatnonzero(~_annotated(y)) if y is not None else np.arange(len(conf))
     candidates = candidates[np.isfinite(conf[candidates])]

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
 from typing import Iterable, Sized
 
 import numpy as np
-import pandas as pd
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 from napari_reddino.cells import cell_positions, check_labels, crop_cells
 from napari_reddino.images import InputError, channel_axis, to_rgb_uint8
-from napari_reddino.models import model_input_size, model_mean_std, resolve_precision
+from napari_reddino.models import model_input_size, model_mean_std
+from napari_reddino.runtime import resolve_precision
 
 _DONE = object()
 
@@ -160,25 +159,3 @@ def iter_embed_cells(image, labels, model, batch_size: int = 64, precision="auto
 def embed_cells(image, labels, model, **kwargs):
     """Non-generator :func:`iter_embed_cells`."""
     return run(iter_embed_cells(image, labels, model, **kwargs))
-
-
-def embeddings_frame(table: pd.DataFrame, embeddings: np.ndarray, image: str = "") -> pd.DataFrame:
-    """One row per cell: ``image, label, x, y`` (centroid in pixels), ``emb_0 … emb_{D-1}``."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    head = pd.DataFrame({"image": str(image), "label": table["label"].to_numpy(),
-                         "x": table["centroid_x"].to_numpy(), "y": table["centroid_y"].to_numpy()})
-    cols = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])])
-    return pd.concat([head, cols], axis=1)
-
-
-def write_table(frame: pd.DataFrame, path) -> Path:
-    """Write ``frame`` as Parquet or CSV according to the suffix (atomically: a kill leaves no half file)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise InputError(f"Received output {str(path)!r}; accepted: a .parquet or .csv file name.")
-    from napari_reddino.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False) if suffix == ".parquet" else frame.to_csv(tmp, index=False)
-    return path

@@ -6,13 +6,11 @@ Headless: umap and scikit-learn are imported inside the functions that need them
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from napari_reddino._progress import Progress
-from napari_reddino.cells import label_column
+from napari_reddino.progress import Progress
 from napari_reddino.images import InputError
 
 MIN_CELLS = 4
@@ -109,7 +107,7 @@ def iter_umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str
 def umap_embed(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine", seed: int | None = 0,
                pca_dims: int | None = 50) -> np.ndarray:
     """2-D UMAP of an (N, D) feature matrix (PCA to ``pca_dims`` first when D is wider)."""
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
 
     return run(iter_umap_embed(X, n_neighbors, min_dist, metric, seed, pca_dims))
 
@@ -191,29 +189,3 @@ def layer_items(metadata_and_features):
         feats["prediction"] = feats["prediction"].fillna("").astype(str)
         items.append((red.get("image") or name, feats, emb))
     return items
-
-
-FEATURE_PREFIX = "emb_"
-
-
-def read_features(path) -> tuple[pd.DataFrame, np.ndarray]:
-    """A FEATURES file (parquet or csv; columns image, label, x, y, emb_0..emb_{D-1}) → (table, matrix)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Received {str(path)!r}, which is not a file; accepted: a FEATURES .parquet or .csv "
-                         "written by 'napari-reddino embed'.")
-    try:
-        df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
-        raise InputError(f"Could not read {str(path)!r} ({type(exc).__name__}); accepted: a FEATURES .parquet "
-                         "or .csv file.") from None
-    emb_cols = sorted((c for c in df.columns if str(c).startswith(FEATURE_PREFIX) and str(c)[4:].isdigit()),
-                      key=lambda c: int(str(c)[4:]))
-    missing = [c for c in ("image", "label") if c not in df.columns]
-    if missing or len(emb_cols) < 2:
-        raise InputError(f"Received {str(path)!r} with columns {list(df.columns)[:8]}; accepted: columns image, "
-                         "label, x, y, emb_0..emb_{D-1}.")
-    table = df[[c for c in df.columns if c not in emb_cols]].reset_index(drop=True)
-    table["image"] = table["image"].astype(str)
-    table["label"] = label_column(table["label"], repr(str(path)))
-    return table, check_embeddings(df[emb_cols].to_numpy())

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari_reddino._vit_weights import (WEIGHT_SUFFIXES, ModelLoadError, backbone_state_dict, build_model,
+from napari_reddino._vit_weights import (IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SUFFIXES, ModelLoadError, backbone_state_dict, build_model,
                                          folder_weights, read_folder_config, read_tensors)
 from napari_reddino.images import InputError
+from napari_reddino.runtime import is_offline, resolve_device
 
 __all__ = ["MODEL_SPECS", "ModelLoadError", "load_model", "download", "is_cached", "default_spec",
-           "cpu_supports_bf16", "resolve_precision", "resolve_device", "save_local_dir", "create_model",
-           "model_input_size", "model_mean_std", "clear_cache"]
+           "save_local_dir", "create_model", "model_from_weights",
+           "model_input_size", "model_mean_std", "clear_cache", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 MODEL_SPECS = {
     "hf-hub:Snarcy/RedDino-small": {"architecture": "vit_small_patch14_dinov2", "dim": 384, "params": "21.6M"},
@@ -54,12 +55,6 @@ def parse_spec(spec) -> tuple[str, str]:
     if path.suffix.lower() in WEIGHT_SUFFIXES:
         return "file", str(path)
     raise ModelLoadError(f"Received model {spec!r}; accepted: {ACCEPTED_SPECS}.")
-
-
-def is_offline() -> bool:
-    truthy = ("1", "true", "yes", "on")
-    keys = ("HF_HUB_OFFLINE", "NAPARI_REDDINO_OFFLINE")
-    return any(os.environ.get(k, "").strip().lower() in truthy for k in keys)
 
 
 def _cached_hub_files(repo: str) -> tuple[Path, Path] | None:
@@ -168,27 +163,6 @@ def _load_uncached(spec, download_missing: bool):
     return build_model(backbone_state_dict(read_tensors(target)), None, source=Path(target).name)
 
 
-def resolve_device(device="auto") -> str:
-    """``auto`` → cuda, mps or cpu, whichever is available; other values are checked."""
-    from napari_reddino._torch_runtime import import_torch
-
-    torch = import_torch()
-
-    device = str(device or "auto")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise InputError(f"Received device {device!r}; accepted: auto, cpu, cuda, cuda:N, mps.") from None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"Received device {device!r} but no CUDA GPU is available; accepted: auto or cpu.")
-    return device
-
-
 def _cache_key(spec, device: str):
     kind, target = parse_spec(spec)
     if kind == "hub":
@@ -222,7 +196,7 @@ def clear_cache() -> None:
 
 def create_model(arch: str = "vit_small_patch14_dinov2", img_size: int = 224, **kwargs):
     """A random-init timm ViT (``num_classes=0``) whose ``pretrained_cfg`` states its real input size."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
 
     import_torch()
     import timm
@@ -230,6 +204,20 @@ def create_model(arch: str = "vit_small_patch14_dinov2", img_size: int = 224, **
     model = timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=0, **kwargs)
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(3, *model.patch_embed.img_size))
     return model
+
+
+def model_from_weights(state_dict: dict, architecture: str | None = None, num_heads: int | None = None,
+                       source: str = "weights"):
+    """The timm ViT (eval mode) that holds ``state_dict``, its dimensions read from the tensors (the builder every
+    checkpoint, Hub folder and ``reddino-train export`` goes through); ``architecture``/``num_heads`` when known."""
+    from napari_reddino._vit_weights import infer_architecture
+
+    found = infer_architecture(state_dict, num_heads=num_heads)["model_args"]
+    # every vit_*_patch14_dinov2 is one class: a named architecture is built with the tensors' own dimensions
+    config = {"model_args": {k: found[k] for k in ("embed_dim", "depth", "patch_size", "num_heads")}}
+    if architecture:
+        config["architecture"] = architecture
+    return build_model(state_dict, config, source=source)
 
 
 def save_local_dir(model, path) -> Path:
@@ -252,34 +240,4 @@ def model_input_size(model) -> tuple[int, int]:
 
 def model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    return (tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX); without them bf16 autocast
-    on CPU is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_precision(precision="auto", device="cpu"):
-    """``auto`` → bf16 where the hardware runs it natively (CUDA with bf16, CPU with AVX512-BF16/AMX),
-    else fp32; ``bf16``/``fp32`` force it."""
-    import torch
-
-    precision = str(precision).lower()
-    if precision in ("fp32", "float32"):
-        return torch.float32
-    if precision in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if precision != "auto":
-        raise InputError(f"Received precision {precision!r}; accepted: auto, bf16, fp32.")
-    device = str(device)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device == "cpu":
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    return torch.float32
+    return (tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))

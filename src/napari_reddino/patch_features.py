@@ -16,9 +16,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from napari_reddino._progress import Progress, Steps, run
+from napari_reddino.progress import Progress, Steps, run
 from napari_reddino.images import InputError, to_rgb_uint8
-from napari_reddino.models import model_input_size, model_mean_std, resolve_precision
+from napari_reddino.embed import to_model_input
+from napari_reddino.models import model_input_size
+from napari_reddino.runtime import resolve_precision
 
 _DYNAMIC_LOCK = threading.Lock()
 
@@ -131,8 +133,6 @@ def iter_patch_features(image, model, *, tile: int | None = None, overlap: int =
 
     param = next(model.parameters())
     device = param.device
-    mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-                 for v in model_mean_std(model))
     amp = resolve_precision(precision, device.type)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     grid = None
@@ -142,8 +142,7 @@ def iter_patch_features(image, model, *, tile: int | None = None, overlap: int =
         for b0 in range(0, total, int(batch_size)):
             batch = jobs[b0:b0 + int(batch_size)]
             tiles = np.stack([_window(img, ys[ky] * patch, xs[kx] * patch, tile) for ky, kx in batch])
-            x = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float().div_(255)
-            x = ((x - mean) / std).to(param.dtype)
+            x = to_model_input(tiles, model, device).to(param.dtype)
             with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
                 tokens = model.forward_features(x)
             tokens = tokens[:, prefix:].float().reshape(len(batch), n, n, -1).cpu().numpy()

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from napari_reddino._progress import Steps, run
+from napari_reddino.progress import Steps, run
 from napari_reddino.images import InputError
 from napari_reddino.patch_features import (grid_shape, iter_patch_features, model_patch_size,
                                            patch_features)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from napari_reddino._progress import Steps
+from napari_reddino.progress import Steps
 from napari_reddino.images import InputError, channel_axis, to_rgb_float, to_rgb_uint8
 
 CELL_PATCHES = 6  # patches a red cell should span

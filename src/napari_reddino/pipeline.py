@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino.embedding import MIN_CELLS
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.segment import DEFAULT_BACKEND
@@ -30,7 +30,7 @@ class PipelineOptions:
     drop_border: bool = False
     model: str | None = None  # None: models.default_spec() (a cached RedDino, else the shipped demo model)
     precision: str = "auto"
-    device: str = "auto"  # cuda, mps or cpu, whichever is available (models.resolve_device)
+    device: str = "auto"  # cuda, mps or cpu, whichever is available (runtime.resolve_device)
     batch_size: int = 32
     pca_overlap: int = 0
     pca_resolution: float | str = "auto"  # enlargement before the PCA overlay: "auto" (cells ~6 patches), 1 = off
@@ -81,8 +81,7 @@ class PipelineResult:
             df["analysed"] = np.concatenate([np.isin(s.table["label"], s.embedded if s.embedded is not None
                                                      else []) for s in self.smears if s.table is not None])
             if self.umap is not None:
-                xy = self.umap_table().rename(columns={"x": "umap_x", "y": "umap_y"})
-                df = df.merge(xy, on=["image", "label"], how="left")
+                df = df.merge(self.umap_table(), on=["image", "label"], how="left")
         return df
 
     def umap_smears(self) -> list[SmearResult]:
@@ -93,12 +92,12 @@ class PipelineResult:
         return [by_name[name] for name in self.umap_images]
 
     def umap_table(self) -> pd.DataFrame:
-        """``image, label, x, y`` of each UMAP point, one row per row of ``umap``."""
+        """``image, label, umap_x, umap_y`` of each UMAP point, one row per row of ``umap``."""
         keys = [(s.name, int(lbl)) for s in self.umap_smears() for lbl in s.embedded]
         if self.umap is None or len(keys) != len(self.umap):
             raise RuntimeError(f"{0 if self.umap is None else len(self.umap)} UMAP points for {len(keys)} cells")
         return pd.DataFrame({"image": [k[0] for k in keys], "label": np.array([k[1] for k in keys], np.int64),
-                             "x": self.umap[:, 0], "y": self.umap[:, 1]})
+                             "umap_x": self.umap[:, 0], "umap_y": self.umap[:, 1]})
 
     def summary(self) -> str:
         """One line for the dock and the CLI: objects found, what was analysed, what was left out."""
@@ -278,39 +277,20 @@ def write_outputs(result: PipelineResult, out_dir) -> list[Path]:
     return written + write_pooled_outputs(result, out_dir)
 
 
-def image_output_paths(out_dir, stem: str) -> dict[str, Path]:
-    """Where one image's results go: labels, cells, features, pca."""
-    out = Path(out_dir)
-    return {"labels": out / f"{stem}_labels.tif", "cells": out / f"{stem}_cells.csv",
-            "features": out / f"{stem}_features.parquet", "pca": out / f"{stem}_pca.png"}
-
-
 def write_image_outputs(s: SmearResult, out_dir, stem: str) -> list[Path]:
     """One image's files (each written atomically): what it has of labels, cell table, features, overlay."""
-    from PIL import Image
+    from napari_reddino.formats import features_frame, image_files, save_labels, save_png, write_cell_table, write_table
 
-    from napari_reddino.atomic import atomic_path
-    from napari_reddino.cells import save_labels
-
-    paths = image_output_paths(out_dir, stem)
+    paths = image_files(out_dir, stem)
     written: list[Path] = []
     if s.labels is not None:
         save_labels(s.labels, paths["labels"])
-        with atomic_path(paths["cells"]) as tmp:
-            s.table.to_csv(tmp, index=False)
-        written += [paths["labels"], paths["cells"]]
+        written += [paths["labels"], write_cell_table(s.table, paths["cells"])]
     if s.embeddings is not None:
-        rows = s.table.set_index("label").loc[s.embedded]
-        feats = pd.DataFrame({"image": s.name, "label": s.embedded,
-                              "x": rows["centroid_x"].to_numpy(), "y": rows["centroid_y"].to_numpy()})
-        emb = pd.DataFrame(s.embeddings, columns=[f"emb_{j}" for j in range(s.embeddings.shape[1])])
-        with atomic_path(paths["features"]) as tmp:
-            pd.concat([feats, emb], axis=1).to_parquet(tmp, index=False)
-        written.append(paths["features"])
+        rows = s.table.set_index("label").loc[s.embedded].reset_index()
+        written.append(write_table(features_frame(rows, s.embeddings, s.name), paths["features"]))
     if s.pca is not None:
-        with atomic_path(paths["pca"]) as tmp:
-            Image.fromarray(pca_png(s)).save(tmp)
-        written.append(paths["pca"])
+        written.append(save_png(pca_png(s), paths["pca"]))
     return written
 
 
@@ -326,16 +306,15 @@ def pca_png(s: SmearResult) -> np.ndarray:
 def read_image_outputs(name: str, image, out_dir, stem: str, steps) -> SmearResult | None:
     """One image's results from an earlier run into ``out_dir`` (``--resume``), or None when any file the
     ``steps`` make is missing (the image is then done again)."""
-    import tifffile
 
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import image_files, read_features, read_labels
 
-    paths = image_output_paths(out_dir, stem)
+    paths = image_files(out_dir, stem)
     wanted = ["labels", "cells"] + (["features"] if "embed" in steps else []) + (["pca"] if "pca" in steps else [])
     if not all(paths[k].is_file() for k in wanted):
         return None
     s = SmearResult(name, image() if callable(image) else image)
-    s.labels = tifffile.imread(paths["labels"]).astype(np.int32)
+    s.labels = read_labels(paths["labels"])
     s.table = pd.read_csv(paths["cells"])
     if "embed" in steps:
         table, X = read_features(paths["features"])
@@ -363,31 +342,15 @@ def write_pooled_outputs(result: PipelineResult, out_dir) -> list[Path]:
             cells.to_csv(tmp, index=False)
         written.append(out / "cells.csv")
     if result.umap is not None:
-        xy = result.umap_table()
-        points = xy.merge(cells, on=["image", "label"], how="left")
+        from napari_reddino.formats import UMAP_COLUMNS, class_colours, plot_umap
+        from napari_reddino.report import final_class
+
+        points = result.umap_table().merge(cells.drop(columns=UMAP_COLUMNS, errors="ignore"),
+                                           on=["image", "label"], how="left")
+        by_class = (final_class(points) != "").any()  # the classes (annotated, else predicted), else the images
         with atomic_path(out / "umap.png") as tmp:
-            plot_umap(xy[["x", "y"]].to_numpy(), points, tmp)
+            plot_umap(points[UMAP_COLUMNS].to_numpy(), final_class(points) if by_class else points["image"], tmp,
+                      title=f"RedDino cell embedding ({len(points)} cells)", colours=class_colours(),
+                      none="not classified" if by_class else "")
         written.append(out / "umap.png")
     return written + write_result_exports(result, cells, out)
-
-
-def plot_umap(xy: np.ndarray, cells: pd.DataFrame, path) -> Path:
-    """Scatter of the embedding, one colour per image (a class column is used when present)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_class = "class" in cells.columns and (cells["class"].fillna("").astype(str) != "").any()
-    by = "class" if has_class else "image"
-    groups = cells[by].fillna("").astype(str)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    for k, (name, idx) in enumerate(groups.groupby(groups).indices.items()):
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=6, color=plt.cm.tab20(k % 20), label=name or "unannotated")
-    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", title=f"RedDino cell embedding ({len(xy)} cells)")
-    if groups.nunique() <= 20:
-        ax.legend(fontsize=7, markerscale=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)

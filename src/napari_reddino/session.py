@@ -102,7 +102,7 @@ def write_manifest(session: Session, folder) -> list[Path]:
 
     from napari_reddino.atomic import atomic_path, atomic_write_text
     from napari_reddino.outputs import output_stems
-    from napari_reddino.pipeline import image_output_paths
+    from napari_reddino.formats import image_files
 
     folder = Path(folder)
     result = session.result
@@ -110,7 +110,7 @@ def write_manifest(session: Session, folder) -> list[Path]:
         raise RuntimeError(f"{len(session.images)} image entries for {len(result.smears)} images")
     written, entries = [], []
     for s, info, stem in zip(result.smears, session.images, output_stems([s.name for s in result.smears])):
-        paths = image_output_paths(folder, stem)
+        paths = image_files(folder, stem)
         copy = None
         if info.path is None:
             copy = stem + IMAGE_COPY_SUFFIX
@@ -210,7 +210,7 @@ def _check_files(folder: Path, manifest: dict) -> None:
 def _read_smear(folder: Path, entry: dict) -> SmearResult:
     import tifffile
 
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features, read_labels
     from napari_reddino.images import read_image
 
     name, files = entry["name"], entry.get("files") or {}
@@ -218,7 +218,7 @@ def _read_smear(folder: Path, entry: dict) -> SmearResult:
         image = tifffile.imread(folder / entry["copy"]) if entry.get("copy") else read_image(entry["path"])
         s = SmearResult(name, np.asarray(image))
         if files.get("labels"):
-            s.labels = tifffile.imread(folder / files["labels"]).astype(np.int32)
+            s.labels = read_labels(folder / files["labels"])
             s.table = pd.read_csv(folder / files["cells"])
             for col in ANNOTATION_COLUMNS + ("prediction",):  # text columns; a class comes from its file only
                 if col in s.table.columns:

@@ -184,26 +184,28 @@ class AnnotationState:
         return [name for s, name in enumerate(self.sources) if not self.link.is_current(s)]
 
     def select_next(self, k: int = 20) -> np.ndarray:
-        from napari_reddino.images import InputError
-
-        if np.isnan(self.confidence).all():
-            raise InputError("Received 'next to annotate' before any prediction; accepted: run "
-                             "'Train & predict' first.")
-        rows = next_to_annotate(self.confidence, self.class_column(), k)
+        """Select the ``k`` cells that teach the classifier most (representative ones before any prediction)."""
+        rows = next_to_annotate(self.confidence, self.class_column(), k, self.X, self.prediction, (self.prior or [None])[0])
         self.canvas.select(rows)
         return rows
 
     # --- tables -----------------------------------------------------------------------------------
-    def cell_table(self) -> pd.DataFrame:
-        t = self.table.copy()
-        t["class"], t["prediction"], t["confidence"] = self.class_column(), self.prediction, self.confidence
+    def cell_columns(self) -> dict:
+        """What the store says of every row now, read on the main thread (annotating goes on meanwhile):
+        the columns ``build_cell_table`` adds to the table, in any thread."""
+        t = self.table
         stamps = [self.store.verification(i, lbl) or ("", "") for i, lbl in zip(t["image"], t["label"])]
-        t["verified"] = self.verified_column()
-        t["verified_by"], t["verified_at"] = [s[0] for s in stamps], [s[1] for s in stamps]
-        return export_cell_table(t)
+        return {"table": t, "class": self.class_column(), "prediction": np.array(self.prediction, dtype=object),
+                "confidence": np.array(self.confidence, dtype=np.float32), "verified": self.verified_column(),
+                "verified_by": [s[0] for s in stamps], "verified_at": [s[1] for s in stamps]}
+
+    def cell_table(self) -> pd.DataFrame:
+        return build_cell_table(self.cell_columns())
 
     def report(self) -> pd.DataFrame:
-        return morphology_report(self.cell_table())
+        """The per-image report (from the classes and predictions only: the dock redraws it on every change)."""
+        return morphology_report(pd.DataFrame({"image": self.table["image"].astype(str).to_numpy(),
+                                               "class": self.class_column(), "prediction": self.prediction}))
 
     def export_cells(self, path) -> Path:
         from napari_reddino.outputs import write_csv
@@ -216,27 +218,37 @@ class AnnotationState:
         return write_csv(self.report(), path, "the report")
 
     def graded_report_inputs(self, image_paths=None) -> dict:
-        """What the graded report needs, read from the layers now (main thread): the cell table with the map's
-        coordinates, and the smears that still show this map's cells."""
+        """What the graded report needs, read now (main thread): the store's columns (``cell_columns``), the
+        map's coordinates and the smears that still show this map's cells; ``write_graded_report`` makes the
+        table, the crops and the map's figure from them in a worker."""
         smears = {}
         for s, (image, source) in enumerate(zip(self.images, self.sources)):
             if self.link.is_current(s) and image in self.viewer.layers:
                 data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
                 if data.shape[:2] == labels.shape:
                     smears[image] = (data, labels)
-        return {"cells": self.cell_table().assign(umap_x=self.Y[:, 0], umap_y=self.Y[:, 1]), "smears": smears,
-                "image_paths": image_paths}
+        return {"columns": self.cell_columns(), "Y": self.Y, "smears": smears, "image_paths": image_paths}
 
     def export_graded_report(self, path, image_paths=None) -> list[Path]:
         return write_graded_report(path, **self.graded_report_inputs(image_paths))
 
 
-def write_graded_report(path, cells, smears, image_paths=None) -> list[Path]:
+def build_cell_table(columns: dict) -> pd.DataFrame:
+    """The exported cell table from ``AnnotationState.cell_columns``. Any thread."""
+    t = columns["table"].copy()
+    for col in ("class", "prediction", "confidence", "verified", "verified_by", "verified_at"):
+        t[col] = columns[col]
+    return export_cell_table(t)
+
+
+def write_graded_report(path, columns, Y, smears, image_paths=None) -> list[Path]:
     """The graded slide report beside ``path``: ``<stem>_graded.csv`` and ``<stem>_graded.html`` (one sample per
-    image folder, cells of each class cropped from ``smears``: image -> (image, labels)). Any thread."""
+    image folder, cells of each class cropped from ``smears``: image -> (image, labels)), from
+    ``AnnotationState.graded_report_inputs``. Any thread."""
     from napari_reddino.grading.files import write_report
 
     path = Path(path)
+    cells = build_cell_table(columns).assign(umap_x=Y[:, 0], umap_y=Y[:, 1])
     _, written = write_report(cells, path.parent, sample_by="folder", load=smears.get, image_paths=image_paths,
                               source="the annotation dock", stem=f"{path.stem}_graded")
     return written

@@ -214,7 +214,7 @@ class EmbedWidget(StepWidget):
         self.model_choice.value = value
 
     def export(self, *_):
-        from napari_reddino.embed import embeddings_frame, write_table
+        from napari_reddino.formats import features_frame, write_table
 
         try:
             layer = self.viewer.layers[self.labels.value] if self.labels.value else None
@@ -225,7 +225,7 @@ class EmbedWidget(StepWidget):
             if not str(self.export_path.value) or str(self.export_path.value) == ".":
                 raise InputError("Received no export file; accepted: a .parquet or .csv file name.")
             table = layer.features.set_index("label").loc[stored["labels"]].reset_index()
-            path = write_table(embeddings_frame(table, stored["embeddings"], stored["image"]),
+            path = write_table(features_frame(table, stored["embeddings"], stored["image"]),
                                self.export_path.value)
         except (InputError, KeyError, OSError) as exc:
             show_error(f"Export failed: {exc}")

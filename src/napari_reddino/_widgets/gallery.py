@@ -4,8 +4,8 @@ correct a pre-classified slide cell by cell (as digital-morphology analysers wor
 A thin view of the annotation dock's :class:`AnnotationState` (the same store, selection and assign path):
 clicking thumbnails selects those cells on the map and the smear, a selection made there selects them here;
 number keys assign a class (``AnnotationWidget.assign``), V / Enter verify (``AnnotationState.verify_selected``),
-N walks the queue of uncertain cells (``review.review_queue``: low confidence, or a kNN on the same features
-predicting another class). The thumbnails: ``gallery_view.py``.
+N walks the review queue (``review.review_queue``: first the cells that teach *Train & predict* most, then
+low confidence, or a kNN on the same features predicting another class). The thumbnails: ``gallery_view.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from napari_reddino.images import InputError
 
 VIEW = 1.6  # a thumbnail's side, in the smear's median cell size: every cell of a smear at one magnification
 BACKGROUND = 40  # grey where a thumbnail reaches past the image's edge
-SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "uncertain cells to verify"}
+SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "the review queue"}
 
 
 class GalleryWidget(QWidget):
@@ -51,7 +51,7 @@ class GalleryWidget(QWidget):
         for key, text in SHOW.items():
             self.show_box.addItem(text, key)
         self.show_box.setToolTip("Which cells the gallery shows: every cell, those nobody has verified yet, or "
-                                 "only the uncertain ones still to verify")
+                                 "the review queue (the cells that teach 'Train & predict' most, then the uncertain ones)")
         self.class_box = QComboBox()
         self.class_box.setToolTip("Show the cells of one class only (the class annotated, else the one "
                                   "predicted), or of every class, one group after another")
@@ -60,9 +60,12 @@ class GalleryWidget(QWidget):
                                       "their prediction); keys V or Enter in the gallery. A number key "
                                       "gives them another class and verifies it too")
         self.next_button = QPushButton("Next uncertain (N)")
-        self.next_button.setToolTip("Select the next cell to check, on every smear: the cells where two "
-                                    "classifiers disagree first, then those predicted with the least "
-                                    "confidence; verified cells are skipped")
+        self.next_button.setToolTip("Select the next cell to check, on every smear: first 20 that teach "
+                                    "'Train & predict' most (cells next to your corrections of the shipped "
+                                    "classifier it still gets wrong, then representative cells of the parts of "
+                                    "the map with the fewest verified cells), then the cells where two "
+                                    "classifiers disagree, then those predicted with the least confidence; "
+                                    "verified cells are skipped")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
@@ -223,15 +226,18 @@ class GalleryWidget(QWidget):
     def _update_queue(self) -> None:
         state = self.state
         self.queue = review.review_queue(state.prediction, state.confidence, self.verified, self.second,
-                                         self.threshold.value())
+                                         self.threshold.value(), features=state.X, annotated=self.cls,
+                                         prior=None if state.prior is None else state.prior[0],
+                                         batch=review.BATCH)
+        first = min(len(self.queue), review.BATCH)
         if np.isnan(state.confidence).all():
-            left = "no predictions yet: 'Train & predict' in '4. Annotate' gives every cell a class to verify"
+            left = (f"no predictions yet: N walks {first} representative cells to annotate first; 'Train & "
+                    "predict' in '4. Annotate' gives every cell a class to verify")
         else:
             second = ("; second opinion (kNN) coming" if self.knn_worker is not None else
                       "; no second opinion (it needs annotated cells of 2 classes)" if self.second is None else "")
-            left = f"{len(self.queue)} uncertain to verify{second}"
-            if not second:
-                left += " (low confidence, or the two classifiers disagree)"
+            left = (f"{len(self.queue)} to verify: first the {first} that teach 'Train & predict' most, then the "
+                    f"uncertain ones{second}")
         self.status.setText(f"{self.n} cells, {int(self.verified.sum())} verified; {left}")
 
     def _threshold_changed(self) -> None:
@@ -407,15 +413,12 @@ class GalleryWidget(QWidget):
     def next_uncertain(self, *_) -> int | None:
         """Select the next cell of the review queue (on every smear) and show it on its smear."""
         def run():
-            state = self._need_state()
-            if np.isnan(state.confidence).all():
-                raise InputError("Received 'next uncertain' before any prediction; accepted: 'Train & predict' "
-                                 "in '4. Annotate' first.")
+            self._need_state()
             self._update_queue()
             current = self._single()
             row = review.next_in_queue(self.queue, current)
             if row is None:
-                show_info("No uncertain cell left to verify")
+                show_info("No cell left in the queue: every cell is verified")
                 return None
             if self._pos[row] < 0:  # not in the gallery as filtered now: show every cell
                 self.show_box.setCurrentIndex(self.show_box.findData("all"))

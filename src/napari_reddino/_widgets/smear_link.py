@@ -82,6 +82,13 @@ def place_under_cells(viewer, layer) -> None:
         layers.move(here, cells[0])
 
 
+def outline_colours(features, classes) -> dict:
+    """label -> RGBA of each cell's outline (``style.outline_colors`` on the cells layer's features)."""
+    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
+    return style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
+                                {c.name: c.color for c in classes})
+
+
 def cells_look(features, classes=None, dtype=None) -> dict:
     """How the cells layer is drawn, as napari layer properties (``colormap``, ``contour``, ``opacity``):
     outlines coloured by class (faded for a prediction) or by object type. Pass them when the layer is
@@ -93,9 +100,7 @@ def cells_look(features, classes=None, dtype=None) -> dict:
     from napari_reddino.annotate import default_classes
 
     classes = list(classes) if classes is not None else default_classes()
-    get = lambda col: features[col].to_numpy() if col in features.columns else None  # noqa: E731
-    colors = style.outline_colors(features["label"].to_numpy(), get("type"), get("class"), get("prediction"),
-                                  {c.name: c.color for c in classes})
+    colors = outline_colours(features, classes)
     colormap = DirectLabelColormap(color_dict={None: style.rgba(style.UNANNOTATED_COLOR),
                                                0: np.zeros(4, np.float32), **colors})
     if dtype is not None and np.dtype(dtype).itemsize <= 2:
@@ -155,6 +160,52 @@ def iter_draw_cells(viewer, layer, classes=None, look=None):
     viewer.tooltip.visible = True  # this viewer only (napari's setting stays as the user left it)
 
 
+def recolour_in_place(layer, colors: dict) -> bool:
+    """Give the cells of a drawn cells layer whose outline colour changed (``colors``: label -> RGBA, as
+    ``outline_colours`` gives) their new colour without napari redrawing the smear. napari's colormap setter
+    recomputes the outlines over the whole smear, uploads them to the screen again and builds its 65,536-entry
+    colour table in a Python loop: about a second of the GUI thread per smear, on every class change. The
+    outlines on the screen hold the label numbers (uint8/uint16 labels), so only the changed cells' entries
+    of the layer's colormap and of the colour table napari's shader reads are changed. napari's private API
+    (0.9.2): where any of it does not apply, nothing is changed and False is returned (the caller sets a new
+    colormap the public way)."""
+    try:
+        from napari.layers import Labels
+        from napari.utils.colormaps import DirectLabelColormap
+        from napari.utils.colormaps.colormap import _texture_dtype
+
+        layer = getattr(layer, "__wrapped__", layer)  # napari hands plugins a proxy hiding the private API
+        cmap, dtype = layer.colormap, np.dtype(layer.data.dtype)
+        if not (isinstance(layer, Labels) and isinstance(cmap, DirectLabelColormap) and
+                cmap is layer._direct_colormap and dtype in (np.uint8, np.uint16) and not layer.multiscale and
+                not layer.show_selected_label and not cmap.use_selection and 0 in cmap.color_dict and
+                0 not in colors):
+            return False
+        new = {int(k): np.asarray(v, np.float32) for k, v in colors.items() if k is not None}
+        changed = {k: v for k, v in new.items() if not np.array_equal(cmap.color_dict.get(k), v)}
+        if not changed:
+            return True
+        key = (dtype, _texture_dtype(0, dtype))  # uint8/uint16 labels: a table as long as the data's range
+        table = cmap._cache_mapping.get(key)
+        if table is None:  # not drawn yet: the whole table, as napari would build it
+            table = np.tile(np.asarray(cmap.default_color, np.float32), (np.iinfo(dtype).max + 1, 1))
+            known = [k for k in cmap.color_dict if k is not None and 0 <= k < len(table)]
+            table[known] = np.array([cmap.color_dict[k] for k in known], np.float32).reshape(-1, 4)
+        cmap.color_dict.update(changed)
+        keys = np.fromiter(changed, np.int64)
+        inside = keys < len(table)
+        table[keys[inside]] = np.stack(list(changed.values()))[inside]
+        cmap._clear_cache()  # napari's derived look-ups (unique colours, label mappings) follow the new colours
+        cmap._cache_mapping[key] = table
+        layer._selected_color = layer.get_color(layer.selected_label)
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+        return False
+    layer.events.colormap()  # napari's shader takes the new table; the outlines are not redrawn
+    layer.events.selected_label()
+    layer._update_thumbnail()
+    return True
+
+
 def _draw_marks(viewer, layer, features) -> None:
     marks = style.object_marks(features)
     ring = float(np.median(marks["size"])) if len(marks) else 0.0  # a typical ring's size
@@ -170,8 +221,9 @@ LEGEND_TEXT_SIZE = 0.5  # the legend's words, in rows of the legend (10 pt on a 
 LEGEND_CHAR_WIDTH = 0.6  # a character's width at that size, in rows (generous: napari's font is not fixed-width)
 
 
-def _draw_legend(viewer, layer, features, classes) -> None:
-    """One line per class with cells (and per other object type) to the right of the smear."""
+def _legend_points(layer, features, classes) -> tuple[list, list, list, float]:
+    """The legend's points (row, col), words, colours and line height: one line per class with cells (and
+    per other object type) to the right of the smear."""
     get = lambda col: features[col].fillna("").astype(str).to_numpy() if col in features.columns else (  # noqa: E731
         np.full(len(features), "", dtype=object))
     cls, pred = get("class"), get("prediction")
@@ -185,15 +237,38 @@ def _draw_legend(viewer, layer, features, classes) -> None:
         words = max(len(t) for t, _ in entries)
         data.append((step * 0.5, w + step + LEGEND_CHAR_WIDTH * step * words))
         entries = [*entries, ("", "#00000000")]
-    colors = [style.rgba(c) for _, c in entries]
+    return data, [t for t, _ in entries], [style.rgba(c) for _, c in entries], step
+
+
+def _draw_legend(viewer, layer, features, classes) -> None:
+    """One line per class with cells (and per other object type) to the right of the smear."""
+    data, words, colors, step = _legend_points(layer, features, classes)
     _upsert_points(viewer, style.derived_layer_name(layer.name, style.LEGEND_SUFFIX), data,
-                   pd.DataFrame({"text": [t for t, _ in entries]}), like=layer, size=0.7 * step, symbol="disc",
+                   pd.DataFrame({"text": words}), like=layer, size=0.7 * step, symbol="disc",
                    face_color=colors, border_color=[[1, 1, 1, c[3]] for c in colors], border_width=0.1,
                    text={"string": "{text}", "color": "white", "size": LEGEND_TEXT_SIZE * step, "scaling": True,
                          "anchor": "upper_left", "translation": [0.55 * step, 0.85 * step]})
     # napari puts upper_left text on the swatch's top left corner: the translation centres it on the swatch's
     # row and starts it just right of it. The words scale with the smear, as the swatches do: in screen points
     # they overlapped each other once a small window (1366x768) zoomed the smear out, and ran past the frame.
+
+
+def _recount_legend(viewer, layer, features, classes) -> bool:
+    """Update the legend's counts in place when its lines and colours stay the same (a class change that
+    neither adds nor empties a class): its words, and the invisible last point when the longest line's
+    length changed. Setting each property of the legend redrew it (ten redraws, a quarter of a second a
+    smear). False, having changed nothing, when the lines themselves change (``_draw_legend`` then)."""
+    name = style.derived_layer_name(layer.name, style.LEGEND_SUFFIX)
+    old = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (no .get)
+    data, words, colors, _ = _legend_points(layer, features, classes)
+    if old is None or len(old.data) != len(data) or not len(data) or \
+            not np.allclose(np.asarray(old.face_color, float), np.asarray(colors, float)):
+        return False
+    if list(old.features["text"]) != words:
+        old.features = pd.DataFrame({"text": words})
+    if not np.allclose(old.data, data):
+        old.data = np.asarray(data, float)
+    return True
 
 
 def warm_class_colours() -> None:
@@ -259,6 +334,8 @@ class SmearLink:
         self._drawn_classes: list[tuple | None] = [None] * len(self.sources)  # what each smear shows now
         self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
+        self.pending: list[int] = []  # smears to draw on the next turns of the event loop
+        self._scheduled = False
 
     def _layer(self, s):
         name = self.sources[s]
@@ -287,6 +364,11 @@ class SmearLink:
         kwargs = {k: getattr(source, k) for k in SOURCE_KWARGS} if source is not None else {}
         active = self.viewer.layers.selection.active
         layer = getattr(self.viewer, f"add_{kind}")(data, name=name, **kwargs, **create_kwargs)
+        if source is not None and source in self.viewer.layers:  # just over its smear, not over smears on top of it
+            layers = self.viewer.layers
+            here, above = layers.index(layer), layers.index(source) + 1
+            if here > above:
+                layers.move(here, above)
         if active is not None:  # adding a layer must not steal the user's active layer
             self.viewer.layers.selection.active = active
         return layer
@@ -321,17 +403,60 @@ class SmearLink:
         self._draw_visible()
 
     def _draw_visible(self) -> None:
-        """Redraw visible smears now; a hidden smear is redrawn when it is shown (users flip through
-        smears one at a time, and redrawing every hidden one would multiply the cost)."""
-        for s in range(len(self.sources)):
+        """Redraw visible smears; a hidden smear is redrawn when it is shown (users flip through smears one
+        at a time, and redrawing every hidden one would multiply the cost). Updates are drawn now, in one go
+        (each turn of the event loop repaints the window: ~0.3 s here); a smear's first selection layer is
+        made now for one smear, and for each other one on a later turn (a lasso over a map of several
+        smears made a layer on each in one go, 0.3-1 s each: the window froze for seconds)."""
+        todo = []
+        for s in sorted(range(len(self.sources)), key=lambda s: not len(self._wanted[s])):
             layer = self._layer(s)
             if layer is not None and layer.visible:
-                self._draw(s)
+                todo.append(s)
             elif layer is not None and s not in self._watching:
                 self._watching[s] = lambda event=None, s=s: self._draw(s) if self._layer(s).visible else None
                 layer.events.visible.connect(self._watching[s])
+        todo = [s for s in todo if self._needs_draw(s)]
+        new = [s for s in todo if self._needs_layer(s)]
+        for s in todo:
+            if s not in new[1:]:
+                self._draw(s)
+        self.pending = [*new[1:], *(s for s in self.pending if s not in todo)]
+        if self.pending and not self._scheduled:
+            from qtpy.QtCore import QTimer
+
+            self._scheduled = True
+            QTimer.singleShot(0, self._draw_next)
+
+    def _draw_next(self) -> None:
+        self._scheduled = False
+        while self.pending:
+            s = self.pending.pop(0)
+            layer = self._layer(s)
+            if layer is not None and layer.visible and self._needs_draw(s):
+                self._draw(s)
+                break
+        if self.pending:
+            from qtpy.QtCore import QTimer
+
+            self._scheduled = True
+            QTimer.singleShot(0, self._draw_next)
+
+    def _needs_layer(self, s) -> bool:
+        """Whether drawing smear ``s`` makes its selection layer (a full-size layer: slow to make)."""
+        return len(self._wanted[s]) > 0 and \
+            style.derived_layer_name(self.sources[s], style.SELECTION_SUFFIX) not in self.viewer.layers
+
+    def _needs_draw(self, s) -> bool:
+        if not self._current(s):
+            return False
+        if self._cells is not None and self._classes_stale[s]:
+            return True
+        shown = self._shown[s]
+        return len(self._wanted[s]) > 0 if shown is None else not np.array_equal(shown, self._wanted[s])
 
     def disconnect(self) -> None:
+        self.pending = []  # a newer session draws these smears now
         for s, callback in self._watching.items():
             layer = self._layer(s)
             if layer is not None:
@@ -370,7 +495,12 @@ class SmearLink:
             values[has] = self._cells[col][take]
             features[col] = values.astype(np.float32) if col == "confidence" else values
         layer.features = features
-        draw_cells(self.viewer, layer, self._cells["classes"])
+        classes = self._cells["classes"]
+        if recolour_in_place(layer, outline_colours(features, classes)):
+            if not _recount_legend(self.viewer, layer, features, classes):  # the outlines and marks stay
+                _draw_legend(self.viewer, layer, features, classes)
+        else:
+            draw_cells(self.viewer, layer, classes)  # sets the colours with a redraw of the outlines
 
     # --- smear -> rows ----------------------------------------------------------------------------
     def row_at(self, position) -> int | None:

@@ -11,6 +11,8 @@ buttons gives each class' colour and its number of cells.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -25,7 +27,10 @@ MODE_TIPS = {
 }
 SELECTION_RING = 1.8  # ring diameter, in point sizes
 DRAG_PIXELS = 4
-PREVIEW_EVERY = 3  # redraw the lasso outline every n mouse moves
+# during a drag the lasso or box outline is redrawn at most every PREVIEW_SECONDS, and at most PREVIEW_SHARE of
+# the time (a napari Shapes update and the repaint after it: 0.1-0.3 s here; the mouse moves every ~10 ms)
+PREVIEW_SECONDS = 0.1
+PREVIEW_SHARE = 0.3
 
 
 def points_in_polygon(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -233,10 +238,10 @@ class UmapCanvas(QWidget):
     def _show_outline(self, vertices, shape_type: str) -> None:
         if self.preview is None:
             return
-        self.preview.data = [] if vertices is None else [np.asarray(vertices, dtype=float)]
-        if vertices is not None:
-            self.preview.shape_type = [shape_type]
-        self.model.layers.selection.active = self.points
+        # one update: the shape with its type (data, then shape_type, made the shape twice)
+        self.preview.data = [] if vertices is None else [(np.asarray(vertices, dtype=float), shape_type)]
+        if self.model.layers.selection.active is not self.points:  # (setting it again is not free)
+            self.model.layers.selection.active = self.points
 
     def _on_drag(self, viewer, event):
         if self.points is None or self.mode == "pan_zoom" or event.button != 1:
@@ -246,14 +251,17 @@ class UmapCanvas(QWidget):
         start = np.asarray(event.position, dtype=float)[-2:]
         path = [start]
         dragged = False
-        moves = 0
+        drawn, cost, timing = 0.0, 0.0, False  # when the outline was last drawn, and what that cost
         yield
         while event.type == "mouse_move":
+            now = time.perf_counter()
+            if timing:  # the outline's update and the repaint that followed it, until this move came
+                cost, timing = now - drawn, False
             here = np.asarray(event.position, dtype=float)[-2:]
             path.append(here)
             dragged = dragged or np.linalg.norm(np.asarray(event.pos) - start_pos) > DRAG_PIXELS
-            moves += 1
-            if dragged and moves % PREVIEW_EVERY == 0:
+            if dragged and now - drawn >= max(PREVIEW_SECONDS, cost / PREVIEW_SHARE):
+                drawn, timing = now, True
                 if self.mode == "lasso":
                     self._show_outline(np.array(path), "path")
                 else:

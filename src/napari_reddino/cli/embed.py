@@ -1,18 +1,23 @@
-"""``napari-reddino embed``: one RedDino feature vector per cell, written as Parquet or CSV with columns
-image, label, x, y (centroid in pixels), emb_0 … emb_{D-1}. Cells come from label images (--labels, each
-paired with the image of the same name: ``1.jpg`` with ``1.tif``, ``1_labels.tif``, ``1_masks.png`` or
-``1_cp_masks.png``) or from segmenting on the fly (--segment learned|threshold|cellpose)."""
+"""RedDino features: one feature vector per cell. The cells come from label images (--labels, each paired with
+the image of the same name: 1.jpg with 1.tif, 1_labels.tif, 1_masks.png or 1_cp_masks.png) or from a
+segmentation made on the way (--segment).
+
+Writes:
+- FILE (--out FILE.parquet or FILE.csv, rewritten after each image): one row per cell with image, label,
+  centroid_x, centroid_y (pixels), emb_0 ... emb_<D-1>
+- FILE.run.json: the settings (what --resume checks)
+- FILE.failed.csv, when an input could not be read: those inputs and why (exit code 2)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from napari_reddino.cli import UsageError
+from napari_reddino.formats import LABEL_SUFFIXES
 from napari_reddino.segment import BACKENDS
 
-LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 # what segmentation tools append to the image's name: ours (`segment`, `run`), Cellpose's, common hand-made ones
 LABEL_NAME_ENDINGS = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_seg")
 
@@ -27,9 +32,8 @@ def add_parser(sub) -> None:
     cells.add_argument("--segment", choices=BACKENDS, help="segment the images first")
     p.add_argument("--model", default=None,
                    help="model spec (default: a cached RedDino, else the demo model); "
-                        "see `napari-reddino models list`")
-    p.add_argument("--out", required=True, help="output table, FILE.parquet or FILE.csv (rewritten after each "
-                   "image; FILE.run.json holds the settings, FILE.failed.csv the inputs that could not be read)")
+                        "see napari-reddino models list")
+    p.add_argument("--out", required=True, metavar="FILE", help="the table to write, FILE.parquet or FILE.csv")
     p.add_argument("--resume", action="store_true",
                    help="keep the images already in --out (made with the same settings) and do the rest")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
@@ -105,35 +109,14 @@ def pair_labels(images: list[Path], labels: list[Path]) -> list[Path]:
     return paired
 
 
-def read_labels(path: Path, image_shape) -> np.ndarray:
-    from napari_reddino.cells import check_labels
-    from napari_reddino.images import InputError
-
-    try:
-        if path.suffix.lower() == ".npy":
-            data = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            data = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                data = np.asarray(im)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
-        raise InputError(f"Could not read labels {str(path)!r} ({type(exc).__name__}); accepted: a 2D integer "
-                         f"label image ({', '.join(LABEL_SUFFIXES)}).") from None
-    return check_labels(np.squeeze(data), image_shape)
-
-
 def run(args) -> int:
     import sys
 
     import pandas as pd
 
-    from napari_reddino._progress import run as drive
-    from napari_reddino.embed import embeddings_frame, iter_embed_cells, write_table
+    from napari_reddino.progress import run as drive
+    from napari_reddino.embed import iter_embed_cells
+    from napari_reddino.formats import features_frame, read_labels, write_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
     from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
@@ -158,7 +141,7 @@ def run(args) -> int:
         try:
             image = read_image(path)
             if labels is not None:
-                lab = read_labels(labels[i], image.shape)
+                lab = read_labels(labels[i], image.shape[:2])
             else:
                 from napari_reddino.segment import iter_segment
 
@@ -172,7 +155,7 @@ def run(args) -> int:
                                             precision=args.precision, pad_square=args.pad_square,
                                             mask_neighbours=args.mask_neighbours,
                                             label_ids=objects["label"].to_numpy()[kept]), bar=True)
-        frames.append(embeddings_frame(table, emb, name))
+        frames.append(features_frame(table, emb, name))
         write_table(pd.concat(frames, ignore_index=True), out)  # an interrupted run keeps every finished image
         left = left_out_note(objects, kept)
         print(f"{name}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
@@ -187,9 +170,6 @@ def run(args) -> int:
 
 
 def _previous(out: Path):
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import features_with_table, read_features
 
-    import pandas as pd
-
-    table, X = read_features(out)
-    return pd.concat([table, pd.DataFrame(X, columns=[f"emb_{j}" for j in range(X.shape[1])])], axis=1)
+    return features_with_table(*read_features(out))

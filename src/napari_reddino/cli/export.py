@@ -1,9 +1,13 @@
-"""``napari-reddino export RUN_DIR``: the files other programs open, made from a folder written by
-``napari-reddino run --out`` or *Save session…* (also one written before these files existed), without
-computing anything again: ``cells.h5ad`` (AnnData: the analysed cells, their RedDino features and UMAP; opens
-in scanpy), per image ``<stem>_cells.geojson`` (cell outlines with their classes, for QuPath) and
-``<stem>_cells.parquet`` (the image's cell table). Classes annotated since the run (the folder's annotation
-file) are put on their cells. ``--to`` picks some; ``--out`` writes elsewhere (default: RUN_DIR)."""
+"""Export: the files other programs open, made from a RUN_DIR written by napari-reddino run or by Save
+session… in napari (also one written before these files existed), without computing anything again.
+Classes annotated since the run (the folder's annotation file) are put on their cells. --to picks some
+of the files.
+
+Writes, into --out (default: RUN_DIR):
+- cells.h5ad: AnnData of the analysed cells with their RedDino features and UMAP (opens in scanpy)
+- <stem>_cells.geojson, per image: the cell outlines with their classes (for QuPath)
+- <stem>_cells.parquet, per image: the image's cell table
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ def parse_exports(value) -> tuple[str, ...]:
 
 def run(args) -> int:
     from napari_reddino.cli.report import read_cells
-    from napari_reddino.embedding import read_features
+    from napari_reddino.formats import read_features, stem_of_labels
     from napari_reddino.exports import H5AD_FILE, run_info, write_exports
     from napari_reddino.grading.files import RunFolder, with_annotations
     from napari_reddino.images import InputError
@@ -59,8 +63,8 @@ def run(args) -> int:
     stems = dict(zip(names, output_stems(names)))
     for name, entry in entries.items():  # the stems the run used (a run's unreadable inputs took names too)
         labels_file = (entry.get("files") or {}).get("labels", "")
-        if labels_file.endswith("_labels.tif"):
-            stems[name] = labels_file[:-len("_labels.tif")]
+        if stem_of_labels(labels_file) is not None:
+            stems[name] = stem_of_labels(labels_file)
     folder_files = RunFolder(folder, names)  # labels and annotation files, as the report finds them
     for name, path in folder_files.annotation_files.items():  # a folder moved with its annotation file
         if path and not Path(path).is_file() and (folder / Path(path).name).is_file():

@@ -1,11 +1,14 @@
-"""``napari-reddino pca``: three-component PCA overlays of RedDino patch features, written as PNGs.
+"""PCA overlays: a three-component PCA of RedDino patch features, as RGB pictures. --fit joint (default) fits
+one PCA on all the images, so that a colour means the same on every slide; --fit each fits one per image.
+--cell-resolution (default auto) enlarges each image first so that a red cell spans about 6 of the model's
+patches. An image without cells (a bare slide, noise, one flat colour) gets a line saying so and no files;
+the other images are still processed.
 
-For each image: ``<stem>_pca.png`` (the overlay at the image's resolution) and ``<stem>_pca_side.png``
-(the image and the overlay side by side). ``--fit joint`` (default) fits one PCA on all the images so a
-colour means the same on every slide; ``--fit each`` fits per image. ``--save-fit``/``--load-fit`` carry
-a fit to later runs. ``--cell-resolution`` (default auto) enlarges each image first so a red cell spans
-about 6 of the model's patches; an image without cells (a bare slide, noise, one flat colour) gets a line
-saying so and no files, and the other images are still processed.
+Writes, into the --out folder:
+- <stem>_pca.png, per image: the overlay at the image's resolution
+- <stem>_pca_side.png, per image: the image and the overlay side by side
+- failed.csv, when an input could not be read: those inputs and why (exit code 2)
+- NPZ, with --save-fit NPZ: the fit, which --load-fit applies in a later run
 """
 
 from __future__ import annotations
@@ -71,10 +74,9 @@ def side_by_side(image: np.ndarray, overlay: np.ndarray, gap: int = 8) -> np.nda
 
 
 def run(args) -> int:
-    from PIL import Image
 
-    from napari_reddino._progress import run as drive
-    from napari_reddino.atomic import atomic_path
+    from napari_reddino.progress import run as drive
+    from napari_reddino.formats import image_files, save_png
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.models import default_spec, load_model
     from napari_reddino.outputs import Failures, check_out_dir, output_stems, unique_names
@@ -111,11 +113,9 @@ def run(args) -> int:
         rgb = fit.transform(found.grid, background=args.background)
         full = upsample_overlay(rgb, patch, image.shape, mode="bilinear" if args.smooth else "nearest",
                                 factor=found.factor)
-        png = np.round(full * 255).astype(np.uint8)
-        for suffix, picture in (("_pca.png", png), ("_pca_side.png", side_by_side(image, full))):
-            with atomic_path(out / f"{stem}{suffix}") as tmp:
-                Image.fromarray(picture).save(tmp)
-        print(f"wrote {out / f'{stem}_pca.png'} and {out / f'{stem}_pca_side.png'}")
+        overlay = save_png(np.round(full * 255).astype(np.uint8), image_files(out, stem)["pca"])
+        side = save_png(side_by_side(image, full), overlay.with_name(f"{stem}_pca_side.png"))
+        print(f"wrote {overlay} and {side}")
 
     fit = PatchPCA.load(args.load_fit) if args.load_fit else None
     names = unique_names(paths)

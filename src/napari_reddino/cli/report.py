@@ -1,9 +1,13 @@
-"""``napari-reddino report``: the graded slide report of a cell table. Per sample (a slide: one per folder of
-images by default), the red cells counted and, for each class, the count, percentage, 95 % Wilson interval and
-grade from a grading table (the shipped ICSH 2015/2021 one, or ``--grading FILE``), with warnings (fewer than
-1,000 red cells, schistocytes above 1 %, cells not verified by a person). Writes ``DIR/report.csv`` (long
-table) and ``DIR/report.html`` (self-contained, opens offline, laid out for A4). In a ``napari-reddino run``
-folder the images, labels, annotations and UMAP are found by themselves; elsewhere give ``--images``."""
+"""Graded slide report of a cell table (CELLS): per sample (a slide: by default one per folder of images),
+the red cells counted and, for each class, the count, percentage, 95 % Wilson interval and grade from a
+grading table (the shipped ICSH 2015/2021 one, or --grading FILE), with warnings (fewer than 1,000 red
+cells, schistocytes above 1 %, cells not verified by a person). In a folder written by napari-reddino run
+the images, labels, annotations and UMAP are found by themselves; elsewhere give --images.
+
+Writes, into the --out folder:
+- report.csv: the long table (a row per sample and class)
+- report.html: one self-contained page (opens offline, laid out for A4)
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,13 @@ def add_grading_arguments(p) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="graded slide report (ICSH) of a cell table → report.csv + report.html",
                        description=__doc__)
-    p.add_argument("cells", help="CELLS.csv: the cell table (cells.csv of napari-reddino run, or Export cell table…)")
+    p.add_argument("cells", metavar="CELLS",
+                   help="the cell table CSV (cells.csv of napari-reddino run, or Export cell table… in napari)")
     p.add_argument("--out", required=True, help="output folder")
     add_grading_arguments(p)
     p.add_argument("--images", default=None, metavar="DIR",
                    help="folder where the images named in the table's image column are now (for the thumbnails, "
-                        "with the labels beside CELLS.csv, and for one sample per folder); default: where the run "
+                        "with the labels beside CELLS, and for one sample per folder); default: where the run "
                         "folder's session.json says they are")
     p.set_defaults(func=run)
 
@@ -72,15 +77,17 @@ def run(args) -> int:
 
 
 def with_umap_csv(cells, path: Path):
-    """The table with the map of ``napari-reddino umap`` (``umap.csv`` beside it: image, label, umap_1,
-    umap_2) where it has no coordinates of its own."""
+    """The table with the map of ``napari-reddino umap`` (``umap.csv`` beside it: image, label, umap_x,
+    umap_y) where it has no coordinates of its own."""
     import pandas as pd
 
-    if {"umap_x", "umap_y"} <= set(cells.columns) or {"umap_1", "umap_2"} <= set(cells.columns) or not path.is_file():
+    from napari_reddino.formats import UMAP_COLUMNS, umap_xy, with_current_names
+
+    if umap_xy(cells) is not None or not path.is_file():
         return cells
     try:
-        umap = pd.read_csv(path, dtype={"image": str}, usecols=["image", "label", "umap_1", "umap_2"])
-    except (ValueError, OSError):  # not that kind of file: the report goes on without the map
+        umap = with_current_names(pd.read_csv(path, dtype={"image": str}))[["image", "label", *UMAP_COLUMNS]]
+    except (ValueError, KeyError, OSError):  # not that kind of file: the report goes on without the map
         return cells
     return cells.merge(umap.drop_duplicates(["image", "label"]), on=["image", "label"], how="left")
 

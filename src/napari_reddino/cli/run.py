@@ -1,21 +1,35 @@
-"""``napari-reddino run``: the whole pipeline on images (or a sample smear), results written to a folder;
-optionally shown in napari (``--view``) or captured from the real napari window (``--screenshot``).
+"""The whole pipeline on images or a sample smear: segment the cells, RedDino features, the shipped
+classifier's prediction for every red cell, PCA overlay, UMAP and the graded slide report. --view then
+opens the result in napari; --screenshot saves the real napari window instead (both need napari's window:
+pip install 'napari-reddino[gui]').
 
-Per image, written as soon as it is done: ``<stem>_labels.tif``, ``<stem>_cells.csv``, ``<stem>_features.parquet``,
-``<stem>_pca.png``; for all images: ``cells.csv`` (every object, its type, UMAP coordinates), ``umap.png``,
-``report.csv`` and ``report.html`` (the graded slide report, as ``napari-reddino report``), ``cells.h5ad``
-(AnnData, for scanpy) with per image ``<stem>_cells.geojson`` (QuPath) and ``<stem>_cells.parquet`` (as
-``napari-reddino export``), ``run.json`` (the settings), ``failed.csv`` (inputs that could not be read; exit code 2). Two inputs of the same
-name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``. ``--resume`` keeps the images already done.
-With ``session.json`` (and a copy of a sample smear) the folder is also a saved session: ``napari-reddino view
-OUT`` or *Open session…* puts it back without recomputing."""
+Writes, into the --out folder, per image as soon as it is done:
+- <stem>_labels.tif, <stem>_cells.csv: as napari-reddino segment
+- <stem>_features.parquet: the image's cells' RedDino features
+- <stem>_pca.png: the PCA overlay at the image's resolution
+
+and for all the images:
+- cells.csv: every object with its type, every red cell with prediction and confidence, UMAP coordinates
+- umap.png: the map of the analysed cells
+- report.csv, report.html: the graded slide report (as napari-reddino report)
+- cells.h5ad (AnnData, for scanpy), <stem>_cells.geojson (outlines, for QuPath), <stem>_cells.parquet (as
+  napari-reddino export)
+- session.json, and <stem>_image.tif for a sample smear (a copy): the folder is a saved session, which
+  napari-reddino view reopens without computing again
+- run.json: the settings (what --resume checks)
+- failed.csv, when an input could not be read: those inputs and why (the others are still done; exit code 2)
+- screenshot.png, screenshot_umap.png, with --screenshot: the napari window and the map
+
+Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*. --resume keeps the images already
+done.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from napari_reddino.cli import UsageError
+from napari_reddino.cli import UsageError, require_gui
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.report import add_grading_arguments
@@ -56,7 +70,8 @@ def add_parser(sub) -> None:
 
 def sample_images(which: str):
     from napari_reddino.images import InputError
-    from napari_reddino.sample_data import chula_smear, synthetic_smear
+    from napari_reddino.chula import smear as chula_smear
+    from napari_reddino.sample_data import synthetic_smear
 
     if which in ("auto", "chula"):
         try:
@@ -71,7 +86,7 @@ def sample_images(which: str):
 def run(args) -> int:
     from functools import partial
 
-    from napari_reddino._progress import run as drive
+    from napari_reddino.progress import run as drive
     from napari_reddino.grading import read_grading
     from napari_reddino.grading.files import run_report
     from napari_reddino.images import InputError, expand_inputs, read_image
@@ -83,6 +98,9 @@ def run(args) -> int:
 
     if not args.images and not args.sample:
         raise UsageError("received no images; accepted: image files/folders, or --sample")
+    if args.view or args.screenshot:
+        flag = "--view" if args.view else "--screenshot"
+        require_gui(flag, f", or leave out {flag} (the files are written without it)")
     out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     grading = read_grading(args.grading)  # a bad grading file too
     images = sample_images(args.sample) if args.sample else []
@@ -129,7 +147,9 @@ def run(args) -> int:
     if result.classifier_note:
         print(f"note: {result.classifier_note}")
     if args.view or args.screenshot:
-        written += show(result, Path(args.out), screenshot=args.screenshot)
+        from napari_reddino._widgets.window import show_result
+
+        written += show_result(result, Path(args.out), screenshot=args.screenshot)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")
     for path in written:
         print(f"  {path.name}")
@@ -150,55 +170,3 @@ def run_session(result, paths: dict, out: Path):
                            if s.table is not None and s.table.attrs.get("diameter") else {})
               for s in result.smears]
     return Session(result, images, files, str(folder))
-
-
-def show(result, out: Path, screenshot: bool) -> list[Path]:
-    import napari
-
-    from napari_reddino._widgets.pipeline import add_result_layers
-
-    viewer = napari.Viewer(title="napari-reddino", show=True)
-    dock = add_result_layers(viewer, result, project_folder=out.resolve())
-    if not screenshot:
-        napari.run()
-        return []
-    written = save_screenshot(viewer, dock, out / "screenshot.png")
-    viewer.close()
-    return written
-
-
-def save_screenshot(viewer, annotation_dock, path: Path, size=(1700, 1050)) -> list[Path]:
-    """Screenshot of the whole napari window at ``size`` (width, height). Qt grabs the UMAP's embedded GL
-    canvas as black, so that canvas is rendered on its own (also saved as ``screenshot_umap.png``) and
-    pasted in its place."""
-    from PIL import Image
-    from qtpy.QtCore import QPoint
-    from qtpy.QtWidgets import QApplication
-
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    window = viewer.window._qt_window
-    window.resize(*size)
-    for _ in range(30):
-        QApplication.processEvents()
-    for toast in window.findChildren(NapariQtNotification):  # transient pop-ups would cover the smear
-        toast.close()
-    viewer.reset_view()
-    QApplication.processEvents()
-    full = viewer.screenshot(canvas_only=False, flash=False)
-    written = [path]
-    canvas = getattr(annotation_dock, "canvas", None)
-    if canvas is not None:
-        umap = canvas.qt_viewer.screenshot(flash=False)
-        umap_path = path.with_name(path.stem + "_umap.png")
-        Image.fromarray(umap).save(umap_path)
-        written.append(umap_path)
-        native = canvas.qt_viewer.canvas.native
-        pos = native.mapTo(window, QPoint(0, 0))
-        ratio = full.shape[1] / max(window.width(), 1)
-        y, x = int(pos.y() * ratio), int(pos.x() * ratio)
-        h, w = min(umap.shape[0], full.shape[0] - y), min(umap.shape[1], full.shape[1] - x)
-        if h > 0 and w > 0:
-            full[y:y + h, x:x + w] = umap[:h, :w]
-    Image.fromarray(full).save(path)
-    return written

@@ -1,8 +1,15 @@
-"""``napari-reddino segment``: one label per cell. Writes ``DIR/<stem>_labels.tif`` (uint16, or uint32 past
-65535 cells) and ``DIR/<stem>_cells.csv`` (the per-cell table, with each object's type: rbc, wbc,
-platelet, cluster, artefact, and a border flag) for each image, as soon as that image is done; ``run.json``
-(the settings); ``failed.csv`` when an input could not be read (the others are still done; exit code 2).
-Two inputs of the same name (``a/1.jpg``, ``b/1.jpg``) get ``a__1_*`` and ``b__1_*``."""
+"""Segment cells: one label per cell, each object typed (rbc, wbc, platelet, cluster, artefact) and flagged
+when it touches the image border.
+
+Writes, into the --out folder:
+- <stem>_labels.tif, per image as soon as it is done: the labels (uint16; uint32 past 65,535 cells)
+- <stem>_cells.csv, per image: one row per object (centroid, box, area, perimeter, diameter, eccentricity,
+  solidity, mean colour, type, border)
+- run.json: the settings (what --resume checks)
+- failed.csv, when an input could not be read: those inputs and why (the others are still done; exit code 2)
+
+Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +32,12 @@ def add_parser(sub) -> None:
     cp = p.add_argument_group("cellpose")
     cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
     cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model); with --backend learned, a "
-                    "segmenter file written by `reddino-train segmenter` (default: the shipped one)")
+                    "segmenter file written by reddino-train segmenter (default: the shipped one)")
     cp.add_argument("--download", action="store_true", help="download the named model if it is missing")
-    cp.add_argument("--flow-threshold", type=float, default=0.4)
-    cp.add_argument("--cellprob-threshold", type=float, default=0.0)
-    cp.add_argument("--min-size", type=int, default=15)
+    cp.add_argument("--flow-threshold", type=float, default=0.4, help="Cellpose's flow error threshold (default 0.4)")
+    cp.add_argument("--cellprob-threshold", type=float, default=0.0,
+                    help="Cellpose's cell probability threshold (default 0)")
+    cp.add_argument("--min-size", type=int, default=15, help="smallest cell kept, in pixels (default 15)")
     cp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     cp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run)
@@ -69,9 +77,8 @@ def segment_options(args) -> dict:
 
 
 def run(args) -> int:
-    from napari_reddino._progress import run as drive
-    from napari_reddino.atomic import atomic_path
-    from napari_reddino.cells import save_labels
+    from napari_reddino.progress import run as drive
+    from napari_reddino.formats import image_files, save_labels, write_cell_table
     from napari_reddino.images import ReadError, expand_inputs, read_image
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.segment import iter_segment_cells
@@ -84,7 +91,8 @@ def run(args) -> int:
     names = unique_names(paths)
     failures, done = Failures(), 0
     for path, name, stem in zip(paths, names, output_stems(names)):
-        labels_file, table_file = out / f"{stem}_labels.tif", out / f"{stem}_cells.csv"
+        files = image_files(out, stem)
+        labels_file, table_file = files["labels"], files["cells"]
         if args.resume and labels_file.is_file() and table_file.is_file():
             print(f"{name}: done before, skipped")
             done += 1
@@ -97,8 +105,7 @@ def run(args) -> int:
             print(f"{name}: not segmented: {failures.add(name, exc)}", file=sys.stderr)
             continue
         save_labels(labels, labels_file)
-        with atomic_path(table_file) as tmp:
-            table.to_csv(tmp, index=False)
+        write_cell_table(table, table_file)
         print(f"{name}: {segmentation_summary(table, name)} → {labels_file}")
         done += 1
     failures.write(out / "failed.csv")

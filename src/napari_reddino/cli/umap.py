@@ -1,5 +1,9 @@
-"""``napari-reddino umap``: 2-D UMAP of a FEATURES table (from ``napari-reddino embed``). Writes
-``DIR/umap.csv`` (the table's non-feature columns + umap_1, umap_2) and ``DIR/umap.png`` coloured by a column."""
+"""UMAP: a 2-D map of the cells of a FEATURES table (written by napari-reddino embed).
+
+Writes, into the --out folder:
+- umap.csv: the table's columns other than the features, with umap_x, umap_y
+- umap.png: the map, coloured by --color-by
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import numpy as np
 
 def add_parser(sub) -> None:
     p = sub.add_parser("umap", help="UMAP of per-cell features → embedding CSV + PNG plot", description=__doc__)
-    p.add_argument("features", help="FEATURES .parquet or .csv (columns image, label, x, y, emb_0..)")
+    p.add_argument("features", metavar="FEATURES",
+                   help="the features table, .parquet or .csv (columns image, label, centroid_x, centroid_y, emb_0 ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--color-by", default=None,
                    help="column to colour the plot by (default: class if present, else image)")
@@ -24,42 +29,45 @@ def add_parser(sub) -> None:
 
 
 def plot_embedding(Y: np.ndarray, values, column: str, path: Path) -> None:
-    """Scatter plot of ``Y`` coloured by ``values``: tab20 per category, viridis for numbers."""
+    """The map coloured by ``values``: viridis for a numeric column with many values, else one colour per
+    category (``formats.plot_umap``, the plot every map of the project uses)."""
+    import pandas as pd
+
+    values = pd.Series(values)
+    if not (pd.api.types.is_numeric_dtype(values) and values.nunique() > 20):
+        from napari_reddino.formats import class_colours, plot_umap
+
+        plot_umap(Y, values, path, legend_title=column, colours=class_colours(), counts=False, none="(none)")
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    values = pd.Series(values)
+    from napari_reddino.formats import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
     size = max(1.0, min(12.0, 4000 / max(len(Y), 1)))
-    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 20:
-        sc = ax.scatter(Y[:, 0], Y[:, 1], c=values, s=size, cmap="viridis", linewidths=0)
-        fig.colorbar(sc, ax=ax, label=column)
-    else:
-        cats = values.fillna("").astype(str)
-        cmap = plt.get_cmap("tab20")
-        for i, cat in enumerate(sorted(cats.unique())):
-            hit = (cats == cat).to_numpy()
-            ax.scatter(Y[hit, 0], Y[hit, 1], s=size, color=cmap(i % 20), label=cat or "(none)", linewidths=0)
-        if cats.nunique() <= 30:
-            ax.legend(title=column, markerscale=max(1.0, 12 / size), fontsize=7, loc="best", frameon=False)
-    ax.set_xlabel("UMAP 1")
-    ax.set_ylabel("UMAP 2")
+    sc = ax.scatter(Y[:, 0], Y[:, 1], c=values, s=size, cmap="viridis", linewidths=0)
+    fig.colorbar(sc, ax=ax, label=column)
+    ax.set(xlabel="UMAP 1", ylabel="UMAP 2")
     ax.set_aspect("equal", "datalim")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args) -> int:
-    from napari_reddino._progress import run as drive
-    from napari_reddino.embedding import iter_umap_embed, read_features
+    from napari_reddino.progress import run as drive
+    from napari_reddino.embedding import iter_umap_embed
+    from napari_reddino.formats import read_features, write_table
     from napari_reddino.images import InputError
 
     table, X = read_features(args.features)
     column = args.color_by or ("class" if "class" in table.columns else "image")
+    if column not in table.columns:  # a column name of before 2026-12 (x, y): today's name
+        from napari_reddino.formats import OLD_NAMES
+
+        column = OLD_NAMES.get(column, column)
     if column not in table.columns:
         raise InputError(f"Received --color-by {column!r}; accepted: one of the columns "
                          f"{', '.join(map(str, table.columns))}.")
@@ -69,8 +77,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = table.copy()
-    result["umap_1"], result["umap_2"] = Y[:, 0], Y[:, 1]
-    result.to_csv(out / "umap.csv", index=False)
+    result["umap_x"], result["umap_y"] = Y[:, 0], Y[:, 1]
+    write_table(result, out / "umap.csv")
     plot_embedding(Y, table[column].to_numpy(), column, out / "umap.png")
     print(f"{len(Y)} cells → {out / 'umap.csv'}, {out / 'umap.png'} (coloured by {column})")
     return 0

@@ -1,5 +1,10 @@
-"""``napari-reddino view SESSION_DIR``: open a saved session (or a ``napari-reddino run --out`` folder) in
-napari, without segmenting, embedding or mapping again; ``--screenshot FILE`` saves the window instead."""
+"""View: open a saved session (a SESSION folder written by napari-reddino run or by Save session… in napari)
+in napari, without segmenting, embedding or mapping again. Needs napari's window: pip install
+'napari-reddino[gui]'.
+
+Writes nothing, except with --screenshot FILE:
+- FILE (e.g. shot.png): the napari window, and beside it shot_umap.png: the map
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,17 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser("view", help="open a saved session (or a 'run --out' folder) in napari, recomputing nothing",
                        description=__doc__)
-    p.add_argument("session", help="the session folder (holds session.json)")
+    p.add_argument("session", metavar="SESSION", help="the session folder (holds session.json)")
     p.add_argument("--screenshot", metavar="FILE", default=None,
                    help="save a screenshot of the napari window instead of keeping it open (needs an X display)")
     p.set_defaults(func=view)
 
 
 def view(args) -> int:
+    from napari_reddino.cli import require_gui
     from napari_reddino.session import read_session
 
+    require_gui("napari-reddino view")
     session = read_session(Path(args.session))  # every file read and checked before napari opens
     import napari
 
@@ -28,7 +35,7 @@ def view(args) -> int:
     if not args.screenshot:
         napari.run()
         return 0
-    from napari_reddino.cli.run import save_screenshot
+    from napari_reddino._widgets.window import save_screenshot
 
     written = save_screenshot(viewer, dock, Path(args.screenshot))
     if dock is not None:

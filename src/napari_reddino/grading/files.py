@@ -55,12 +55,12 @@ class RunFolder:
         return {n: p for n, p in paths.items() if p}
 
     def labels(self, name) -> np.ndarray | None:
-        import tifffile
+        from napari_reddino.formats import read_labels
 
         path = self.labels_file(name)
         try:
-            return None if path is None else tifffile.imread(path).astype(np.int32)
-        except (OSError, ValueError):
+            return None if path is None else read_labels(path)
+        except InputError:
             return None
 
     def load(self, name):
@@ -82,9 +82,10 @@ def read_annotation_rows(path) -> pd.DataFrame:
     no class of its own); checked as ``annotate.read_annotations`` checks it."""
     from napari_reddino.annotate import WHERE_COLUMNS, read_annotations
     from napari_reddino.cells import label_column
+    from napari_reddino.formats import with_current_names
 
     checked = read_annotations(path)
-    raw = pd.read_csv(path, dtype={"image": str, "class": str})
+    raw = with_current_names(pd.read_csv(path, dtype={"image": str, "class": str}))
     if "verified" not in raw.columns:  # None: the file says nothing of it (the cell table's state stands)
         return checked.assign(verified=None)
     for col in WHERE_COLUMNS:

@@ -184,35 +184,14 @@ def class_thumbnails(cells: pd.DataFrame, load, per_class: int = 8, size: int = 
 
 
 def umap_png(cells: pd.DataFrame) -> bytes | None:
-    """The cells' UMAP coordinates (``umap_x, umap_y`` or ``umap_1, umap_2``) coloured by class; None without."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from napari_reddino.annotate import default_classes
+    """The cells' map (``formats.umap_xy``) coloured by class; None without one."""
+    from napari_reddino.formats import class_colours, plot_umap, umap_xy
     from napari_reddino.report import final_class
 
-    cols = next((c for c in (("umap_x", "umap_y"), ("umap_1", "umap_2")) if set(c) <= set(cells.columns)), None)
-    if cols is None:
+    xy = umap_xy(cells)
+    keep = np.isfinite(xy).all(axis=1) if xy is not None else None
+    if keep is None or not keep.any():
         return None
-    xy = cells[list(cols)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    keep = np.isfinite(xy).all(axis=1)
-    if not keep.any():
-        return None
-    xy, cls = xy[keep], final_class(cells)[keep].replace("", NO_CLASS).to_numpy()
-    colours = {c.name: c.color for c in default_classes()}
-    fig, ax = plt.subplots(figsize=(6.5, 4.6), dpi=110)
-    size = max(2.0, min(14.0, 3000 / len(xy)))
-    names = sorted(set(cls), key=lambda n: (n == NO_CLASS, n))
-    for i, name in enumerate(names):
-        hit = cls == name
-        colour = colours.get(name, "#cccccc" if name == NO_CLASS else plt.cm.tab20(i % 20))
-        ax.scatter(xy[hit, 0], xy[hit, 1], s=size, color=colour, label=f"{name} ({hit.sum()})", linewidths=0)
-    ax.set(xlabel="UMAP 1", ylabel="UMAP 2")
-    ax.legend(fontsize=7, markerscale=max(1.0, 10 / size), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
+    plot_umap(xy[keep], final_class(cells)[keep].to_numpy(), buf, colours=class_colours(), none=NO_CLASS)
     return buf.getvalue()

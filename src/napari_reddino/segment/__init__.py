@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_reddino._progress import Progress, run
+from napari_reddino.progress import Progress, run
 from napari_reddino.images import InputError, channel_axis
 
 BACKENDS = ("learned", "threshold", "cellpose")

@@ -7,7 +7,7 @@
 - The network is built once per (weights, device, dtype) and kept.
 - The network output (flows and cell probability) is kept for the last few images, so changing the flow
   or cell-probability threshold only re-runs ``cellpose.dynamics``, not the network.
-- bf16 only where the hardware runs it natively (see ``napari_reddino.models.resolve_precision``).
+- bf16 only where the hardware runs it natively (see ``napari_reddino.runtime.resolve_precision``).
 - Weights are tensors only: cellpose reads the file with ``torch.load``, once without ``weights_only``
   (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would let a crafted file run code); every load it does for us
   runs with tensors-only loading forced, and a file that needs more is refused.
@@ -50,14 +50,14 @@ def known_model_names() -> list[str]:
 
 
 def _offline() -> bool:
-    from napari_reddino.models import is_offline
+    from napari_reddino.runtime import is_offline
 
     return is_offline()
 
 
 def resolve_weights(model: str | None = None, weights=None, download: bool = False) -> Path:
     """The weights file to load: ``weights`` (a path) if given, else the named cellpose model's file."""
-    from napari_reddino._progress import run
+    from napari_reddino.progress import run
 
     return run(iter_resolve_weights(model, weights, download))
 
@@ -98,7 +98,7 @@ def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20, key
     no weights behind."""
     import urllib.request
 
-    from napari_reddino._progress import Progress
+    from napari_reddino.progress import Progress
     from napari_reddino.pins import check_or_record
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def _iter_download(url: str, path: Path, message: str, chunk: int = 1 << 20, key
 def _check_precision(dtype, device: str):
     import torch
 
-    from napari_reddino.models import cpu_supports_bf16
+    from napari_reddino.runtime import cpu_supports_bf16
 
     if dtype == torch.bfloat16:
         ok = (device == "cpu" and cpu_supports_bf16()) or (
@@ -215,7 +215,7 @@ class CellposeSegmenter:
 def get_segmenter(model: str | None = None, weights=None, device="auto", precision="auto",
                   download: bool = False) -> CellposeSegmenter:
     """The cached :class:`CellposeSegmenter` for these weights, device and dtype (built on first use)."""
-    from napari_reddino.models import resolve_device, resolve_precision
+    from napari_reddino.runtime import resolve_device, resolve_precision
 
     path = resolve_weights(model, weights, download=download).resolve()
     device = resolve_device(device)

@@ -36,7 +36,7 @@ CHANNELS = (16, 32, 64)
 def build_unet(channels=CHANNELS):
     """A U-Net with one level per entry of ``channels`` (the last is the bottom): 3 OD channels in, 1 out
     (the centre logit). Layer names ``enc1.. mid up*/dec* head`` do not depend on the depth."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
 
     torch = import_torch()
     nn = torch.nn
@@ -76,7 +76,7 @@ _CACHE: dict = {}
 
 def load_segmenter(weights=None):
     """The U-Net with ``weights`` (default: the shipped file), in eval mode; built once per file."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
 
     torch = import_torch()  # before safetensors.torch imports torch (triton hidden inside napari)
     from safetensors.torch import load_file
@@ -104,7 +104,7 @@ def load_segmenter(weights=None):
 def fold_batch_norm(net):
     """``net`` (in eval mode) with each batch norm folded into the convolution before it: the same output,
     about a tenth faster on a CPU."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
 
     torch = import_torch()
     nn = torch.nn
@@ -143,7 +143,7 @@ def network_input(rgb: np.ndarray, background) -> np.ndarray:
 
 def centre_probability(net, x: np.ndarray) -> np.ndarray:
     """Per-pixel centre probability for a (3, H, W) input (padded to a multiple of the network's stride)."""
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
 
     torch = import_torch()
     _, h, w = x.shape

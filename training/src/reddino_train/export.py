@@ -21,22 +21,13 @@ def teacher_backbone(run_dir):
     state = load_checkpoint(run_dir)["teacher"]
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     mc = cfg["model"]
-    size = int(mc["img_size"])
-    embed_dim = backbone["cls_token"].shape[-1]
-    depth = 1 + max(int(k.split(".")[1]) for k in backbone if k.startswith("blocks."))
-    num_heads = mc.get("num_heads") or {384: 6, 768: 12, 1024: 16, 1536: 24}.get(embed_dim)
-    arch = mc["arch"]  # all vit_*_patch14_dinov2 share one class; the dimensions come from the weights
-    mlp_ratio = backbone["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-    from napari_reddino.models import create_model
+    from napari_reddino.models import model_from_weights
 
-    model = create_model(arch, img_size=size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                         mlp_ratio=mlp_ratio)
-    try:
-        model.load_state_dict(backbone)
-    except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), "")[:160]
+    try:  # the plugin's builder: the dimensions come from the tensors, as for any checkpoint the plugin loads
+        model = model_from_weights(backbone, mc["arch"], mc.get("num_heads"), source=CHECKPOINT)
+    except InputError as exc:
         raise InputError(f"Received run folder {str(run_dir)!r} whose config.yaml does not describe its checkpoint "
-                         f"({detail}); accepted: the run folder as `reddino-train train` left it.") from None
+                         f"({str(exc)[:200]}); accepted: the run folder as `reddino-train train` left it.") from None
     model.pretrained_cfg = dict(model.pretrained_cfg, tag="reddino-train")  # not timm's LVD-142M weights
     if str(mc.get("init") or "scratch") == "scratch":  # timm's licence entry is DINOv2's; none of its weights used
         model.pretrained_cfg.pop("license", None)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from napari_reddino.images import IMAGE_SUFFIXES, InputError, read_image
-from reddino_train.eval.datasets import CHULA_CLASSES
+from napari_reddino.chula import CLASSES as CHULA_CLASSES
 
 
 @dataclass

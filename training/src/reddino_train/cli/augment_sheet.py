@@ -6,13 +6,14 @@ from __future__ import annotations
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "augment-sheet", help="write a contact sheet PNG of augmented training samples",
-        description="Draw N samples of a training set, augment them as training would and write the crops "
-                    "(denormalised, captioned with the transforms that fired) to one PNG.")
+        description="Draw N samples of a training set and augment them as training would.\n\n"
+                    "Writes the --out PNG: the crops (denormalised, captioned with the transforms that fired), "
+                    "a row per sample.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="training config name or YAML file: its augmentation, crop sizes and "
                                       "number of local crops")
     src.add_argument("--augmentation", help="augmentation name (reddino, dinov2) or YAML file")
-    p.add_argument("--data", required=True, help="training set folder (made by `reddino-train prepare`)")
+    p.add_argument("--data", required=True, help="training set folder (made by reddino-train prepare)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=8, help="number of samples (rows), default 8")
     p.add_argument("--global-size", type=int, default=None, help="global crop size (default: config's, or 224)")

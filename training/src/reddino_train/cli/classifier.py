@@ -12,9 +12,15 @@ def add_parser(subparsers) -> None:
         description="Segment every labelled Chula-RBC-12 image with the default segmenter, match each labelled "
                     "centre to its mask, measure morphology and embed the cells with --model, score each "
                     "feature set with 5 folds grouped by image (with and without elliptocytes), then fit on all "
-                    "cells and write classifier.json, morphology.npz, embedding+morphology.npz, cv.json and "
-                    "CARD.md into --out.",
-        epilog="example: reddino-train classifier --data ../shared/data/chula-rbc-12 --cache-dir runs/clf-cache "
+                    "cells.\n\n"
+                    "Writes, into the --out folder:\n"
+                    "- morphology.npz, embedding+morphology.npz: the two classifiers (arrays only)\n"
+                    "- classifier.json: which is which, their features, temperature and scores\n"
+                    "- cv.json: the cross-validation results\n"
+                    "- CARD.md: the classifier's card\n"
+                    "and the segmentations and embeddings into --cache-dir (reused by later runs).",
+        epilog="example:\n"
+               "  reddino-train classifier --data ../shared/data/chula-rbc-12 --cache-dir runs/clf-cache "
                "--out src/napari_reddino/classifier")
     p.add_argument("--data", required=True, help="Chula-RBC-12 folder (images/, labels/<id>.txt 'x y class')")
     p.add_argument("--out", required=True, help="folder to write the classifier files into")
@@ -38,7 +44,7 @@ def run(args) -> int:
 
     import torch
 
-    from napari_reddino.annotate import CHULA_CLASSES
+    from napari_reddino.chula import CLASSES
     from napari_reddino.classifier import model_sha256
     from napari_reddino.images import InputError
     from napari_reddino.models import load_model
@@ -67,7 +73,7 @@ def run(args) -> int:
                        seed=args.seed, **fit_kw)
     command = "reddino-train classifier " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "classifier" else ""
-    names = {"classes": [c.name for c in CHULA_CLASSES], "data": Path(args.data).name}
+    names = {"classes": list(CLASSES), "data": Path(args.data).name}
     info = {"spec": args.model, "sha256": sha, "dim": int(lc.embeddings.shape[1])}
     for p in write_classifier(out, lc, info, results, fit_kw, names, command):
         print(f"wrote {p}")

@@ -13,7 +13,13 @@ def add_parser(subparsers) -> None:
         "eval", help="linear probe and kNN on frozen features of labelled cells, with baselines",
         description="Extract CLS features of labelled cells and score them with the RedDino paper's protocol "
                     "(linear probe, 1-NN, 20-NN; accuracy, balanced accuracy, weighted F1 over folds), next to "
-                    "a random-init model of the same architecture and handcrafted morphology+colour features.")
+                    "a random-init model of the same architecture and handcrafted morphology+colour features.\n\n"
+                    "Writes, into the --out folder:\n"
+                    "- results.csv: a row per model, protocol, classifier and metric (mean and std over folds)\n"
+                    "- results.md: the summary table\n"
+                    "- confusion.png: a confusion matrix per model (the first classifier and protocol)\n"
+                    "- umap.png: the cells' features mapped by UMAP, coloured by class (not with --no-umap)\n"
+                    "and, with --cache-dir, the extracted features and scores there (reused by later runs).")
     p.add_argument("--model", required=True, help="model spec: demo, local-dir:PATH, hf-hub:Snarcy/RedDino-small|"
                                                   "base|large (needs --download the first time), checkpoint file")
     p.add_argument("--dataset", required=True, help="chula:PATH | folder:PATH | csv:FILE")

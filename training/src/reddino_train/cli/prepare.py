@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_reddino._progress import run as run_progress
+from napari_reddino.progress import run as run_progress
 from napari_reddino.segment import BACKENDS as CELL_BACKENDS
 
 
@@ -10,8 +10,12 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare", help="build a training set of patches and/or cell crops from folders of smear images",
         description="Cut smear images into non-overlapping patches (background patches dropped) and/or "
-                    "single-cell crops from the plugin's segmentation; write them as PNG with a manifest.csv "
-                    "(source, image, kind, box, label, class of every sample). Each SRC is one source dataset.")
+                    "single-cell crops from the plugin's segmentation. Each SRC is one source dataset.\n\n"
+                    "Writes, into the --out folder:\n"
+                    "- patches/*.png, cells/*.png: the samples\n"
+                    "- manifest.csv: source, image, kind, box, label and class of every sample (with --append, "
+                    "added to the one there)\n"
+                    "- failed.csv, when an input could not be read: those inputs and why")
     p.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder (manifest.csv, patches/, cells/)")
     p.add_argument("--patches", action="store_true", help="cut patches (the default when --cells is not given)")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "segmenter", help="train the learned segmenter (napari-reddino --backend learned) on labelled smears",
+        "segmenter", help="train the learned segmenter (napari-reddino's default backend) on labelled smears",
         description="Measure each training image as the plugin does (stain, red-cell diameter), resize it so a "
                     "red cell is 24 px across and fit the U-Net to find the labelled red- and white-cell "
                     "centres. Training images: the odd-index images of each labelled source under --data "
-                    "(the segmentation benchmark scores the even ones).",
-        epilog="example: reddino-train segmenter --data ../shared/data --threads 2 --out "
+                    "(the segmentation benchmark scores the even ones).\n\n"
+                    "Writes the --out file: the U-Net's weights (safetensors), which napari-reddino segment "
+                    "--backend learned reads with --weights.",
+        epilog="example:\n"
+               "  reddino-train segmenter --data ../shared/data --threads 2 --out "
                "src/napari_reddino/segment/segmenter.safetensors")
     p.add_argument("--data", default=None, help="data folder with chula-rbc-12, bccd, txl-pbc (any of them)")
     p.add_argument("--sources", default="chula,bccd,pbc,raabin", help="comma-separated (default: all four)")

@@ -9,13 +9,21 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a ViT with DINOv2 + the RedDino recipe",
-        description="Train student/teacher ViTs on a folder made by `reddino-train prepare`. Multi-GPU/multi-node: "
-                    "torchrun --nproc_per_node N -m reddino_train.cli train ...",
-        epilog="example: reddino-train train --config cpu_tiny --data prepared/ --out runs/tiny optim.epochs=5")
+        description="Train student/teacher ViTs on a folder made by reddino-train prepare. On several GPUs or "
+                    "nodes, run it under torchrun (below).\n\n"
+                    "Writes, into the --out run folder:\n"
+                    "- config.yaml: the full config (--resume reads it)\n"
+                    "- metrics.csv: a row per step (losses, schedules, speed; kNN accuracy when monitored)\n"
+                    "- checkpoint.pt: student, teacher and optimiser state, every --checkpoint-every steps, at the "
+                    "end and when stopped (Ctrl-C, SIGTERM)",
+        epilog="examples:\n"
+               "  reddino-train train --config cpu_tiny --data prepared/ --out runs/tiny optim.epochs=5\n"
+               "  torchrun --nproc_per_node 8 -m reddino_train.cli train --config reddino_vits14 --data prepared/ "
+               "--out runs/s")
     p.add_argument("--config", default="cpu_tiny",
                    help="config name in reddino_train/configs (cpu_tiny, reddino_vits14, reddino_vitb14, "
                         "reddino_vitl14) or a YAML file (default: cpu_tiny)")
-    p.add_argument("--data", required=True, help="training set folder (manifest.csv + images) from `prepare`")
+    p.add_argument("--data", required=True, help="training set folder (manifest.csv + images) from reddino-train prepare")
     p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.csv, checkpoint.pt")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, dotted keys, YAML values (e.g. loss.koleo_weight=0.1 crops.n_local=8)")

@@ -16,9 +16,8 @@ import warnings
 import numpy as np
 
 from napari_reddino.images import InputError, to_rgb_uint8
+from napari_reddino.models import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 COMPOSES = ("SomeOf", "OneOf", "Sequential", "OneOrOther", "Compose")
 INTERPOLATIONS = {"nearest": 0, "linear": 1, "cubic": 2, "area": 3, "lanczos4": 4, "linear_exact": 5,
                   "nearest_exact": 6}  # cv2.INTER_* values

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino.atomic import atomic_path
 from napari_reddino.cells import padded_crop
 from napari_reddino.images import InputError, expand_inputs, read_image

@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from napari_reddino.sample_data import read_chula_centres
+from napari_reddino.chula import read_centres
 
 SOURCES = ("chula", "bccd", "pbc", "raabin")
 TXL_CLASSES = ("wbc", "rbc", "platelet")
@@ -20,7 +20,7 @@ TXL_CLASSES = ("wbc", "rbc", "platelet")
 
 def chula_items(root: Path):
     for lf in sorted((root / "labels").glob("*.txt"), key=lambda p: int(p.stem)):
-        centres, _ = read_chula_centres(lf)
+        centres, _ = read_centres(lf)
         if len(centres):
             yield root / "images" / f"{lf.stem}.jpg", {"rbc": centres}, None
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_reddino.cells import padded_crop
+from napari_reddino.chula import CLASSES as CHULA_CLASSES
+from napari_reddino.chula import folders, read_centres
 from napari_reddino.images import IMAGE_SUFFIXES, InputError, read_image
 
-CHULA_CLASSES = ["normal cell", "macrocyte", "microcyte", "spherocyte", "target cell", "stomatocyte",
-                 "ovalocyte", "teardrop", "burr cell", "schistocyte", "uncategorised", "hypochromia",
-                 "elliptocyte"]
 ACCEPTED = "chula:PATH (images/ + labels/<id>.txt 'x y class', or the upstream Dataset/ + Label/), folder:PATH (one sub-folder of crops per " \
            "class) or csv:FILE (columns image, x, y or x0, y0, x1, y1, class, optional source)"
 
@@ -66,21 +65,18 @@ def centre_crop(rgb, x, y, size: int) -> np.ndarray:
 
 
 def load_chula(root: Path, crop_size: int) -> CellSet:
-    # images/ + labels/ (../shared/data) or Dataset/ + Label/ (a clone of Chula-PIC-Lab/Chula-RBC-12-Dataset)
-    images, labels = next(((root / i, root / l) for i, l in (("images", "labels"), ("Dataset", "Label"))
-                           if (root / i).is_dir() and (root / l).is_dir()), (root / "images", root / "labels"))
+    images, labels = folders(root)
     if not images.is_dir() or not labels.is_dir():
         raise InputError(f"Received chula:{root}, which has no images/ and labels/ folders; accepted: {ACCEPTED}.")
     by_stem = {p.stem: p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     crops, ys, groups, thr = [], [], [], []
     for lab in sorted(labels.glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
-        rows = [ln.split() for ln in lab.read_text().splitlines() if ln.strip()]
-        if not rows or lab.stem not in by_stem:
+        centres, classes = read_centres(lab)
+        if not len(centres) or lab.stem not in by_stem:
             continue  # an empty label file says nothing about the cells in its image
         rgb = read_image(by_stem[lab.stem])
         t = image_threshold(rgb)
-        for row in rows:
-            x, y, c = float(row[0]), float(row[1]), int(row[2])
+        for (y, x), c in zip(centres, classes.tolist()):
             if not 0 <= c < len(CHULA_CLASSES):
                 raise InputError(f"Received class {c} in {lab}; accepted: Chula class ids 0-12.")
             crops.append(centre_crop(rgb, x, y, crop_size))

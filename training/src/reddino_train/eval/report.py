@@ -78,21 +78,21 @@ def plot_confusions(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: l
 
 def plot_umap(panels: list[tuple[str, np.ndarray]], y: np.ndarray, classes: list[str], path: Path,
               seed: int = 0) -> Path:
-    """UMAP (defaults, as in the paper) of each feature set, coloured by class with tab20."""
+    """UMAP (defaults, as in the paper) of each feature set, coloured by class (the plugin's map:
+    ``formats.scatter_groups``, in the dock's class colours)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import umap
 
-    cmap = plt.get_cmap("tab20")
+    from napari_reddino.formats import class_colours, scatter_groups
+
+    names = np.asarray(classes, dtype=object)[np.asarray(y)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.2), squeeze=False)
     for ax, (title, X) in zip(axes[0], panels):
         emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(X, dtype=np.float32))
-        for c in np.unique(y):
-            sel = y == c
-            ax.scatter(emb[sel, 0], emb[sel, 1], s=2, color=cmap(int(c) % 20), label=classes[c], alpha=0.7,
-                       linewidths=0)
+        scatter_groups(ax, emb, names, class_colours(), size=2)
         ax.set_title(title, fontsize=9), ax.set_xticks([]), ax.set_yticks([])
     axes[0][-1].legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()

@@ -17,7 +17,7 @@ def train_segmenter(fields_by_source: dict, out, steps=2000, batch=16, size=96, 
     """Train on ``{source: [field, ...]}``; writes ``out`` (safetensors) and returns the last loss."""
     from safetensors.torch import save_file
 
-    from napari_reddino._torch_runtime import import_torch
+    from napari_reddino.runtime import import_torch
     from napari_reddino.segment.learned import CHANNELS, build_unet
 
     from .fields import random_crop

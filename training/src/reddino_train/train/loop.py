@@ -29,7 +29,7 @@ from .schedules import Schedules
 def autocast_dtype(precision: str, device: torch.device):
     if str(precision).lower() == "fp16":
         return torch.float16
-    from napari_reddino.models import resolve_precision
+    from napari_reddino.runtime import resolve_precision
 
     return resolve_precision(precision, device.type)
 

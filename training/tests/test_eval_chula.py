@@ -16,7 +16,7 @@ def chula(shared_data):
 
 def test_every_labelled_cell_is_read(chula):
     assert len(chula) == 16537  # the README's count
-    assert chula.counts()["elliptocyte"] == 793 and chula.counts()["normal cell"] == 4636
+    assert chula.counts()["elliptocyte"] == 793 and chula.counts()["normal"] == 4636
     ellipto_images = {int(g) for g in np.unique(chula.groups[chula.y == 12])}
     assert min(ellipto_images) >= 707 and max(ellipto_images) <= 738  # the acquisition-batch trap
 

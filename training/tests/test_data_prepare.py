@@ -13,7 +13,7 @@ from reddino_train.cli import main
 from reddino_train.data import prepare as prep
 from reddino_train.data.dataset import SmearDataset
 from reddino_train.data.prepare import iter_prepare
-from napari_reddino._progress import run
+from napari_reddino.progress import run
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,71 @@
-"""Tiny training set-ups: a prepared-style folder of small synthetic smears and a config with a 42 px, 32-d ViT."""
+"""reddino-train's fixtures, so that `pytest training/tests` runs alone (nothing here touches the network):
+tiny training set-ups (a prepared-style folder of small synthetic smears, a config with a 42 px, 32-d ViT) and
+the few general ones it shares with the plugin's tests/conftest.py."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
+os.environ.setdefault("NAPARI_REDDINO_WARM_UMAP", "0")  # no background UMAP compile
+
+SHARED_DATA = Path(os.environ.get("NAPARI_REDDINO_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def own_pin_file(tmp_path_factory, monkeypatch):
+    """Downloads record their pins in a file of the test's own, never in the user's ~/.napari-reddino."""
+    monkeypatch.setenv("NAPARI_REDDINO_PINS", str(tmp_path_factory.mktemp("pins") / "pins.json"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it are skipped when it is absent."""
+    if not (SHARED_DATA / "chula-rbc-12").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA.resolve()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """A small random-init DINOv2-architecture ViT (patch 14, 56 px, 64-d) built with timm."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=64,
+                              depth=2, num_heads=2, num_classes=0)
+    return model.eval()
+
+
+@pytest.fixture
+def run_killed():
+    """``run_killed(code, **names)``: run ``code`` in a fresh Python that kills itself with SIGKILL (no cleanup,
+    no ``finally``) where it calls ``die()``; the names are passed as strings. Returns the exit status (-9)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    def run(code: str, **names) -> int:
+        prelude = "import os, signal\ndef die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+        assigns = "".join(f"{k} = {str(v)!r}\n" for k, v in names.items())
+        proc = subprocess.run([sys.executable, "-c", prelude + assigns + textwrap.dedent(code)],
+                              capture_output=True, text=True, timeout=120)
+        return proc.returncode
+
+    return run
+
 
 TINY = {  # 42 px = a 3x3 patch grid; blocks of 1+ patches so that iBOT masks fit it
     "masking": {"min_num_patches": 1},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from napari_reddino._progress import run
+from napari_reddino.progress import run
 from reddino_train.cli import main
 from reddino_train.config import resolve_augmentation
 from reddino_train.data.augment import build_augmentation

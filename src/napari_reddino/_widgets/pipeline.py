@@ -168,10 +168,8 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
     _, dock = viewer.window.add_plugin_dock_widget("napari-reddino", ANNOTATION_DOCK)
     if project_folder is not None:
         dock.project.value = str(project_folder)
-    yield
-    if dock.canvas is None:  # the map's canvas (a napari viewer of its own) in a slice of its own
+    if dock.canvas is None:  # the map's canvas, made before the dock is first shown: the two are laid out together
         dock._ensure_canvas()
-        yield
     dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
     return dock  # the map starts from the predictions in the cells' tables (the shipped classifier's, a session's)
 

@@ -154,3 +154,25 @@ def test_the_dock_runs_the_model_on_the_gpu_when_there_is_one(viewer_with_cells,
     widget.model_path.value = f"local-dir:{model_dir}"
     run_and_wait(widget, qtbot)
     assert asked == ["auto"] and viewer.layers["smear cells"].metadata.get("reddino")
+
+
+def test_the_smear_shows_the_predictions_once_the_features_are_made(viewer_with_cells, model_dir, qtbot):
+    """A smear drawn by the segment dock: after the features (and the shipped classifier's predictions) its red
+    cells' outlines take their predicted class's faded colour, as after the pipeline."""
+    import napari_reddino._widgets.embed as dock
+    from napari_reddino._widgets.smear_link import draw_cells, outline_colours
+    from napari_reddino.annotate import default_classes
+
+    viewer, _, _ = viewer_with_cells
+    layer = viewer.layers["smear cells"]
+    draw_cells(viewer, layer)  # as the segment dock leaves it
+    widget = dock.EmbedWidget(viewer)
+    widget.model_choice.value = dock.OTHER
+    widget.model_path.value = f"local-dir:{model_dir}"
+    run_and_wait(widget, qtbot)
+    features = layer.features
+    red = features.loc[features["prediction"].fillna("") != "", "label"].to_numpy()
+    assert len(red)
+    want = outline_colours(features, default_classes())
+    got = np.array([layer.colormap.map(np.array([lbl]))[0] for lbl in red])
+    np.testing.assert_allclose(got, np.array([want[lbl] for lbl in red]), atol=1e-3)

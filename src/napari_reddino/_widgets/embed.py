@@ -160,6 +160,7 @@ class EmbedWidget(StepWidget):
         return job, table, emb
 
     def show(self, result) -> None:
+        from napari_reddino._widgets.smear_link import recolour_cells
         from napari_reddino.style import with_label_index
 
         job, table, emb = result
@@ -176,6 +177,7 @@ class EmbedWidget(StepWidget):
         layer.features = with_label_index(features)  # hovering cell k shows cell k's row
         layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
                                      "model": job["spec"], "image": job["image_name"]}
+        recolour_cells(self.viewer, layer, only_if_drawn=True)  # the shipped classifier's predictions shown (faded) on the smear
         left = f" ({job['left_out']})" if job["left_out"] else ""
         note = f". {job['note']}" if job.get("note") else ""
         show_info(f"{self.title}: {len(table)} cells × {emb.shape[1]} features on {layer.name!r}{left}{note}")

@@ -206,6 +206,23 @@ def recolour_in_place(layer, colors: dict) -> bool:
     return True
 
 
+def recolour_cells(viewer, layer, classes=None, only_if_drawn: bool = False) -> None:
+    """A cells layer after the classes or predictions in its features changed: the changed cells recoloured
+    in place and the legend recounted (no redraw of the smear) where napari allows, else drawn anew; with
+    ``only_if_drawn``, a Labels layer the plugin never drew as outlines (the user's own) is left as it looks."""
+    from napari_reddino.annotate import default_classes
+
+    classes = list(classes) if classes is not None else default_classes()
+    features = layer.features
+    if "label" not in features.columns:
+        return
+    if recolour_in_place(layer, outline_colours(features, classes)):
+        if not _recount_legend(viewer, layer, features, classes):  # the outlines and marks stay
+            _draw_legend(viewer, layer, features, classes)
+    elif not only_if_drawn or getattr(layer, "contour", 0) == style.CONTOUR_WIDTH:  # outlines the plugin drew
+        draw_cells(viewer, layer, classes)  # sets the colours with a redraw of the outlines
+
+
 def _draw_marks(viewer, layer, features) -> None:
     marks = style.object_marks(features)
     ring = float(np.median(marks["size"])) if len(marks) else 0.0  # a typical ring's size
@@ -495,12 +512,7 @@ class SmearLink:
             values[has] = self._cells[col][take]
             features[col] = values.astype(np.float32) if col == "confidence" else values
         layer.features = features
-        classes = self._cells["classes"]
-        if recolour_in_place(layer, outline_colours(features, classes)):
-            if not _recount_legend(self.viewer, layer, features, classes):  # the outlines and marks stay
-                _draw_legend(self.viewer, layer, features, classes)
-        else:
-            draw_cells(self.viewer, layer, classes)  # sets the colours with a redraw of the outlines
+        recolour_cells(self.viewer, layer, self._cells["classes"])
 
     # --- smear -> rows ----------------------------------------------------------------------------
     def row_at(self, position) -> int | None:

@@ -177,3 +177,18 @@ def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot, m
     qtbot.waitUntil(lambda: gallery.knn_worker is None and gallery.second is not None, timeout=60_000)
     assert gallery.second[odd] == "normal"
     assert gallery.queue.tolist() == [odd] and "1 to verify" in gallery.status.text()
+
+
+def test_thumbnails_and_scroll_bar_have_windows_of_their_own_docked_and_floating(make_napari_viewer, qtbot):
+    """Their repaints are then flushed alone, not composed with napari's OpenGL canvases
+    (benchmarks/results_gallery.md); floating the dock and docking it back keeps them."""
+    viewer = make_napari_viewer(show=True)
+    dock, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    main = viewer.window._qt_window.windowHandle()
+    for floating in (False, True, False):
+        dock.setFloating(floating)
+        qtbot.waitUntil(lambda: gallery.view.viewport().isVisible())
+        for widget in (gallery.view.viewport(), gallery.view.verticalScrollBar()):
+            handle = widget.windowHandle()
+            assert handle is not None and handle is not main
+        assert gallery.view.viewport().windowHandle().isExposed()

@@ -142,8 +142,8 @@ class CellView(QListView):
         self.setMinimumHeight(2 * (THUMB + 2 * PAD) + 8)
         if NATIVE:
             # Docked, every repaint of a plain widget makes Qt compose napari's whole window, whose canvases
-            # are OpenGL widgets: 35-45 ms a frame in software OpenGL. Native windows are flushed on their own
-            # (under 1 ms): scrolling docked 15-28 -> 50-55 frames a second (benchmarks/results_gallery.md).
+            # are OpenGL widgets: 35-47 ms a frame in software OpenGL. Native windows are composed on their
+            # own: docked scrolling 27 -> 38 frames a second (benchmarks/results_gallery.md).
             for widget in (self.viewport(), self.verticalScrollBar()):
                 widget.setAttribute(Qt.WidgetAttribute.WA_NativeWindow)
 

@@ -1,7 +1,10 @@
 """The verification gallery with 5,000 cells: filling it, scrolling it top to bottom and back, selecting,
 and a key press, each with the longest gap of napari's event loop; writes results_gallery.md.
 
-    OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/bench_gallery.py
+    OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/bench_gallery.py [--plain]
+
+``--plain``: the thumbnails and scroll bar as plain widgets, as before they had native windows of their own
+(``gallery_view.NATIVE``); its table is appended to the file, to compare with a run without it just before.
 
 Five synthetic 2000x2000 smears (``sample_data.synthetic_smear``, seeds 0-4: about 1,000 cells each, their
 true masks), random 384-d features and random map coordinates (no model, no UMAP: the gallery is what is
@@ -100,7 +103,18 @@ def count_gallery_time(gallery, sw) -> None:
         setattr(gallery, name, timed)
 
 
-def main() -> None:
+def repaint_ms(view) -> str:
+    """A synchronous repaint of the docked gallery's thumbnails, then of its scroll bar (paint and flush)."""
+    out = []
+    for widget in (view.viewport(), view.verticalScrollBar()):
+        t = time.perf_counter()
+        for _ in range(20):
+            widget.repaint()
+        out.append(f"{1000 * (time.perf_counter() - t) / 20:.1f}")
+    return " and ".join(out)
+
+
+def main(plain: bool = False) -> None:
     import napari
     import napari_reddino.annotate as annotate
     from bench_gui_stalls import Stopwatch
@@ -108,6 +122,7 @@ def main() -> None:
     from napari_reddino._widgets import gallery_view as gallery_module
 
     os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
+    gallery_module.NATIVE = not plain
     annotate.FALLBACK_FOLDER = Path(tempfile.mkdtemp())  # never the user's home
     load = os.getloadavg()
     viewer = napari.Viewer(show=True)
@@ -129,6 +144,7 @@ def main() -> None:
     sw.measure("predictions set (the gallery regroups and sorts)", lambda: dock.state.set_predictions(pred, conf))
     gallery.parentWidget().raise_()
     settle(gallery.view)
+    repaint = repaint_ms(gallery.view)
     made = {"n": 0}
     original = gallery_module.CellModel.thumbnail
 
@@ -171,19 +187,22 @@ def main() -> None:
     info = {"cells": n, "load": f"{load[0]:.1f} (1 min), {load[1]:.1f} (5 min)",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "viewport": f"{view.viewport().width()}x{view.viewport().height()} px, {per_row} thumbnails a row, "
-                        f"{rows_seen:.1f} rows in view"}
-    write(sw.rows, info)
+                        f"{rows_seen:.1f} rows in view", "repaint": repaint,
+            "native": "plain widgets (`--plain`)" if plain else "native windows of their own"}
+    write(sw.rows, info, append=plain)
     dock.close_canvas()
     viewer.close()
 
 
-def write(rows, info) -> None:
-    lines = ["# The verification gallery with 5,000 cells: longest event-loop gap per action", "",
-             "Command: `OMP_NUM_THREADS=1 xvfb-run -a -s \"-screen 0 1920x1080x24\" .venv/bin/python "
-             "benchmarks/bench_gallery.py`", "",
+def write(rows, info, append: bool = False) -> None:
+    head = (["", "## Before: plain widgets (`--plain`)"] if append else
+            ["# The verification gallery with 5,000 cells: longest event-loop gap per action"])
+    lines = head + ["", "Command: `OMP_NUM_THREADS=1 xvfb-run -a -s \"-screen 0 1920x1080x24\" .venv/bin/python "
+             f"benchmarks/bench_gallery.py{' --plain' if append else ''}`", "",
              f"{info['when']}, load average {info['load']} at the start, software OpenGL under Xvfb, "
              f"napari at 1920x1080; {info['cells']} cells on {SMEARS} synthetic {SHAPE[1]}x{SHAPE[0]} smears; "
-             f"gallery viewport {info['viewport']}.", "",
+             f"gallery viewport {info['viewport']}; thumbnails and scroll bar: {info['native']}, one repaint "
+             f"of each docked: {info['repaint']} ms.", "",
              "*gallery s*: the part of the wall time spent in the gallery's own code (filling, sorting, "
              "selecting; painting not included).", "",
              "| action | wall s | gallery s | longest gap ms | gaps >0.1 s | >0.5 s | scroll moves | thumbnails made |",
@@ -191,9 +210,10 @@ def write(rows, info) -> None:
     for r in rows:
         lines.append(f"| {r['action']} | {r['wall_s']:.2f} | {r['show_s']:.2f} | {r['gap_ms']:.0f} | {r['over_100ms']} | "
                      f"{r['over_500ms']} | {r.get('moves', '')} | {r.get('thumbnails_made', '')} |")
-    RESULTS.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    RESULTS.write_text(RESULTS.read_text() + text if append else text)
     print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
-    main()
+    main(plain="--plain" in sys.argv[1:])

@@ -13,6 +13,18 @@ from napari_reddino.annotate import read_annotations
 pytestmark = pytest.mark.gui
 
 
+@pytest.fixture(autouse=True)
+def own_settings(monkeypatch, tmp_path):
+    """The gallery's remembered settings in a file of the test's, never the user's."""
+    from qtpy.QtCore import QSettings
+
+    from napari_reddino._widgets import gallery
+
+    path = str(tmp_path / "settings.ini")
+    monkeypatch.setattr(gallery, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
+    return path
+
+
 @pytest.fixture
 def docks(make_napari_viewer, qtbot, tmp_path):
     """napari with two embedded smears, the gallery opened first, then the annotation dock's map."""
@@ -177,3 +189,41 @@ def test_a_knn_that_disagrees_puts_a_confident_cell_in_the_queue(docks, qtbot, m
     qtbot.waitUntil(lambda: gallery.knn_worker is None and gallery.second is not None, timeout=60_000)
     assert gallery.second[odd] == "normal"
     assert gallery.queue.tolist() == [odd] and "1 to verify" in gallery.status.text()
+
+
+def test_thumbnails_and_scroll_bar_have_windows_of_their_own_docked_and_floating(make_napari_viewer, qtbot):
+    """Their repaints are then flushed alone, not composed with napari's OpenGL canvases
+    (benchmarks/results_gallery.md); floating the dock and docking it back keeps them."""
+    viewer = make_napari_viewer(show=True)
+    dock, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    main = viewer.window._qt_window.windowHandle()
+    for floating in (False, True, False):
+        dock.setFloating(floating)
+        qtbot.waitUntil(lambda: gallery.view.viewport().isVisible())
+        for widget in (gallery.view.viewport(), gallery.view.verticalScrollBar()):
+            handle = widget.windowHandle()
+            assert handle is not None and handle is not main
+        assert gallery.view.viewport().windowHandle().isExposed()
+
+
+def test_pop_out_floats_the_gallery_and_the_next_one_opens_floating(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    qtbot.waitUntil(lambda: gallery.isVisible())
+    assert not dock.isFloating() and not gallery.pop_button.isChecked()
+    qtbot.mouseClick(gallery.pop_button, Qt.MouseButton.LeftButton)
+    assert dock.isFloating() and gallery.pop_button.isChecked()
+    viewer.window.remove_dock_widget(dock)
+    dock, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    qtbot.waitUntil(lambda: dock.isFloating())
+    assert gallery.pop_button.isChecked()
+    qtbot.mouseClick(gallery.pop_button, Qt.MouseButton.LeftButton)
+    assert not dock.isFloating()
+    dock.setFloating(True)  # the dock's own title-bar button: the Pop out button follows
+    assert gallery.pop_button.isChecked()
+    dock.setFloating(False)
+    viewer.window.remove_dock_widget(dock)
+    _, gallery = viewer.window.add_plugin_dock_widget("napari-reddino", "5. Verification gallery")
+    qtbot.waitUntil(lambda: gallery.isVisible())
+    qtbot.wait(50)
+    assert not gallery.parentWidget().isFloating() and not gallery.pop_button.isChecked()

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QItemSelection, QItemSelectionModel
+from qtpy.QtCore import QItemSelection, QItemSelectionModel, QSettings, QTimer
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QComboBox, QDockWidget, QDoubleSpinBox, QGridLayout, QHBoxLayout, QPushButton, QWidget
 
 from napari_reddino import review, style
 from napari_reddino._widgets._common import notify_bad_input
@@ -25,6 +25,12 @@ from napari_reddino.images import InputError
 VIEW = 1.6  # a thumbnail's side, in the smear's median cell size: every cell of a smear at one magnification
 BACKGROUND = 40  # grey where a thumbnail reaches past the image's edge
 SHOW = {"all": "every cell", "unverified": "cells not verified", "queue": "the review queue"}
+FLOATING = "gallery/floating"  # remembered: the gallery opens in a window of its own
+
+
+def settings() -> QSettings:
+    """The user's Qt settings of napari-reddino (where the gallery remembers being popped out)."""
+    return QSettings("napari-reddino", "napari-reddino")
 
 
 class GalleryWidget(QWidget):
@@ -76,6 +82,11 @@ class GalleryWidget(QWidget):
         self.resort_button = QPushButton("Re-sort")
         self.resort_button.setToolTip("Put the cells back in their groups (a cell you gave another class stays "
                                       "where it is until then, so the gallery does not jump under you)")
+        self.pop_button = QPushButton("Pop out")
+        self.pop_button.setCheckable(True)
+        self.pop_button.setToolTip("Open the gallery in a window of its own, and next time too (click again to "
+                                   "dock it back). Without a graphics card it scrolls smoothly there: docked, "
+                                   "each frame also redraws napari's window")
         self.status = WrappedLabel("Compute the map in '4. Annotate' (or run the whole pipeline) to fill the "
                                    "gallery.", lines=2)
         self.model = CellModel(self)
@@ -94,6 +105,7 @@ class GalleryWidget(QWidget):
         self.verify_button.clicked.connect(self.verify)
         self.next_button.clicked.connect(self.next_uncertain)
         self.resort_button.clicked.connect(self.resort)
+        self.pop_button.clicked.connect(self.set_floating)
 
         grid = QGridLayout()
         grid.addWidget(self.show_box, 0, 0)
@@ -101,7 +113,10 @@ class GalleryWidget(QWidget):
         grid.addWidget(self.verify_button, 1, 0)
         grid.addWidget(self.next_button, 1, 1)
         grid.addWidget(self.threshold, 2, 0)
-        grid.addWidget(self.resort_button, 2, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.resort_button)
+        row.addWidget(self.pop_button)
+        grid.addLayout(row, 2, 1)
         layout = DockColumn(self)
         layout.addLayout(grid)
         layout.addWidget(self.status)
@@ -121,6 +136,25 @@ class GalleryWidget(QWidget):
         if not self._tabbed:
             self._tabbed = True
             join_reddino_tabs(self)
+            dock = self.parentWidget()
+            if isinstance(dock, QDockWidget):
+                dock.topLevelChanged.connect(self.pop_button.setChecked)
+                if settings().value(FLOATING, False, type=bool):
+                    QTimer.singleShot(0, lambda: self.set_floating(True))
+
+    def set_floating(self, on: bool) -> None:
+        """Float the gallery's dock in a window of its own (``on``) or dock it back; remembered."""
+        settings().setValue(FLOATING, bool(on))
+        dock = self.parentWidget()
+        if isinstance(dock, QDockWidget) and dock.isFloating() != bool(on):
+            dock.setFloating(bool(on))
+            if on and dock.screen() is not None:  # tall enough to browse, on the screen
+                screen = dock.screen().availableGeometry()
+                w, h = max(dock.width(), 460), min(max(dock.height(), 800), screen.height() - 40)
+                dock.resize(w, h)
+                dock.move(max(screen.left(), min(dock.x(), screen.right() - 20 - w)),
+                          max(screen.top(), min(dock.y(), screen.bottom() - 40 - h)))
+        self.pop_button.setChecked(bool(on))
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.verify_button, self.next_button, self.resort_button, self.show_box, self.class_box):

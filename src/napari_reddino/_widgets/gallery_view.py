@@ -18,6 +18,7 @@ THUMB = 72  # px, a thumbnail's side
 PAD = 3  # px around it, where the class colour is drawn
 CACHE = 1500  # thumbnails kept (a 1920x1080 screen shows about 150)
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
+NATIVE = True  # the thumbnails and their scroll bar in native windows of their own (see CellView)
 
 
 class CellModel(QAbstractListModel):
@@ -139,6 +140,12 @@ class CellView(QListView):
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.verticalScrollBar().setSingleStep(THUMB // 3)
         self.setMinimumHeight(2 * (THUMB + 2 * PAD) + 8)
+        if NATIVE:
+            # Docked, every repaint of a plain widget makes Qt compose napari's whole window, whose canvases
+            # are OpenGL widgets: 35-47 ms a frame in software OpenGL. Native windows are composed on their
+            # own: docked scrolling 27 -> 38 frames a second (benchmarks/results_gallery.md).
+            for widget in (self.viewport(), self.verticalScrollBar()):
+                widget.setAttribute(Qt.WidgetAttribute.WA_NativeWindow)
 
     def _action(self, event):
         key, mods = event.key(), event.modifiers()

@@ -35,6 +35,8 @@ def test_one_click_runs_the_chain_and_feeds_the_annotation_dock(make_napari_view
     assert list(red["labels"]) == list(cells.features["label"])
     fy, fx = pca.metadata["reddino_pca"]["factor"]  # enlarged so a red cell spans about 6 patches
     assert fy > 1.5 and pca.opacity == 0.5
+    # the same record as the PCA dock's layer (_widgets/layers.put_pca_layer): the background was left out
+    assert pca.metadata["reddino_pca"]["background"] == "black" and pca.metadata["reddino_pca"]["image"] == "smear"
     np.testing.assert_allclose(pca.scale, (0.5 * 14 / fy, 0.5 * 14 / fx))
     np.testing.assert_allclose(pca.translate, (0.5 * (14 / fy - 1) / 2, 0.5 * (14 / fx - 1) / 2))
     # the UMAP went to the annotation dock, one point per cell, and annotation works on it

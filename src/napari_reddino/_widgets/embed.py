@@ -160,6 +160,7 @@ class EmbedWidget(StepWidget):
         return job, table, emb
 
     def show(self, result) -> None:
+        from napari_reddino._widgets.layers import REDDINO, features_metadata
         from napari_reddino._widgets.smear_link import recolour_cells
         from napari_reddino.style import with_label_index
 
@@ -175,8 +176,7 @@ class EmbedWidget(StepWidget):
         if extra:
             features = features.merge(old[["label", *extra]].drop_duplicates("label"), on="label", how="left")
         layer.features = with_label_index(features)  # hovering cell k shows cell k's row
-        layer.metadata["reddino"] = {"embeddings": emb, "labels": table["label"].to_numpy(),
-                                     "model": job["spec"], "image": job["image_name"]}
+        layer.metadata[REDDINO] = features_metadata(emb, table["label"].to_numpy(), job["spec"], job["image_name"])
         recolour_cells(self.viewer, layer, only_if_drawn=True)  # the shipped classifier's predictions shown (faded) on the smear
         left = f" ({job['left_out']})" if job["left_out"] else ""
         note = f". {job['note']}" if job.get("note") else ""

@@ -10,7 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
-    TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data)
 from napari_reddino.images import InputError
 from napari_reddino.pca_resolution import MAX_FACTOR
 
@@ -110,9 +110,7 @@ class PCAWidget(StepWidget):
         return job, overlay
 
     def show(self, result) -> None:
-        from napari_reddino._widgets.smear_link import place_under_cells
-        from napari_reddino.pca import overlay_scale_translate
-        from napari_reddino.style import PCA_OPACITY, pca_layer_name
+        from napari_reddino._widgets.layers import put_pca_layer
 
         job, overlay = result
         if isinstance(overlay, Exception):
@@ -121,15 +119,6 @@ class PCAWidget(StepWidget):
         if overlay.note:
             show_info(f"PCA overlay of {job['name']!r}: {overlay.note}")
         self.last_fit = (job["spec"], overlay.fit)
-        scale, translate = overlay_scale_translate(overlay.patch, job["scale"], job["translate"],
-                                                   upsampled=overlay.upsampled, factor=overlay.factor)
-        data = np.round(overlay.rgb * 255).astype(np.uint8)
-        name = pca_layer_name(job["name"])
-        if name in self.viewer.layers and self.viewer.layers[name].data.shape[-1] != data.shape[-1]:
-            self.viewer.layers.remove(name)  # RGB <-> RGBA: a fresh layer, napari won't switch in place
-        layer = upsert_layer(self.viewer, name, "image", data, rgb=True, opacity=PCA_OPACITY, scale=scale,
-                             translate=translate, metadata={"reddino_pca": {
-                                 "model": job["spec"], "image": job["name"], "patch": overlay.patch,
-                                 "upsampled": overlay.upsampled, "background": job["background"],
-                                 "factor": overlay.factor}})
-        place_under_cells(self.viewer, layer)  # the cells' outlines stay on top of the overlay's colours
+        put_pca_layer(self.viewer, job["name"], overlay.rgb, model=job["spec"], patch=overlay.patch,
+                      upsampled=overlay.upsampled, factor=overlay.factor, scale=job["scale"],
+                      translate=job["translate"], background=job["background"])

@@ -111,10 +111,10 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
                            annotation_files=None):
     """``add_result_layers`` as a generator: it yields after each piece that takes the GUI thread a while
     (a layer made, the map), so that a dock's display runs in slices; returns the annotation dock."""
+    from napari_reddino._widgets.layers import REDDINO, features_metadata, put_pca_layer
     from napari_reddino._widgets.session import ANNOTATION_FILE
-    from napari_reddino._widgets.smear_link import cells_look, iter_draw_cells, place_under_cells
-    from napari_reddino.pca import overlay_scale_translate
-    from napari_reddino.style import PCA_OPACITY, cells_layer_name, pca_layer_name, with_label_index
+    from napari_reddino._widgets.smear_link import cells_look, iter_draw_cells
+    from napari_reddino.style import cells_layer_name, with_label_index
 
     cells_layers = []
     for s in result.smears:
@@ -129,8 +129,7 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
         if annotation_files and s.name in annotation_files:  # the annotation dock saves this image's work there
             metadata[ANNOTATION_FILE] = str(annotation_files[s.name])
         if s.embeddings is not None:
-            metadata["reddino"] = {"embeddings": s.embeddings, "labels": s.embedded,
-                                   "model": result.model, "image": s.name}
+            metadata[REDDINO] = features_metadata(s.embeddings, s.embedded, result.model, s.name)
         cells, look = None, (getattr(result, "looks", None) or {}).get(s.name)
         if s.labels is not None:
             features = look["features"] if look is not None else with_label_index(s.table)
@@ -144,18 +143,9 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
             if new:
                 cells.visible = True
                 yield
-        if s.pca is not None:
-            pca_scale, pca_translate = overlay_scale_translate(s.patch, scale, translate, upsampled=s.pca_upsampled,
-                                                               factor=s.pca_factor)
-            # made hidden: over the whole smear it hides the stain and the cells' outlines (tick its eye to see
-            # it, under the outlines); a re-run leaves it as the user set it
-            first = pca_layer_name(s.name) not in viewer.layers
-            pca = upsert_layer(viewer, pca_layer_name(s.name), "image",
-                               np.round(s.pca * 255).astype(np.uint8), rgb=True, opacity=PCA_OPACITY,
-                               scale=pca_scale, translate=pca_translate, **({"visible": False} if first else {}),
-                               metadata={"reddino_pca": {"model": result.model, "image": s.name, "patch": s.patch,
-                                                         "upsampled": s.pca_upsampled, "factor": s.pca_factor}})
-            place_under_cells(viewer, pca)  # the outlines stay on top of the overlay's colours
+        if s.pca is not None:  # made hidden: over the whole smear it hides the stain (tick its eye to see it)
+            put_pca_layer(viewer, s.name, s.pca, model=result.model, patch=s.patch, upsampled=s.pca_upsampled,
+                          factor=s.pca_factor, scale=scale, translate=translate, hidden_when_new=True)
             yield
         if cells is not None:
             yield from iter_draw_cells(viewer, cells, look=look)

@@ -1,0 +1,43 @@
+"""The layer contract, one home for the docks: what the plugin's layers carry and how a dock puts them into
+napari. Names: ``style.cells_layer_name`` / ``style.pca_layer_name``. A cells layer (Labels ``<image> cells``)
+carries the cell table as ``features`` and, once features are made, ``metadata["reddino"]``
+(:func:`features_metadata`; read back by ``embedding.layer_items``); a PCA layer (Image ``<image> PCA``)
+carries ``metadata["reddino_pca"]`` (:func:`put_pca_layer`; a saved session reads it back).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDDINO = "reddino"  # a cells layer's features: embeddings, the labels they belong to, model, image
+REDDINO_PCA = "reddino_pca"  # a PCA layer's model, image, patch, upsampled, background, factor
+
+
+def features_metadata(embeddings, labels, model, image: str) -> dict:
+    """What a cells layer's ``metadata["reddino"]`` holds once its cells have RedDino features."""
+    return {"embeddings": embeddings, "labels": np.asarray(labels), "model": model, "image": image}
+
+
+def put_pca_layer(viewer, image: str, rgb: np.ndarray, *, model, patch, upsampled: bool, factor, scale, translate,
+                  background: str = "black", hidden_when_new: bool = False):
+    """Add or update the PCA overlay of ``image`` (``rgb``: float in [0, 1], RGB or RGBA), under the cells'
+    outlines; ``hidden_when_new``: a new layer is made hidden (the pipeline's: over the whole smear it hides the
+    stain), a re-run leaves it as the user set it. Returns the layer."""
+    from napari_reddino._widgets._common import upsert_layer
+    from napari_reddino._widgets.smear_link import place_under_cells
+    from napari_reddino.pca import overlay_scale_translate
+    from napari_reddino.style import PCA_OPACITY, pca_layer_name
+
+    name = pca_layer_name(image)
+    data = np.round(np.asarray(rgb) * 255).astype(np.uint8)
+    if name in viewer.layers and viewer.layers[name].data.shape[-1] != data.shape[-1]:
+        viewer.layers.remove(name)  # RGB <-> RGBA: a fresh layer, napari won't switch in place
+    first = name not in viewer.layers
+    pca_scale, pca_translate = overlay_scale_translate(patch, scale, translate, upsampled=upsampled, factor=factor)
+    layer = upsert_layer(viewer, name, "image", data, rgb=True, opacity=PCA_OPACITY, scale=pca_scale,
+                         translate=pca_translate, **({"visible": False} if first and hidden_when_new else {}),
+                         metadata={REDDINO_PCA: {"model": model, "image": image, "patch": patch,
+                                                 "upsampled": upsampled, "background": background,
+                                                 "factor": factor}})
+    place_under_cells(viewer, layer)  # the cells' outlines stay on top of the overlay's colours
+    return layer

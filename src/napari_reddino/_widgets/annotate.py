@@ -21,6 +21,7 @@ from napari_reddino._widgets._common import (
 )
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.dock_layout import fit_rows
+from napari_reddino._widgets.layers import cells_features
 from napari_reddino._widgets.annotation_state import AnnotationState
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.annotate import default_classes
@@ -108,7 +109,7 @@ class AnnotationWidget(StepWidget):
 
     def _embedded_layers(self, *_):
         return [la.name for la in self.viewer.layers
-                if is_layer_kind(la, "Labels") and (la.metadata or {}).get("reddino")]
+                if is_layer_kind(la, "Labels") and cells_features(la)]
 
     def _reset_choices(self, *_):
         self.layers.reset_choices()
@@ -251,7 +252,7 @@ class AnnotationWidget(StepWidget):
             if layer is None or "type" not in layer.features.columns:
                 continue
             frames.append(layer.features[["label", "type"]])
-            kept.append(np.isin(layer.features["label"], layer.metadata["reddino"]["labels"]))
+            kept.append(np.isin(layer.features["label"], cells_features(layer)["labels"]))
         if not frames:
             return ""
         note = left_out_note(pd.concat(frames, ignore_index=True), np.concatenate(kept))

@@ -216,11 +216,12 @@ class EmbedWidget(StepWidget):
         self.model_choice.value = value
 
     def export(self, *_):
+        from napari_reddino._widgets.layers import cells_features
         from napari_reddino.formats import features_frame, write_table
 
         try:
             layer = self.viewer.layers[self.labels.value] if self.labels.value else None
-            stored = layer.metadata.get("reddino") if layer is not None else None
+            stored = cells_features(layer) if layer is not None else None
             if stored is None:
                 raise InputError("Received a Labels layer without RedDino features; accepted: one that this dock "
                                  "has processed (press Run first).")

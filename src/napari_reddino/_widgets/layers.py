@@ -13,9 +13,37 @@ REDDINO = "reddino"  # a cells layer's features: embeddings, the labels they bel
 REDDINO_PCA = "reddino_pca"  # a PCA layer's model, image, patch, upsampled, background, factor
 
 
+def cells_features(layer) -> dict | None:
+    """A cells layer's ``metadata["reddino"]`` (None before its features are made, or for another layer)."""
+    return (getattr(layer, "metadata", None) or {}).get(REDDINO)
+
+
+def pca_record(layer) -> dict | None:
+    """A PCA layer's ``metadata["reddino_pca"]`` (None for another layer)."""
+    return (getattr(layer, "metadata", None) or {}).get(REDDINO_PCA)
+
+
 def features_metadata(embeddings, labels, model, image: str) -> dict:
     """What a cells layer's ``metadata["reddino"]`` holds once its cells have RedDino features."""
     return {"embeddings": embeddings, "labels": np.asarray(labels), "model": model, "image": image}
+
+
+def iter_put_cells_layer(viewer, image: str, labels, *, features, look: dict, scale, translate, metadata: dict):
+    """Add or update the cells layer of ``image`` (``look``: ``smear_link.cells_look``), as a generator of a
+    dock's display slices: a new layer is made hidden and outlined when shown in the next slice (making a napari
+    layer and outlining a large smear are each a few tenths of a second). Returns the layer."""
+    from napari_reddino._widgets._common import upsert_layer
+    from napari_reddino.style import cells_layer_name
+
+    name = cells_layer_name(image)
+    new = name not in viewer.layers
+    layer = upsert_layer(viewer, name, "labels", labels, features=features, scale=scale, translate=translate,
+                         metadata=metadata, **look, **({"visible": False} if new else {}))
+    yield
+    if new and layer in viewer.layers:
+        layer.visible = True
+        yield
+    return layer
 
 
 def put_pca_layer(viewer, image: str, rgb: np.ndarray, *, model, patch, upsampled: bool, factor, scale, translate,

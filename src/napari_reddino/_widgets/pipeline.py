@@ -11,7 +11,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, display_labels, follow_image_layers, image_layer_choices, image_layer_data,
-    start_warm_up, upsert_layer)
+    start_warm_up)
 from napari_reddino.pca_resolution import MAX_FACTOR
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
@@ -111,7 +111,7 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
                            annotation_files=None):
     """``add_result_layers`` as a generator: it yields after each piece that takes the GUI thread a while
     (a layer made, the map), so that a dock's display runs in slices; returns the annotation dock."""
-    from napari_reddino._widgets.layers import REDDINO, features_metadata, put_pca_layer
+    from napari_reddino._widgets.layers import REDDINO, features_metadata, iter_put_cells_layer, put_pca_layer
     from napari_reddino._widgets.session import ANNOTATION_FILE
     from napari_reddino._widgets.smear_link import cells_look, iter_draw_cells
     from napari_reddino.style import cells_layer_name, with_label_index
@@ -134,15 +134,9 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
         if s.labels is not None:
             features = look["features"] if look is not None else with_label_index(s.table)
             look = look["look"] if look is not None else cells_look(features)
-            new = cells_layer_name(s.name) not in viewer.layers  # made hidden, outlined when shown (next slice)
-            cells = upsert_layer(viewer, cells_layer_name(s.name), "labels", s.labels, features=features,
-                                 scale=scale, translate=translate, metadata=metadata, **look,
-                                 **({"visible": False} if new else {}))
+            cells = yield from iter_put_cells_layer(viewer, s.name, s.labels, features=features, look=look,
+                                                    scale=scale, translate=translate, metadata=metadata)
             cells_layers.append(cells)
-            yield
-            if new:
-                cells.visible = True
-                yield
         if s.pca is not None:  # made hidden: over the whole smear it hides the stain (tick its eye to see it)
             put_pca_layer(viewer, s.name, s.pca, model=result.model, patch=s.patch, upsampled=s.pca_upsampled,
                           factor=s.pca_factor, scale=scale, translate=translate, hidden_when_new=True)

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_info
 from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
-    TIPS, StepWidget, display_labels, follow_image_layers, image_layer_choices, image_layer_data, upsert_layer)
+    TIPS, StepWidget, display_labels, follow_image_layers, image_layer_choices, image_layer_data)
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -110,23 +110,16 @@ class SegmentWidget(StepWidget):
     def show(self, result):
         """A generator (``StepWidget`` runs it in slices): the cells layer, then its marks, then its legend."""
         job, labels, table, features, look = result
+        from napari_reddino._widgets.layers import iter_put_cells_layer
         from napari_reddino._widgets.smear_link import iter_draw_cells
-        from napari_reddino.style import cells_layer_name
 
-        name = cells_layer_name(job["name"])
-        new = name not in self.viewer.layers  # made hidden, outlined when shown in the next slice
-        layer = upsert_layer(self.viewer, name, "labels", labels, features=features, scale=job["scale"],
-                             translate=job["translate"], **look, **({"visible": False} if new else {}),
-                             metadata={"source_image": job["name"], "segmentation": {
-                                 "backend": job["backend"],
-                                 **{k: v for k, v in job["opts"].items() if k != "download"},
-                                 "estimated_diameter": table.attrs.get("diameter")}})
         message = segmentation_summary(table, job["name"])
         self.found.value = message
         show_info(f"Segment cells: {message}")
-        yield
-        if new and layer in self.viewer.layers:
-            layer.visible = True  # drawn once, as outlines
-            yield
+        layer = yield from iter_put_cells_layer(
+            self.viewer, job["name"], labels, features=features, look=look, scale=job["scale"],
+            translate=job["translate"], metadata={"source_image": job["name"], "segmentation": {
+                "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
+                "estimated_diameter": table.attrs.get("diameter")}})
         # named rings on the other objects, then the legend (the outlines are drawn)
         yield from iter_draw_cells(self.viewer, layer, look=look)

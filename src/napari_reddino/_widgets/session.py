@@ -48,6 +48,7 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
     """What the plugin made in ``viewer``, as a session, with the map of the annotation ``dock`` (default:
     the viewer's); InputError when there is nothing to save or the map is stale."""
     from napari_reddino._widgets._common import image_layer_data, is_layer_kind
+    from napari_reddino._widgets.layers import cells_features, pca_record
     from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult
     from napari_reddino.session import Session, SessionImage
     from napari_reddino.style import pca_layer_name
@@ -55,7 +56,7 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
     smears, images, models = [], [], []
     for layer in list(viewer.layers):
         meta = layer.metadata or {}
-        red = meta.get("reddino") or {}
+        red = cells_features(layer) or {}
         name = red.get("image") or meta.get("source_image")
         if not is_layer_kind(layer, "labels") or not name or name in {s.name for s in smears}:
             continue
@@ -70,7 +71,7 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
         smears.append(s)
         images.append(SessionImage(name, segmentation=dict(meta.get("segmentation") or {})))
     for layer in list(viewer.layers):  # overlays, with or without cells
-        pca = (layer.metadata or {}).get("reddino_pca")
+        pca = pca_record(layer)
         if not pca or pca.get("image") not in viewer.layers or layer.name != pca_layer_name(pca["image"]):
             continue
         s = next((s for s in smears if s.name == pca["image"]), None)

@@ -165,12 +165,15 @@ def pool_embeddings(items) -> tuple[pd.DataFrame, np.ndarray]:
     return table, np.concatenate(mats, axis=0)
 
 
+LAYER_KEY = "reddino"  # a cells layer's metadata key for its features (written by _widgets/layers.py)
+
+
 def layer_items(metadata_and_features):
     """``(image, table, embeddings)`` items from ``(layer_name, metadata, features)`` of Labels layers that
     carry ``metadata["reddino"]`` (see docs/architecture.md); rows are aligned on ``reddino["labels"]``."""
     items = []
     for name, metadata, features in metadata_and_features:
-        red = (metadata or {}).get("reddino")
+        red = (metadata or {}).get(LAYER_KEY)
         if not red or red.get("embeddings") is None:
             raise InputError(f"Received Labels layer {name!r} without embeddings; accepted: a layer on which "
                              "'Extract RedDino features' has run (metadata['reddino']).")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_reddino._widgets.layers import REDDINO_UMAP
 from napari_reddino.annotate import class_colors
 from napari_reddino.classify import fit_on_top, next_to_annotate
 from napari_reddino.report import export_cell_table, morphology_report
@@ -50,7 +51,7 @@ class AnnotationState:
         extent = float(np.ptp(data, axis=0).max()) or 1.0
         name = " + ".join(result["sources"]) + " UMAP"
         self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 80)
-        self.points.metadata["reddino_umap"] = {"sources": list(result["sources"])}
+        self.points.metadata[REDDINO_UMAP] = {"sources": list(result["sources"])}
         self.points.selected_data.events.items_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)
         self.refresh()

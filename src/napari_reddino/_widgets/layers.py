@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-REDDINO = "reddino"  # a cells layer's features: embeddings, the labels they belong to, model, image
+
+from napari_reddino.embedding import LAYER_KEY as REDDINO  # a cells layer's features: embeddings, their labels, ...
+
 REDDINO_PCA = "reddino_pca"  # a PCA layer's model, image, patch, upsampled, background, factor
+REDDINO_UMAP = "reddino_umap"  # the map's Points layer: the cells layers it shows
 
 
 def cells_features(layer) -> dict | None:

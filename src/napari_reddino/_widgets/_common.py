@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino._widgets.dock_layout import DockColumn, ScrollForm, join_reddino_tabs
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ class StepWidget(QWidget):
     def _guarded_work(self):
         # superqt takes a RuntimeError raised in a generator worker for "worker deleted": it only warns and
         # never emits errored/finished, which would leave this dock stuck. torch raises RuntimeError often.
-        from napari_reddino._torch_runtime import import_torch
+        from napari_reddino.runtime import import_torch
 
         try:
             if getattr(self, "uses_torch", True):  # cellpose, the ViT, PCA: hide a useless triton first

@@ -10,7 +10,7 @@ import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
-from napari_reddino._progress import Progress
+from napari_reddino.progress import Progress
 from napari_reddino._widgets._common import (
     StepWidget,
     image_layer_data,

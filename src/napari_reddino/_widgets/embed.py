@@ -137,7 +137,7 @@ class EmbedWidget(StepWidget):
         return True
 
     def work(self):
-        from napari_reddino._progress import Progress
+        from napari_reddino.progress import Progress
         from napari_reddino.embed import iter_embed_cells
         from napari_reddino.models import load_model
         from napari_reddino.pipeline import predict_cells

@@ -94,7 +94,7 @@ class PCAWidget(StepWidget):
         return table if diameter or "type" in table.columns else None
 
     def work(self):
-        from napari_reddino._progress import Progress
+        from napari_reddino.progress import Progress
         from napari_reddino.models import load_model
         from napari_reddino.pca import NoCellsFound, iter_pca_overlay
 

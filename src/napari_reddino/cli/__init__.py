@@ -14,7 +14,7 @@ import sys
 
 from napari_reddino.cli.helptext import HelpFormatter, subparsers
 
-SUBCOMMANDS = ["segment", "embed", "pca", "umap", "classify", "run", "report", "export", "view", "models"]
+SUBCOMMANDS = ["segment", "slide", "embed", "pca", "umap", "classify", "run", "report", "export", "view", "models"]
 
 
 class UsageError(Exception):

@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_reddino.progress import Progress, run
 from napari_reddino.images import InputError, channel_axis
+from napari_reddino.slides.tiles import tile_starts  # noqa: F401 - its public name here since before the slides
 
 BACKENDS = ("learned", "threshold", "cellpose")
 DEFAULT_BACKEND = "learned"  # the benchmark's best on every source (README §1, benchmarks/results_segment.md)
@@ -154,49 +155,24 @@ def _image_shape(image) -> tuple[int, int]:
     return (shape[1], shape[2]) if axis == 0 else (shape[0], shape[1])
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared."""
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
-    return sorted(set(starts))
-
-
 def _tiled(image, one, shape, tile_size, overlap, diameter, backend):
-    """Run ``one`` on overlapping tiles; keep from each tile the cells whose centroid is in its core."""
-    from scipy import ndimage
-
-    h, w = shape
-    overlap = int(overlap or 3 * (diameter or 40))
-    overlap = min(overlap, tile_size // 2)
-    ys, xs = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
-    out = np.zeros((h, w), np.int32)
-    n_done, total, next_id = 0, len(ys) * len(xs), 1
-    first = channel_axis(image) != 0
-    for y0 in ys:
-        for x0 in xs:
-            y1, x1 = min(y0 + tile_size, h), min(x0 + tile_size, w)
-            tile = np.asarray(image[y0:y1, x0:x1] if first else image[:, y0:y1, x0:x1])
-            labels = np.asarray(one(tile), np.int32)
-            # the core: this tile's share of the overlap (half on each side; the image edge is its own)
-            cy0 = 0 if y0 == 0 else overlap // 2
-            cx0 = 0 if x0 == 0 else overlap // 2
-            cy1 = (y1 - y0) if y1 == h else (y1 - y0) - overlap // 2
-            cx1 = (x1 - x0) if x1 == w else (x1 - x0) - overlap // 2
-            ids = np.arange(1, labels.max() + 1)
-            if len(ids):
-                cents = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids)).reshape(-1, 2)
-                keep = ids[(cents[:, 0] >= cy0) & (cents[:, 0] < cy1) & (cents[:, 1] >= cx0) & (cents[:, 1] < cx1)]
-                lut = np.zeros(labels.max() + 1, np.int32)
-                lut[keep] = np.arange(next_id, next_id + len(keep))
-                next_id += len(keep)
-                new = lut[labels]
-                region = out[y0:y1, x0:x1]
-                free = (new > 0) & (region == 0)  # a cell already taken from a neighbour tile wins
-                region[free] = new[free]
-            n_done += 1
-            yield Progress(n_done, total, f"Segmenting ({backend}) tile")
+    """Run ``one`` on overlapping tiles; keep from each tile the cells whose centroid is in its core
+    (:mod:`napari_reddino.slides.tiles`, the plan the out-of-core slide engine uses too)."""
     from napari_reddino.segment.threshold import relabel
+    from napari_reddino.slides.tiles import paint, plan_tiles, segment_tile
 
+    plan = plan_tiles(shape, tile_size, diameter, overlap)
+    out = np.zeros(shape, np.int32)
+    first, next_id = channel_axis(image) != 0, 1
+
+    def read(y0, y1, x0, x1):
+        return np.asarray(image[y0:y1, x0:x1] if first else image[:, y0:y1, x0:x1])
+
+    for n_done, tile in enumerate(plan.tiles, 1):
+        labels, (y0, y1, x0, x1), keep, _, _ = segment_tile(tile, plan, read, one)
+        lut = np.zeros(labels.max(initial=0) + 1, np.int32)
+        lut[keep] = np.arange(next_id, next_id + len(keep))
+        next_id += len(keep)
+        paint(out[y0:y1, x0:x1], lut[labels])
+        yield Progress(n_done, len(plan), f"Segmenting ({backend}) tile")
     return relabel(out)

@@ -389,7 +389,6 @@ def _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_heig
     ``cluster`` later)."""
     import cv2
     from scipy import ndimage
-    from skimage.segmentation import watershed
 
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
@@ -400,7 +399,7 @@ def _resplit_large(labels, dist, radius, cell_area, marker_distance, marker_heig
     d = np.where(big, dist, 0)
     peaks = (d == cv2.dilate(d, np.ones((size, size), np.uint8))) & (d >= radius * marker_height * 0.7)
     markers, _ = ndimage.label(peaks, structure=np.ones((3, 3)))
-    split = watershed(-d, markers, mask=big)
+    split = watershed_each(-d, markers, big)
     out = labels.copy()
     out[big] = np.where(split[big] > 0, split[big] + labels.max(), labels[big])  # no marker: stays whole
     return out
@@ -473,7 +472,6 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4, toward_
     (solidity ≥ 0.95, at most ``convex_cells`` cells' area), which stays one. With ``learned`` centres a
     blob cut by the image edge is not protected (a cut cell and its neighbour can make a small convex blob;
     the distance-transform peaks, which pile up at the edge, need the protection there)."""
-    from skimage.segmentation import watershed
 
     has = markers > 0
     if not has.any():
@@ -507,9 +505,28 @@ def _split(blobs, n, markers, dist, cell_area, nuclei, convex_cells=1.4, toward_
             landscape = landscape + toward_markers * cv2.distanceTransform((markers == 0).astype(np.uint8),
                                                                            cv2.DIST_L2, 5)
         # 8-connected: a 4-connected flood from markers off the landscape's minima meets in axis-aligned steps
-        split = watershed(landscape, np.where(multi, markers, 0), mask=multi, connectivity=2)
+        split = watershed_each(landscape, np.where(multi, markers, 0), multi, connectivity=2)
         labels[multi] = split[multi] + n  # ids above every blob id
     return labels
+
+
+def watershed_each(landscape, markers, mask, connectivity: int = 1) -> np.ndarray:
+    """skimage's ``watershed`` run on each connected piece of ``mask`` alone, in its bounding box. One call over
+    the whole image breaks ties (pixels at the same level) by the order of its heap, which holds every piece's
+    pixels: a cell's outline then depended on what else was in the image, and a tile of a slide gave other
+    outlines than the whole image."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    pieces, n = ndimage.label(mask, structure=np.ones((3, 3)) if connectivity == 2 else None)
+    out = np.zeros(markers.shape, np.int32)
+    for i, box in enumerate(ndimage.find_objects(pieces), 1):
+        if box is None:
+            continue
+        piece = pieces[box] == i
+        split = watershed(landscape[box], np.where(piece, markers[box], 0), mask=piece, connectivity=connectivity)
+        out[box][piece] = split[piece]
+    return out
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""Segment whole slides tile by tile, out of core: a slide of any size (OME-Zarr, or an image file that fits
+in memory) is cut into overlapping tiles; each cell is taken whole from the one tile whose core holds its
+centre, measured, optionally given its RedDino features, and written to disk as soon as its tile is done.
+Memory stays that of one tile, whatever the slide's size. A killed or failed run goes on where it stopped
+with --resume and gives the same files.
+
+Writes, into the --out folder, per slide:
+- <stem>_labels.zarr: the labels as an OME-Zarr label image (with --labels-beside, in <slide>/labels/cells
+  instead, where napari-ome-zarr shows them over the slide)
+- <stem>_cells.parquet: one row per object (centroid and box in slide pixels, area, perimeter, diameter,
+  eccentricity, solidity, mean colour, type, border: touching the slide's edge)
+- <stem>_features.parquet, with --features: image, label, centroid_x, centroid_y, emb_0 ... per embedded cell
+- <stem>.tiles/: each finished tile (what --resume keeps), removed when the slide is done unless --keep-tiles
+- run.json: the settings (what --resume checks)
+- failed.csv, when a slide could not be done: which and why (the others are still done; exit code 2)
+
+Example:
+  napari-reddino slide scans/patient1.zarr --out results --backend threshold --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_reddino.cli.embed import add_cell_types_argument
+from napari_reddino.cli.segment import add_diameter_argument
+from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("slide", help="whole slides tile by tile → OME-Zarr labels + Parquet cells", description=__doc__)
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="OME-Zarr folders (.zarr) or image files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--level", type=int, default=0, help="the pyramid level to segment (default 0: full resolution)")
+    p.add_argument("--tile", type=int, default=2048, help="tile size in pixels (default 2048)")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help="learned (default), threshold or cellpose, as napari-reddino segment")
+    add_diameter_argument(p)
+    p.add_argument("--features", action=argparse.BooleanOptionalAction, default=False,
+                   help="RedDino features of the cells too (default: --no-features)")
+    p.add_argument("--model", default=None, help="model spec for --features (default: a cached RedDino, else the "
+                                                 "demo model)")
+    add_cell_types_argument(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--labels-beside", action="store_true",
+                   help="write the labels into the OME-Zarr slide itself (<slide>/labels/cells; level 0 only)")
+    p.add_argument("--keep-tiles", action="store_true", help="keep <stem>.tiles/ after the slide is done")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the tiles and slides already done in --out (made with the same settings)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from napari_reddino.cli import UsageError
+    from napari_reddino.cli.segment import segment_options
+    from napari_reddino.images import InputError
+    from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
+    from napari_reddino.progress import run as drive
+    from napari_reddino.slides.tiled import iter_segment_slide, slide_files
+
+    missing = [s for s in args.slides if not Path(s).exists()]
+    if missing:
+        raise UsageError(f"received {missing[0]!r}, which does not exist; accepted: OME-Zarr folders or image files")
+    out = check_out_dir(args.out)
+    RunRecord(out, "slide", settings_of(args, skip=("func", "slides", "out", "resume", "command", "keep_tiles")
+                                        )).start(args.resume)
+    model = None
+    if args.features:
+        from napari_reddino.models import default_spec
+        from napari_reddino.segment.types import parse_cell_types
+
+        model = args.model or default_spec()
+        cell_types = parse_cell_types(args.cell_types)
+    else:
+        cell_types = ("rbc",)
+    opts = segment_options(args)
+    names = unique_names(args.slides)
+    failures, done = Failures(), 0
+    for path, name, stem in zip(args.slides, names, output_stems(names)):
+        files = slide_files(out, stem)
+        if args.resume and files["cells"].is_file() and not files["tiles"].exists():
+            print(f"{name}: done before, skipped")
+            done += 1
+            continue
+        try:
+            result = drive(iter_segment_slide(
+                path, out, stem, level=args.level, tile=args.tile, backend=args.backend, opts=opts, model=model,
+                cell_types=tuple(cell_types), embed_opts={"device": args.device}, resume=args.resume,
+                keep_tiles=args.keep_tiles, labels_beside=args.labels_beside, image=name), bar=sys.stderr.isatty())
+        except (InputError, MemoryError) as exc:
+            print(f"{name}: not done: {failures.add(name, exc)}", file=sys.stderr)
+            continue
+        if result.failed:
+            first = result.failed[0]
+            failures.add(name, InputError(f"{len(result.failed)} of {result.tiles} tiles failed (tile {first.name}: "
+                                          f"{first.error}); --resume does the rest"))
+            print(f"{name}: {len(result.failed)} of {result.tiles} tiles failed, first {first.name}: {first.error}",
+                  file=sys.stderr)
+            continue
+        line = f"{name}: {result.cells} objects in {result.tiles} tiles"
+        if result.skipped:
+            line += f" ({result.skipped} done before)"
+        if model:
+            line += f", {result.features} with features"
+        print(f"{line} → {result.files['labels']}, {result.files['cells']}")
+        if result.reaching:
+            print(f"{name}: in {result.reaching} tiles a clump of touching cells was larger than the tile's overlap; "
+                  "a larger --tile splits it as in one piece", file=sys.stderr)
+        done += 1
+    failures.write(out / "failed.csv")
+    if len(args.slides) > 1 or failures:
+        print(f"{len(args.slides)} slides: {failures.summary(done)}" + (" (see failed.csv)" if failures else ""))
+    return 2 if failures else 0

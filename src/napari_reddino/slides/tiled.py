@@ -1,0 +1,326 @@
+"""A whole slide segmented tile by tile, out of core, resumable.
+
+1. The stain statistics and the red-cell diameter are measured once, from a coarse level (or a strided view).
+2. Each tile is a *unit* (:class:`TileUnit`, picklable, no argument): it reads its window, segments it (any
+   backend), keeps the cells whose centroid lies in its core (:mod:`napari_reddino.slides.tiles`), measures
+   them in slide coordinates (the cell table, type, border flag against the *slide* border), optionally embeds
+   them with RedDino, and writes ``<stem>.tiles/<row>_<col>.parquet`` then ``<row>_<col>.npz`` (the kept
+   cells' tile-local labels, cropped), each atomically. A unit whose ``.npz`` exists is skipped on a re-run
+   (``<stem>.tiles/run.json`` holds the settings, checked as ``outputs.RunRecord`` does).
+3. Assembly: global label ids in tile order; the labels a lazy dask array whose every chunk reads only the
+   tiles over it (an earlier tile wins a pixel two kept cells claim), written as OME-Zarr; the cell table and
+   the features streamed into Parquet, a tile at a time.
+
+Peak memory is a tile's work (and a few label chunks), whatever the slide's size
+(``benchmarks/results_slide.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_reddino.images import InputError
+from napari_reddino.progress import Progress
+from napari_reddino.slides.tiles import Tile, TilePlan, plan_tiles, segment_tile
+
+
+# --- reading (the lead swaps in slides.read.open_slide here) ------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def open_levels(path: str, level: int = 0) -> tuple:
+    """``(levels from ``level`` down, each a lazy (y, x, 3) array; their size factors against the first)``."""
+    from napari_reddino.slides import ngff
+
+    if ngff.is_ome_zarr(path):
+        ms = ngff.read_multiscales(path)
+        if not 0 <= level < len(ms.levels):
+            raise InputError(f"Received --level {level} for {path}, which has levels 0 to {len(ms.levels) - 1}; "
+                             "accepted: one of those.")
+        levels = [ms.yx(k) for k in range(level, len(ms.levels))]
+        factors = [ms.scales[k][-1] / ms.scales[level][-1] for k in range(level, len(ms.levels))]
+    else:
+        from napari_reddino.images import read_image
+
+        if level:
+            raise InputError(f"Received --level {level} for {path}, an image of one level; accepted: --level 0.")
+        levels, factors = [read_image(path)], [1.0]
+    for arr in levels:
+        if arr.ndim != 3 or arr.shape[-1] < 3:
+            raise InputError(f"Received {path} of shape {tuple(arr.shape)}; accepted: an RGB slide (y, x, 3).")
+    return tuple(levels), tuple(factors)
+
+
+def _window(data, y0, y1, x0, x1) -> np.ndarray:
+    from napari_reddino.images import to_rgb_uint8
+
+    return to_rgb_uint8(np.asarray(data[y0:y1, x0:x1, :3]))
+
+
+def measure_slide(levels, factors, tile: int, threshold_scale: float = 0.7):
+    """``(stain statistics, red-cell diameter in px)`` measured once for the slide, as ``segment`` does for a
+    large image (a view strided so its longest side is about ``tile``), from the coarsest level that allows it."""
+    from napari_reddino.segment.threshold import estimate_image_diameter
+
+    h, w = levels[0].shape[:2]
+    step = max(1, int(np.ceil(max(h, w) / tile)))
+    k = max(i for i, f in enumerate(factors) if f <= step)
+    f = int(round(factors[k]))
+    stride = max(1, step // f)
+    view = _window(levels[k][::stride, ::stride], 0, None, 0, None)
+    return estimate_image_diameter(view, threshold_scale, step=f * stride)
+
+
+# --- one tile -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """What shapes a tile's result (all of it goes into ``run.json``)."""
+    backend: str
+    opts: dict
+    stats: object  # threshold.StainStats
+    diameter: float
+    model: str | None = None  # RedDino features when set
+    cell_types: tuple = ("rbc",)
+    embed_opts: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"backend": self.backend, "opts": self.opts, "diameter": self.diameter, "model": self.model,
+                "background": [round(float(v), 9) for v in self.stats.background],
+                "threshold": float(self.stats.threshold), "cell_types": list(self.cell_types),
+                "embed_opts": self.embed_opts}
+
+
+def segment_pixels(rgb: np.ndarray, s: Settings) -> np.ndarray:
+    """One window's labels with the slide's stain statistics and diameter."""
+    if s.backend == "threshold":
+        from napari_reddino.segment.threshold import segment_threshold
+
+        return segment_threshold(rgb, stats=s.stats, diameter=s.diameter, **s.opts)
+    if s.backend == "learned":
+        from napari_reddino.segment.learned import segment_learned
+
+        return segment_learned(rgb, stats=s.stats, diameter=s.diameter, **s.opts)
+    from napari_reddino.segment.cellpose import get_segmenter
+
+    model_keys = ("weights", "device", "precision")
+    segmenter = get_segmenter(**{k: s.opts[k] for k in model_keys if k in s.opts})
+    return segmenter.segment(rgb, **{k: v for k, v in s.opts.items() if k not in model_keys})
+
+
+@functools.lru_cache(maxsize=1)
+def _model(spec: str, device: str):
+    from napari_reddino.models import load_model
+    from napari_reddino.runtime import resolve_device
+
+    return load_model(spec, device=resolve_device(device))
+
+
+@dataclass(frozen=True)
+class TileDone:
+    name: str
+    cells: int
+    reaching: int  # 1 when a kept cell's clump still reached an inner window edge
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class TileUnit:
+    """One tile's work, picklable and called without arguments (for ``distribute.iter_map_units``)."""
+    path: str
+    level: int
+    plan: TilePlan
+    tile: Tile
+    settings: Settings
+    folder: str
+
+    @property
+    def name(self) -> str:
+        return self.tile.name
+
+    def __call__(self) -> TileDone:
+        return run_tile(self)
+
+
+def tile_files(folder, tile: Tile) -> tuple[Path, Path]:
+    return Path(folder) / f"{tile.name}.parquet", Path(folder) / f"{tile.name}.npz"
+
+
+def run_tile(unit: TileUnit) -> TileDone:
+    from napari_reddino.atomic import atomic_path
+
+    table_file, labels_file = tile_files(unit.folder, unit.tile)
+    if labels_file.is_file() and table_file.is_file():
+        with np.load(labels_file) as done:
+            return TileDone(unit.name, int(done["cells"]), int(done["reaching"]), skipped=True)
+    data = open_levels(unit.path, unit.level)[0][0]
+    s = unit.settings
+    labels, window, keep, reaching, rgb = segment_tile(
+        unit.tile, unit.plan, lambda *w: _window(data, *w), lambda px: segment_pixels(px, s))
+    table = measure_kept(rgb, labels, keep, window, unit.plan.shape, s)
+    if s.model and len(keep):
+        table = _with_features(table, rgb, labels, keep, s)
+    with atomic_path(table_file) as tmp:
+        table.to_parquet(tmp, index=False)
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.uint32)
+    lut[keep] = np.arange(1, len(keep) + 1)
+    local = lut[labels]
+    box = _box(local, window)
+    with atomic_path(labels_file) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, labels=local[box[0] - window[0]:box[1] - window[0],
+                                               box[2] - window[2]:box[3] - window[2]],
+                                box=np.asarray(box, np.int64), cells=len(keep), reaching=reaching)
+    return TileDone(unit.name, len(keep), reaching)
+
+
+def _box(local: np.ndarray, window) -> tuple[int, int, int, int]:
+    """The kept cells' bounding box in slide pixels (empty at the window's corner when none is kept)."""
+    rows, cols = np.flatnonzero(local.any(1)), np.flatnonzero(local.any(0))
+    if not len(rows):
+        return window[0], window[0], window[2], window[2]
+    return (window[0] + int(rows[0]), window[0] + int(rows[-1]) + 1,
+            window[2] + int(cols[0]), window[2] + int(cols[-1]) + 1)
+
+
+def measure_kept(rgb, labels, keep, window, shape, s: Settings) -> pd.DataFrame:
+    """The kept cells' rows (``cell_table`` + type + border), numbered 1..N in ``keep`` order, in slide
+    coordinates; measured on the whole window (a cell's neighbours shape its type, as in one piece)."""
+    from napari_reddino.cells import TABLE_COLUMNS, cell_table
+    from napari_reddino.segment.types import object_types
+
+    table = cell_table(labels, rgb)
+    table = table[table["label"].isin(keep)].reset_index(drop=True)
+    types = object_types(rgb, labels, s.diameter, keep, stats=s.stats)
+    table["type"] = types["type"].to_numpy(dtype=object).astype(str)
+    table["label"] = np.arange(1, len(table) + 1, dtype=np.int64)
+    y0, x0 = window[0], window[2]
+    for col, off in (("centroid_y", y0), ("centroid_x", x0), ("bbox_y0", y0), ("bbox_y1", y0), ("bbox_x0", x0),
+                     ("bbox_x1", x0)):
+        table[col] = table[col] + off
+    h, w = shape
+    table["border"] = ((table["bbox_y0"] == 0) | (table["bbox_x0"] == 0) | (table["bbox_y1"] == h)
+                       | (table["bbox_x1"] == w)).to_numpy(bool)
+    return table[TABLE_COLUMNS + ["type", "border"]]
+
+
+def _with_features(table, rgb, labels, keep, s: Settings) -> pd.DataFrame:
+    from napari_reddino.embed import iter_embed_cells
+    from napari_reddino.formats import FEATURE_PREFIX
+    from napari_reddino.progress import run
+
+    from napari_reddino.segment.types import select_cells
+
+    chosen = select_cells(table, s.cell_types)
+    opts = {k: v for k, v in s.embed_opts.items() if k != "device"}
+    if not chosen.any():
+        return table
+    _, emb = run(iter_embed_cells(rgb, labels, _model(s.model, s.embed_opts.get("device", "cpu")),
+                                  label_ids=np.asarray(keep)[chosen], **opts))
+    full = np.full((len(table), emb.shape[1]), np.nan, np.float32)
+    full[chosen] = emb
+    feats = pd.DataFrame(full, columns=[f"{FEATURE_PREFIX}{i}" for i in range(emb.shape[1])])
+    return pd.concat([table, feats], axis=1)
+
+
+# --- running the units (the lead swaps in distribute.iter_map_units) -----------------------------------------
+@dataclass(frozen=True)
+class UnitFailed:
+    name: str
+    error: str
+
+
+def _run_units(units, what: str = "tiles"):
+    """Progress generator calling each unit in turn; returns each one's value, or a :class:`UnitFailed`, in
+    unit order (the contract of ``distribute.iter_map_units``)."""
+    values = []
+    yield Progress(0, len(units), what)
+    for i, unit in enumerate(units, 1):
+        try:
+            values.append(unit())
+        except Exception as exc:  # noqa: BLE001 - a failed unit is reported; the others go on
+            values.append(UnitFailed(unit.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        yield Progress(i, len(units), what)
+    return values
+
+
+# --- a whole slide ------------------------------------------------------------------------------------------
+@dataclass
+class SlideResult:
+    cells: int
+    features: int
+    files: dict
+    tiles: int
+    reaching: int  # tiles where a kept cell's clump still reached an inner window edge
+    skipped: int  # tiles done before (--resume)
+    failed: list = field(default_factory=list)  # UnitFailed of the tiles that failed (nothing assembled)
+
+
+def slide_files(out, stem: str) -> dict[str, Path]:
+    out = Path(out)
+    return {"labels": out / f"{stem}_labels.zarr", "cells": out / f"{stem}_cells.parquet",
+            "features": out / f"{stem}_features.parquet", "tiles": out / f"{stem}.tiles"}
+
+
+def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048, backend: str = "learned",
+                       opts: dict | None = None, model: str | None = None, cell_types=("rbc",),
+                       embed_opts: dict | None = None, resume: bool = False, keep_tiles: bool = False,
+                       labels_beside: bool = False, image: str = "", run_units=None):
+    """Progress generator: segment (and optionally embed) the slide at ``path`` tile by tile into ``out``;
+    returns a :class:`SlideResult`. ``run_units``: a progress generator over units (default the sequential
+    :func:`_run_units`; ``distribute.iter_map_units`` has the same contract)."""
+    from napari_reddino.outputs import RunRecord
+    from napari_reddino.segment import BACKENDS
+    from napari_reddino.segment.threshold import is_auto
+    from napari_reddino.slides import assemble, ngff
+
+    if backend not in BACKENDS:
+        raise InputError(f"Received backend {backend!r}; accepted: {', '.join(BACKENDS)}.")
+    if tile < 256:
+        raise InputError(f"Received --tile {tile}; accepted: 256 pixels or more (2048 is the default).")
+    path, opts = str(path), dict(opts or {})
+    files = slide_files(out, stem)
+    if labels_beside and (level or not ngff.is_ome_zarr(path)):
+        raise InputError(f"Received --labels-beside for {path} at level {level}; accepted: an OME-Zarr slide "
+                         "segmented at level 0 (its labels then live in <slide>/labels/cells).")
+    yield Progress(0, 1, "measuring the stain")
+    levels, factors = open_levels(path, level)
+    stats, estimate = measure_slide(levels, factors, tile, opts.pop("threshold_scale", 0.7))
+    given = opts.pop("diameter", None)
+    diameter = estimate if given is None or is_auto(given) else float(given)
+    if backend == "cellpose":  # Cellpose-SAM chooses its own scale unless told; the plan and types use ours
+        opts["diameter"] = None if given is None else diameter
+    plan = plan_tiles(levels[0].shape[:2], tile, diameter)
+    settings = Settings(backend, opts, stats, float(diameter), model, tuple(cell_types), dict(embed_opts or {}))
+    folder = files["tiles"]
+    if not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    RunRecord(folder, "slide", {"slide": path, "level": level, "shape": list(plan.shape), "tile": plan.tile,
+                                "overlap": plan.overlap, **settings.record()}).start(resume)
+    units = [TileUnit(path, level, plan, t, settings, str(folder)) for t in plan.tiles]
+    values = yield from (run_units or _run_units)(units, what=f"{image or stem}: tiles")
+    failed = [v for v in values if isinstance(v, UnitFailed)]
+    done = [v for v in values if not isinstance(v, UnitFailed)]
+    reaching, skipped = sum(v.reaching for v in done), sum(v.skipped for v in done)
+    if failed:
+        return SlideResult(0, 0, {}, len(plan), reaching, skipped, failed)
+    yield Progress(0, 2, "writing the tables")
+    n_cells, n_feats = assemble.stream_tables(folder, plan, files["cells"], files["features"] if model else None,
+                                              image or stem)
+    yield Progress(1, 2, "writing the labels")
+    labels = assemble.lazy_labels(folder, plan)
+    if labels_beside:
+        written = ngff.write_labels(path, "cells", labels)
+    else:
+        written = ngff.write_label_image(files["labels"], labels)
+    yield Progress(2, 2, "writing the labels")
+    written_files = {"labels": written, "cells": files["cells"]}
+    if model:
+        written_files["features"] = files["features"]
+    if not keep_tiles:
+        shutil.rmtree(folder)
+    return SlideResult(n_cells, n_feats, written_files, len(plan), reaching, skipped)

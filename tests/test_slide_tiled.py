@@ -1,0 +1,162 @@
+"""Whole slides tile by tile (slides/tiles.py, slides/tiled.py, slides/assemble.py, cli/slide.py): the same cells
+as one piece, a cell on a tile corner once, a killed run resumed to the same bytes."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_reddino.progress import run
+from napari_reddino.sample_data import synthetic_smear
+from napari_reddino.slides import ngff, tiled
+from napari_reddino.slides.tiles import plan_tiles
+
+
+def cell_sets(labels) -> set:
+    """Each cell as the set of its pixels (flat indices): equal sets are the same cells up to label ids."""
+    flat = np.asarray(labels).ravel()
+    inside = np.flatnonzero(flat)
+    order = np.argsort(flat[inside], kind="stable")
+    _, starts = np.unique(flat[inside][order], return_index=True)
+    return {frozenset(inside[order][a:b].tolist()) for a, b in zip(starts, list(starts[1:]) + [len(order)])}
+
+
+def slide(tmp_path, image, name="s.zarr") -> Path:
+    return ngff.write_image(tmp_path / name, image, chunk=128, levels=1)
+
+
+def segment_slide(path, out, **kw):
+    kw = {"tile": 256, "backend": "threshold", **kw}
+    return run(tiled.iter_segment_slide(path, out, "s", **kw))
+
+
+def read_labels(out) -> np.ndarray:
+    return ngff.read_multiscales(Path(out) / "s_labels.zarr").yx(0).compute()
+
+
+def test_cores_partition_the_slide():
+    for shape, tile, overlap in [((480, 640), 256, 110), ((1000, 300), 256, 60), ((2049, 2048), 2048, 100)]:
+        plan = plan_tiles(shape, tile, overlap=overlap)
+        owners = np.zeros(shape, int)
+        for t in plan.tiles:
+            y0, y1, x0, x1 = t.core
+            wy0, wy1, wx0, wx1 = t.window
+            assert wy0 <= y0 < y1 <= wy1 and wx0 <= x0 < x1 <= wx1 and wy1 - wy0 <= tile
+            owners[y0:y1, x0:x1] += 1
+        assert (owners == 1).all()  # every centroid has exactly one owner
+
+
+@pytest.fixture(scope="module")
+def field(request):
+    """A Chula-RBC-12 field when the real data is there (crowded, clumps), else a synthetic smear."""
+    import os
+
+    root = os.environ.get("NAPARI_REDDINO_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    data = Path(root) / "chula-rbc-12" / "images" / "102.jpg"
+    if data.is_file():
+        from napari_reddino.images import read_image
+
+        return read_image(data)
+    return synthetic_smear(seed=5, shape=(480, 640))[0]
+
+
+def test_tiled_equals_one_piece(tmp_path, field):
+    """The same cells (same pixels) as the whole image segmented at once with the slide's measurements, the
+    same measurements and types; and what the in-memory tiled segmentation gives, label for label."""
+    from napari_reddino.segment import iter_segment, segment_cells
+    from napari_reddino.segment.threshold import segment_threshold
+
+    path = slide(tmp_path, field)
+    result = segment_slide(path, tmp_path / "out")
+    labels = read_labels(tmp_path / "out")
+    levels, factors = tiled.open_levels(str(path), 0)
+    stats, diameter = tiled.measure_slide(levels, factors, 256)
+    whole = segment_threshold(field, stats=stats, diameter=diameter)
+    assert result.tiles > 4 and result.cells == whole.max() > 50
+    assert cell_sets(labels) == cell_sets(whole)
+    # measured in slide coordinates, typed, border against the slide's edge: as the image in one piece
+    table = pd.read_parquet(tmp_path / "out" / "s_cells.parquet")
+    _, one = segment_cells(field, "threshold", diameter=diameter, stats=stats, tile_size=4096)
+    assert len(table) == len(one)
+    key = ["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
+    a, b = table.sort_values(key).reset_index(drop=True), one.sort_values(key).reset_index(drop=True)
+    assert (a[key].to_numpy() == b[key].to_numpy()).all() and (a["type"] == b["type"]).all()
+    assert (a["border"] == b["border"]).all() and a["border"].any()
+    np.testing.assert_allclose(a[["centroid_y", "centroid_x", "area", "perimeter", "mean_g"]],
+                               b[["centroid_y", "centroid_x", "area", "perimeter", "mean_g"]], rtol=1e-9)
+    # the in-memory tiled segmentation uses the same plan: the same labels, id for id
+    in_memory = run(iter_segment(field, "threshold", tile_size=256))
+    np.testing.assert_array_equal(labels, in_memory)
+
+
+def test_cell_on_a_tile_corner_is_counted_once(tmp_path):
+    image, _, _ = synthetic_smear(seed=3, shape=(600, 600))
+    plan = plan_tiles((600, 600), 256, overlap=120)
+    corner = next(t for t in plan.tiles if t.core[0] > 0 and t.core[2] > 0)
+    cy, cx = corner.core[0], corner.core[2]  # where four cores meet
+    yy, xx = np.mgrid[:600, :600]
+    image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 15 ** 2] = (190, 90, 110)  # a red cell centred on the corner
+    result = segment_slide(slide(tmp_path, image), tmp_path / "out", opts={"diameter": 40.0})
+    labels = read_labels(tmp_path / "out")
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 12 ** 2
+    ids = np.unique(labels[disc])
+    assert len(ids) == 1 and ids[0] > 0  # one cell, whole
+    table = pd.read_parquet(tmp_path / "out" / "s_cells.parquet")
+    near = np.hypot(table["centroid_y"] - cy, table["centroid_x"] - cx) < 5
+    assert near.sum() == 1 and table.loc[near, "label"].item() == ids[0]
+    assert len(table) == result.cells == len(np.unique(labels)) - 1 and table["label"].is_unique
+
+
+def output_bytes(out) -> dict:
+    out = Path(out)
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "run.json"}
+
+
+def test_killed_run_resumes_to_the_same_files(tmp_path, run_killed, field):
+    path = slide(tmp_path, field)
+    segment_slide(path, tmp_path / "once")
+    status = run_killed("""
+        from napari_reddino.progress import run
+        from napari_reddino.slides import tiled
+        done = []
+        real = tiled.run_tile
+        def dying(unit):
+            if len(done) == 3:
+                die()
+            done.append(real(unit))
+            return done[-1]
+        tiled.run_tile = dying
+        run(tiled.iter_segment_slide(path, out, "s", tile=256, backend="threshold"))
+    """, path=path, out=tmp_path / "killed")
+    assert status == -9
+    assert len(list((tmp_path / "killed" / "s.tiles").glob("*.npz"))) == 3
+    result = segment_slide(path, tmp_path / "killed", resume=True)
+    assert result.skipped == 3 and not (tmp_path / "killed" / "s.tiles").exists()
+    assert output_bytes(tmp_path / "killed") == output_bytes(tmp_path / "once")
+
+
+def test_failed_tile_is_reported_and_resume_finishes(tmp_path, monkeypatch, field):
+    path = slide(tmp_path, field)
+    real, calls = tiled.segment_pixels, []
+
+    def flaky(rgb, settings):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk went away\nsecond line")
+        return real(rgb, settings)
+
+    monkeypatch.setattr(tiled, "segment_pixels", flaky)
+    result = segment_slide(path, tmp_path / "out")
+    assert [f.error for f in result.failed] == ["disk went away"] and not (tmp_path / "out" / "s_cells.parquet").exists()
+    monkeypatch.setattr(tiled, "segment_pixels", real)
+    again = segment_slide(path, tmp_path / "out", resume=True)
+    assert not again.failed and again.skipped == again.tiles - 1
+    segment_slide(path, tmp_path / "fresh")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "fresh")
+    # other settings are not mixed into the tiles already there
+    tiled_dir = tmp_path / "other"
+    segment_slide(path, tiled_dir, keep_tiles=True)
+    with pytest.raises(tiled.InputError, match="other settings"):
+        segment_slide(path, tiled_dir, opts={"diameter": 20.0}, resume=True)

@@ -61,23 +61,27 @@ def field(request):
     return synthetic_smear(seed=5, shape=(480, 640))[0]
 
 
-def test_tiled_equals_one_piece(tmp_path, field):
+@pytest.mark.parametrize("backend, tile", [("threshold", 256), ("learned", 400)])
+def test_tiled_equals_one_piece(tmp_path, field, backend, tile):
     """The same cells (same pixels) as the whole image segmented at once with the slide's measurements, the
     same measurements and types; and what the in-memory tiled segmentation gives, label for label."""
-    from napari_reddino.segment import iter_segment, segment_cells
-    from napari_reddino.segment.threshold import segment_threshold
+    from napari_reddino.segment import iter_segment, segment, segment_cells
 
     path = slide(tmp_path, field)
-    result = segment_slide(path, tmp_path / "out")
+    result = segment_slide(path, tmp_path / "out", backend=backend, tile=tile)
     labels = read_labels(tmp_path / "out")
     levels, factors = tiled.open_levels(str(path), 0)
-    stats, diameter = tiled.measure_slide(levels, factors, 256)
-    whole = segment_threshold(field, stats=stats, diameter=diameter)
-    assert result.tiles > 4 and result.cells == whole.max() > 50
+    stats, diameter = tiled.measure_slide(levels, factors, tile)
+    if backend == "learned":  # the slide's diameter, nudged onto the network's grid
+        from napari_reddino.segment.learned import tile_grid
+
+        diameter = tile_grid(diameter)[0]
+    whole = segment(field, backend, stats=stats, diameter=diameter, tile_size=4096)
+    assert result.tiles >= 4 and result.cells == whole.max() > 50
     assert cell_sets(labels) == cell_sets(whole)
     # measured in slide coordinates, typed, border against the slide's edge: as the image in one piece
     table = pd.read_parquet(tmp_path / "out" / "s_cells.parquet")
-    _, one = segment_cells(field, "threshold", diameter=diameter, stats=stats, tile_size=4096)
+    _, one = segment_cells(field, backend, diameter=diameter, stats=stats, tile_size=4096)
     assert len(table) == len(one)
     key = ["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
     a, b = table.sort_values(key).reset_index(drop=True), one.sort_values(key).reset_index(drop=True)
@@ -86,7 +90,7 @@ def test_tiled_equals_one_piece(tmp_path, field):
     np.testing.assert_allclose(a[["centroid_y", "centroid_x", "area", "perimeter", "mean_g"]],
                                b[["centroid_y", "centroid_x", "area", "perimeter", "mean_g"]], rtol=1e-9)
     # the in-memory tiled segmentation uses the same plan: the same labels, id for id
-    in_memory = run(iter_segment(field, "threshold", tile_size=256))
+    in_memory = run(iter_segment(field, backend, tile_size=tile))
     np.testing.assert_array_equal(labels, in_memory)
 
 
@@ -160,3 +164,46 @@ def test_failed_tile_is_reported_and_resume_finishes(tmp_path, monkeypatch, fiel
     segment_slide(path, tiled_dir, keep_tiles=True)
     with pytest.raises(tiled.InputError, match="other settings"):
         segment_slide(path, tiled_dir, opts={"diameter": 20.0}, resume=True)
+
+
+def test_cli_writes_labels_cells_and_features(tmp_path, tiny_model_dir, capsys):
+    from napari_reddino.cli import main
+    from napari_reddino.formats import read_features
+
+    image = synthetic_smear(seed=1, shape=(420, 560))[0]
+    path = ngff.write_image(tmp_path / "a.zarr", image, chunk=128)
+    out = tmp_path / "out"
+    args = ["slide", str(path), "--out", str(out), "--tile", "256", "--backend", "threshold", "--features",
+            "--model", f"local-dir:{tiny_model_dir}"]
+    assert main(args) == 0
+    cells = pd.read_parquet(out / "a_cells.parquet")
+    table, X = read_features(out / "a_features.parquet")
+    labels = ngff.read_multiscales(out / "a_labels.zarr").yx(0).compute()
+    assert len(cells) == labels.max() > 10 and set(np.unique(labels)) == {0, *cells["label"]}
+    assert table["label"].tolist() == cells.loc[cells["type"] == "rbc", "label"].tolist() and X.shape[1] == 48
+    assert np.isfinite(X).all() and (table["image"] == "a.zarr").all()
+    assert not (out / "a.tiles").exists() and "objects in" in capsys.readouterr().out
+    assert main(args + ["--resume"]) == 0 and "done before, skipped" in capsys.readouterr().out
+    # the labels beside the slide, where napari-ome-zarr shows them
+    assert main(["slide", str(path), "--out", str(tmp_path / "o2"), "--tile", "256", "--backend", "threshold",
+                 "--labels-beside"]) == 0
+    assert ngff.read_multiscales(path).labels == ["cells"]
+    beside = ngff.read_multiscales(path / "labels" / "cells").yx(0).compute()
+    np.testing.assert_array_equal(beside, labels)
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--tile", "100"], "Received --tile 100; accepted: 256 pixels or more"),
+    (["--level", "5"], "Received --level 5"),
+    (["--labels-beside", "--level", "1"], "accepted: an OME-Zarr slide segmented at level 0"),
+])
+def test_cli_bad_settings_are_one_line(tmp_path, capsys, extra, said):
+    from napari_reddino.cli import main
+
+    path = ngff.write_image(tmp_path / "a.zarr", synthetic_smear(seed=1, shape=(300, 300))[0], chunk=128)
+    assert main(["slide", str(path), "--out", str(tmp_path / "out"), "--backend", "threshold", *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert said in (tmp_path / "out" / "failed.csv").read_text()
+    assert main(["slide", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "out")]) == 2
+    assert "missing.zarr" in capsys.readouterr().err

@@ -54,7 +54,7 @@ OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 COMMAND = re.compile(r"\b(napari-reddino|reddino-train) ([a-z][a-z-]*)")
 PLACEHOLDER = re.compile(r"(?<!:)\b[A-Z][A-Z0-9_]+\b")  # not in a spec's syntax (local-dir:PATH)
 NOT_PLACEHOLDERS = {"PCA", "UMAP", "RGB", "PNG", "CSV", "TIFF", "ICSH", "HTML", "GPU", "CPU", "CUDA", "CLS", "EMA",
-                    "YAML", "MLP", "L2", "F1", "NN", "SAM", "RBC", "CARD", "README", "SIGTERM", "NAPARI_REDDINO_PINS", "A4"}
+                    "YAML", "MLP", "L2", "F1", "NN", "SAM", "RBC", "CARD", "README", "SIGTERM", "NAPARI_REDDINO_PINS", "A4", "OME"}
 
 
 def options_of(parser: argparse.ArgumentParser) -> set[str]:

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model spec for --features (default: a cached RedDino, else the "
                                                  "demo model)")
     add_cell_types_argument(p)
+    p.add_argument("--weights", default=None, help="the segmenter's weights: with --backend learned, a file written "
+                   "by reddino-train segmenter (default: the shipped one); with cellpose, a Cellpose 4 weights file "
+                   "(default: cpsam in Cellpose's model folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--labels-beside", action="store_true",
                    help="write the labels into the OME-Zarr slide itself (<slide>/labels/cells; level 0 only)")
@@ -55,7 +58,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from napari_reddino.cli import UsageError
-    from napari_reddino.cli.segment import segment_options
     from napari_reddino.images import InputError
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.progress import run as drive
@@ -76,7 +78,11 @@ def run(args) -> int:
         cell_types = parse_cell_types(args.cell_types)
     else:
         cell_types = ("rbc",)
-    opts = segment_options(args)
+    opts = {} if args.diameter is None else {"diameter": args.diameter}
+    if args.weights:
+        opts["weights"] = args.weights
+    if args.backend == "cellpose":
+        opts["device"] = args.device
     names = unique_names(args.slides)
     failures, done = Failures(), 0
     for path, name, stem in zip(args.slides, names, output_stems(names)):

@@ -51,6 +51,7 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
     auto = is_auto(opts.get("diameter", "auto" if backend in ("threshold", "learned") else None))
     given = opts.get("diameter")
     stats = estimate = None
+    align = 1
     if backend in ("threshold", "learned") and not big:
         # one image: the segmenter measures the stain once and, with "auto", the scale from the same optical
         # density it segments (measuring first and again inside cost a fifth of the time)
@@ -81,9 +82,11 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
         def one(tile):
             return segment_threshold(tile, **opts)
     elif backend == "learned":  # the same measured scale and stain, then the U-Net (segment/learned.py)
-        from napari_reddino.segment.learned import segment_learned
+        from napari_reddino.segment.learned import segment_learned, tile_grid
 
         diameter = estimate if auto or given is None else float(given)
+        if big:  # tiles on the network's grid: their centres are the whole image's
+            diameter, align = tile_grid(diameter)
         opts = {"stats": stats, **opts, "diameter": diameter}
 
         def one(tile):
@@ -105,7 +108,7 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
         labels = one(image)
         yield Progress(1, 1, f"Segmenting ({backend})")
         return np.asarray(labels, np.int32), diameter, stats
-    labels = yield from _tiled(image, one, (h, w), tile_size, tile_overlap, diameter, backend)
+    labels = yield from _tiled(image, one, (h, w), tile_size, tile_overlap, diameter, backend, align)
     return labels, diameter, stats
 
 
@@ -155,13 +158,13 @@ def _image_shape(image) -> tuple[int, int]:
     return (shape[1], shape[2]) if axis == 0 else (shape[0], shape[1])
 
 
-def _tiled(image, one, shape, tile_size, overlap, diameter, backend):
+def _tiled(image, one, shape, tile_size, overlap, diameter, backend, align=1):
     """Run ``one`` on overlapping tiles; keep from each tile the cells whose centroid is in its core
     (:mod:`napari_reddino.slides.tiles`, the plan the out-of-core slide engine uses too)."""
     from napari_reddino.segment.threshold import relabel
     from napari_reddino.slides.tiles import paint, plan_tiles, segment_tile
 
-    plan = plan_tiles(shape, tile_size, diameter, overlap)
+    plan = plan_tiles(shape, tile_size, diameter, overlap, align)
     out = np.zeros(shape, np.int32)
     first, next_id = channel_axis(image) != 0, 1
 

@@ -124,14 +124,30 @@ def fold_batch_norm(net):
 
 
 def to_network_scale(rgb: np.ndarray, diameter: float) -> tuple[np.ndarray, float]:
-    """``(rgb resized so a red cell is TARGET_DIAMETER px across, the scale factor)``."""
+    """``(rgb resized so a red cell is TARGET_DIAMETER px across, the scale factor)``. The scale is exactly
+    the factor (not the rounded size over the width), so a tile of a slide lands on the slide's own grid."""
     import cv2
 
-    h, w = rgb.shape[:2]
     s = TARGET_DIAMETER / float(diameter)
-    size = (max(8, int(round(w * s))), max(8, int(round(h * s))))
-    small = cv2.resize(rgb.astype(np.float32), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    h, w = rgb.shape[:2]
+    if min(h, w) * s < 8:  # a tiny image: at least 8 px a side for the network
+        size = (max(8, int(round(w * s))), max(8, int(round(h * s))))
+        return cv2.resize(rgb.astype(np.float32), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s
+    small = cv2.resize(rgb.astype(np.float32), None, fx=s, fy=s,
+                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     return small, s
+
+
+GRID = 20  # tiles of a slide: the network's scale is a multiple of 1/GRID (see tile_grid)
+
+
+def tile_grid(diameter: float) -> tuple[float, int]:
+    """``(diameter, align)`` for cutting a slide into tiles that the network sees as the whole slide: the
+    diameter nudged (under 4% for cells up to 130 px) so the network's scale is a multiple of 1/GRID, and tile
+    starts a multiple of ``align`` px, which the scale maps onto whole pooled pixels of the U-Net (its
+    stride is 4). Then a tile's centres are the whole slide's."""
+    scale = max(1, round(GRID * TARGET_DIAMETER / float(diameter))) / GRID
+    return TARGET_DIAMETER / scale, 4 * GRID
 
 
 def network_input(rgb: np.ndarray, background) -> np.ndarray:

@@ -292,8 +292,20 @@ def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048
     given = opts.pop("diameter", None)
     diameter = estimate if given is None or is_auto(given) else float(given)
     if backend == "cellpose":  # Cellpose-SAM chooses its own scale unless told; the plan and types use ours
+        from napari_reddino.segment.cellpose import resolve_weights
+
         opts["diameter"] = None if given is None else diameter
-    plan = plan_tiles(levels[0].shape[:2], tile, diameter)
+        opts["weights"] = str(resolve_weights(None, opts.get("weights")))  # a missing model: one line, before work
+    elif backend == "learned" and opts.get("weights"):
+        from napari_reddino.segment.learned import load_segmenter
+
+        load_segmenter(opts["weights"])
+    align = 1
+    if backend == "learned":  # tiles on the network's grid: their centres are the whole slide's
+        from napari_reddino.segment.learned import tile_grid
+
+        diameter, align = tile_grid(diameter)
+    plan = plan_tiles(levels[0].shape[:2], tile, diameter, align=align)
     settings = Settings(backend, opts, stats, float(diameter), model, tuple(cell_types), dict(embed_opts or {}))
     folder = files["tiles"]
     if not resume and folder.exists():

@@ -25,19 +25,32 @@ MAX_GROW = 2  # times a window may grow by the overlap on each side
 EDGE_BAND = 4  # px: a clump this close to an inner window edge reaches it (the stain's smoothing differs there)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared, spread
-    evenly (the last tile is not pushed back over its neighbour)."""
+    evenly (the last tile is not pushed back over its neighbour), each a multiple of ``align`` (then the last
+    tile runs on to the end: up to ``align - 1`` px longer)."""
     if length <= tile:
         return [0]
-    n = int(np.ceil((length - overlap) / (tile - overlap)))
-    return sorted({int(round(i * (length - tile) / (n - 1))) for i in range(n)})
+    last = (length - tile) // align * align
+    step = (tile - overlap) // align * align
+    if last == 0:
+        return [0]
+    if align > 1 and step < 2 * align:
+        from napari_reddino.images import InputError
+
+        raise InputError(f"Received tiles of {tile} px for cells that need {overlap} px of overlap; accepted: tiles "
+                         f"of at least {overlap + 2 * align} px.")
+    n = int(np.ceil(last / (step - (align if align > 1 else 0)))) + 1
+    return sorted({align * int(i * last / (n - 1) / align + (0.5 if align == 1 else 0)) for i in range(n)})
 
 
-def _borders(starts: list[int], tile: int, length: int) -> list[int]:
+def _borders(starts: list[int], ends: list[int], length: int) -> list[int]:
     """Core borders along one axis: 0, the middle of each shared strip, ``length``."""
-    mids = [(b + min(a + tile, length)) // 2 for a, b in zip(starts, starts[1:])]
-    return [0] + mids + [length]
+    return [0] + [(b + end) // 2 for b, end in zip(starts[1:], ends)] + [length]
+
+
+def _ends(starts: list[int], tile: int, length: int) -> list[int]:
+    return [min(s + tile, length) for s in starts[:-1]] + [length]
 
 
 @dataclass(frozen=True)
@@ -74,15 +87,18 @@ class TilePlan:
         return len(self.tiles)
 
 
-def plan_tiles(shape, tile: int, diameter: float | None = None, overlap: int | None = None) -> TilePlan:
+def plan_tiles(shape, tile: int, diameter: float | None = None, overlap: int | None = None,
+               align: int = 1) -> TilePlan:
     """Tiles of ``tile`` px over a (h, w) slide, overlapping by ``overlap`` px (default: 3 red-cell
-    ``diameter``s, at most half a tile), in row-major order."""
+    ``diameter``s, at most half a tile), in row-major order; windows start (and grow) by multiples of
+    ``align`` px (the learned segmenter's network grid: ``segment.learned.tile_grid``)."""
     h, w = (int(s) for s in shape[:2])
     overlap = int(overlap or OVERLAP_DIAMETERS * (diameter or DEFAULT_DIAMETER))
-    overlap = min(overlap, tile // 2)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    by, bx = _borders(ys, tile, h), _borders(xs, tile, w)
-    tiles = tuple(Tile(r, c, (y0, min(y0 + tile, h), x0, min(x0 + tile, w)), (by[r], by[r + 1], bx[c], bx[c + 1]))
+    overlap = -(-min(overlap, tile // 2) // align) * align
+    ys, xs = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
+    ye, xe = _ends(ys, tile, h), _ends(xs, tile, w)
+    by, bx = _borders(ys, ye, h), _borders(xs, xe, w)
+    tiles = tuple(Tile(r, c, (y0, ye[r], x0, xe[c]), (by[r], by[r + 1], bx[c], bx[c + 1]))
                   for r, y0 in enumerate(ys) for c, x0 in enumerate(xs))
     return TilePlan((h, w), int(tile), overlap, tiles)
 

@@ -8,8 +8,8 @@ first the slide is composed (slides/synthetic.py, OME-Zarr), then segmented tile
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_slide.py --size 40000 --smears-in 10000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_slide.py --size 4096 --features --model demo
 
---smears-in N puts the smears in the top-left N x N pixels only and blank slide (the fields' background colour)
-elsewhere, as a scan of a smear often is: the whole slide is read, measured, tiled and written, at a
+--smears-in N puts the smears in the top-left N x N pixels only and blank slide (the median of the fields'
+background colours) elsewhere, as a scan of a smear often is: the whole slide is read, measured, tiled and written, at a
 fraction of the segmentation time.
 
 Prints one Markdown row per step (and appends it to WORK/rows.md); the slides stay in WORK for a re-run.
@@ -40,7 +40,8 @@ def compose(path, fields, size: int, region: int):
     if region >= size:
         return synthetic.compose_slide(path, fields, size)
     smears = synthetic.mosaic(fields, (region, region))
-    blank = np.round(255 * estimate_background(fields[0].astype(np.float32) / 255)).astype(np.uint8)
+    glass = np.median([estimate_background(f.astype(np.float32) / 255) for f in fields], axis=0)
+    blank = np.round(255 * glass).astype(np.uint8)  # the smears' own glass colour
     blank = da.broadcast_to(da.from_array(blank, chunks=3), (size, size, 3)).rechunk((ngff.CHUNK, ngff.CHUNK, 3))
     slide = da.concatenate([da.concatenate([smears, blank[:region, region:]], axis=1), blank[region:]], axis=0)
     return ngff.write_image(path, slide.rechunk((ngff.CHUNK, ngff.CHUNK, 3)), name=Path(path).stem)

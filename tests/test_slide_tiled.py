@@ -207,3 +207,17 @@ def test_cli_bad_settings_are_one_line(tmp_path, capsys, extra, said):
     assert said in (tmp_path / "out" / "failed.csv").read_text()
     assert main(["slide", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "out")]) == 2
     assert "missing.zarr" in capsys.readouterr().err
+
+
+def test_diameter_of_a_large_slide_is_measured_at_full_resolution():
+    """A view small enough to hold shows cells 2 px across; the diameter comes from full-resolution windows
+    where the slide is stained (here the smear fills one corner of blank glass)."""
+    from napari_reddino.segment.threshold import estimate_image_diameter, measure_large
+
+    smear = synthetic_smear(seed=2, shape=(1200, 1200))[0]
+    _, expected = estimate_image_diameter(smear)
+    glass = np.median(smear.reshape(-1, 3), axis=0).astype(np.uint8)
+    big = np.broadcast_to(glass, (6000, 6000, 3)).copy()
+    big[4800:, 4800:] = smear
+    _, diameter = measure_large([big], (1.0,), tile=400)
+    assert diameter == pytest.approx(expected, rel=0.1)

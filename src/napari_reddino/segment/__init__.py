@@ -69,10 +69,13 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
         yield Progress(1, 1, f"Segmenting ({backend})")
         return np.asarray(labels, np.int32), diameter, stats
     if backend in ("threshold", "learned") or auto or big:
-        # one threshold and one diameter for the whole image (and all its tiles), from a strided view
-        step = max(1, int(np.ceil(max(h, w) / tile_size)))
-        stats, estimate = estimate_image_diameter(_strided(image, step), opts.get("threshold_scale", 0.7),
-                                                  step=step)
+        # one threshold and one diameter for the whole image (and all its tiles)
+        if big:
+            from napari_reddino.segment.threshold import measure_large
+
+            stats, estimate = measure_large([image], (1.0,), tile_size, opts.get("threshold_scale", 0.7))
+        else:
+            stats, estimate = estimate_image_diameter(image, opts.get("threshold_scale", 0.7))
     if backend == "threshold":
         from napari_reddino.segment.threshold import segment_threshold
 
@@ -110,10 +113,6 @@ def _iter_segment(image, backend, tile_size=2048, tile_overlap=None, **opts):
         return np.asarray(labels, np.int32), diameter, stats
     labels = yield from _tiled(image, one, (h, w), tile_size, tile_overlap, diameter, backend, align)
     return labels, diameter, stats
-
-
-def _strided(image, step):
-    return np.asarray(image[::step, ::step]) if channel_axis(image) != 0 else np.asarray(image[:, ::step, ::step])
 
 
 def segment_cells(image, backend: str = DEFAULT_BACKEND, drop_border: bool = False, **opts):

@@ -556,3 +556,43 @@ def estimate_image_diameter(image, threshold_scale: float = 0.7, step: int = 1) 
     od = optical_density(rgb, stats.background)
     foreground = fill_holes(od[..., 1] > stats.threshold)
     return stats, step * estimate_diameter(foreground, default=DEFAULT_DIAMETER / step, exclude=nucleus_mask(od, stats.threshold))
+
+
+def measure_large(levels, factors=(1.0,), tile: int = 2048, threshold_scale: float = 0.7, windows: int = 4,
+                  size: int = 1024) -> tuple[StainStats, float]:
+    """``(stain statistics, red-cell diameter in px)`` of an image larger than a ``tile`` (``levels[0]``, any
+    array sliced lazily; ``levels[k]`` ``factors[k]`` times smaller, when it has a pyramid). The stain comes
+    from a view of the whole image whose longest side is about ``tile`` (from the coarsest level that allows
+    it; colour needs no detail); the diameter from the ``windows`` full-resolution windows of ``size`` px
+    where that view is most stained (in a view 20 times smaller a cell is 2 px: no size can be measured)."""
+    from napari_reddino.images import channel_axis
+
+    first = channel_axis(levels[0]) != 0
+
+    def pixels(arr, ys, xs):
+        return to_rgb_float(np.asarray(arr[ys, xs] if first else arr[:, ys, xs]))
+
+    shape = levels[0].shape[:2] if first else levels[0].shape[1:3]
+    step = max(1, int(np.ceil(max(shape) / tile)))
+    k = max(i for i, f in enumerate(factors) if f <= step)
+    f = int(round(factors[k]))
+    stride = max(1, step // f)
+    view = pixels(levels[k], slice(None, None, stride), slice(None, None, stride))
+    stats = stain_stats(view, threshold_scale)
+    od = optical_density(view, stats.background)
+    block = max(1, size // (f * stride))  # a window's side in view pixels
+    stained = od[..., 1] > stats.threshold
+    hb, wb = stained.shape[0] // block, stained.shape[1] // block
+    if hb == 0 or wb == 0 or not stained.any():
+        return stats, estimate_image_diameter(view, threshold_scale, step=f * stride)[1]
+    share = stained[:hb * block, :wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3)).ravel()
+    found = []
+    for i in np.argsort(-share, kind="stable")[:windows]:
+        if share[i] == 0:
+            break
+        y0, x0 = (i // wb) * block * f * stride, (i % wb) * block * f * stride
+        rgb = pixels(levels[0], slice(y0, y0 + size), slice(x0, x0 + size))
+        wod = optical_density(rgb, stats.background)
+        found.append(estimate_diameter(fill_holes(wod[..., 1] > stats.threshold),
+                                       exclude=nucleus_mask(wod, stats.threshold)))
+    return stats, float(np.median(found)) if found else DEFAULT_DIAMETER

@@ -63,16 +63,13 @@ def _window(data, y0, y1, x0, x1) -> np.ndarray:
 
 def measure_slide(levels, factors, tile: int, threshold_scale: float = 0.7):
     """``(stain statistics, red-cell diameter in px)`` measured once for the slide, as ``segment`` does for a
-    large image (a view strided so its longest side is about ``tile``), from the coarsest level that allows it."""
-    from napari_reddino.segment.threshold import estimate_image_diameter
+    large image (``threshold.measure_large``)."""
+    from napari_reddino.segment.threshold import estimate_image_diameter, measure_large
 
     h, w = levels[0].shape[:2]
-    step = max(1, int(np.ceil(max(h, w) / tile)))
-    k = max(i for i, f in enumerate(factors) if f <= step)
-    f = int(round(factors[k]))
-    stride = max(1, step // f)
-    view = _window(levels[k][::stride, ::stride], 0, None, 0, None)
-    return estimate_image_diameter(view, threshold_scale, step=f * stride)
+    if max(h, w) <= tile:
+        return estimate_image_diameter(_window(levels[0], 0, None, 0, None), threshold_scale)
+    return measure_large(levels, factors, tile, threshold_scale)
 
 
 # --- one tile -----------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def timed(cmd: list[str], cwd=None) -> dict:
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
     seconds = sum(float(v) * 60 ** i for i, v in enumerate(reversed(wall)))
     cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in proc.stdout.splitlines() if "objects in" in line or "composed" in line]
     return {"wall": seconds, "cpu": cpu, "rss_mb": int(field("Maximum resident set size (kbytes)")) / 1024,
             "said": lines[-1] if lines else ""}
 

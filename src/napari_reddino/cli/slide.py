@@ -111,10 +111,13 @@ def run(args) -> int:
             line += f" ({result.skipped} done before)"
         if model:
             line += f", {result.features} with features"
+        if not args.labels_beside and Path(path).suffix.lower() == ".zarr" and not args.level:
+            print(f"{name}: --labels-beside writes the labels into the slide itself, where napari-ome-zarr shows "
+                  "them over it")
         print(f"{line} → {result.files['labels']}, {result.files['cells']}")
         if result.reaching:
-            print(f"{name}: in {result.reaching} tiles a clump of touching cells was larger than the tile's overlap; "
-                  "a larger --tile splits it as in one piece", file=sys.stderr)
+            print(f"{name}: {result.reaching} of {result.tiles} tiles keep cells of a clump of touching cells that runs "
+                  "past the tile (a crowded field): their outlines may differ a little from one piece's", file=sys.stderr)
         done += 1
     failures.write(out / "failed.csv")
     if len(args.slides) > 1 or failures:

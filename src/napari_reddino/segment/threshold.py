@@ -561,10 +561,11 @@ def estimate_image_diameter(image, threshold_scale: float = 0.7, step: int = 1) 
 def measure_large(levels, factors=(1.0,), tile: int = 2048, threshold_scale: float = 0.7, windows: int = 4,
                   size: int = 1024) -> tuple[StainStats, float]:
     """``(stain statistics, red-cell diameter in px)`` of an image larger than a ``tile`` (``levels[0]``, any
-    array sliced lazily; ``levels[k]`` ``factors[k]`` times smaller, when it has a pyramid). The stain comes
-    from a view of the whole image whose longest side is about ``tile`` (from the coarsest level that allows
-    it; colour needs no detail); the diameter from the ``windows`` full-resolution windows of ``size`` px
-    where that view is most stained (in a view 20 times smaller a cell is 2 px: no size can be measured)."""
+    array sliced lazily; ``levels[k]`` ``factors[k]`` times smaller, when it has a pyramid), both from the
+    ``windows`` full-resolution windows of ``size`` px where a view of the whole image (longest side about
+    ``tile``, from the coarsest level that allows it) is most stained. Not from the view itself: there a cell
+    of a 40,000 px slide is 2 px (no size can be measured), and the blank glass around a smear pulls the
+    stain threshold down."""
     from napari_reddino.images import channel_axis
 
     first = channel_axis(levels[0]) != 0
@@ -578,21 +579,20 @@ def measure_large(levels, factors=(1.0,), tile: int = 2048, threshold_scale: flo
     f = int(round(factors[k]))
     stride = max(1, step // f)
     view = pixels(levels[k], slice(None, None, stride), slice(None, None, stride))
-    stats = stain_stats(view, threshold_scale)
-    od = optical_density(view, stats.background)
+    rough = stain_stats(view, threshold_scale)
     block = max(1, size // (f * stride))  # a window's side in view pixels
-    stained = od[..., 1] > stats.threshold
+    stained = optical_density(view, rough.background)[..., 1] > rough.threshold
     hb, wb = stained.shape[0] // block, stained.shape[1] // block
     if hb == 0 or wb == 0 or not stained.any():
-        return stats, estimate_image_diameter(view, threshold_scale, step=f * stride)[1]
+        return estimate_image_diameter(view, threshold_scale, step=f * stride)
     share = stained[:hb * block, :wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3)).ravel()
+    picked = [i for i in np.argsort(-share, kind="stable")[:windows] if share[i] > 0]
+    rgbs = [pixels(levels[0], slice(y0, y0 + size), slice(x0, x0 + size))
+            for y0, x0 in (((i // wb) * block * f * stride, (i % wb) * block * f * stride) for i in picked)]
+    hh, ww = min(r.shape[0] for r in rgbs), min(r.shape[1] for r in rgbs)
+    stats = stain_stats(np.concatenate([r[:hh, :ww] for r in rgbs], axis=1), threshold_scale)
     found = []
-    for i in np.argsort(-share, kind="stable")[:windows]:
-        if share[i] == 0:
-            break
-        y0, x0 = (i // wb) * block * f * stride, (i % wb) * block * f * stride
-        rgb = pixels(levels[0], slice(y0, y0 + size), slice(x0, x0 + size))
-        wod = optical_density(rgb, stats.background)
-        found.append(estimate_diameter(fill_holes(wod[..., 1] > stats.threshold),
-                                       exclude=nucleus_mask(wod, stats.threshold)))
-    return stats, float(np.median(found)) if found else DEFAULT_DIAMETER
+    for rgb in rgbs:
+        od = optical_density(rgb, stats.background)
+        found.append(estimate_diameter(fill_holes(od[..., 1] > stats.threshold), exclude=nucleus_mask(od, stats.threshold)))
+    return stats, float(np.median(found))

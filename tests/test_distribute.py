@@ -29,6 +29,16 @@ def smears(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def with_broken(smears, tmp_path_factory):
+    """The smears and a file that is no image."""
+    folder = tmp_path_factory.mktemp("with_broken")
+    for p in smears.iterdir():
+        (folder / p.name).symlink_to(p)
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
 def run_args(smears, out, *extra):
     return ["run", str(smears), "--out", str(out), "--backend", "threshold", "--model", "demo",
             "--cell-resolution", "off", *extra]
@@ -123,14 +133,9 @@ def test_local_workers_get_their_share_of_the_cores_and_closing_stops_them():
 
 
 @pytest.mark.slow  # the CLI path on a scheduler is the fast tests'; LocalCluster's is the test above
-def test_two_workers_write_what_one_process_writes_and_go_on_past_a_bad_file(smears, one_process, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for p in smears.iterdir():
-        (folder / p.name).write_bytes(p.read_bytes())
-    (folder / "broken.png").write_bytes(b"not an image")
+def test_two_workers_write_what_one_process_writes_and_go_on_past_a_bad_file(with_broken, one_process, tmp_path):
     out = tmp_path / "two"
-    assert main(run_args(folder, out, "--workers", "2")) == 2
+    assert main(run_args(with_broken, out, "--workers", "2")) == 2
     assert pd.read_csv(out / "failed.csv")["input"].tolist() == ["broken.png"]
     assert_same_outputs(one_process, out)
 
@@ -158,10 +163,13 @@ def test_a_killed_run_resumed_on_two_workers_gives_the_same_files(smears, one_pr
     assert_same_outputs(one_process, out)
 
 
-def test_a_scheduler_at_an_address_gives_what_one_process_gives(smears, one_process, scheduler, tmp_path):
+def test_a_scheduler_at_an_address_gives_what_one_process_gives(with_broken, one_process, scheduler, tmp_path):
     out = tmp_path / "cluster"
-    assert main(run_args(smears, out, "--scheduler", scheduler)) == 0
+    assert main(run_args(with_broken, out, "--scheduler", scheduler)) == 2
+    assert pd.read_csv(out / "failed.csv")["input"].tolist() == ["broken.png"]
     assert_same_outputs(one_process, out)
+    got = run(iter_map_units([Unit("bug", int, ("seven",)), Unit("fine", abs, (-1,))], scheduler=scheduler))
+    assert got == [UnitFailed("bug", "ValueError: invalid literal for int() with base 10: 'seven'"), 1]
 
 
 def test_a_scheduler_that_is_not_there_is_one_line_before_any_work(smears, tmp_path, capsys):

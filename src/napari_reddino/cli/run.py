@@ -141,7 +141,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     finished = dict(zip([u.name for u in units], drive(iter_map_units(
         units, args.workers, args.scheduler, "images"), bar=True)))
-    result = drive(iter_pooled_result(images, done_before, finished, opts, out, stems))
+    result = drive(iter_pooled_result(images, done_before, finished, opts, out, stems), bar=True)
     written += [p for name, _ in images if name in finished and not isinstance(finished[name], UnitFailed)
                 for p in finished[name].written]
     written += write_pooled_outputs(result, out)

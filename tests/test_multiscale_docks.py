@@ -1,0 +1,105 @@
+"""The docks on a multiscale slide as napari opens it: the level offered, processed at its full resolution, and the
+results placed over the slide (levels.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+pytest.importorskip("napari_ome_zarr")
+pytest.importorskip("cellpose.models")  # torch before any viewer (see test_segment_widget)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    """A 600 x 700 RGB OME-Zarr slide, 0.5 um per pixel, levels 600x700, 300x350, 150x175, 75x88."""
+    from napari_reddino.sample_data import synthetic_smear
+    from napari_reddino.slides import synthetic
+
+    field = synthetic_smear(seed=2, shape=(240, 320))[0]
+    return synthetic.compose_slide(tmp_path_factory.mktemp("slides") / "slide.zarr", [field], (600, 700),
+                                   chunk=128, pixel_size_um=0.5)
+
+
+def edges(layer):
+    """The world box a 2-D layer covers, pixel edges included: (y0, x0), (y1, x1)."""
+    shape = np.asarray((layer.data[0] if layer.multiscale else layer.data).shape[:2], float)
+    scale, translate = np.asarray(layer.scale[-2:]), np.asarray(layer.translate[-2:])
+    return np.stack([translate - scale / 2, translate + (shape - 0.5) * scale])
+
+
+def shown(widget) -> bool:
+    """Not hidden by the dock (``visible`` also needs the dock on screen)."""
+    return not widget.native.isHidden()
+
+
+def run_widget(qtbot, widget):
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+
+def test_segment_dock_at_level_1_puts_the_cells_over_the_slide(make_napari_viewer, qtbot, slide):
+    from napari_reddino._widgets.levels import ColourLayers
+    from napari_reddino._widgets.segment import SegmentWidget
+    from napari_reddino.segment import segment_cells
+    from napari_reddino.slides.read import open_slide
+
+    viewer = make_napari_viewer()
+    channels = viewer.open(str(slide), plugin="napari-ome-zarr")
+    # what napari-ome-zarr really gives: one gray multiscale layer per colour, at the file's pixel size
+    assert [la.name for la in channels] == ["slide: red", "slide: green", "slide: blue"]
+    assert all(la.multiscale and not la.rgb for la in channels)
+    np.testing.assert_allclose(channels[0].scale, (0.5, 0.5))
+    widget = SegmentWidget(viewer)
+    assert [image.name for image in widget.image.choices if image is not None] == ["slide"]  # one, not three
+    assert isinstance(widget.image.value, ColourLayers)
+    assert shown(widget.level.combo) and widget.level.value == 0  # 0.4 Mpx: under the default budget
+    assert widget.level.combo.choices == (0, 1, 2, 3)
+    widget.level.combo.value = 1
+    assert widget.level.combo.current_choice == "1: 350 x 300 px (2x coarser, 0.1 Mpx)"
+    widget.backend.value = "threshold"
+    run_widget(qtbot, widget)
+    cells = viewer.layers["slide cells"]
+    level1 = open_slide(slide, level=1).data.compute()
+    assert cells.data.shape == (300, 350)  # level 1's full resolution was segmented
+    np.testing.assert_array_equal(cells.data, segment_cells(level1, "threshold")[0])
+    np.testing.assert_allclose(cells.scale, (1.0, 1.0))  # 2 x the slide's 0.5 um
+    np.testing.assert_allclose(edges(cells), edges(channels[0]))  # lies exactly over the slide
+    np.testing.assert_allclose(edges(cells), channels[0]._extent_world_augmented)
+    assert cells.metadata["source_level"] == 1
+
+
+def test_level_combo_only_for_a_multiscale_image_and_its_default_under_the_budget(make_napari_viewer, slide,
+                                                                                  monkeypatch):
+    from napari_reddino._widgets import levels
+    from napari_reddino._widgets.embed import EmbedWidget
+    from napari_reddino._widgets.pca import PCAWidget
+    from napari_reddino._widgets.pipeline import PipelineWidget
+    from napari_reddino._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 50, 3), np.uint8), name="plain")
+    docks = [SegmentWidget(viewer), PCAWidget(viewer), PipelineWidget(viewer), EmbedWidget(viewer)]
+    for dock in docks:
+        assert not shown(dock.level.combo) and dock.level.value == 0, type(dock).__name__
+    monkeypatch.setattr(levels, "DOCK_PIXELS", 30_000)  # level 2 (150 x 175) is the finest under it
+    viewer.open(str(slide), plugin="napari-ome-zarr")
+    for dock in docks:  # choosing the slide shows its levels, the default chosen
+        dock.image.value = next(c for c in dock.image.choices if getattr(c, "name", c) == "slide")
+        assert shown(dock.level.combo) and dock.level.value == 2, type(dock).__name__
+    docks[0].image.value = viewer.layers["plain"]
+    assert not shown(docks[0].level.combo)
+
+
+def test_the_builtin_readers_channel_first_layer_is_read_as_colour(make_napari_viewer, slide):
+    from napari_reddino._widgets._common import image_layer_data
+    from napari_reddino._widgets.levels import level_placement
+    from napari_reddino.slides.read import open_slide
+
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(slide), plugin="napari")
+    assert layer.multiscale and layer.ndim == 3 and layer.data[0].shape == (3, 600, 700)  # gray, c slider
+    np.testing.assert_array_equal(np.asarray(image_layer_data(layer, 2)), open_slide(slide, level=2).data)
+    scale, translate = level_placement(layer, 1)
+    assert scale == (2.0, 2.0) and translate == (0.5, 0.5)  # its level 0 is at 1 px per unit

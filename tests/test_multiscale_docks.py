@@ -40,6 +40,11 @@ def run_widget(qtbot, widget):
 
 
 def test_segment_dock_at_level_1_puts_the_cells_over_the_slide(make_napari_viewer, qtbot, slide):
+    segment_at_level_1(make_napari_viewer, qtbot, slide)
+
+
+def segment_at_level_1(make_napari_viewer, qtbot, slide):
+    """The slide opened by napari-ome-zarr, segmented at level 1 by the dock; returns the viewer and level 1."""
     from napari_reddino._widgets.levels import ColourLayers
     from napari_reddino._widgets.segment import SegmentWidget
     from napari_reddino.segment import segment_cells
@@ -68,6 +73,28 @@ def test_segment_dock_at_level_1_puts_the_cells_over_the_slide(make_napari_viewe
     np.testing.assert_allclose(edges(cells), edges(channels[0]))  # lies exactly over the slide
     np.testing.assert_allclose(edges(cells), channels[0]._extent_world_augmented)
     assert cells.metadata["source_level"] == 1
+    return viewer, level1
+
+
+def test_features_and_session_use_the_level_of_the_cells(make_napari_viewer, qtbot, slide, tiny_model_dir):
+    from napari_reddino._widgets.embed import OTHER, EmbedWidget
+    from napari_reddino._widgets.levels import image_pixels
+    from napari_reddino._widgets.session import viewer_session
+
+    viewer, level1 = segment_at_level_1(make_napari_viewer, qtbot, slide)
+    cells = viewer.layers["slide cells"]
+    widget = EmbedWidget(viewer)
+    assert widget.image.value == "slide" and widget.labels.value == "slide cells"
+    assert shown(widget.level.combo) and widget.level.value == 1  # the cells layer's level, not the default 0
+    widget.model_choice.value = OTHER
+    widget.model_path.value = f"local-dir:{tiny_model_dir}"
+    run_widget(qtbot, widget)
+    stored = cells.metadata["reddino"]
+    assert stored["image"] == "slide" and len(stored["embeddings"]) == (cells.features["type"] == "rbc").sum() > 5
+    np.testing.assert_array_equal(np.asarray(image_pixels(viewer, "slide", cells.data.shape)), level1)
+    (smear,), (info,) = (s := viewer_session(viewer)).result.smears, s.images
+    np.testing.assert_array_equal(smear.image, level1)  # saved at the cells' level, reopened where they lie
+    assert info.scale == tuple(cells.scale) and info.translate == tuple(cells.translate)
 
 
 def test_level_combo_only_for_a_multiscale_image_and_its_default_under_the_budget(make_napari_viewer, slide,

@@ -223,3 +223,27 @@ def image_level(image, level: int):
 def source_path(image) -> Path | None:
     src = getattr(image, "source", None)
     return Path(src.path) if src is not None and src.path else None
+
+
+def cells_shape(viewer, image: str):
+    """(y, x) of the cells layer of ``image`` (None without one): which level of a slide its cells are on."""
+    from napari_reddino.style import cells_layer_name
+
+    name = cells_layer_name(image)
+    return tuple(viewer.layers[name].data.shape[:2]) if name in viewer.layers else None
+
+
+def image_pixels(viewer, name: str, shape=None):
+    """The pixels of image ``name`` (a layer or ``ColourLayers``) that a cells layer of ``shape`` (y, x) was
+    made from: the level of that size of a multiscale image (else level 0). Lazy for a multiscale image; None
+    when no such image is open."""
+    from napari_reddino._widgets._common import image_layer_data
+
+    image = find_image(viewer, name)
+    if image is None:
+        return None
+    level = 0
+    if image.multiscale and shape is not None:
+        sizes = [tuple(lv.shape[:2]) for lv in levels_of(image)]
+        level = sizes.index(tuple(shape[:2])) if tuple(shape[:2]) in sizes else 0
+    return image_layer_data(image, level)

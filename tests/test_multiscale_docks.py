@@ -130,3 +130,19 @@ def test_the_builtin_readers_channel_first_layer_is_read_as_colour(make_napari_v
     np.testing.assert_array_equal(np.asarray(image_layer_data(layer, 2)), open_slide(slide, level=2).data)
     scale, translate = level_placement(layer, 1)
     assert scale == (2.0, 2.0) and translate == (0.5, 0.5)  # its level 0 is at 1 px per unit
+
+
+def test_pca_overlay_of_a_level_lies_over_the_slide(make_napari_viewer, qtbot, slide, tiny_model_dir):
+    from napari_reddino._widgets.pca import PCAWidget
+
+    viewer = make_napari_viewer()
+    channels = viewer.open(str(slide), plugin="napari-ome-zarr")
+    widget = PCAWidget(viewer)
+    widget.model_spec.value = f"local-dir:{tiny_model_dir}"
+    widget.resolution.value = 1
+    widget.upsample.value = True  # the overlay at the level's own pixels: its edges are the level's
+    widget.level.combo.value = 2
+    run_widget(qtbot, widget)
+    overlay = viewer.layers["slide PCA"]
+    assert overlay.data.shape[:2] == (150, 175)
+    np.testing.assert_allclose(edges(overlay), edges(channels[0]))

@@ -170,3 +170,16 @@ def test_read_image_refuses_a_slide_over_the_limit(tmp_path, fields, monkeypatch
         assert "\n" not in str(err.value)
     monkeypatch.setattr(images, "WHOLE_PIXELS", 100 * 90)
     np.testing.assert_array_equal(images.read_image(tmp_path / "p.ome.tif"), image)
+
+
+def test_a_slide_travels_to_another_process(tmp_path, fields):
+    """What a Dask worker gets (cloudpickle, as dask.distributed sends tasks): the levels, not open files."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    image = synthetic.mosaic(fields, (256, 192), chunk=64).compute()
+    _write_pyramid(tmp_path / "scan.ome.tif", image)
+    ngff.write_image(tmp_path / "s.zarr", image, chunk=64)
+    for name in ("scan.ome.tif", "s.zarr"):
+        with open_slide(tmp_path / name) as slide:
+            tile = slide.data[60:130, 10:70]
+            sent = cloudpickle.dumps(tile)
+        np.testing.assert_array_equal(cloudpickle.loads(sent).compute(), image[60:130, 10:70])  # reopened there

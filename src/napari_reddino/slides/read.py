@@ -135,7 +135,6 @@ def _open_ome_zarr(path: Path) -> Slide:
 def _open_tiff(path: Path) -> Slide:
     import dask.array as da
     import tifffile
-    import zarr
 
     try:
         tif = tifffile.TiffFile(path)
@@ -145,13 +144,10 @@ def _open_tiff(path: Path) -> Slide:
     try:
         series = tif.series[0]
         axes = series.axes
-        store = series.aszarr()  # one zarr array, or a group of levels "0", "1", ... for a pyramid
-        if len(series.levels) == 1:
-            arrays = [zarr.open_array(store, mode="r")]
-        else:
-            group = zarr.open_group(store, mode="r")
-            arrays = [group[str(k)] for k in range(len(series.levels))]
-        raw = [_tiff_yxc(da.from_zarr(arr), axes, path) for arr in arrays]
+        handle = _TiffLevels(path, tif)
+        stamp = f"{path.resolve()}-{path.stat().st_mtime_ns}"
+        raw = [_tiff_yxc(da.from_array(_TiffLevel(handle, k), chunks=handle.arrays()[k].chunks, name=f"tiff-{k}-{stamp}",
+                                       inline_array=True), axes, path) for k in range(len(series.levels))]
         pixel = _tiff_pixel_um(tif)
         fmt = "ome-tiff" if tif.is_ome else "tiff"
     except InputError:
@@ -161,7 +157,53 @@ def _open_tiff(path: Path) -> Slide:
         tif.close()
         raise InputError(f"Could not read {str(path)!r} as a TIFF ({type(exc).__name__}: {exc}); accepted: "
                          f"{ACCEPTED}.") from None
-    return Slide(path, slide_name(path), fmt, _as_rgb_levels(raw, path), pixel_size_um=pixel, _keep=[tif])
+    return Slide(path, slide_name(path), fmt, _as_rgb_levels(raw, path), pixel_size_um=pixel, _keep=[handle])
+
+
+class _TiffLevels:
+    """The zarr arrays of a TIFF's first series (one per level, through tifffile's zarr store), opened in the
+    process that reads them: pickled (to a Dask worker) it carries the path only, and reopens the file there."""
+
+    def __init__(self, path: Path, tif=None):
+        self.path, self._tif, self._arrays = Path(path), tif, None
+
+    def arrays(self) -> list:
+        if self._arrays is None:
+            import tifffile
+            import zarr
+
+            self._tif = self._tif or tifffile.TiffFile(self.path)
+            series = self._tif.series[0]
+            store = series.aszarr()  # one zarr array, or a group of levels "0", "1", ... for a pyramid
+            if len(series.levels) == 1:
+                self._arrays = [zarr.open_array(store, mode="r")]
+            else:
+                group = zarr.open_group(store, mode="r")
+                self._arrays = [group[str(k)] for k in range(len(series.levels))]
+        return self._arrays
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+        self._tif, self._arrays = None, None
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+
+class _TiffLevel:
+    """One level, as the array-like that ``dask.array.from_array`` slices."""
+
+    def __init__(self, levels: _TiffLevels, k: int):
+        self.levels, self.k = levels, k
+        arr = levels.arrays()[k]
+        self.shape, self.dtype, self.ndim = tuple(arr.shape), arr.dtype, arr.ndim
+
+    def __getitem__(self, key):
+        return self.levels.arrays()[self.k][key]
 
 
 def _tiff_yxc(arr, axes: str, path: Path):

@@ -146,3 +146,21 @@ def test_pca_overlay_of_a_level_lies_over_the_slide(make_napari_viewer, qtbot, s
     overlay = viewer.layers["slide PCA"]
     assert overlay.data.shape[:2] == (150, 175)
     np.testing.assert_allclose(edges(overlay), edges(channels[0]))
+
+
+def test_an_ome_zarr_without_colour_names_is_still_one_image(make_napari_viewer, slide, tmp_path):
+    import json
+    import shutil
+
+    from napari_reddino._widgets._common import image_layer_choices, image_layer_data
+    from napari_reddino.slides.read import open_slide
+
+    plain = shutil.copytree(slide, tmp_path / "plain.zarr")
+    attrs = json.loads((plain / ".zattrs").read_text())
+    attrs.pop("omero")  # no channel colours: napari gives the three layers its own colormaps
+    (plain / ".zattrs").write_text(json.dumps(attrs))
+    viewer = make_napari_viewer()
+    viewer.open(str(plain), plugin="napari-ome-zarr")
+    ((name, image),) = image_layer_choices(viewer)
+    assert name == "plain" and len(image.layers) == 3
+    np.testing.assert_array_equal(np.asarray(image_layer_data(image, 3)), open_slide(plain, level=3).data)

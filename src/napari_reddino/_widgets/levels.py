@@ -65,8 +65,9 @@ def _lazy(array):
 
 
 def colour_groups(layers) -> list[list]:
-    """Groups of image layers that are one RGB image split by napari-ome-zarr: three or four gray 2-D
-    layers read from the same path by that reader, with the same shape, in red, green, blue order."""
+    """Groups of image layers that are one RGB image split by napari-ome-zarr: three gray 2-D layers read from
+    the same path by that reader, with the same shape; in red, green, blue order by their colormaps when the
+    file names the colours (OME "omero" metadata), else in the order napari added them (the channels')."""
     by_path: dict[str, list] = {}
     for layer in layers:
         src = getattr(layer, "source", None)
@@ -77,8 +78,8 @@ def colour_groups(layers) -> list[list]:
     for found in by_path.values():
         shapes = {tuple(la.data[0].shape if la.multiscale else la.data.shape) for la in found}
         named = {la.colormap.name: la for la in found}
-        if len(shapes) == 1 and all(c in named for c in COLOURS):
-            groups.append([named[c] for c in COLOURS])
+        if len(shapes) == 1 and len(found) == 3:
+            groups.append([named[c] for c in COLOURS] if all(c in named for c in COLOURS) else found)
     return groups
 
 

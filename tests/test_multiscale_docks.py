@@ -164,3 +164,31 @@ def test_an_ome_zarr_without_colour_names_is_still_one_image(make_napari_viewer,
     ((name, image),) = image_layer_choices(viewer)
     assert name == "plain" and len(image.layers) == 3
     np.testing.assert_array_equal(np.asarray(image_layer_data(image, 3)), open_slide(plain, level=3).data)
+
+
+def test_a_pyramidal_tiff_opens_as_one_multiscale_layer_the_docks_work_on(make_napari_viewer, qtbot, slide, tmp_path):
+    import tifffile
+
+    from napari_reddino._widgets.segment import SegmentWidget
+    from napari_reddino.slides.napari_reader import get_reader
+    from napari_reddino.slides.read import open_slide
+
+    levels = [np.asarray(level) for level in open_slide(slide).levels[:3]]
+    with tifffile.TiffWriter(tmp_path / "scan.ome.tif", ome=True) as tw:
+        tw.write(levels[0], subifds=2, tile=(128, 128), photometric="rgb",
+                 metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        for level in levels[1:]:
+            tw.write(level, subfiletype=1, tile=(128, 128), photometric="rgb")
+    assert get_reader(str(tmp_path / "a.png")) is None
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "scan.ome.tif"), plugin="napari-reddino")
+    assert layer.name == "scan" and layer.multiscale and layer.rgb and len(layer.data) == 3
+    np.testing.assert_allclose(layer.scale, (0.25, 0.25))
+    widget = SegmentWidget(viewer)
+    assert shown(widget.level.combo) and widget.level.value == 0
+    widget.level.combo.value = 2
+    widget.backend.value = "threshold"
+    run_widget(qtbot, widget)
+    cells = viewer.layers["scan cells"]
+    assert cells.data.shape == levels[2].shape[:2]
+    np.testing.assert_allclose(edges(cells), edges(layer))

@@ -76,10 +76,12 @@ def segment_at_level_1(make_napari_viewer, qtbot, slide):
     return viewer, level1
 
 
-def test_features_and_session_use_the_level_of_the_cells(make_napari_viewer, qtbot, slide, tiny_model_dir):
+def test_features_and_session_use_the_level_of_the_cells(make_napari_viewer, qtbot, slide, tiny_model_dir,
+                                                         tmp_path):
     from napari_reddino._widgets.embed import OTHER, EmbedWidget
     from napari_reddino._widgets.levels import image_pixels
     from napari_reddino._widgets.session import viewer_session
+    from napari_reddino.session import read_session, save_session
 
     viewer, level1 = segment_at_level_1(make_napari_viewer, qtbot, slide)
     cells = viewer.layers["slide cells"]
@@ -95,6 +97,11 @@ def test_features_and_session_use_the_level_of_the_cells(make_napari_viewer, qtb
     (smear,), (info,) = (s := viewer_session(viewer)).result.smears, s.images
     np.testing.assert_array_equal(smear.image, level1)  # saved at the cells' level, reopened where they lie
     assert info.scale == tuple(cells.scale) and info.translate == tuple(cells.translate)
+    assert info.path is None  # copied: the slide's file would give its level 0
+    save_session(s, tmp_path / "session")
+    (back,) = read_session(tmp_path / "session").result.smears
+    np.testing.assert_array_equal(back.image, level1)
+    np.testing.assert_array_equal(back.labels, cells.data)
 
 
 def test_level_combo_only_for_a_multiscale_image_and_its_default_under_the_budget(make_napari_viewer, slide,

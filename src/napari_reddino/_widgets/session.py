@@ -49,7 +49,7 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
     the viewer's); InputError when there is nothing to save or the map is stale."""
     from napari_reddino._widgets._common import image_layer_data, is_layer_kind
     from napari_reddino._widgets.layers import cells_features, pca_record
-    from napari_reddino._widgets.levels import find_image, image_pixels
+    from napari_reddino._widgets.levels import find_image, image_pixels, levels_of
     from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult
     from napari_reddino.session import Session, SessionImage
     from napari_reddino.style import pca_layer_name
@@ -92,6 +92,8 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
     for s, info in zip(smears, images):
         image = find_image(viewer, s.name) or viewer.layers[s.name]
         info.path = image_source_path(image)
+        if image.multiscale and tuple(s.image.shape[:2]) != tuple(levels_of(image)[0].shape[:2]):
+            info.path = None  # a coarser level of the slide: saved as a copy (its file would give level 0)
         placed = cells_of[s.name] if image.multiscale and s.name in cells_of else image
         info.scale, info.translate = tuple(placed.scale[-2:]), tuple(placed.translate[-2:])
     result = PipelineResult(smears, model=next((m for m in models if m), None), steps=STEPS)

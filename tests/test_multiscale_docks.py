@@ -199,3 +199,22 @@ def test_a_pyramidal_tiff_opens_as_one_multiscale_layer_the_docks_work_on(make_n
     cells = viewer.layers["scan cells"]
     assert cells.data.shape == levels[2].shape[:2]
     np.testing.assert_allclose(edges(cells), edges(layer))
+
+
+def test_the_pipeline_dock_on_a_level_puts_its_layers_over_the_slide(make_napari_viewer, qtbot, slide):
+    from napari_reddino._widgets.pipeline import PipelineWidget
+
+    viewer = make_napari_viewer()
+    channels = viewer.open(str(slide), plugin="napari-ome-zarr")
+    widget = PipelineWidget(viewer)
+    widget.model.value = "demo"
+    widget.backend.value = "threshold"
+    widget.do_umap.value = False
+    widget.level.combo.value = 1
+    run_widget(qtbot, widget)
+    assert [la.name for la in viewer.layers[:3]] == [la.name for la in channels]  # no image layer added
+    cells, pca = viewer.layers["slide cells"], viewer.layers["slide PCA"]
+    assert cells.data.shape == (300, 350) and cells.metadata["source_level"] == 1
+    np.testing.assert_allclose(edges(cells), edges(channels[0]))
+    top_left = edges(pca)[0]
+    np.testing.assert_allclose(top_left, edges(channels[0])[0])  # the overlay's grid starts at the slide's corner

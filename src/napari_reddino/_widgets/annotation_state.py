@@ -224,9 +224,13 @@ class AnnotationState:
         table, the crops and the map's figure from them in a worker."""
         smears = {}
         for s, (image, source) in enumerate(zip(self.images, self.sources)):
-            if self.link.is_current(s) and image in self.viewer.layers:
-                data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
-                if data.shape[:2] == labels.shape:
+            if self.link.is_current(s):
+                from napari_reddino._widgets.levels import image_pixels
+
+                labels = np.asarray(self.viewer.layers[source].data)
+                data = image_pixels(self.viewer, image, labels.shape)  # a slide: the level of its cells
+                data = None if data is None else np.asarray(data)
+                if data is not None and data.shape[:2] == labels.shape:
                     smears[image] = (data, labels)
         return {"columns": self.cell_columns(), "Y": self.Y, "smears": smears, "image_paths": image_paths}
 

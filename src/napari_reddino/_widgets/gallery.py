@@ -314,10 +314,10 @@ class GalleryWidget(QWidget):
         image = self._image_of[row]
         data = self._images.get(image)
         if data is None:
-            from napari_reddino._widgets._common import image_layer_data
+            from napari_reddino._widgets.levels import cells_shape, image_pixels
 
-            layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401
-            data = to_rgb_uint8(np.asarray(image_layer_data(layer))) if layer is not None else np.zeros((1, 1, 3), np.uint8)
+            pixels = image_pixels(self.viewer, image, cells_shape(self.viewer, image))  # a slide: its cells' level
+            data = to_rgb_uint8(np.asarray(pixels)) if pixels is not None else np.zeros((1, 1, 3), np.uint8)
             self._images[image] = data
         y0, x0, y1, x1 = self.boxes()[row]
         side = int(self._sides[row])

@@ -260,10 +260,13 @@ def _legend_points(layer, features, classes) -> tuple[list, list, list, float]:
 def _draw_legend(viewer, layer, features, classes) -> None:
     """One line per class with cells (and per other object type) to the right of the smear."""
     data, words, colors, step = _legend_points(layer, features, classes)
+    # napari sizes scaled text in world units, without the layer's scale (a slide's µm, or a level's 2**k):
+    # the words' size is given in world units here (the swatches and the translation are in the layer's pixels)
+    world = float(np.mean(np.abs(np.asarray(layer.scale[-2:], float))))
     _upsert_points(viewer, style.derived_layer_name(layer.name, style.LEGEND_SUFFIX), data,
                    pd.DataFrame({"text": words}), like=layer, size=0.7 * step, symbol="disc",
                    face_color=colors, border_color=[[1, 1, 1, c[3]] for c in colors], border_width=0.1,
-                   text={"string": "{text}", "color": "white", "size": LEGEND_TEXT_SIZE * step, "scaling": True,
+                   text={"string": "{text}", "color": "white", "size": LEGEND_TEXT_SIZE * step * world, "scaling": True,
                          "anchor": "upper_left", "translation": [0.55 * step, 0.85 * step]})
     # napari puts upper_left text on the swatch's top left corner: the translation centres it on the swatch's
     # row and starts it just right of it. The words scale with the smear, as the swatches do: in screen points

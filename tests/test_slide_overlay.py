@@ -101,3 +101,32 @@ def test_blank_slide_gives_the_notice(tmp_path):
     with pytest.raises(NoCellsFound, match="no cells found"):
         run(overlay.iter_slide_overlay(overlay.Source(array=blank), "demo", tmp_path, "blank"))
     assert not (tmp_path / "blank_pca.zarr").exists()
+
+
+def test_a_failed_tile_is_reported_and_redone_alone(tmp_path, model, slide, monkeypatch):
+    source = overlay.Source(array=slide)
+    real = overlay.tile_grid
+
+    def broken(image, plan, row, col, *args, **kwargs):
+        if (row, col) == (1, 1) and (tmp_path / "s_pca_fit.npz").exists():  # the tile's unit, not the fit
+            raise OSError("disk went away")
+        return real(image, plan, row, col, *args, **kwargs)
+
+    monkeypatch.setattr(overlay, "tile_grid", broken)
+    with pytest.raises(InputError, match=r"1 of \d+ tiles failed \(overlay tile 1,1: disk went away\)"):
+        run(overlay.iter_slide_overlay(source, "demo", tmp_path, "s", tile_windows=1))
+    tiles = tmp_path / "s.pca_tiles"
+    assert not (tiles / "1_1.npz").exists() and (tiles / "0_0.npz").exists() and (tiles / "2_2.npz").exists()
+    monkeypatch.setattr(overlay, "tile_grid", real)
+    target = run(overlay.iter_slide_overlay(source, "demo", tmp_path, "s", tile_windows=1))
+    assert (tiles / "1_1.npz").exists() and ngff.read_multiscales(target).yx(0).shape[-1] == 3
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_overlay(tmp_path, slide):
+    path = str(ngff.write_image(tmp_path / "slide.zarr", slide, chunk=128))
+    one = run(overlay.iter_slide_overlay(overlay.Source(path), "demo", tmp_path / "one", "s", tile_windows=2))
+    two = run(overlay.iter_slide_overlay(overlay.Source(path), "demo", tmp_path / "two", "s", tile_windows=2,
+                                         workers=2))
+    np.testing.assert_array_equal(ngff.read_multiscales(one).yx(0).compute(),
+                                  ngff.read_multiscales(two).yx(0).compute())

@@ -130,13 +130,16 @@ def tile_grid(slide, plan: OverlayPlan, row: int, col: int, model, batch_size: i
 
 @dataclass(frozen=True)
 class Source:
-    """A slide a unit can open in its own process: an OME-Zarr folder and level, or an array in memory."""
+    """A slide a unit can open in its own process: a file or OME-Zarr folder and level (``slides.read``), or
+    an array in memory."""
     path: str | None = None
     level: int = 0
     array: object = None
 
     def open(self):
-        return self.array if self.array is not None else ngff.read_multiscales(self.path).yx(self.level)
+        from napari_reddino.slides.read import open_slide
+
+        return self.array if self.array is not None else open_slide(self.path, self.level).data
 
 
 @dataclass(frozen=True)
@@ -176,15 +179,6 @@ class OverlayTile:
         return self.path
 
 
-def _run_units(units):
-    """Run ``units`` in this process, in order (progress generator); returns their results."""
-    results = []
-    for k, unit in enumerate(units):
-        results.append(unit())
-        yield Progress(k + 1, len(units), "PCA overlay tiles")
-    return results
-
-
 def sample_tiles(plan: OverlayPlan, n: int = SAMPLE_TILES, slide=None) -> list[tuple[int, int]]:
     """``n`` tiles spread over the slide (evenly along the tile order), preferring ones that hold cells."""
     from napari_reddino.pca_resolution import look_for_cells
@@ -206,10 +200,13 @@ def sample_tiles(plan: OverlayPlan, n: int = SAMPLE_TILES, slide=None) -> list[t
 
 def iter_slide_overlay(source: Source, model_spec: str, out_dir, stem: str, *, diameter: float | None = None,
                        resolution="auto", tile_windows: int = TILE_WINDOWS, device: str = "cpu",
-                       precision: str = "auto", batch_size: int = 8, run_units=None, chunk: int = ngff.CHUNK):
+                       precision: str = "auto", batch_size: int = 8, workers: int = 1, scheduler: str | None = None,
+                       chunk: int = ngff.CHUNK):
     """The slide's PCA overlay written as ``<out_dir>/<stem>_pca.zarr`` (progress generator; returns the path).
-    ``diameter``: the red-cell diameter in slide pixels (measured from a strided view when None)."""
+    ``diameter``: the red-cell diameter in slide pixels (measured from a strided view when None); the tiles
+    run where ``workers``/``scheduler`` say (:func:`napari_reddino.distribute.iter_map_units`)."""
     from napari_reddino.atomic import atomic_path
+    from napari_reddino.distribute import UnitFailed, iter_map_units
     from napari_reddino.models import load_model
     from napari_reddino.patch_features import model_patch_size, model_square_input
     from napari_reddino.pca import fit_pca
@@ -246,11 +243,11 @@ def iter_slide_overlay(source: Source, model_spec: str, out_dir, stem: str, *, d
         del grids
     units = [OverlayTile(source, plan, r, c, str(fit_path), str(tiles_dir), str(model_spec), device, precision,
                          batch_size) for r, c in plan.tiles()]
-    results = yield from (run_units or _run_units)(units)
-    failed = [r for r in results if not isinstance(r, Path)]
+    results = yield from iter_map_units(units, workers, scheduler, what="PCA overlay tiles")
+    failed = [r for r in results if isinstance(r, UnitFailed)]
     if failed:
-        raise InputError(f"PCA overlay of {stem!r}: {len(failed)} of {len(units)} tiles failed ({failed[0]}); "
-                         "run it again to redo only those.")
+        raise InputError(f"PCA overlay of {stem!r}: {len(failed)} of {len(units)} tiles failed ({failed[0].name}: "
+                         f"{failed[0].why}); run it again to redo only those.")
     target = out / f"{stem}_pca.zarr"
     scale, translate = plan.scale_translate()
     yield Progress(0, 1, "PCA overlay: writing")

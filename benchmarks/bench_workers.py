@@ -151,7 +151,7 @@ def write_report(path: Path, smears, rows, one, cluster_s: float, differs, diffe
         "",
         "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_workers.py` (writes this file).",
         "",
-        f"Input: {len(smears)} Chula-RBC-12 smears (640x480; every {max(1, 554 // len(smears))}th image by id: "
+        f"Input: {len(smears)} Chula-RBC-12 smears (640x480; every {max(1, 554 // len(smears))}th file in id order: "
         f"{', '.join(f.name for f in smears)}), `napari-reddino run FOLDER --out OUT` with its defaults "
         "(learned segmenter, the default model, PCA overlay, UMAP, report): "
         f"{cells}. Wall time of the whole command, start-up, the pooled UMAP and report included.",

@@ -52,7 +52,7 @@ class AnnotationState:
         name = " + ".join(result["sources"]) + " UMAP"
         self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 80)
         self.points.metadata[REDDINO_UMAP] = {"sources": list(result["sources"])}
-        self.points.selected_data.events.items_changed.connect(self._on_selection)
+        canvas.selection_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)
         self.refresh()
 
@@ -61,7 +61,7 @@ class AnnotationState:
         if self._on_smear_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_smear_drag)
         try:
-            self.points.selected_data.events.items_changed.disconnect(self._on_selection)
+            self.canvas.selection_changed.disconnect(self._on_selection)
         except (TypeError, ValueError, RuntimeError):
             pass
 
@@ -87,8 +87,7 @@ class AnnotationState:
 
     def refresh(self) -> None:
         self.points.features = self._features()
-        self.points.face_color = self._face_colors()
-        self.points.refresh()
+        self.canvas.set_colors(self._face_colors())
         self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes)
         self._show_counts()
         self.panel.report.set_frame(self.report())
@@ -116,7 +115,7 @@ class AnnotationState:
 
     # --- selection --------------------------------------------------------------------------------
     def selected_rows(self) -> np.ndarray:
-        return np.array(sorted(self.points.selected_data), dtype=np.int64)
+        return self.canvas.selected_rows()
 
     def _on_selection(self, *_):
         self.link.highlight(self.selected_rows())

@@ -42,6 +42,7 @@ VIEW_MARGIN = 0.5  # the density image and the points shown cover the view and t
 VIEW_DELAY_MS = 80  # the view is redrawn once it has settled this long (pan and zoom fire many events)
 SELECTED_ALPHA = 0.8  # the density view's selected bins: the classes' colours show faintly through
 FRAME_SHARE = 0.95  # of the canvas the framed map fills (as napari's reset_view)
+NEAR_PIXELS = 14  # the real points of a zoomed-in big map are drawn at most this many screen pixels across
 CLICK_PIXELS = 6  # a click selects the nearest point within this many screen pixels (density view)
 
 
@@ -254,8 +255,10 @@ class UmapCanvas(QWidget):
             blank = np.zeros((1, 1, 4), np.uint8)
             self.density = self.model.add_image(blank, name="map density", rgb=True)
             self.chosen = self.model.add_image(blank, name="selected density", rgb=True)
+            # on screen at most NEAR_PIXELS across however far the user zooms in (sizes are in map units:
+            # 20,000 points of 400 px each took software OpenGL minutes to draw)
             self.near = self.model.add_points(np.zeros((0, 2)), name="points in view", border_width=0,
-                                              size=self._size)
+                                              size=self._size, canvas_size_limits=(2, NEAR_PIXELS))
             for i, layer in enumerate((self.density, self.chosen, self.near)):  # above the hidden points
                 self.model.layers.move(self.model.layers.index(layer), self.model.layers.index(self.points) + 1 + i)
         if self.density is not None:
@@ -332,6 +335,9 @@ class UmapCanvas(QWidget):
             self.marks = self.model.add_points(data, name="selected cells", face_color="transparent",
                                                border_color=SELECTION_COLOR, border_width=0.22,
                                                border_width_is_relative=True, size=self._ring_size)
+        limits = (2, NEAR_PIXELS * SELECTION_RING) if self.big else (2, 10000)  # capped as the near points
+        if tuple(self.marks.canvas_size_limits) != limits:
+            self.marks.canvas_size_limits = limits
             self.model.layers.selection.active = self.points
         else:
             self.marks.data = data

@@ -274,7 +274,7 @@ def bench_gui(args) -> None:
     image, labels = smear_mosaic(Path(args.cache))
     annotate.FALLBACK_FOLDER = Path(tempfile.mkdtemp())
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1920, 1080)
+    viewer.window._qt_window.resize(*(int(v) for v in args.window.split("x")))
     sw = Stopwatch(bool(args.profile))
     viewer.add_image(image, name="smear")
     cells = viewer.add_labels(labels, name="smear cells", features=cell_table(labels, image))
@@ -316,7 +316,7 @@ def bench_gui(args) -> None:
     canvas.select([])
     sw.pump(1.0)
     sw.measure("the same lasso again", lambda: drag(canvas, lasso), lambda: not dock.state.link.pending)
-    shot = Path(tempfile.mkdtemp()) / "million.png"
+    shot = Path(args.screenshot or Path(tempfile.mkdtemp()) / "million.png")
     napari.utils.io.imsave(str(shot), viewer.screenshot(canvas_only=False))
     sw.measure("zoom the map in 40x (real points where the view has < 50,000)",
                lambda: setattr(canvas.camera, "zoom", canvas.camera.zoom * 40),
@@ -347,8 +347,9 @@ outlined on the open smear. After the zoom {near:,} real points were drawn.
 |---|---|---|---|
 {rows}
 """
-    if args.profile:
-        Path(args.profile).write_text("\n\n".join(sw.profiles))
+    if args.profile or args.window != "1920x1080":
+        if args.profile:
+            Path(args.profile).write_text("\n\n".join(sw.profiles))
         print(text)
         return
     write_section(f"The canvas at {n:,} points", text)
@@ -365,6 +366,8 @@ def main() -> None:
     p.add_argument("--select", type=int, default=100_000)
     p.add_argument("--profile", default=None, help="gui: write the profile of each action over 0.5 s here "
                    "(slower; the table is not written)")
+    p.add_argument("--window", default="1920x1080", help="gui: the window's size (the table: 1920x1080 only)")
+    p.add_argument("--screenshot", default=None, help="gui: where to save the window after the lasso (PNG)")
     p.add_argument("--repeat", action="store_true", help="time: run the map twice and check it is the same")
     p.add_argument("--cache", default="/tmp/reddino-umap-million", help="features cache (outside the repository)")
     args = p.parse_args()

@@ -173,11 +173,10 @@ class GalleryWidget(QWidget):
         if old is not None:
             if self._refreshed in old.listeners:
                 old.listeners.remove(self._refreshed)
-            if old.points is not None:
-                try:
-                    old.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
-                except (TypeError, ValueError, RuntimeError):
-                    pass
+            try:
+                old.canvas.selection_changed.disconnect(self._on_points_selection)
+            except (TypeError, ValueError, RuntimeError):
+                pass
         self.state = state
         self.second, self._prediction_seen = None, None
         self._images, self._boxes = {}, None
@@ -191,7 +190,7 @@ class GalleryWidget(QWidget):
         self._hex = {c.name: c.color for c in state.classes}
         self._image_of = state.table["image"].to_numpy()
         state.listeners.append(self._refreshed)
-        state.points.selected_data.events.items_changed.connect(self._on_points_selection)
+        state.canvas.selection_changed.connect(self._on_points_selection)
         self._set_enabled(True)
         self._refreshed()
 

@@ -214,8 +214,8 @@ def connect(workers: int, scheduler: str | None):
     threads = str(max(1, cores() // workers))
     # set before each worker process starts (torch reads them at import); dask's own default is 1. Dask also
     # sets MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold: every large numpy temporary
-    # is then mapped and unmapped again; measured on a Chula smear, 90 times the page faults and 1.5 s of
-    # system time per image (against 0.03 s in one process), so the workers keep glibc's default.
+    # is then mapped and unmapped again (measured: 59 times the page faults, 1.6 s of system time per Chula
+    # smear against 0.03 s; benchmarks/results_workers.md), so the workers keep glibc's default.
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
     environ.update({k: threads for k in THREAD_VARIABLES})

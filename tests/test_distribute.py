@@ -45,11 +45,26 @@ def run_args(smears, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def one_process(smears, tmp_path_factory):
-    """The reference: every image in this process, one after another."""
+def reference(smears, tmp_path_factory):
+    """The reference: every image in this process, one after another; (its folder, the model's loads)."""
+    from unittest import mock
+
+    from napari_reddino import models
+
     out = tmp_path_factory.mktemp("one_process")
-    assert main(run_args(smears, out)) == 0
-    return out
+    models.clear_cache()
+    with mock.patch.object(models, "_load_uncached", wraps=models._load_uncached) as load:
+        assert main(run_args(smears, out)) == 0
+    return out, load.call_count
+
+
+@pytest.fixture(scope="module")
+def one_process(reference):
+    return reference[0]
+
+
+def test_the_model_is_loaded_once_per_process_not_per_image(reference):
+    assert reference[1] == 1  # the command's check and its N images: one load
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,36 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     assert viewer.layers["s2 cells selection"].data.any()
 
 
+def test_a_map_over_the_point_budget_selects_annotates_and_outlines_on_the_smear(dock, monkeypatch, qtbot):
+    """Above the canvas' point budget (a million cells; 10 here) the map is a density image and the
+    selection the canvas' own: a lasso still outlines its cells on the smear, a class still colours them."""
+    import napari_reddino._widgets.umap_canvas as umap_canvas
+    from napari_reddino._widgets.umap_canvas import points_in_polygon
+
+    monkeypatch.setattr(umap_canvas, "POINT_BUDGET", 10)
+    viewer, make = dock
+    w = make()
+    c = w.canvas
+    assert c.big and c.density.visible and not c.points.visible and len(c.points.data) == 24
+    s2 = np.flatnonzero(w.state.table["image"] == "s2")
+    lo, hi = c.data[s2].min(0) - 0.01, c.data[s2].max(0) + 0.01
+    box = np.array([lo, [lo[0], hi[1]], hi, [hi[0], lo[1]], lo])
+    c.set_mode("lasso")
+    drag(c, box)
+    rows = w.state.selected_rows()
+    assert np.array_equal(rows, points_in_polygon(c.data, box)) and set(s2) <= set(rows)
+    qtbot.waitUntil(lambda: not w.state.link.pending, timeout=5000)  # a second smear: on the next turn
+    for name in ("s1", "s2"):  # each smear outlines exactly its selected cells
+        mine = rows[w.state.table["image"].to_numpy()[rows] == name]
+        lit = viewer.layers[f"{name} cells"].data[viewer.layers[f"{name} cells selection"].data > 0] \
+            if f"{name} cells selection" in viewer.layers else np.zeros(0)
+        assert set(np.unique(lit)) == set(w.state.table["label"].to_numpy()[mine])
+    before = c.density.data.copy()
+    assert w.assign("target") == len(rows)
+    assert (w.state.points.features["class"].to_numpy()[rows] == "target").all()
+    assert not np.array_equal(c.density.data, before)  # the density image took the class' colour
+
+
 def test_box_shift_click_lasso_and_points_do_not_move(dock):
     _, make = dock
     w = make()

@@ -106,3 +106,18 @@ def test_classify_writes_its_predictions_atomically(features, tmp_path, monkeypa
     assert main(["classify", str(path), "--annotations", str(tmp_path / "a.csv"), "--out",
                  str(tmp_path / "p.csv")]) == 0
     assert str(tmp_path / "p.csv") in through and (tmp_path / "p.csv").is_file()
+
+
+def test_umap_cli_fits_a_sample_above_sample_cells(features, tmp_path, capsys):
+    from napari_reddino.embedding import sample_rows, umap_embed
+    from napari_reddino.formats import read_features
+
+    path, _ = features
+    assert main(["umap", str(path), "--out", str(tmp_path / "s"), "--n-neighbors", "8", "--sample", "20"]) == 0
+    emb = pd.read_csv(tmp_path / "s" / "umap.csv")
+    _, X = read_features(path)
+    fitted = sample_rows(36, 20, seed=0)  # the sample's cells sit where a map of the sample alone puts them
+    np.testing.assert_allclose(emb[["umap_x", "umap_y"]].to_numpy()[fitted],
+                               umap_embed(X[fitted], n_neighbors=8, sample=None), atol=1e-4)
+    assert main(["umap", str(path), "--out", str(tmp_path / "t"), "--n-neighbors", "8", "--sample", "5"]) == 2
+    assert "more cells than neighbours" in capsys.readouterr().err

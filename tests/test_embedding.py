@@ -5,9 +5,12 @@ import pandas as pd
 import pytest
 
 from napari_reddino.embedding import (
+    NearestSample,
     exact_knn,
     layer_items,
+    place,
     pool_embeddings,
+    sample_rows,
     umap_embed,
 )
 from napari_reddino.formats import read_features
@@ -52,6 +55,73 @@ def test_umap_small_n_falls_back_and_tiny_n_is_refused():
         umap_embed(np.ones(10))
     with pytest.raises(InputError, match="NaN"):
         umap_embed(np.full((10, 4), np.nan))
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    """A map fitted on 150 of 450 cells (the threshold set low), the others placed."""
+    X, y = clusters(n_per=150, k=3, d=64, seed=1)
+    return X, y, umap_embed(X, n_neighbors=10, seed=0, sample=150)
+
+
+def test_sampled_umap_gives_the_fitted_cells_the_map_of_the_sample_alone(sampled):
+    X, _, Y = sampled
+    fitted = sample_rows(len(X), 150, seed=0)
+    assert len(fitted) == 150 and np.array_equal(fitted, np.unique(fitted))
+    np.testing.assert_allclose(Y[fitted], umap_embed(X[fitted], n_neighbors=10, seed=0, sample=None), atol=1e-5)
+    assert not np.array_equal(sample_rows(len(X), 150, seed=1), fitted)
+
+
+def test_sampled_umap_is_deterministic_and_places_cells_with_their_cluster(sampled):
+    X, y, Y = sampled
+    np.testing.assert_array_equal(umap_embed(X, n_neighbors=10, seed=0, sample=150), Y)
+    fitted = sample_rows(len(X), 150, seed=0)
+    placed = np.setdiff1d(np.arange(len(X)), fitted)
+    d = ((Y[placed, None, :] - Y[None, fitted, :]) ** 2).sum(-1)
+    assert (y[fitted][d.argmin(1)] == y[placed]).mean() > 0.95  # nearest fitted cell on the map: same cluster
+    assert np.isfinite(Y).all() and Y.dtype == np.float32
+
+
+def test_sampled_umap_places_in_chunks_with_progress(monkeypatch):
+    import napari_reddino.embedding as embedding
+
+    monkeypatch.setattr(embedding, "PLACE_CHUNK", 40)
+    X, _ = clusters(n_per=50, k=3, d=16)
+    gen, seen = embedding.iter_umap_embed(X, n_neighbors=5, sample=30), []
+    try:
+        while True:
+            seen.append(next(gen))
+    except StopIteration as stop:
+        Y = stop.value
+    placing = [p.done for p in seen if p.message == "placing the other cells"]
+    assert placing == [0, 40, 80, 120] and Y.shape == (150, 2)
+    with pytest.raises(InputError, match="more cells than neighbours"):
+        umap_embed(X, n_neighbors=10, sample=10)
+
+
+def test_placed_cell_lies_at_its_nearest_fitted_cells():
+    Y_fit = np.array([[0, 0], [10, 0], [0, 10], [50, 50]], np.float32)
+    idx = np.array([[0, 1, 2], [3, 0, 1], [3, 3, 3]])
+    dist = np.array([[0.1, 0.1, 0.1], [0.0, 0.9, 0.95], [0.1, 0.2, 0.3]], np.float32)
+    out = place(Y_fit, idx, dist)
+    np.testing.assert_allclose(out[0], [10 / 3, 10 / 3], atol=1e-4)  # equally near: their mean
+    plain = Y_fit[idx[1]].mean(0)  # the nearest weighs most: nearer it than the plain mean is
+    assert np.linalg.norm(out[1] - Y_fit[3]) < np.linalg.norm(plain - Y_fit[3]) - 2
+    np.testing.assert_allclose(out[2], Y_fit[3], atol=1e-4)  # neighbours all in one place: there
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "correlation"])
+def test_nearest_sample_finds_the_nearest_cells(metric):
+    from sklearn.metrics import pairwise_distances
+
+    X, _ = clusters(n_per=100, k=3, d=16, seed=2)
+    S, Q = X[:240], X[240:]
+    exact = np.sort(pairwise_distances(Q, S, metric=metric), axis=1)[:, :5]
+    idx, dist = NearestSample(S, metric, seed=0, lists=4, probe=4).query(Q, 5)  # every list probed: exact
+    np.testing.assert_allclose(dist, exact, atol=1e-4)
+    idx, _ = NearestSample(S, metric, seed=0, lists=16, probe=4).query(Q, 5)
+    truth = np.argsort(pairwise_distances(Q, S, metric=metric), axis=1)[:, :5]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, truth)]) > 0.8
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

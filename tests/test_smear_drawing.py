@@ -68,7 +68,10 @@ def test_segment_dock_draws_outlines_by_type_marks_white_cells_and_a_legend(make
     # its words scale with the smear like its swatches (in screen points they ran into each other once a
     # 1366x768 window zoomed the smear out), and Home frames the longest of them (an invisible last mark)
     rows = np.diff(legend.data[:-1, 0]).min()
-    assert legend.text.scaling and legend.text.size <= 0.6 * rows
+    # napari sizes scaled words in world units, not the layer's pixels: on this 0.5-unit smear they were twice
+    # too big (ten times on a slide at 0.1 um per pixel)
+    world_rows = rows * legend.scale[0]
+    assert legend.text.scaling and 0.3 * world_rows <= legend.text.size <= 0.6 * world_rows
     longest = max(len(w) for w in words)
     assert legend.data[-1, 1] - legend.data[:-1, 1].max() >= 0.5 * rows * longest
     # hovering cell k shows cell k's own measurements (napari took row k: cell k+1's), in a tooltip too

@@ -344,8 +344,7 @@ class AnnotationStore:
 
     def verified_column(self, table: pd.DataFrame) -> np.ndarray:
         """Whether each row of a table with ``image, label`` columns is verified (bool array)."""
-        return np.array([(str(i), int(lbl)) in self.verified for i, lbl in zip(table["image"], table["label"])],
-                        dtype=bool)
+        return _lookup(table, dict.fromkeys(self.verified, True), False).astype(bool)
 
     def verification(self, image: str, label: int) -> Verification | None:
         """(by, at) of a verified cell, else None."""
@@ -353,9 +352,7 @@ class AnnotationStore:
 
     def column(self, table: pd.DataFrame) -> np.ndarray:
         """The class of each row of a table with ``image, label`` columns ('' where unannotated)."""
-        get = self.classes.get
-        return np.array([get((str(i), int(lbl)), "") for i, lbl in zip(table["image"], table["label"])],
-                        dtype=object)
+        return _lookup(table, self.classes, "")
 
     def frame(self) -> pd.DataFrame:
         rows = sorted((img, lbl, cls, k in self.verified, *self.verified.get(k, ("", "")))
@@ -364,6 +361,25 @@ class AnnotationStore:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+def _lookup(table: pd.DataFrame, values: dict, missing) -> np.ndarray:
+    """``values[(image, label)]`` for each row of ``table`` (object array, ``missing`` where absent), image by
+    image of ``values``: a map of a million cells is looked up in a fraction of a second, not 5 s."""
+    out = np.full(len(table), missing, dtype=object)
+    if not values or not len(table):
+        return out
+    by_image: dict[str, dict[int, object]] = {}
+    for (image, label), value in values.items():
+        by_image.setdefault(image, {})[label] = value
+    images = table["image"].astype(str).to_numpy()
+    labels = table["label"].to_numpy(np.int64)
+    for image, found in by_image.items():
+        rows = np.flatnonzero(images == image)
+        if len(rows):
+            out[rows] = pd.Series(labels[rows]).map(found).to_numpy(object)
+            out[rows[pd.isna(out[rows])]] = missing
+    return out
 
 
 def _stamp(path: Path) -> tuple:

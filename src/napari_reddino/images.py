@@ -89,15 +89,27 @@ def to_rgb_uint8(data) -> np.ndarray:
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+ZARR_SUFFIX = ".zarr"  # an OME-Zarr image is a folder: expand_inputs lists it as one image
+WHOLE_PIXELS = 100_000_000  # read_image reads a TIFF or OME-Zarr whole up to this many pixels (~300 MB as RGB)
+
+
+def _is_ome_zarr(path: Path) -> bool:
+    from napari_reddino.slides.ngff import is_ome_zarr
+
+    return is_ome_zarr(path)
 
 
 def read_image(path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB. Files are opened by content, not by suffix
-    (some Chula images are PNG files named .jpg)."""
+    (some Chula images are PNG files named .jpg). An OME-Zarr folder or a TIFF (OME, pyramidal or plain)
+    is read at full resolution when it has at most ``WHOLE_PIXELS`` pixels; a bigger one is refused with a
+    pointer to ``napari-reddino slide`` (tile by tile)."""
     path = Path(path)
+    if path.is_dir() and _is_ome_zarr(path):
+        return _read_whole(path)
     if not path.is_file():
         raise ReadError(f"Received {str(path)!r}, which is not a file; accepted: an image file "
-                        f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))}) or an OME-Zarr folder ({ZARR_SUFFIX}).")
     from PIL import Image, ImageOps
 
     try:
@@ -130,13 +142,37 @@ def read_image(path) -> np.ndarray:
         raise ReadError(f"{str(path)!r}: {exc}") from None
 
 
+def _read_whole(path: Path) -> np.ndarray:
+    """An OME-Zarr image's full resolution, when it fits ``WHOLE_PIXELS``."""
+    from napari_reddino.slides.read import open_slide
+
+    try:
+        with open_slide(path) as slide:
+            _check_whole(path, *slide.shape(0))
+            return np.asarray(slide.data.compute())
+    except ReadError:
+        raise
+    except InputError as exc:
+        raise ReadError(str(exc)) from None
+
+
+def _check_whole(path: Path, h: int, w: int) -> None:
+    if h * w > WHOLE_PIXELS:
+        raise ReadError(f"Received {str(path)!r}, a slide of {w} x {h} pixels ({h * w / 1e6:.0f} megapixels), "
+                        f"more than a step reads whole (at most {WHOLE_PIXELS / 1e6:.0f} megapixels); accepted: "
+                        "a smaller image, or this slide with `napari-reddino slide`, which works tile by tile.")
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     """A TIFF's first image; a stack of grey planes (3 of them look like a channel-first colour image) is
-    refused rather than shown as false colour."""
+    refused rather than shown as false colour, and one over ``WHOLE_PIXELS`` is refused before it is read."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        yx = [n for a, n in zip(series.axes, series.shape) if a in "YX"]
+        if len(yx) == 2:
+            _check_whole(path, *yx)
         axes = series.axes
         if len(series.shape) > 2 and not (axes.endswith("S") or axes[0] in "SC"):
             raise ReadError(f"Received {str(path)!r}, a stack of {series.shape[0]} grey images (axes {axes}), "
@@ -149,13 +185,30 @@ def expand_inputs(paths) -> list[Path]:
     """Files and folders (searched for images, sorted) → list of image paths; InputError if none."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        if p.is_dir() and _is_ome_zarr(p):
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(_images_under(p))
         elif p.is_file():
             out.append(p)
         else:
             raise InputError(f"Received {str(p)!r}, which does not exist; accepted: image files or folders.")
     if not out:
         raise InputError(f"Found no images in {[str(p) for p in paths]}; accepted: "
-                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files or folders holding them.")
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files, OME-Zarr ({ZARR_SUFFIX}) folders, or "
+                         "folders holding them.")
     return out
+
+
+def _images_under(folder: Path):
+    """Image files and OME-Zarr folders under ``folder``; a ``.zarr`` folder's chunk files are not images."""
+    import os
+
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        for d in list(dirs):
+            if d.lower().endswith(ZARR_SUFFIX) or _is_ome_zarr(here / d):
+                dirs.remove(d)
+                if _is_ome_zarr(here / d):
+                    yield here / d
+        yield from (here / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)

@@ -146,6 +146,7 @@ class RunRecord:
         atomic_write_text(self.path, json.dumps(self.record, indent=1, default=str) + "\n")
 
 
-def settings_of(args, skip=("func", "images", "out", "resume", "command", "view", "screenshot")) -> dict:
-    """The command-line settings that shape the results (for ``RunRecord``)."""
+def settings_of(args, skip=("func", "images", "out", "resume", "command", "view", "screenshot", "workers",
+                            "scheduler")) -> dict:
+    """The command-line settings that shape the results (for ``RunRecord``; not where the work ran)."""
     return {k: v for k, v in vars(args).items() if k not in skip}

@@ -125,7 +125,6 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
     (the CLI writes its files then); ``previous(name)`` may give an image's :class:`SmearResult` from an
     earlier run (the CLI's ``--resume``), which is then not computed again."""
     from napari_reddino.images import ReadError
-    from napari_reddino.segment import iter_segment_cells
 
     opts = options or PipelineOptions()
     unknown = set(opts.steps) - set(STEPS)
@@ -159,41 +158,9 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
             failed.append((name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
             continue
         smears.append(s)
-        tag = f"[{i + 1}/{len(images)}] {s.name}"
-        seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
-        s.labels, s.table = yield from _tagged(
-            iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
-        if "embed" in opts.steps:
-            from napari_reddino.embed import iter_embed_cells
-            from napari_reddino.segment.types import select_cells
-
-            s.embedded = s.table["label"].to_numpy()[select_cells(s.table, opts.cell_types)]
-            if len(s.embedded):
-                table, emb = yield from _tagged(iter_embed_cells(
-                    s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision,
-                    label_ids=s.embedded), tag)
-                s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
-        yield Progress(0, 1, f"{tag}: classifying red cells")
-        notes.add(classify_smear(s, spec, opts.classifier))
-        if "pca" in opts.steps:
-            from napari_reddino.patch_features import model_patch_size
-            from napari_reddino.pca import fit_pca
-            from napari_reddino.pca_resolution import NoCellsFound, iter_cell_features
-
-            patch = model_patch_size(model)
-            h, w = s.image.shape[:2]
-            if math.ceil(h / patch) * math.ceil(w / patch) < MIN_PCA_SQUARES:
-                skipped.append(f"{s.name} is {w} x {h} pixels: too small for a PCA overlay (it needs at least "
-                               f"{patch + 1} x {patch + 1})")
-            else:
-                try:
-                    found = yield from _tagged(iter_cell_features(
-                        s.image, model, opts.pca_resolution, table=s.table, name=s.name,
-                        overlap=opts.pca_overlap, precision=opts.precision), tag)
-                except NoCellsFound as exc:  # the other steps' results stand
-                    skipped.append(str(exc))
-                else:
-                    s.pca, s.patch, s.pca_factor = fit_pca(found.grid).transform(found.grid), patch, found.factor
+        lines, note = yield from iter_smear(s, model, spec, opts, f"[{i + 1}/{len(images)}] {s.name}")
+        skipped += lines
+        notes.add(note)
         if done:
             done(s)
 
@@ -202,6 +169,58 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
                          "accepted: image files.")
     result = PipelineResult(smears, model=spec, steps=tuple(opts.steps), skipped=skipped, failed=failed,
                             classifier_note=" ".join(sorted(n for n in notes if n)))
+    yield from iter_pooled(result, opts)
+    return result
+
+
+def iter_smear(s: SmearResult, model, spec, opts: PipelineOptions, tag: str = ""):
+    """Progress generator: one image's steps into ``s`` (segment, features, the shipped classifier, the PCA
+    overlay; ``model`` loaded from ``spec`` when the steps need it). Returns (lines saying what could not be
+    made, the classifier's note). ``iter_pipeline`` runs it in turn, ``napari-reddino run`` as one unit each."""
+    from napari_reddino.segment import iter_segment_cells
+
+    tag = tag or s.name
+    skipped: list[str] = []
+    seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
+    s.labels, s.table = yield from _tagged(
+        iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
+    if "embed" in opts.steps:
+        from napari_reddino.embed import iter_embed_cells
+        from napari_reddino.segment.types import select_cells
+
+        s.embedded = s.table["label"].to_numpy()[select_cells(s.table, opts.cell_types)]
+        if len(s.embedded):
+            table, emb = yield from _tagged(iter_embed_cells(
+                s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision,
+                label_ids=s.embedded), tag)
+            s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
+    yield Progress(0, 1, f"{tag}: classifying red cells")
+    note = classify_smear(s, spec, opts.classifier)
+    if "pca" in opts.steps:
+        from napari_reddino.patch_features import model_patch_size
+        from napari_reddino.pca import fit_pca
+        from napari_reddino.pca_resolution import NoCellsFound, iter_cell_features
+
+        patch = model_patch_size(model)
+        h, w = s.image.shape[:2]
+        if math.ceil(h / patch) * math.ceil(w / patch) < MIN_PCA_SQUARES:
+            skipped.append(f"{s.name} is {w} x {h} pixels: too small for a PCA overlay (it needs at least "
+                           f"{patch + 1} x {patch + 1})")
+        else:
+            try:
+                found = yield from _tagged(iter_cell_features(
+                    s.image, model, opts.pca_resolution, table=s.table, name=s.name,
+                    overlap=opts.pca_overlap, precision=opts.precision), tag)
+            except NoCellsFound as exc:  # the other steps' results stand
+                skipped.append(str(exc))
+            else:
+                s.pca, s.patch, s.pca_factor = fit_pca(found.grid).transform(found.grid), patch, found.factor
+    return skipped, note
+
+
+def iter_pooled(result: PipelineResult, opts: PipelineOptions):
+    """Progress generator: the step over all images of ``result`` (the UMAP), or the line saying why not."""
+    smears = result.smears
     with_emb = [s.embeddings for s in smears if s.embeddings is not None and len(s.embeddings)]
     n_cells = sum(len(e) for e in with_emb)
     if "umap" in opts.steps and "embed" in opts.steps and n_cells < MIN_CELLS:
@@ -217,7 +236,6 @@ def iter_pipeline(images, options: PipelineOptions | None = None, done=None, pre
         result.umap_params = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": opts.seed}
         result.umap = umap_embed(np.concatenate(with_emb), **result.umap_params)
         yield Progress(1, 1, "UMAP")
-    return result
 
 
 def classify_smear(s: SmearResult, spec=None, name: str = "morphology") -> str:

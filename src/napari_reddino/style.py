@@ -121,7 +121,8 @@ def class_counts(classes: Iterable, annotated, predicted=None) -> list[tuple[str
     pred = (np.full(len(cls), "", dtype=object) if predicted is None
             else pd.Series(predicted, dtype=object).fillna("").astype(str).to_numpy())
     free = cls == ""
-    rows = [(c.name, c.color, int((cls == c.name).sum()), int((free & (pred == c.name)).sum())) for c in classes]
+    annotated, predicted = pd.Series(cls).value_counts(), pd.Series(pred[free]).value_counts()
+    rows = [(c.name, c.color, int(annotated.get(c.name, 0)), int(predicted.get(c.name, 0))) for c in classes]
     return rows + [("unannotated", UNANNOTATED_COLOR, int(free.sum()), 0)]
 
 

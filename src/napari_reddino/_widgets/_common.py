@@ -100,13 +100,15 @@ def _warm_up() -> None:
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
-    """(name, layer) of the image layers a step can start from (not the overlays the plugin drew)."""
+    """(name, layer) of the image layers a step can start from (not the overlays the plugin drew); the
+    channel layers of one RGB OME-Zarr count as one image (``levels.ColourLayers``)."""
     from napari.layers import Image
 
+    from napari_reddino._widgets.levels import image_choices
     from napari_reddino.style import is_drawn_layer_name
 
-    return [(layer.name, layer) for layer in viewer.layers
-            if isinstance(layer, Image) and not is_drawn_layer_name(layer.name)]
+    return image_choices([layer for layer in viewer.layers
+                          if isinstance(layer, Image) and not is_drawn_layer_name(layer.name)])
 
 
 def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
@@ -121,13 +123,17 @@ def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
     refresh()
 
 
-def image_layer_data(layer):
-    """The 2D (gray or RGB) data of an image layer, first level if multiscale; refuse anything else."""
+def image_layer_data(layer, level: int = 0):
+    """The 2D (gray or RGB) data of an image layer (or ``levels.ColourLayers``), ``level`` of a multiscale one
+    (lazy: a dask or zarr array); refuse anything else."""
+    from napari_reddino._widgets.levels import image_level
     from napari_reddino.images import InputError
 
     if layer is None:
         raise InputError("Received no image layer; accepted: a 2D gray or RGB image layer in the viewer.")
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = image_level(layer, level) if layer.multiscale else layer.data
+    if layer.multiscale and layer.ndim == 3 and not layer.rgb and data.shape[-1] in (3, 4):
+        return data  # napari's builtin reader's (c, y, x) OME-Zarr, channels moved last
     if layer.ndim != 2:  # napari counts an RGB image as 2D
         raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
                          "gray or RGB image layer.")

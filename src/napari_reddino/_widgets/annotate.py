@@ -13,7 +13,6 @@ from napari.utils.notifications import show_info, show_warning
 from napari_reddino.progress import Progress
 from napari_reddino._widgets._common import (
     StepWidget,
-    image_layer_data,
     is_layer_kind,
     notify_bad_input,
     show_at_once,
@@ -121,15 +120,19 @@ class AnnotationWidget(StepWidget):
     def _image_path(self, image: str):
         from napari_reddino._widgets.session import image_source_path
 
-        layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
+        from napari_reddino._widgets.levels import find_image
+
+        layer = find_image(self.viewer, image)  # a layer, or one RGB OME-Zarr's colour layers
         path = image_source_path(layer) if layer is not None else None
         return Path(path) if path else None
 
     def _pixels(self, image: str):
         """The image layer ``image``'s pixels (what its annotations are tied to), None when it is not open."""
-        layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401 (no .get)
-        try:
-            return image_layer_data(layer) if layer is not None and is_layer_kind(layer, "Image") else None
+        from napari_reddino._widgets.levels import cells_shape, image_pixels
+
+        try:  # a slide: the level its cells were found at
+            pixels = image_pixels(self.viewer, image, cells_shape(self.viewer, image))
+            return None if pixels is None else np.asarray(pixels)
         except InputError:
             return None
 

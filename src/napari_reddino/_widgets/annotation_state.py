@@ -52,7 +52,7 @@ class AnnotationState:
         name = " + ".join(result["sources"]) + " UMAP"
         self.points = canvas.set_points(name, data, self._features(), self._face_colors(), extent / 80)
         self.points.metadata[REDDINO_UMAP] = {"sources": list(result["sources"])}
-        self.points.selected_data.events.items_changed.connect(self._on_selection)
+        canvas.selection_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)
         self.refresh()
 
@@ -61,7 +61,7 @@ class AnnotationState:
         if self._on_smear_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_smear_drag)
         try:
-            self.points.selected_data.events.items_changed.disconnect(self._on_selection)
+            self.canvas.selection_changed.disconnect(self._on_selection)
         except (TypeError, ValueError, RuntimeError):
             pass
 
@@ -69,30 +69,34 @@ class AnnotationState:
     def class_column(self) -> np.ndarray:
         return self.store.column(self.table)
 
-    def _features(self) -> pd.DataFrame:
-        return pd.DataFrame({"image": self.table["image"].to_numpy(), "label": self.table["label"].to_numpy(),
-                             "class": self.class_column(), "prediction": self.prediction,
-                             "confidence": self.confidence})
+    def _features(self, cls=None) -> pd.DataFrame:
+        text = lambda v: pd.Series(np.asarray(v, dtype=object), dtype=object)  # noqa: E731 (pandas 3 would
+        # otherwise copy every string of a million cells into its own string type on each refresh: seconds)
+        return pd.DataFrame({"image": text(self.table["image"]), "label": self.table["label"].to_numpy(),
+                             "class": text(self.class_column() if cls is None else cls),
+                             "prediction": text(self.prediction), "confidence": self.confidence})
 
-    def _face_colors(self) -> np.ndarray:
+    def _face_colors(self, cls=None) -> np.ndarray:
+        """One RGBA per row: its class' colour, else its prediction's (faded), else the unannotated grey."""
         from matplotlib.colors import to_rgba
 
-        out = np.tile(np.asarray(to_rgba(UNANNOTATED_COLOR), np.float32), (len(self.table), 1))
-        for col, alpha in ((self.prediction, PREDICTED_ALPHA), (self.class_column(), 1.0)):
-            for name, rgba in self._colors.items():
-                hit = col == name
-                out[hit] = rgba
-                out[hit, 3] = alpha
+        names = list(self._colors)
+        table = np.asarray([*self._colors.values(), to_rgba(UNANNOTATED_COLOR)], np.float32)
+        code = lambda col: pd.Categorical(np.asarray(col, dtype=object), categories=names).codes  # noqa: E731
+        pred, ann = code(self.prediction), code(self.class_column() if cls is None else cls)
+        out = table[np.where(ann >= 0, ann, np.where(pred >= 0, pred, len(names)))]
+        out[(ann < 0) & (pred >= 0), 3] = PREDICTED_ALPHA
+        out[ann >= 0, 3] = 1.0
         return out
 
     def refresh(self) -> None:
-        self.points.features = self._features()
-        self.points.face_color = self._face_colors()
-        self.points.refresh()
-        self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes)
-        self._show_counts()
-        self.panel.report.set_frame(self.report())
-        n_ann = int((self.class_column() != "").sum())
+        cls = self.class_column()  # once: a million cells' classes take a while to look up
+        self.points.features = self._features(cls)
+        self.canvas.set_colors(self._face_colors(cls))
+        self.link.color_cells(cls, self.prediction, self.confidence, self.classes)
+        self._show_counts(cls)
+        self.panel.report.set_frame(self.report(cls))
+        n_ann = int((cls != "").sum())
         where = sorted({self.store.path_of(i) for i in pd.unique(self.table["image"])})
         saved = [str(p) for p in where if p.is_file()]
         said = (f"saved to {', '.join(saved)}" if saved else
@@ -104,19 +108,19 @@ class AnnotationState:
             except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
                 self.listeners.remove(listener)
 
-    def class_counts(self) -> list[tuple[str, str, int, int]]:
+    def class_counts(self, cls=None) -> list[tuple[str, str, int, int]]:
         """(name, colour, annotated, predicted) per class, then the unannotated cells (``style.class_counts``,
         which the smear's legend counts with too)."""
-        return class_counts(self.classes, self.class_column(), self.prediction)
+        return class_counts(self.classes, self.class_column() if cls is None else cls, self.prediction)
 
-    def _show_counts(self) -> None:
-        counts = self.class_counts()
+    def _show_counts(self, cls=None) -> None:
+        counts = self.class_counts(cls)
         self.canvas.set_legend(counts)
         self.panel.set_counts([n for _, _, n, _ in counts[:-1]])
 
     # --- selection --------------------------------------------------------------------------------
     def selected_rows(self) -> np.ndarray:
-        return np.array(sorted(self.points.selected_data), dtype=np.int64)
+        return self.canvas.selected_rows()
 
     def _on_selection(self, *_):
         self.link.highlight(self.selected_rows())
@@ -203,10 +207,11 @@ class AnnotationState:
     def cell_table(self) -> pd.DataFrame:
         return build_cell_table(self.cell_columns())
 
-    def report(self) -> pd.DataFrame:
+    def report(self, cls=None) -> pd.DataFrame:
         """The per-image report (from the classes and predictions only: the dock redraws it on every change)."""
         return morphology_report(pd.DataFrame({"image": self.table["image"].astype(str).to_numpy(),
-                                               "class": self.class_column(), "prediction": self.prediction}))
+                                               "class": self.class_column() if cls is None else cls,
+                                               "prediction": self.prediction}))
 
     def export_cells(self, path) -> Path:
         from napari_reddino.outputs import write_csv
@@ -224,9 +229,13 @@ class AnnotationState:
         table, the crops and the map's figure from them in a worker."""
         smears = {}
         for s, (image, source) in enumerate(zip(self.images, self.sources)):
-            if self.link.is_current(s) and image in self.viewer.layers:
-                data, labels = np.asarray(self.viewer.layers[image].data), np.asarray(self.viewer.layers[source].data)
-                if data.shape[:2] == labels.shape:
+            if self.link.is_current(s):
+                from napari_reddino._widgets.levels import image_pixels
+
+                labels = np.asarray(self.viewer.layers[source].data)
+                data = image_pixels(self.viewer, image, labels.shape)  # a slide: the level of its cells
+                data = None if data is None else np.asarray(data)
+                if data is not None and data.shape[:2] == labels.shape:
                     smears[image] = (data, labels)
         return {"columns": self.cell_columns(), "Y": self.Y, "smears": smears, "image_paths": image_paths}
 

@@ -10,7 +10,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_reddino._widgets._common import TIPS, StepWidget, cell_types_box, is_layer_kind
+from napari_reddino._widgets._common import TIPS, StepWidget, cell_types_box, image_layer_data, is_layer_kind
+from napari_reddino._widgets.levels import LevelBox, find_image
 from napari_reddino.images import InputError
 
 if TYPE_CHECKING:
@@ -60,13 +61,17 @@ class EmbedWidget(StepWidget):
                                     "outside napari")
         self.export_button = PushButton(text="Export features")
         self.export_button.tooltip = "Write the chosen cells' descriptions and positions to the file above"
-        self.form.extend([self.image, self.labels, self.model_choice, self.model_path, self.download_button,
+        self.level = LevelBox(self.image, resolve=lambda name: find_image(self.viewer, name))
+        self.level.combo.tooltip = ("The resolution of the slide the cells were found at (set from the cells "
+                                    "layer): the cells are described from the same pixels")
+        self.form.extend([self.image, self.level.combo, self.labels, self.model_choice, self.model_path, self.download_button,
                           self.cell_types, self.precision, self.batch_size, self.pad_square,
                           self.mask_neighbours])
         self.add_below(Container(widgets=[self.export_path, self.export_button]).native)
         self.download_button.changed.connect(self.download)
         self.export_button.changed.connect(self.export)
         self.image.changed.connect(self._default_labels)
+        self.labels.changed.connect(self._level_of_labels)
         self._downloader = None
         self._job = None
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
@@ -75,9 +80,12 @@ class EmbedWidget(StepWidget):
 
     # --- form ---------------------------------------------------------------------------------
     def _layer_names(self, kind: str):
+        from napari_reddino._widgets._common import image_layer_choices
         from napari_reddino.style import is_drawn_layer_name
 
         def choices(*_):
+            if kind == "Image":  # one RGB OME-Zarr's channel layers count as one image
+                return [name for name, _ in image_layer_choices(self.viewer)]
             return [layer.name for layer in self.viewer.layers if is_layer_kind(layer, kind)
                     and not (kind == "Image" and is_drawn_layer_name(layer.name))]
         return choices
@@ -105,6 +113,15 @@ class EmbedWidget(StepWidget):
             self.labels.value = wanted
         elif self.labels.value is None and self.labels.choices:
             self.labels.value = self.labels.choices[-1]
+        self._level_of_labels()
+
+    def _level_of_labels(self, *_):
+        """A multiscale image's level: the one its cells were found at (the cells layer says)."""
+        self.level.refresh()
+        if not self.level.combo.native.isHidden() and self.labels.value in self.viewer.layers:
+            level = self.viewer.layers[self.labels.value].metadata.get("source_level")
+            if level is not None and level in self.level.combo.choices:
+                self.level.combo.value = level
 
     def spec(self) -> str:
         if self.model_choice.value == OTHER:
@@ -122,12 +139,15 @@ class EmbedWidget(StepWidget):
         if self.image.value is None or self.labels.value is None:
             raise InputError("Received no image or no Labels layer; accepted: an image layer and its cells "
                              "(segment first).")
-        image_layer, labels_layer = self.viewer.layers[self.image.value], self.viewer.layers[self.labels.value]
-        image = image_layer.data[0] if image_layer.multiscale else image_layer.data
+        image_layer, labels_layer = find_image(self.viewer, self.image.value), self.viewer.layers[self.labels.value]
+        if image_layer is None:
+            raise InputError(f"Received image {self.image.value!r}, which is no longer open; accepted: an image "
+                             "layer in the viewer.")
+        image = image_layer_data(image_layer, self.level.value)
         labels = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
-        image, labels = np.asarray(image), np.asarray(labels)
         hw = image.shape[:2] if image_layer.rgb or image.ndim == 2 else image.shape
-        check_labels(labels, hw)
+        check_labels(labels, hw)  # a multiscale level other than the cells': refused in one line, before reading
+        labels = np.asarray(labels)  # the image is read in the worker (a multiscale level from disk)
         features = labels_layer.features
         self._job = dict(image=image, labels=labels, image_name=image_layer.name, labels_name=labels_layer.name,
                          features=features.copy() if "label" in features.columns else None,
@@ -144,6 +164,7 @@ class EmbedWidget(StepWidget):
         from napari_reddino.segment.types import left_out_note, select_cells, typed_table
 
         job = self._job
+        job["image"] = np.asarray(job["image"])
         yield Progress(0, 0, "typing cells")
         objects = typed_table(job["image"], job["labels"], _current_rows(job["features"], job["labels"]))
         kept = select_cells(objects, job["cell_types"])

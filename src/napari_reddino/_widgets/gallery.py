@@ -173,11 +173,10 @@ class GalleryWidget(QWidget):
         if old is not None:
             if self._refreshed in old.listeners:
                 old.listeners.remove(self._refreshed)
-            if old.points is not None:
-                try:
-                    old.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
-                except (TypeError, ValueError, RuntimeError):
-                    pass
+            try:
+                old.canvas.selection_changed.disconnect(self._on_points_selection)
+            except (TypeError, ValueError, RuntimeError):
+                pass
         self.state = state
         self.second, self._prediction_seen = None, None
         self._images, self._boxes = {}, None
@@ -191,7 +190,7 @@ class GalleryWidget(QWidget):
         self._hex = {c.name: c.color for c in state.classes}
         self._image_of = state.table["image"].to_numpy()
         state.listeners.append(self._refreshed)
-        state.points.selected_data.events.items_changed.connect(self._on_points_selection)
+        state.canvas.selection_changed.connect(self._on_points_selection)
         self._set_enabled(True)
         self._refreshed()
 
@@ -314,10 +313,10 @@ class GalleryWidget(QWidget):
         image = self._image_of[row]
         data = self._images.get(image)
         if data is None:
-            from napari_reddino._widgets._common import image_layer_data
+            from napari_reddino._widgets.levels import cells_shape, image_pixels
 
-            layer = self.viewer.layers[image] if image in self.viewer.layers else None  # noqa: SIM401
-            data = to_rgb_uint8(np.asarray(image_layer_data(layer))) if layer is not None else np.zeros((1, 1, 3), np.uint8)
+            pixels = image_pixels(self.viewer, image, cells_shape(self.viewer, image))  # a slide: its cells' level
+            data = to_rgb_uint8(np.asarray(pixels)) if pixels is not None else np.zeros((1, 1, 3), np.uint8)
             self._images[image] = data
         y0, x0, y1, x1 = self.boxes()[row]
         side = int(self._sides[row])

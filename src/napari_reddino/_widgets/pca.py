@@ -11,6 +11,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, follow_image_layers, image_layer_choices, image_layer_data)
+from napari_reddino._widgets.levels import LevelBox, level_placement
 from napari_reddino.images import InputError
 from napari_reddino.pca_resolution import MAX_FACTOR
 
@@ -51,15 +52,17 @@ class PCAWidget(StepWidget):
         self.upsample = CheckBox(label="upsample to image resolution", value=False)
         self.upsample.tooltip = ("Smooth the overlay to the image's own pixels instead of one colour square "
                                  "per 14 px")
-        self.form.extend([self.image, self.model_spec, self.resolution, self.overlap, self.fit_mode, self.background,
+        self.level = LevelBox(self.image)  # shown for a multiscale image only
+        self.form.extend([self.image, self.level.combo, self.model_spec, self.resolution, self.overlap, self.fit_mode, self.background,
                           self.upsample])
         self.last_fit = None  # (model spec, PatchPCA)
         self._job = None
         follow_image_layers(napari_viewer, self.image)
+        self.level.refresh()
 
     def prepare(self):
-        layer = self.image.value
-        data = image_layer_data(layer)
+        layer, level = self.image.value, self.level.value
+        data = image_layer_data(layer, level)  # lazy for a multiscale level: read in the worker
         spec = self.model_spec.value.strip()
         fit = None
         if self.fit_mode.value == FIT_REUSE:
@@ -70,16 +73,16 @@ class PCAWidget(StepWidget):
                                  "accepted: the same model, or fit on this image.")
             else:
                 fit = self.last_fit[1]
-        self._job = dict(data=np.asarray(data), name=layer.name, scale=tuple(layer.scale[-2:]),
-                         translate=tuple(layer.translate[-2:]), spec=spec, fit=fit,
-                         resolution=float(self.resolution.value) or "auto", cells=self._cells_table(layer.name),
+        scale, translate = level_placement(layer, level)  # the overlay lies on the slide, whatever the level
+        self._job = dict(data=data, name=layer.name, scale=scale, translate=translate, spec=spec, fit=fit,
+                         resolution=float(self.resolution.value) or "auto", cells=self._cells_table(layer.name, level),
                          overlap=int(self.overlap.value), background=self.background.value,
                          upsample=bool(self.upsample.value))
         return True
 
-    def _cells_table(self, image_name: str):
-        """The image's segmentation (its ``<image> cells`` layer) as a table carrying the measured red-cell
-        diameter, or None: the diameter is then measured from the image."""
+    def _cells_table(self, image_name: str, level: int = 0):
+        """The image's segmentation (its ``<image> cells`` layer, made from this ``level``) as a table carrying
+        the measured red-cell diameter, or None: the diameter is then measured from the image."""
         from napari_reddino._widgets._common import is_layer_kind
         from napari_reddino.style import cells_layer_name
 
@@ -87,6 +90,8 @@ class PCAWidget(StepWidget):
         if name not in self.viewer.layers or not is_layer_kind(self.viewer.layers[name], "labels"):
             return None
         layer = self.viewer.layers[name]
+        if layer.metadata.get("source_level", 0) != level:  # its sizes are another level's pixels
+            return None
         table = layer.features.copy()
         diameter = layer.metadata.get("segmentation", {}).get("estimated_diameter")
         if diameter:
@@ -99,6 +104,7 @@ class PCAWidget(StepWidget):
         from napari_reddino.pca import NoCellsFound, iter_pca_overlay
 
         job = self._job
+        job["data"] = np.asarray(job["data"])
         yield Progress(0, 1, "loading model")
         model = load_model(job["spec"], device="auto")  # the GPU when there is one
         try:

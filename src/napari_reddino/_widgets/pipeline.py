@@ -12,6 +12,7 @@ from napari.utils.notifications import show_info, show_warning
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, cell_types_box, display_labels, follow_image_layers, image_layer_choices, image_layer_data,
     start_warm_up)
+from napari_reddino._widgets.levels import LevelBox, level_placement
 from napari_reddino.pca_resolution import MAX_FACTOR
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
@@ -52,9 +53,11 @@ class PipelineWidget(StepWidget):
         self.do_umap = CheckBox(label="UMAP for annotation", value=True)
         self.do_umap.tooltip = ("Also put the cells on a map of similar cells and open the annotation dock "
                                 "(needs at least 4 cells)")
-        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, self.model,
+        self.level = LevelBox(self.image)  # shown for a multiscale image only
+        self.form.extend([self.image, self.level.combo, self.backend, self.diameter, self.drop_border, self.model,
                           self.cell_types, self.do_pca, self.pca_resolution, self.do_umap])
         follow_image_layers(napari_viewer, self.image)
+        self.level.refresh()
         self.session_buttons = SessionButtons(napari_viewer)
         self.add_below(self.session_buttons)
         self._job = None
@@ -63,14 +66,17 @@ class PipelineWidget(StepWidget):
     def prepare(self):
         from napari_reddino.pipeline import STEPS, PipelineOptions
 
-        layer = self.image.value
-        data = np.asarray(image_layer_data(layer))
+        from functools import partial
+
+        layer, level = self.image.value, self.level.value
+        data = partial(np.asarray, image_layer_data(layer, level))  # read in the worker (a multiscale level)
         steps = tuple(s for s in STEPS if (s != "pca" or self.do_pca.value) and (s != "umap" or self.do_umap.value))
         opts = PipelineOptions(backend=self.backend.value, diameter=float(self.diameter.value) or None,
                                drop_border=bool(self.drop_border.value), model=self.model.value.strip() or None,
                                steps=steps, cell_types=tuple(self.cell_types.value),
                                pca_resolution=float(self.pca_resolution.value) or "auto")
-        self._job = dict(images=[(layer.name, data)], opts=opts)
+        self._job = dict(images=[(layer.name, data)], opts=opts,
+                         placements={layer.name: (*level_placement(layer, level), level)})
         return True
 
     def work(self):
@@ -85,7 +91,7 @@ class PipelineWidget(StepWidget):
 
     def show(self, result):
         """A generator (``StepWidget`` runs it in slices, one layer or so each)."""
-        yield from iter_add_result_layers(self.viewer, result)
+        yield from iter_add_result_layers(self.viewer, result, placements=self._job["placements"])
         if result.skipped:  # the layers that could be made are in place; say once what was not, and why
             show_warning("; ".join(result.skipped))  # no title first: a toast shows its first 40 characters
         else:
@@ -108,9 +114,11 @@ def add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project
 
 
 def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", project_folder=None,
-                           annotation_files=None):
+                           annotation_files=None, placements=None):
     """``add_result_layers`` as a generator: it yields after each piece that takes the GUI thread a while
-    (a layer made, the map), so that a dock's display runs in slices; returns the annotation dock."""
+    (a layer made, the map), so that a dock's display runs in slices; returns the annotation dock.
+    ``placements``: image name -> (scale, translate, level) of the results of an image processed at a level
+    of a multiscale layer (``levels.level_placement``)."""
     from napari_reddino._widgets.layers import REDDINO, features_metadata, iter_put_cells_layer, put_pca_layer
     from napari_reddino._widgets.session import ANNOTATION_FILE
     from napari_reddino._widgets.smear_link import cells_look, iter_draw_cells
@@ -118,12 +126,16 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
 
     cells_layers = []
     for s in result.smears:
-        if s.name in viewer.layers:
-            image_layer = viewer.layers[s.name]
+        level = 0
+        if placements and s.name in placements:
+            scale, translate, level = placements[s.name]
         else:
-            image_layer = viewer.add_image(s.image, name=s.name, rgb=True)
-        scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
-        metadata = {"source_image": s.name}
+            if s.name in viewer.layers:
+                image_layer = viewer.layers[s.name]
+            else:
+                image_layer = viewer.add_image(s.image, name=s.name, rgb=True)
+            scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
+        metadata = {"source_image": s.name, "source_level": level}
         if s.table is not None and s.table.attrs.get("diameter"):  # as the segment dock records it
             metadata["segmentation"] = {"estimated_diameter": float(s.table.attrs["diameter"])}
         if annotation_files and s.name in annotation_files:  # the annotation dock saves this image's work there

@@ -11,6 +11,7 @@ from napari_reddino.segment.types import segmentation_summary
 
 from napari_reddino._widgets._common import (
     TIPS, StepWidget, display_labels, follow_image_layers, image_layer_choices, image_layer_data)
+from napari_reddino._widgets.levels import LevelBox, level_placement
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -61,20 +62,22 @@ class SegmentWidget(StepWidget):
                                   self.cellprob_threshold, self.min_size, self.precision]
         self.found = Label(label="found", value="")
         self.found.native.setWordWrap(True)  # a long summary must wrap, not widen the dock over the canvas
-        self.form.extend([self.image, self.backend, self.diameter, self.drop_border, *self._cellpose_widgets,
-                          self.found])
+        self.level = LevelBox(self.image)  # shown for a multiscale image only
+        self.form.extend([self.image, self.level.combo, self.backend, self.diameter, self.drop_border,
+                          *self._cellpose_widgets, self.found])
         self.backend.changed.connect(self._show_backend_options)
         self._show_backend_options()
         self._job = None
         follow_image_layers(napari_viewer, self.image)
+        self.level.refresh()
 
     def _show_backend_options(self, *_):
         for w in self._cellpose_widgets:
             w.visible = self.backend.value == "cellpose"
 
     def prepare(self):
-        layer = self.image.value
-        data = image_layer_data(layer)
+        layer, level = self.image.value, self.level.value
+        data = image_layer_data(layer, level)  # lazy for a multiscale level: read in the worker
         opts = {"diameter": float(self.diameter.value) or "auto"}
         if self.backend.value == "cellpose":
             if opts["diameter"] == "auto" and not self.cp_auto_diameter.value:
@@ -89,9 +92,9 @@ class SegmentWidget(StepWidget):
                         download=bool(self.cp_download.value), precision=self.precision.value,
                         flow_threshold=float(self.flow_threshold.value),
                         cellprob_threshold=float(self.cellprob_threshold.value), min_size=int(self.min_size.value))
+        scale, translate = level_placement(layer, level)  # the cells lie on the slide, whatever the level
         self._job = dict(data=data, name=layer.name, backend=self.backend.value, opts=opts,
-                         drop_border=bool(self.drop_border.value), scale=tuple(layer.scale[-2:]),
-                         translate=tuple(layer.translate[-2:]))
+                         drop_border=bool(self.drop_border.value), scale=scale, translate=translate, level=level)
         return True
 
     def work(self):
@@ -118,7 +121,8 @@ class SegmentWidget(StepWidget):
         show_info(f"Segment cells: {message}")
         layer = yield from iter_put_cells_layer(
             self.viewer, job["name"], labels, features=features, look=look, scale=job["scale"],
-            translate=job["translate"], metadata={"source_image": job["name"], "segmentation": {
+            translate=job["translate"], metadata={"source_image": job["name"], "source_level": job["level"],
+                                                  "segmentation": {
                 "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
                 "estimated_diameter": table.attrs.get("diameter")}})
         # named rings on the other objects, then the legend (the outlines are drawn)

@@ -49,26 +49,29 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
     the viewer's); InputError when there is nothing to save or the map is stale."""
     from napari_reddino._widgets._common import image_layer_data, is_layer_kind
     from napari_reddino._widgets.layers import cells_features, pca_record
+    from napari_reddino._widgets.levels import find_image, image_pixels, levels_of
     from napari_reddino.pipeline import STEPS, PipelineResult, SmearResult
     from napari_reddino.session import Session, SessionImage
     from napari_reddino.style import pca_layer_name
 
-    smears, images, models = [], [], []
+    smears, images, models, cells_of = [], [], [], {}
     for layer in list(viewer.layers):
         meta = layer.metadata or {}
         red = cells_features(layer) or {}
         name = red.get("image") or meta.get("source_image")
         if not is_layer_kind(layer, "labels") or not name or name in {s.name for s in smears}:
             continue
-        if name not in viewer.layers:
+        if find_image(viewer, name) is None:
             raise InputError(f"The cells layer {layer.name!r} was found on the image {name!r}, which is no longer "
                              "open; accepted: its image open beside it (open it again, or delete the cells layer).")
-        s = SmearResult(name, np.asarray(image_layer_data(viewer.layers[name])), labels=np.asarray(layer.data),
+        # a slide's pixels at its cells' level (saved as they are; reopened as a plain image where the cells lie)
+        s = SmearResult(name, np.asarray(image_pixels(viewer, name, layer.data.shape)), labels=np.asarray(layer.data),
                         table=layer.features.drop(columns=["index"], errors="ignore").reset_index(drop=True))
         if red.get("embeddings") is not None:
             s.embeddings, s.embedded = np.asarray(red["embeddings"]), np.asarray(red["labels"], np.int64)
             models.append(red.get("model"))
         smears.append(s)
+        cells_of[name] = layer
         images.append(SessionImage(name, segmentation=dict(meta.get("segmentation") or {})))
     for layer in list(viewer.layers):  # overlays, with or without cells
         pca = pca_record(layer)
@@ -87,9 +90,12 @@ def viewer_session(viewer: "napari.Viewer", dock=None) -> "Session":
         raise InputError("Received a viewer with no cells or PCA overlay made by napari-reddino; accepted: a "
                          "viewer where a step has run (segment, features, PCA or the whole pipeline).")
     for s, info in zip(smears, images):
-        image = viewer.layers[s.name]
+        image = find_image(viewer, s.name) or viewer.layers[s.name]
         info.path = image_source_path(image)
-        info.scale, info.translate = tuple(image.scale[-2:]), tuple(image.translate[-2:])
+        if image.multiscale and tuple(s.image.shape[:2]) != tuple(levels_of(image)[0].shape[:2]):
+            info.path = None  # a coarser level of the slide: saved as a copy (its file would give level 0)
+        placed = cells_of[s.name] if image.multiscale and s.name in cells_of else image
+        info.scale, info.translate = tuple(placed.scale[-2:]), tuple(placed.translate[-2:])
     result = PipelineResult(smears, model=next((m for m in models if m), None), steps=STEPS)
     session = Session(result, images)
     dock = dock or annotation_dock(viewer)

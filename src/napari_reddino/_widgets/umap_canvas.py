@@ -7,6 +7,11 @@ panning switched off while selecting).
 The selection is drawn by a layer of our own (yellow rings, as on the smear): napari's highlight is the
 user's global highlight colour, by default a blue next to the "normal" class' blue. A legend under the
 buttons gives each class' colour and its number of cells.
+
+Above ``POINT_BUDGET`` points (a million cells) the Points layer holds the map's data, features and key
+bindings but is hidden, and the view is drawn as a density image with real points only where the view
+holds fewer than the budget (``umap_density``); the selection is then the canvas' own sorted array, not
+napari's. Either way, listeners connect to ``selection_changed`` and read ``selected_rows()``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 # Selected cells are ringed in SELECTION_COLOR, here and on the smear; no class colour is near it (the test)
@@ -31,6 +37,13 @@ DRAG_PIXELS = 4
 # the time (a napari Shapes update and the repaint after it: 0.1-0.3 s here; the mouse moves every ~10 ms)
 PREVIEW_SECONDS = 0.1
 PREVIEW_SHARE = 0.3
+POINT_BUDGET = 50_000  # more points than this: the density image, and real points only where zoomed in
+VIEW_MARGIN = 0.5  # the density image and the points shown cover the view and this much of it on each side
+VIEW_DELAY_MS = 80  # the view is redrawn once it has settled this long (pan and zoom fire many events)
+SELECTED_ALPHA = 0.8  # the density view's selected bins: the classes' colours show faintly through
+FRAME_SHARE = 0.95  # of the canvas the framed map fills (as napari's reset_view)
+NEAR_PIXELS = 14  # the real points of a zoomed-in big map are drawn at most this many screen pixels across
+CLICK_PIXELS = 6  # a click selects the nearest point within this many screen pixels (density view)
 
 
 def points_in_polygon(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -40,7 +53,11 @@ def points_in_polygon(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     vertices = np.asarray(vertices, dtype=float)
     if len(vertices) < 3 or len(points) == 0:
         return np.zeros(0, dtype=int)
-    return np.flatnonzero(MplPath(vertices).contains_points(np.asarray(points, dtype=float)[:, :2]))
+    points = np.asarray(points)[:, :2]
+    lo, hi = vertices.min(0), vertices.max(0)  # only the points in the outline's box are tested: 10x on 10^6
+    box = np.flatnonzero((points[:, 0] >= lo[0]) & (points[:, 0] <= hi[0]) &
+                         (points[:, 1] >= lo[1]) & (points[:, 1] <= hi[1]))
+    return box[MplPath(vertices).contains_points(points[box].astype(float))]
 
 
 def box_polygon(a, b) -> np.ndarray:
@@ -48,10 +65,22 @@ def box_polygon(a, b) -> np.ndarray:
     return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=float)
 
 
-class UmapCanvas(QWidget):
-    """Embedded viewer holding the UMAP Points layer. ``selection_changed`` is forwarded by the owner."""
+def _rgba(color, n: int) -> np.ndarray:
+    """(n, 4) float32 colours from an (n, 4) array or one colour (a name, hex or RGBA)."""
+    arr = np.asarray(color) if not isinstance(color, str) else None
+    if arr is not None and arr.ndim == 2 and arr.shape == (n, 4):
+        return arr.astype(np.float32, copy=False)
+    from napari.utils.colormaps.standardize_color import transform_color
 
-    def __init__(self, title: str = "UMAP"):
+    return np.tile(transform_color(color)[:1].astype(np.float32), (n, 1))
+
+
+class UmapCanvas(QWidget):
+    """Embedded viewer holding the UMAP Points layer; ``selection_changed`` fires after each selection."""
+
+    selection_changed = Signal()
+
+    def __init__(self, title: str = "UMAP", point_budget: int | None = None):
         super().__init__()
         from napari.components import ViewerModel
         from napari.qt import QtViewer
@@ -62,6 +91,19 @@ class UmapCanvas(QWidget):
         self.preview = None
         self.marks = None  # the rings around the selected points
         self._ring_size = 1.0
+        # above the point budget (module docstring): the map as arrays, its density image, the selection
+        # drawn in the same bins, the real points of a zoomed-in view and which rows they are
+        self.point_budget = int(POINT_BUDGET if point_budget is None else point_budget)
+        self.big = False
+        self.data = self.colors = None
+        self._size = 1.0
+        self._selected = np.zeros(0, np.int64)
+        self.density = self.chosen = self.near = None
+        self._near_rows = np.zeros(0, np.int64)
+        self._grid = None
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.timeout.connect(self.update_view)
         self.mode = "select"
         # the view follows the points (and the canvas' size, which the dock sets after the points arrive)
         # until the user pans or zooms; "Reset view" frames them again
@@ -98,6 +140,8 @@ class UmapCanvas(QWidget):
         self.model.mouse_drag_callbacks.append(self._on_drag)
         self.camera.events.zoom.connect(self._user_moved)
         self.camera.events.center.connect(self._user_moved)
+        self.camera.events.zoom.connect(self._view_moved)
+        self.camera.events.center.connect(self._view_moved)
 
     # --- view -------------------------------------------------------------------------------------
     @property
@@ -108,7 +152,13 @@ class UmapCanvas(QWidget):
         """Fit the view to the points, and keep it fitted as the canvas is resized."""
         self._framing = True
         try:
-            self.model.reset_view()
+            if self.big:  # the map's own bounds: the density image covers the view, not the map
+                lo, hi = self.data.min(0), self.data.max(0)
+                h, w = (max(int(v), 2) for v in self.model.canvas.size)
+                self.camera.center = tuple((lo + hi) / 2)
+                self.camera.zoom = FRAME_SHARE * min(h / max(hi[0] - lo[0], 1e-9), w / max(hi[1] - lo[1], 1e-9))
+            else:
+                self.model.reset_view()
         finally:
             self._framing = False
         self.framed = True
@@ -144,7 +194,8 @@ class UmapCanvas(QWidget):
 
     # --- layer ------------------------------------------------------------------------------------
     def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
-        """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1))."""
+        """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1)); above
+        ``point_budget`` points it is hidden and the view drawn as a density image (``update_view``)."""
         if self.preview is None:
             self.preview = self.model.add_shapes(name="selection outline", edge_color="yellow",
                                                  face_color="transparent", edge_width=size / 3)
@@ -152,9 +203,16 @@ class UmapCanvas(QWidget):
             self.points = None
         if self.points is not None and self.points.name != name:  # another map: renamed and updated in place
             self.points.name = name  # (removing a layer costs napari a full garbage collection: ~1 s)
+        big = len(data) > self.point_budget
+        self.big, self._size = big, float(size)
+        self.data = np.asarray(data, dtype=np.float32)
+        self.colors = _rgba(face_color, len(self.data))
+        self._selected = np.zeros(0, np.int64)
+        # hidden above the budget, and without colours (napari's colour bookkeeping of 10^6 points: 0.3 s)
+        colour = {} if big else {"face_color": face_color}
         if self.points is None:
-            self.points = self.model.add_points(data, name=name, features=features, face_color=face_color,
-                                                size=size, border_width=0)
+            self.points = self.model.add_points(data, name=name, features=features, size=size, border_width=0,
+                                                visible=not big, **colour)
             self.model.layers.move(self.model.layers.index(self.points), 0)
             # positions are data: whatever switches the layer to napari's add/select (drag) modes, undo it
             self.points.events.mode.connect(self._keep_pan_zoom)
@@ -162,41 +220,157 @@ class UmapCanvas(QWidget):
             # the rings of ``marks`` show the selection instead
             self.points.update_highlight_visibility = self._no_napari_highlight
             self._no_napari_highlight(False)
-            self.points.selected_data.events.items_changed.connect(self._draw_selection)
+            self.points.selected_data.events.items_changed.connect(self._on_points_selection)
         else:
             self.points.selected_data = set()
+            self.points.visible = not big
             self.points.data = data
             self.points.features = features
-            self.points.face_color = face_color
+            if not big:
+                self.points.face_color = face_color
             self.points.size = size
         self._ring_size = size * SELECTION_RING
+        self._put_big_layers(big)
         self._draw_selection()
         self.model.layers.selection.active = self.points
         self.set_mode(self.mode)
         self.frame_points()
+        self.update_view()
         return self.points
+
+    def set_colors(self, face_color) -> None:
+        """New colours of the points (classes, predictions changed)."""
+        if self.points is None:
+            return
+        self.colors = _rgba(face_color, len(self.data))
+        if self.big:
+            self.update_view()
+        else:
+            self.points.face_color = face_color
+            self.points.refresh()
+
+    def _put_big_layers(self, big: bool) -> None:
+        """Make (above the budget) or empty the density image, the selection image and the near points."""
+        if big and self.density is None:
+            blank = np.zeros((1, 1, 4), np.uint8)
+            self.density = self.model.add_image(blank, name="map density", rgb=True)
+            self.chosen = self.model.add_image(blank, name="selected density", rgb=True)
+            # on screen at most NEAR_PIXELS across however far the user zooms in (sizes are in map units:
+            # 20,000 points of 400 px each took software OpenGL minutes to draw)
+            self.near = self.model.add_points(np.zeros((0, 2)), name="points in view", border_width=0,
+                                              size=self._size, canvas_size_limits=(2, NEAR_PIXELS))
+            for i, layer in enumerate((self.density, self.chosen, self.near)):  # above the hidden points
+                self.model.layers.move(self.model.layers.index(layer), self.model.layers.index(self.points) + 1 + i)
+        if self.density is not None:
+            for layer in (self.density, self.chosen, self.near):
+                layer.visible = False
+            self._near_rows = np.zeros(0, np.int64)
+            self._grid = None
+
+    def _view_rect(self) -> tuple[tuple, tuple]:
+        """((row0, row1, col0, col1) in world units, (height, width) in screen pixels) of the view."""
+        h, w = (int(v) for v in self.model.canvas.size)
+        if h < 2 or w < 2:  # not laid out yet: the whole map
+            lo, hi = self.data.min(0), self.data.max(0)
+            return (lo[0], hi[0], lo[1], hi[1]), (512, 512)
+        cy, cx = self.camera.center[-2:]
+        z = float(self.camera.zoom)
+        return (cy - h / 2 / z, cy + h / 2 / z, cx - w / 2 / z, cx + w / 2 / z), (h, w)
+
+    def _view_moved(self, event=None) -> None:
+        if self.big:
+            self._view_timer.start(VIEW_DELAY_MS)  # restarted by each event: drawn once the view settles
+
+    def update_view(self) -> None:
+        """Above the budget: draw the view (and a margin around it) as real points when it holds fewer
+        than the budget, else as the density image."""
+        from napari_reddino._widgets._common import one_refresh
+        from napari_reddino._widgets.umap_density import density_image, grid, in_rect
+
+        if not self.big or self.qt_viewer is None or self.density is None:
+            return
+        (r0, r1, c0, c1), (h, w) = self._view_rect()
+        m = VIEW_MARGIN
+        rect = (r0 - m * (r1 - r0), r1 + m * (r1 - r0), c0 - m * (c1 - c0), c1 + m * (c1 - c0))
+        rows = in_rect(self.data, rect)
+        if len(rows) <= self.point_budget:
+            self._near_rows, self._grid = rows, None
+            with one_refresh(self.near, visible=True):
+                self.near.data = self.data[rows]
+                self.near.face_color = self.colors[rows] if len(rows) else "white"
+                self.near.size = self._size
+            self.density.visible = False
+        else:
+            self._near_rows = np.zeros(0, np.int64)
+            self.near.visible = False
+            bins, size, origin = self._grid = grid(rect, (h * (1 + 2 * m), w * (1 + 2 * m)))
+            self._put_image(self.density, density_image(self.data, self.colors, rows, bins, size, origin))
+        self._draw_selection()
 
     def _no_napari_highlight(self, visible=False) -> None:
         from napari.layers import Points
 
         Points.update_highlight_visibility(self.points, False)
 
+    def _on_points_selection(self, event=None) -> None:
+        self._draw_selection()
+        self.selection_changed.emit()
+
     def _draw_selection(self, event=None) -> None:
-        """Ring the selected points (a layer above the points that takes no clicks)."""
+        """Ring the selected points (a layer above the points that takes no clicks); above the budget, the
+        selected points of the view ringed, or the bins holding them lit in the density image."""
         if self.points is None:
             return
-        rows = np.array(sorted(self.points.selected_data), dtype=int)
-        data = np.asarray(self.points.data)[rows] if len(rows) else np.zeros((0, 2))
+        if self.big:
+            shown = self._near_rows[np.isin(self._near_rows, self._selected, assume_unique=True)]
+            data = self.data[shown]
+            self._draw_chosen()
+        else:
+            rows = np.array(sorted(self.points.selected_data), dtype=int)
+            data = np.asarray(self.points.data)[rows] if len(rows) else np.zeros((0, 2))
         if self.marks is None:
             self.marks = self.model.add_points(data, name="selected cells", face_color="transparent",
                                                border_color=SELECTION_COLOR, border_width=0.22,
                                                border_width_is_relative=True, size=self._ring_size)
             self.model.layers.selection.active = self.points
-        else:
+        elif not (self.big and not len(data) and not len(self.marks.data)):  # (no rings, none to draw: as is)
             self.marks.data = data
             self.marks.size = self._ring_size
             self.marks.border_color = SELECTION_COLOR
             self.marks.face_color = "transparent"
+        limits = (2, NEAR_PIXELS * SELECTION_RING) if self.big else (2, 10000)  # capped as the near points
+        if tuple(self.marks.canvas_size_limits) != limits:
+            self.marks.canvas_size_limits = limits
+
+    def _draw_chosen(self) -> None:
+        """The density view's selection: the bins holding a selected point, in the selection colour."""
+        from napari_reddino._widgets.umap_density import mask_image
+        from napari_reddino.style import rgba
+
+        if self.chosen is None:
+            return
+        if self._grid is None or not len(self._selected):
+            self.chosen.visible = False
+            return
+        bins, size, origin = self._grid
+        colour = np.asarray(rgba(SELECTION_COLOR), np.float32) * (1, 1, 1, SELECTED_ALPHA)
+        self._put_image(self.chosen, mask_image(self.data, self._selected, colour, bins, size, origin))
+
+    def _put_image(self, layer, image) -> None:
+        """Show ``image`` on the current grid: the data alone when the grid is where the layer is already (a
+        new scale or translate makes napari recompute the scene's extent: 0.4 s at 10^6 points here)."""
+        from napari_reddino._widgets._common import one_refresh
+
+        _, size, origin = self._grid
+        translate = (origin[0] + size[0] / 2, origin[1] + size[1] / 2)
+        if layer.visible and layer.data.shape == image.shape and np.allclose(layer.scale[-2:], size) and \
+                np.allclose(layer.translate[-2:], translate):
+            layer.data = image
+            return
+        with one_refresh(layer, visible=True):
+            layer.data = image
+            layer.scale = size
+            layer.translate = translate
 
     def _keep_pan_zoom(self, event=None) -> None:
         if self.points is not None and str(self.points.mode) != "pan_zoom":
@@ -217,8 +391,26 @@ class UmapCanvas(QWidget):
         self.camera.mouse_pan = pan
 
     # --- selection --------------------------------------------------------------------------------
+    def selected_rows(self) -> np.ndarray:
+        """The selected rows, sorted (int64)."""
+        if self.points is None:
+            return np.zeros(0, np.int64)
+        if self.big:
+            return self._selected.copy()
+        return np.array(sorted(self.points.selected_data), dtype=np.int64)
+
     def select(self, indices, add: bool = False, toggle: bool = False) -> None:
         if self.points is None:
+            return
+        if self.big:
+            new = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+            if toggle:
+                new = np.setxor1d(self._selected, new, assume_unique=True)
+            elif add:
+                new = np.union1d(self._selected, new)
+            self._selected = new
+            self._draw_selection()
+            self.selection_changed.emit()
             return
         new = {int(i) for i in np.asarray(indices, dtype=int).ravel()}
         if toggle:
@@ -231,9 +423,19 @@ class UmapCanvas(QWidget):
         """Select the points inside ``vertices`` ((row, col) in the canvas' world coordinates)."""
         if self.points is None:
             return np.zeros(0, dtype=int)
-        inside = points_in_polygon(self.points.data, vertices)
+        inside = points_in_polygon(self.data if self.big else self.points.data, vertices)
         self.select(inside, add=add)
         return inside
+
+    def point_at(self, position) -> int | None:
+        """The point under ``position`` (world coordinates): napari's own lookup, or above the budget the
+        nearest point within ``CLICK_PIXELS`` screen pixels (or its own size)."""
+        if not self.big:
+            return self.points.get_value(position, world=True)
+        from napari_reddino._widgets.umap_density import nearest
+
+        radius = max(self._size / 2, CLICK_PIXELS / max(float(self.camera.zoom), 1e-12))
+        return nearest(self.data, position, radius)
 
     def _show_outline(self, vertices, shape_type: str) -> None:
         if self.preview is None:
@@ -270,7 +472,7 @@ class UmapCanvas(QWidget):
         end = np.asarray(event.position, dtype=float)[-2:]
         self._show_outline(None, "path")
         if not dragged:
-            hit = self.points.get_value(event.position, world=True)
+            hit = self.point_at(event.position)
             if hit is not None:
                 self.select([hit], toggle=add)
             elif not add:
@@ -282,6 +484,7 @@ class UmapCanvas(QWidget):
     # --- teardown ---------------------------------------------------------------------------------
     def close_canvas(self) -> None:
         """Release the embedded viewer (napari counts live QtViewers; tests check that none leak)."""
+        self._view_timer.stop()
         if self.qt_viewer is not None:
             self.model.mouse_drag_callbacks.clear()
             self.model.layers.clear()
@@ -289,4 +492,4 @@ class UmapCanvas(QWidget):
             self.qt_viewer.setParent(None)
             self.qt_viewer.deleteLater()
             self.qt_viewer = None
-            self.points = self.preview = self.marks = None
+            self.points = self.preview = self.marks = self.density = self.chosen = self.near = None

@@ -7,6 +7,8 @@ Writes:
   centroid_x, centroid_y (pixels), emb_0 ... emb_<D-1>
 - FILE.run.json: the settings (what --resume checks)
 - FILE.failed.csv, when an input could not be read: those inputs and why (exit code 2)
+
+--workers N embeds N images at a time, --scheduler on a dask cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 
 from napari_reddino.cli import UsageError
+from napari_reddino.cli.workers import add_distribute_arguments
 from napari_reddino.formats import LABEL_SUFFIXES
 from napari_reddino.segment import BACKENDS
 
@@ -42,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pad-square", action="store_true", help="square crop with a margin (default: bounding box)")
     p.add_argument("--mask-neighbours", action="store_true", help="blank other cells inside each crop")
     add_cell_types_argument(p)
+    add_distribute_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -114,59 +118,91 @@ def run(args) -> int:
 
     import pandas as pd
 
+    from napari_reddino.cli.workers import check_scheduler
+    from napari_reddino.distribute import Unit, UnitFailed, iter_map_units
     from napari_reddino.progress import run as drive
-    from napari_reddino.embed import iter_embed_cells
-    from napari_reddino.formats import features_frame, read_labels, write_table
-    from napari_reddino.images import ReadError, expand_inputs, read_image
-    from napari_reddino.models import default_spec, load_model
+    from napari_reddino.formats import write_table
+    from napari_reddino.images import expand_inputs
+    from napari_reddino.models import clear_cache, default_spec, load_model
     from napari_reddino.outputs import Failures, RunRecord, check_out_file, settings_of, unique_names
-    from napari_reddino.segment.types import left_out_note, parse_cell_types, select_cells, typed_table
+    from napari_reddino.segment.types import parse_cell_types
 
     cell_types = parse_cell_types(args.cell_types)
     out = check_out_file(args.out)
     if args.batch_size < 1:
         raise UsageError(f"received --batch-size {args.batch_size}; accepted: an integer >= 1")
+    check_scheduler(args)
     images = expand_inputs(args.images)
     labels = pair_labels(images, label_paths(args.labels)) if args.labels else None
-    spec = args.model or default_spec()
-    model = load_model(spec, device=args.device)
-    RunRecord(out, "embed", settings_of(args, skip=("func", "images", "labels", "out", "resume"))).start(args.resume)
-    frames = [_previous(out)] if args.resume and out.is_file() else []
-    done_before = set(frames[0]["image"]) if frames else set()
-    failures, names = Failures(), unique_names(images)
+    spec = args.model or default_spec()  # here, so that every worker uses the same
+    model = load_model(spec, device=args.device)  # a bad --model: one line before any work
+    num_features = model.num_features
+    if args.workers > 1 or args.scheduler:  # the workers load their own
+        del model
+        clear_cache()
+    RunRecord(out, "embed", settings_of(args, skip=("func", "images", "labels", "out", "resume", "workers",
+                                                    "scheduler"))).start(args.resume)
+    before = _previous(out) if args.resume and out.is_file() else None
+    done_before = set(before["image"]) if before is not None else set()
+    failures, names, units = Failures(), unique_names(images), []
+    options = dict(segment=args.segment, spec=spec, device=args.device, batch_size=args.batch_size,
+                   precision=args.precision, pad_square=args.pad_square, mask_neighbours=args.mask_neighbours,
+                   cell_types=cell_types)
     for i, (path, name) in enumerate(zip(images, names)):
         if name in done_before:
             print(f"{name}: done before, kept", file=sys.stderr)
-            continue
-        try:
-            image = read_image(path)
-            if labels is not None:
-                lab = read_labels(labels[i], image.shape[:2])
-            else:
-                from napari_reddino.segment import iter_segment
+        else:
+            units.append(Unit(name, iter_embed_image, (path, name, labels[i] if labels else None), options))
+    frames = {}
 
-                lab = drive(iter_segment(image, backend=args.segment), bar=True)
-        except (ReadError, MemoryError) as exc:
-            print(f"{name}: not embedded: {failures.add(name, exc)}", file=sys.stderr)
-            continue
-        objects = typed_table(image, lab)  # types from the image, whoever made the labels
-        kept = select_cells(objects, cell_types)
-        table, emb = drive(iter_embed_cells(image, lab, model, batch_size=args.batch_size,
-                                            precision=args.precision, pad_square=args.pad_square,
-                                            mask_neighbours=args.mask_neighbours,
-                                            label_ids=objects["label"].to_numpy()[kept]), bar=True)
-        frames.append(features_frame(table, emb, name))
-        write_table(pd.concat(frames, ignore_index=True), out)  # an interrupted run keeps every finished image
-        left = left_out_note(objects, kept)
-        print(f"{name}: {len(table)} cells" + (f" ({left})" if left else ""), file=sys.stderr)
+    def keep(i, result):  # an interrupted run keeps every finished image: the table is rewritten after each
+        if isinstance(result, UnitFailed):
+            print(f"{result.name}: not embedded: {failures.add(result.name, ValueError(result.why))}",
+                  file=sys.stderr)
+            return
+        frames[i], line = result
+        print(line, file=sys.stderr)
+        done = [before] if before is not None else []
+        write_table(pd.concat(done + [frames[j] for j in sorted(frames)], ignore_index=True), out)
+
+    drive(iter_map_units(units, args.workers, args.scheduler, "images", done=keep), bar=True)
     failures.write(out.with_name(out.name + ".failed.csv"))
-    if not frames:
+    if before is None and not frames:
         raise UsageError(f"received {len(images)} image(s), none could be read; accepted: image files "
                          f"(see {out.name}.failed.csv)")
-    n = sum(len(f) for f in frames)
-    print(f"wrote {n} cells × {model.num_features} features ({spec}) to {out}"
+    n = (len(before) if before is not None else 0) + sum(len(f) for f in frames.values())
+    print(f"wrote {n} cells × {num_features} features ({spec}) to {out}"
           + (f"; {failures.summary(len(images) - len(failures))}" if failures else ""))
     return 2 if failures else 0
+
+
+def iter_embed_image(path, name, labels_path, segment, spec, device, batch_size, precision, pad_square,
+                     mask_neighbours, cell_types):
+    """One image of ``embed``, a unit of ``distribute.iter_map_units``: its cells (from ``labels_path``, else
+    segmented with ``segment``) typed, selected and embedded; returns (its rows of the table, the line said)."""
+    from napari_reddino.embed import iter_embed_cells
+    from napari_reddino.formats import features_frame, read_labels
+    from napari_reddino.images import read_image
+    from napari_reddino.models import load_model
+    from napari_reddino.runtime import import_torch
+    from napari_reddino.segment.types import left_out_note, select_cells, typed_table
+
+    import_torch()  # a worker's first torch import, as the CLI's
+    image = read_image(path)
+    if labels_path is not None:
+        lab = read_labels(labels_path, image.shape[:2])
+    else:
+        from napari_reddino.segment import iter_segment
+
+        lab = yield from iter_segment(image, backend=segment)
+    objects = typed_table(image, lab)  # types from the image, whoever made the labels
+    kept = select_cells(objects, cell_types)
+    table, emb = yield from iter_embed_cells(image, lab, load_model(spec, device=device), batch_size=batch_size,
+                                             precision=precision, pad_square=pad_square,
+                                             mask_neighbours=mask_neighbours,
+                                             label_ids=objects["label"].to_numpy()[kept])
+    left = left_out_note(objects, kept)
+    return features_frame(table, emb, name), f"{name}: {len(table)} cells" + (f" ({left})" if left else "")
 
 
 def _previous(out: Path):

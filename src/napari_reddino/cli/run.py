@@ -21,12 +21,14 @@ and for all the images:
 - screenshot.png, screenshot_umap.png, with --screenshot: the napari window and the map
 
 Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*. --resume keeps the images already
-done.
+done. --workers N does N images at a time on this machine, --scheduler on a dask cluster; the table, UMAP and
+report of all the images are made here once every image is done.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from napari_reddino.cli import UsageError, require_gui
@@ -34,6 +36,7 @@ from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.pca import add_resolution_argument
 from napari_reddino.cli.report import add_grading_arguments
 from napari_reddino.cli.segment import add_diameter_argument
+from napari_reddino.cli.workers import add_distribute_arguments, check_scheduler
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 
@@ -61,6 +64,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="keep the images whose results are already in --out (same settings), do the rest, then "
                         "the pooled table and UMAP of all")
+    add_distribute_arguments(p)
     view = p.add_mutually_exclusive_group()
     view.add_argument("--view", action="store_true", help="open napari with the result layers")
     view.add_argument("--screenshot", action="store_true",
@@ -89,10 +93,10 @@ def run(args) -> int:
     from napari_reddino.progress import run as drive
     from napari_reddino.grading import read_grading
     from napari_reddino.grading.files import run_report
-    from napari_reddino.images import InputError, expand_inputs, read_image
+    from napari_reddino.images import expand_inputs, read_image
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
-    from napari_reddino.pipeline import (STEPS, PipelineOptions, iter_pipeline, read_image_outputs,
-                                         write_image_outputs, write_pooled_outputs)
+    from napari_reddino.distribute import Unit, UnitFailed, iter_map_units
+    from napari_reddino.pipeline import STEPS, PipelineOptions, write_pooled_outputs
     from napari_reddino.segment.types import parse_cell_types
     from napari_reddino.session import write_manifest
 
@@ -103,6 +107,7 @@ def run(args) -> int:
         require_gui(flag, f", or leave out {flag} (the files are written without it)")
     out = check_out_dir(args.out)  # before any work: a bad folder must not cost the compute
     grading = read_grading(args.grading)  # a bad grading file too
+    check_scheduler(args)
     images = sample_images(args.sample) if args.sample else []
     paths = expand_inputs(args.images) if args.images else []
     names = [name for name, _ in images] + unique_names(paths)
@@ -117,20 +122,28 @@ def run(args) -> int:
     report_options = ("grading", "sample_by", "device")
     RunRecord(out, "run", {k: v for k, v in settings_of(args).items() if k not in report_options}).start(args.resume)
     written = []
+    if {"embed", "pca"} & set(steps):  # one model for every worker, checked before any work
+        from napari_reddino.models import default_spec, load_model
 
-    def done(smear):
-        written.extend(write_image_outputs(smear, out, stems[smear.name]))
+        opts.model = opts.model or default_spec()
+        load_model(opts.model, device=opts.device)
+        if args.workers > 1 or args.scheduler:  # the workers load their own
+            from napari_reddino.models import clear_cache
 
-    def previous(name):
-        if not args.resume:
-            return None
-        try:
-            return read_image_outputs(name, dict(images)[name], out, stems[name], steps)
-        except InputError:  # the input itself is unreadable now: the pipeline reports it
-            return None
-
+            clear_cache()
+    done_before, units = {}, []
+    for name, data in images:
+        before = previous_outputs(name, data, out, stems[name], steps) if args.resume else None
+        if before is not None:
+            done_before[name] = before
+        else:
+            units.append(Unit(name, iter_run_image, (name, data, opts, str(out), stems[name])))
     t0 = time.perf_counter()
-    result = drive(iter_pipeline(images, opts, done=done, previous=previous), bar=True)
+    finished = dict(zip([u.name for u in units], drive(iter_map_units(
+        units, args.workers, args.scheduler, "images"), bar=True)))
+    result = drive(iter_pooled_result(images, done_before, finished, opts, out, stems), bar=True)
+    written += [p for name, _ in images if name in finished and not isinstance(finished[name], UnitFailed)
+                for p in finished[name].written]
     written += write_pooled_outputs(result, out)
     sources = dict(zip(names, [None] * (len(names) - len(paths)) + [str(p.resolve()) for p in paths]))
     written += write_manifest(run_session(result, sources, out), out)
@@ -138,7 +151,7 @@ def run(args) -> int:
     failures = Failures()
     for name, why in result.failed:
         failures.add(name, ValueError(why))
-        print(f"not read: {name}: {why}")
+        print(f"not done: {name}: {why}")
     failures.write(out / "failed.csv")
     print(f"{result.summary()}: {time.perf_counter() - t0:.1f} s"
           + (f"; {len(failures)} input(s) failed (see failed.csv)" if failures else ""))
@@ -154,6 +167,84 @@ def run(args) -> int:
     for path in written:
         print(f"  {path.name}")
     return 2 if failures else 0
+
+
+def previous_outputs(name, data, out, stem, steps):
+    """An image's results from an earlier run into ``out`` (``--resume``), None when any is missing or its
+    input cannot be read now (it is then done again, or reported)."""
+    from napari_reddino.images import InputError
+    from napari_reddino.pipeline import read_image_outputs
+
+    try:
+        return read_image_outputs(name, data, out, stem, steps)
+    except InputError:
+        return None
+
+
+@dataclass
+class ImageDone:
+    """What one image's unit hands back: small (its arrays are in the files it wrote)."""
+    name: str
+    written: list[Path]
+    skipped: list[str]
+    note: str
+    attrs: dict  # the cell table's (the measured red-cell diameter)
+    pca: object = None  # the overlay on its grid of squares (small; the PNG is at image resolution)
+    patch: int | None = None
+    pca_factor: tuple = (1.0, 1.0)
+
+
+def iter_run_image(name: str, data, opts, out: str, stem: str):
+    """One image of ``run``, a unit of ``distribute.iter_map_units`` (in this process or a worker's): read it,
+    its steps (``pipeline.iter_smear``), its files written (atomically). The model comes from the worker's
+    cache (``models.load_model``): one load per process."""
+    from napari_reddino.images import to_rgb_uint8
+    from napari_reddino.pipeline import SmearResult, iter_smear, write_image_outputs
+    from napari_reddino.runtime import import_torch
+
+    import_torch()  # a worker's first torch import, as the CLI's
+    model = None
+    if {"embed", "pca"} & set(opts.steps):
+        from napari_reddino.models import load_model
+
+        model = load_model(opts.model, device=opts.device)
+    s = SmearResult(name, to_rgb_uint8(data() if callable(data) else data))
+    skipped, note = yield from iter_smear(s, model, opts.model, opts, name)
+    written = write_image_outputs(s, out, stem)
+    return ImageDone(name, written, skipped, note, dict(s.table.attrs), s.pca, s.patch, s.pca_factor)
+
+
+def iter_pooled_result(images, done_before: dict, finished: dict, opts, out, stems):
+    """The run's result from every image's files (those done before and those the units wrote), then the
+    UMAP over all of them; an image whose unit failed is in ``failed``."""
+    from napari_reddino.images import InputError
+    from napari_reddino.distribute import UnitFailed
+    from napari_reddino.pipeline import PipelineResult, classify_smear, iter_pooled, read_image_outputs
+
+    smears, failed, skipped, notes = [], [], [], set()
+    for name, data in images:
+        if name in done_before:
+            s = done_before[name]
+            if "prediction" not in s.table.columns:  # written before the shipped classifier
+                notes.add(classify_smear(s, opts.model, opts.classifier))
+        elif isinstance(finished[name], UnitFailed):
+            failed.append((name, finished[name].why))
+            continue
+        else:
+            got = finished[name]
+            s = read_image_outputs(name, data, out, stems[name], tuple(x for x in opts.steps if x != "pca"))
+            s.table.attrs.update(got.attrs)
+            s.pca, s.patch, s.pca_factor = got.pca, got.patch, got.pca_factor
+            skipped += got.skipped
+            notes.add(got.note)
+        smears.append(s)
+    if not smears:
+        raise InputError(f"Received {len(images)} image(s), none of which could be done ({failed[0][1]}); "
+                         "accepted: image files.")
+    result = PipelineResult(smears, model=opts.model, steps=tuple(opts.steps), skipped=skipped, failed=failed,
+                            classifier_note=" ".join(sorted(n for n in notes if n)))
+    yield from iter_pooled(result, opts)
+    return result
 
 
 def run_session(result, paths: dict, out: Path):

@@ -8,13 +8,15 @@ Writes, into the --out folder:
 - run.json: the settings (what --resume checks)
 - failed.csv, when an input could not be read: those inputs and why (the others are still done; exit code 2)
 
-Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*.
+Two inputs of the same name (a/1.jpg, b/1.jpg) get a__1_* and b__1_*. --workers N segments N images at a
+time, --scheduler on a dask cluster.
 """
 
 from __future__ import annotations
 
 import sys
 
+from napari_reddino.cli.workers import add_distribute_arguments
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 
@@ -29,6 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-border", action="store_true", help="drop cells touching the image border")
     p.add_argument("--resume", action="store_true",
                    help="skip the images whose results are already in --out (made with the same settings)")
+    add_distribute_arguments(p)
     cp = p.add_argument_group("cellpose")
     cp.add_argument("--model", default=None, help="cellpose model name (default cpsam), in its model folder")
     cp.add_argument("--weights", default=None, help="a Cellpose 4 weights file (instead of --model); with --backend learned, a "
@@ -77,38 +80,56 @@ def segment_options(args) -> dict:
 
 
 def run(args) -> int:
+    from napari_reddino.cli.workers import check_scheduler
+    from napari_reddino.distribute import Unit, UnitFailed, iter_map_units
     from napari_reddino.progress import run as drive
-    from napari_reddino.formats import image_files, save_labels, write_cell_table
-    from napari_reddino.images import ReadError, expand_inputs, read_image
+    from napari_reddino.formats import image_files
+    from napari_reddino.images import expand_inputs
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
-    from napari_reddino.segment import iter_segment_cells
-    from napari_reddino.segment.types import segmentation_summary
 
     paths = expand_inputs(args.images)
     out = check_out_dir(args.out)
+    check_scheduler(args)
     opts = segment_options(args)
     RunRecord(out, "segment", settings_of(args)).start(args.resume)
     names = unique_names(paths)
-    failures, done = Failures(), 0
+    failures, done, units = Failures(), 0, []
     for path, name, stem in zip(paths, names, output_stems(names)):
         files = image_files(out, stem)
-        labels_file, table_file = files["labels"], files["cells"]
-        if args.resume and labels_file.is_file() and table_file.is_file():
+        if args.resume and files["labels"].is_file() and files["cells"].is_file():
             print(f"{name}: done before, skipped")
             done += 1
             continue
-        try:  # a file that cannot be read is this input's problem; a setting that fails (weights) stops all
-            image = read_image(path)
-            labels, table = drive(iter_segment_cells(image, args.backend, args.drop_border, **opts),
-                                  bar=sys.stderr.isatty())
-        except (ReadError, MemoryError) as exc:
-            print(f"{name}: not segmented: {failures.add(name, exc)}", file=sys.stderr)
-            continue
-        save_labels(labels, labels_file)
-        write_cell_table(table, table_file)
-        print(f"{name}: {segmentation_summary(table, name)} → {labels_file}")
-        done += 1
+        units.append(Unit(name, iter_segment_image, (path, name, args.backend, args.drop_border, opts,
+                                                      files["labels"], files["cells"])))
+
+    def report(_, result):  # as each image is done: its line now, not at the end of the batch
+        nonlocal done
+        if isinstance(result, UnitFailed):
+            print(f"{result.name}: not segmented: {failures.add(result.name, ValueError(result.why))}",
+                  file=sys.stderr)
+        else:
+            print(result)
+            done += 1
+
+    drive(iter_map_units(units, args.workers, args.scheduler, "images", done=report), bar=sys.stderr.isatty())
     failures.write(out / "failed.csv")
     if len(paths) > 1 or failures:
         print(f"{len(paths)} images: {failures.summary(done)}" + (" (see failed.csv)" if failures else ""))
     return 2 if failures else 0
+
+
+def iter_segment_image(path, name, backend, drop_border, opts, labels_file, table_file):
+    """One image of ``segment``, a unit of ``distribute.iter_map_units``: read, segmented, its two files
+    written (atomically); returns the line said of it."""
+    from napari_reddino.formats import save_labels, write_cell_table
+    from napari_reddino.images import read_image
+    from napari_reddino.runtime import import_torch
+    from napari_reddino.segment import iter_segment_cells
+    from napari_reddino.segment.types import segmentation_summary
+
+    import_torch()  # a worker's first torch import, as the CLI's (the learned and cellpose backends use it)
+    labels, table = yield from iter_segment_cells(read_image(path), backend, drop_border, **opts)
+    save_labels(labels, labels_file)
+    write_cell_table(table, table_file)
+    return f"{name}: {segmentation_summary(table, name)} → {labels_file}"

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", default="cosine")
     p.add_argument("--seed", type=int, default=0, help="random seed; -1 for none (parallel, faster)")
     p.add_argument("--pca-dims", type=int, default=50, help="PCA to this many dimensions first (0: off)")
+    p.add_argument("--sample", type=int, default=50_000,
+                   help="above this many cells, fit the map on a seeded sample of this many and place the others "
+                        "beside their nearest sample cells (a million cells in minutes; 0: never sample)")
     p.set_defaults(func=run)
 
 
@@ -72,8 +75,8 @@ def run(args) -> int:
         raise InputError(f"Received --color-by {column!r}; accepted: one of the columns "
                          f"{', '.join(map(str, table.columns))}.")
     seed = None if args.seed is not None and args.seed < 0 else args.seed
-    Y = drive(iter_umap_embed(X, args.n_neighbors, args.min_dist, args.metric, seed, args.pca_dims or None),
-              bar=sys.stderr.isatty())
+    Y = drive(iter_umap_embed(X, args.n_neighbors, args.min_dist, args.metric, seed, args.pca_dims or None,
+                              args.sample or None), bar=sys.stderr.isatty())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = table.copy()

@@ -38,6 +38,7 @@ class Multiscales:
     scales: list[tuple[float, ...]]
     labels: list[str] = field(default_factory=list)  # the label images beside it (``<path>/labels/<name>``)
     attrs: dict = field(default_factory=dict)
+    translations: list[tuple[float, ...]] = field(default_factory=list)  # each level's offset (0 when none)
 
     def yx(self, level: int = 0):
         """Level ``level`` as ``(y, x, c)`` (colour) or ``(y, x)`` (gray, labels), singleton t/z axes dropped."""
@@ -122,8 +123,10 @@ def _downsample(level, kind: str, colour: bool):
 
 
 def _write_levels(group, data, kind: str, chunk: int, levels: int | None, pixel_um: float | None,
-                  progress=None) -> dict:
-    """Write ``data`` (y, x[, c]) and its smaller levels into ``group``; return the multiscales metadata."""
+                  progress=None, scale=(1.0, 1.0), translate=(0.0, 0.0)) -> dict:
+    """Write ``data`` (y, x[, c]) and its smaller levels into ``group``; return the multiscales metadata.
+    ``scale``/``translate``: level 0's pixel size and offset (y, x) in the slide's pixels (an overlay on a
+    coarser grid), times the pixel size in micrometres when given."""
     import dask.array as da
 
     arr = data if hasattr(data, "dask") else da.from_array(data, chunks=(chunk, chunk) + data.shape[2:])
@@ -141,9 +144,14 @@ def _write_levels(group, data, kind: str, chunk: int, levels: int | None, pixel_
         stored.rechunk(chunks).store(target, lock=False)
         if progress:
             progress(k + 1, n)
-        s = float(2 ** k) * (pixel_um or 1.0)
-        datasets.append({"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": ([1.0] if colour else []) + [s, s]}]})
+        unit = pixel_um or 1.0
+        size = [float(2 ** k * s * unit) for s in scale]
+        # a mean of 2**k x 2**k pixels is centred between them; every second label pixel is the pixel itself
+        shift = [float((t + (s * (2 ** k - 1) / 2 if kind == "image" else 0.0)) * unit) for s, t in zip(scale, translate)]
+        transforms = [{"type": "scale", "scale": ([1.0] if colour else []) + size}]
+        if any(shift):
+            transforms.append({"type": "translation", "translation": ([0.0] if colour else []) + shift})
+        datasets.append({"path": str(k), "coordinateTransformations": transforms})
         if k + 1 < n:  # the next level from the one just written (its chunks, not the graph above it)
             written = da.from_zarr(target)
             written = da.moveaxis(written, 0, -1) if colour else written
@@ -156,12 +164,13 @@ def _write_levels(group, data, kind: str, chunk: int, levels: int | None, pixel_
 
 
 def write_image(path, data, *, chunk: int = CHUNK, levels: int | None = None, pixel_size_um: float | None = None,
-                name: str | None = None, progress=None) -> Path:
+                name: str | None = None, progress=None, scale=(1.0, 1.0), translate=(0.0, 0.0)) -> Path:
     """Write ``data`` ((y, x, 3) RGB or (y, x) gray; numpy, zarr or dask) as an OME-Zarr image at ``path``;
-    levels halve until the longest side fits in one ``chunk`` (or ``levels`` of them)."""
+    levels halve until the longest side fits in one ``chunk`` (or ``levels`` of them). ``scale``,
+    ``translate``: where level 0's pixels lie on the slide, in slide pixels (y, x) (an overlay's grid)."""
     path = Path(path)
     partial, group = _open_new_group(path)
-    meta = _write_levels(group, data, "image", chunk, levels, pixel_size_um, progress)
+    meta = _write_levels(group, data, "image", chunk, levels, pixel_size_um, progress, scale, translate)
     attrs = {"multiscales": [dict(meta, name=name or path.stem)]}
     if len(meta["axes"]) == 3:
         attrs["omero"] = {"rdefs": {"model": "color"}, "channels": [
@@ -230,12 +239,14 @@ def read_multiscales(path) -> Multiscales:
     attrs = attrs.get("ome", attrs)  # 0.5 puts the metadata under "ome"
     meta = attrs["multiscales"][0]
     axes = "".join(a["name"] if isinstance(a, dict) else a for a in meta.get("axes", ["y", "x"]))
-    levels, scales, pixel_um = [], [], []
+    levels, scales, shifts, pixel_um = [], [], [], []
     for ds in meta["datasets"]:
         levels.append(da.from_zarr(group[ds["path"]]))
-        scale = next((t["scale"] for t in ds.get("coordinateTransformations", []) if t.get("type") == "scale"),
-                     [1.0] * len(axes))
+        transforms = ds.get("coordinateTransformations", [])
+        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * len(axes))
+        shift = next((t["translation"] for t in transforms if t.get("type") == "translation"), [0.0] * len(axes))
         scales.append(tuple(float(s) for s in scale))
+        shifts.append(tuple(float(t) for t in shift))
         units = [a.get("unit") for a in meta.get("axes", []) if isinstance(a, dict)]
         pixel_um.append(float(scale[-1]) if units and units[-1] in ("micrometer", "µm") else None)
     labels = []
@@ -243,7 +254,7 @@ def read_multiscales(path) -> Multiscales:
         labels_attrs = group[LABELS_GROUP].attrs.asdict()
         labels = list(labels_attrs.get("ome", labels_attrs).get("labels", []))
     extra = {"_pixel_um": pixel_um} if any(p is not None for p in pixel_um) else {}
-    return Multiscales(path, levels, axes, scales, labels, {**attrs, **extra})
+    return Multiscales(path, levels, axes, scales, labels, {**attrs, **extra}, shifts)
 
 
 def is_label_image(ms: Multiscales) -> bool:

@@ -194,7 +194,7 @@ def test_cli_writes_labels_cells_and_features(tmp_path, tiny_model_dir, capsys):
 
 @pytest.mark.parametrize("extra, said", [
     (["--tile", "100"], "Received --tile 100; accepted: 256 pixels or more"),
-    (["--level", "5"], "Received --level 5"),
+    (["--level", "5"], "Received level 5"),
     (["--labels-beside", "--level", "1"], "accepted: an OME-Zarr slide segmented at level 0"),
 ])
 def test_cli_bad_settings_are_one_line(tmp_path, capsys, extra, said):
@@ -221,3 +221,13 @@ def test_diameter_of_a_large_slide_is_measured_at_full_resolution():
     big[4800:, 4800:] = smear
     _, diameter = measure_large([big], (1.0,), tile=400)
     assert diameter == pytest.approx(expected, rel=0.1)
+
+
+def test_two_workers_write_the_same_files(tmp_path, field):
+    from napari_reddino.cli import main
+
+    path = slide(tmp_path, field)
+    for n in ("1", "2"):
+        assert main(["slide", str(path), "--out", str(tmp_path / n), "--tile", "256", "--backend", "threshold",
+                     "--workers", n]) == 0
+    assert output_bytes(tmp_path / "1") == output_bytes(tmp_path / "2") != {}

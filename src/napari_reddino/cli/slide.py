@@ -1,8 +1,9 @@
-"""Segment whole slides tile by tile, out of core: a slide of any size (OME-Zarr, or an image file that fits
-in memory) is cut into overlapping tiles; each cell is taken whole from the one tile whose core holds its
+"""Segment whole slides tile by tile, out of core: a slide of any size (OME-Zarr, OME-TIFF / pyramidal TIFF,
+TIFF, .png or .jpg) is cut into overlapping tiles; each cell is taken whole from the one tile whose core holds its
 centre, measured, optionally given its RedDino features, and written to disk as soon as its tile is done.
 Memory stays that of one tile, whatever the slide's size. A killed or failed run goes on where it stopped
-with --resume and gives the same files.
+with --resume and gives the same files. --workers N does N tiles at a time (--scheduler: on the workers of a
+running dask scheduler).
 
 Writes, into the --out folder, per slide:
 - <stem>_labels.zarr: the labels as an OME-Zarr label image (with --labels-beside, in <slide>/labels/cells
@@ -25,12 +26,14 @@ import sys
 
 from napari_reddino.cli.embed import add_cell_types_argument
 from napari_reddino.cli.segment import add_diameter_argument
+from napari_reddino.cli.workers import add_distribute_arguments
 from napari_reddino.segment import BACKENDS, DEFAULT_BACKEND
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("slide", help="whole slides tile by tile → OME-Zarr labels + Parquet cells", description=__doc__)
-    p.add_argument("slides", nargs="+", metavar="SLIDE", help="OME-Zarr folders (.zarr) or image files")
+    p.add_argument("slides", nargs="+", metavar="SLIDE",
+                   help="OME-Zarr folders (.zarr), OME-TIFF / pyramidal TIFF, TIFF, PNG or .jpg files")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--level", type=int, default=0, help="the pyramid level to segment (default 0: full resolution)")
     p.add_argument("--tile", type=int, default=2048, help="tile size in pixels (default 2048)")
@@ -51,13 +54,18 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-tiles", action="store_true", help="keep <stem>.tiles/ after the slide is done")
     p.add_argument("--resume", action="store_true",
                    help="keep the tiles and slides already done in --out (made with the same settings)")
+    add_distribute_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    import functools
+
     from napari_reddino.cli import UsageError
+    from napari_reddino.cli.workers import check_scheduler
+    from napari_reddino.distribute import iter_map_units
     from napari_reddino.images import InputError
     from napari_reddino.outputs import Failures, RunRecord, check_out_dir, output_stems, settings_of, unique_names
     from napari_reddino.progress import run as drive
@@ -67,8 +75,10 @@ def run(args) -> int:
     if missing:
         raise UsageError(f"received {missing[0]!r}, which does not exist; accepted: OME-Zarr folders or image files")
     out = check_out_dir(args.out)
-    RunRecord(out, "slide", settings_of(args, skip=("func", "slides", "out", "resume", "command", "keep_tiles")
-                                        )).start(args.resume)
+    check_scheduler(args)
+    RunRecord(out, "slide", settings_of(args, skip=("func", "slides", "out", "resume", "command", "keep_tiles",
+                                                    "workers", "scheduler"))).start(args.resume)
+    run_units = functools.partial(iter_map_units, workers=args.workers, scheduler=args.scheduler)
     model = None
     if args.features:
         from napari_reddino.models import default_spec
@@ -95,7 +105,8 @@ def run(args) -> int:
             result = drive(iter_segment_slide(
                 path, out, stem, level=args.level, tile=args.tile, backend=args.backend, opts=opts, model=model,
                 cell_types=tuple(cell_types), embed_opts={"device": args.device}, resume=args.resume,
-                keep_tiles=args.keep_tiles, labels_beside=args.labels_beside, image=name), bar=sys.stderr.isatty())
+                keep_tiles=args.keep_tiles, labels_beside=args.labels_beside, image=name, run_units=run_units),
+                bar=sys.stderr.isatty())
         except (InputError, MemoryError) as exc:
             print(f"{name}: not done: {failures.add(name, exc)}", file=sys.stderr)
             continue

@@ -30,29 +30,17 @@ from napari_reddino.progress import Progress
 from napari_reddino.slides.tiles import Tile, TilePlan, plan_tiles, segment_tile
 
 
-# --- reading (the lead swaps in slides.read.open_slide here) ------------------------------------------------
+# --- reading ------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=2)
 def open_levels(path: str, level: int = 0) -> tuple:
-    """``(levels from ``level`` down, each a lazy (y, x, 3) array; their size factors against the first)``."""
-    from napari_reddino.slides import ngff
+    """``(levels from ``level`` down, each a lazy (y, x, 3) uint8 array; their size factors against the first)``
+    of any slide ``slides.read.open_slide`` opens (OME-Zarr, OME-TIFF / pyramidal TIFF, TIFF, PNG/JPEG)."""
+    from napari_reddino.slides.read import open_slide
 
-    if ngff.is_ome_zarr(path):
-        ms = ngff.read_multiscales(path)
-        if not 0 <= level < len(ms.levels):
-            raise InputError(f"Received --level {level} for {path}, which has levels 0 to {len(ms.levels) - 1}; "
-                             "accepted: one of those.")
-        levels = [ms.yx(k) for k in range(level, len(ms.levels))]
-        factors = [ms.scales[k][-1] / ms.scales[level][-1] for k in range(level, len(ms.levels))]
-    else:
-        from napari_reddino.images import read_image
-
-        if level:
-            raise InputError(f"Received --level {level} for {path}, an image of one level; accepted: --level 0.")
-        levels, factors = [read_image(path)], [1.0]
-    for arr in levels:
-        if arr.ndim != 3 or arr.shape[-1] < 3:
-            raise InputError(f"Received {path} of shape {tuple(arr.shape)}; accepted: an RGB slide (y, x, 3).")
-    return tuple(levels), tuple(factors)
+    slide = open_slide(path, level)
+    base = slide.downsample(level)
+    levels = slide.levels[level:]
+    return tuple(levels), tuple(slide.downsample(k) / base for k in range(level, len(slide.levels)))
 
 
 def _window(data, y0, y1, x0, x1) -> np.ndarray:

@@ -183,13 +183,30 @@ def test_cli_writes_labels_cells_and_features(tmp_path, tiny_model_dir, capsys):
     assert table["label"].tolist() == cells.loc[cells["type"] == "rbc", "label"].tolist() and X.shape[1] == 48
     assert np.isfinite(X).all() and (table["image"] == "a.zarr").all()
     assert not (out / "a.tiles").exists() and "objects in" in capsys.readouterr().out
-    assert main(args + ["--resume"]) == 0 and "done before, skipped" in capsys.readouterr().out
+    assert main(args + ["--resume"]) == 0 and "cells done before, kept" in capsys.readouterr().out
     # the labels beside the slide, where napari-ome-zarr shows them
     assert main(["slide", str(path), "--out", str(tmp_path / "o2"), "--tile", "256", "--backend", "threshold",
                  "--labels-beside"]) == 0
     assert ngff.read_multiscales(path).labels == ["cells"]
     beside = ngff.read_multiscales(path / "labels" / "cells").yx(0).compute()
     np.testing.assert_array_equal(beside, labels)
+
+
+def test_cli_pca_overlay_of_a_slide(tmp_path, capsys):
+    from napari_reddino.cli import main
+
+    image = synthetic_smear(seed=2, shape=(420, 560))[0]
+    path = ngff.write_image(tmp_path / "a.zarr", image, chunk=128)
+    args = ["slide", str(path), "--out", str(tmp_path / "out"), "--tile", "256", "--backend", "threshold", "--pca",
+            "--model", "demo"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    overlay = ngff.read_multiscales(tmp_path / "out" / "a_pca.zarr")
+    q = overlay.scales[0][-1]
+    assert "PCA overlay" in said and overlay.yx(0).shape == (-(-420 // q), -(-560 // q), 3)
+    assert overlay.yx(0).compute().any()  # cells coloured
+    assert main(args + ["--resume"]) == 0
+    assert "PCA overlay done before, kept" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, said", [

@@ -12,6 +12,10 @@ Writes, into the --out folder, per slide:
   eccentricity, solidity, mean colour, type, border: touching the slide's edge)
 - <stem>_features.parquet, with --features: image, label, centroid_x, centroid_y, emb_0 ... per embedded cell
 - <stem>.tiles/: each finished tile (what --resume keeps), removed when the slide is done unless --keep-tiles
+- <stem>_pca.zarr, with --pca: the PCA overlay of the RedDino patch features, made tile by tile at the
+  resolution of the cells (a red cell about 6 patches across), as a multiscale OME-Zarr image placed on the
+  slide; <stem>_pca_fit.npz its colours (fitted on a few tiles that hold cells), <stem>.pca_tiles/ its finished
+  tiles (what --resume keeps)
 - run.json: the settings (what --resume checks)
 - failed.csv, when a slide could not be done: which and why (the others are still done; exit code 2)
 
@@ -42,8 +46,11 @@ def add_parser(sub) -> None:
     add_diameter_argument(p)
     p.add_argument("--features", action=argparse.BooleanOptionalAction, default=False,
                    help="RedDino features of the cells too (default: --no-features)")
-    p.add_argument("--model", default=None, help="model spec for --features (default: a cached RedDino, else the "
-                                                 "demo model)")
+    p.add_argument("--pca", action="store_true",
+                   help="the PCA overlay of the slide too, tile by tile (<stem>_pca.zarr; on a CPU about as long as "
+                        "--features)")
+    p.add_argument("--model", default=None, help="model spec for --features and --pca (default: a cached RedDino, "
+                                                 "else the demo model)")
     add_cell_types_argument(p)
     p.add_argument("--weights", default=None, help="the segmenter's weights: with --backend learned, a file written "
                    "by reddino-train segmenter (default: the shipped one); with cellpose, a Cellpose 4 weights file "
@@ -98,8 +105,8 @@ def run(args) -> int:
     for path, name, stem in zip(args.slides, names, output_stems(names)):
         files = slide_files(out, stem)
         if args.resume and files["cells"].is_file() and not files["tiles"].exists():
-            print(f"{name}: done before, skipped")
-            done += 1
+            print(f"{name}: cells done before, kept")
+            done += _overlay(args, path, name, out, stem, failures)
             continue
         try:
             result = drive(iter_segment_slide(
@@ -129,8 +136,33 @@ def run(args) -> int:
         if result.reaching:
             print(f"{name}: {result.reaching} of {result.tiles} tiles keep cells of a clump of touching cells that runs "
                   "past the tile (a crowded field): their outlines may differ a little from one piece's", file=sys.stderr)
-        done += 1
+        done += _overlay(args, path, name, out, stem, failures)
     failures.write(out / "failed.csv")
     if len(args.slides) > 1 or failures:
         print(f"{len(args.slides)} slides: {failures.summary(done)}" + (" (see failed.csv)" if failures else ""))
     return 2 if failures else 0
+
+
+def _overlay(args, path, name, out, stem, failures) -> int:
+    """With --pca, the slide's overlay (skipped when --resume finds it made); 1 when the slide is done."""
+    from napari_reddino.images import InputError
+    from napari_reddino.progress import run as drive
+    from napari_reddino.slides.overlay import Source, iter_slide_overlay
+
+    if not args.pca:
+        return 1
+    target = out / f"{stem}_pca.zarr"
+    if args.resume and target.is_dir():
+        print(f"{name}: PCA overlay done before, kept")
+        return 1
+    from napari_reddino.models import default_spec
+
+    try:
+        made = drive(iter_slide_overlay(Source(str(path), args.level), args.model or default_spec(), out, stem,
+                                        device=args.device, workers=args.workers, scheduler=args.scheduler),
+                     bar=sys.stderr.isatty())
+    except (InputError, MemoryError) as exc:
+        print(f"{name}: PCA overlay not made: {failures.add(name, exc)}", file=sys.stderr)
+        return 0
+    print(f"{name}: PCA overlay → {made}")
+    return 1

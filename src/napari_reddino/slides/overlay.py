@@ -222,7 +222,12 @@ def iter_slide_overlay(source: Source, model_spec: str, out_dir, stem: str, *, d
             from napari_reddino.pca_resolution import NoCellsFound
 
             raise NoCellsFound(stem, seen.reason)
-        diameter = seen.diameter * step
+        if step > 1:  # in a strided view of a big slide a cell is a few pixels: measured where it is stained
+            from napari_reddino.slides.tiled import measure_slide
+
+            diameter = measure_slide((slide,), (1.0,), 2048)[1]
+        else:
+            diameter = seen.diameter
     model = load_model(model_spec, device=device)
     plan = plan_overlay((h, w), model_patch_size(model), model_square_input(model), diameter, resolution,
                         tile_windows)

@@ -74,7 +74,7 @@ def main() -> None:
                 rows.append({"size": size, "mode": mode, **json.loads(done.stdout.strip().splitlines()[-1])})
                 print(rows[-1], flush=True)
     lines = ["# A whole slide's PCA overlay: tile by tile vs in memory", "",
-             f"Command: `OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_slide_overlay.py --sizes "
+             f"Command: `OMP_NUM_THREADS={__import__('os').environ.get('OMP_NUM_THREADS', '')} .venv/bin/python benchmarks/bench_slide_overlay.py --sizes "
              f"{' '.join(map(str, args.sizes))} --model {args.model}`", "",
              f"Machine: {platform.machine()}, 2 cores, CPU. Slides: OME-Zarr mosaics of Chula-RBC-12 fields "
              f"{', '.join(map(str, FIELDS))} (640 x 480, ~39 px red cells). Model: `{args.model}`. Each run in its own "

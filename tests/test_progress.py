@@ -44,3 +44,22 @@ def test_each_step_gets_a_fresh_bar_and_all_bars_close(monkeypatch):
     assert [(b.total, b.n, b.desc) for b in _FakeBar.made] == [
         (3, 3, "segment a.png"), (5, 5, "embed a.png"), (5, 1, "embed b.png")]
     assert all(b.closed for b in _FakeBar.made)
+
+
+def test_tagged_names_each_step_and_returns_the_result():
+    from napari_reddino.progress import Progress, tagged
+
+    def steps():
+        yield Progress(0, 2, "reading")
+        yield Progress(2, 2, "")
+        return "done"
+
+    seen = []
+    gen = tagged(steps(), "1.jpg")
+    try:
+        while True:
+            seen.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    assert [(p.done, p.total, p.message) for p in seen] == [(0, 2, "1.jpg: reading"), (2, 2, "1.jpg")]
+    assert result == "done"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from napari_reddino.images import InputError
-from napari_reddino.progress import Progress
+from napari_reddino.progress import Progress, tagged
 
 CONNECT_TIMEOUT_S = 10
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -136,7 +136,7 @@ def _iter_here(units, what, done):
         tag = f"[{i + 1}/{len(units)}] {unit.name}"
         try:
             if hasattr(unit, "steps"):
-                result = yield from _tagged(unit.steps(), tag)
+                result = yield from tagged(unit.steps(), tag)
             else:
                 result = unit()
         except Exception as exc:  # noqa: BLE001 - as attempt()
@@ -148,15 +148,6 @@ def _iter_here(units, what, done):
             done(i, result)
         yield Progress(i + 1, len(units), what)
     return results
-
-
-def _tagged(gen, tag):
-    try:
-        while True:
-            p = next(gen)
-            yield Progress(p.done, p.total, f"{tag}: {p.message}" if p.message else tag)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _iter_on_dask(units, workers, scheduler, what, done):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_reddino.progress import Progress
+from napari_reddino.progress import Progress, tagged
 from napari_reddino.embedding import MIN_CELLS
 from napari_reddino.images import InputError, to_rgb_uint8
 from napari_reddino.segment import DEFAULT_BACKEND
@@ -182,7 +182,7 @@ def iter_smear(s: SmearResult, model, spec, opts: PipelineOptions, tag: str = ""
     tag = tag or s.name
     skipped: list[str] = []
     seg_opts = {"diameter": opts.diameter} if opts.diameter else {}
-    s.labels, s.table = yield from _tagged(
+    s.labels, s.table = yield from tagged(
         iter_segment_cells(s.image, opts.backend, opts.drop_border, **seg_opts), tag)
     if "embed" in opts.steps:
         from napari_reddino.embed import iter_embed_cells
@@ -190,7 +190,7 @@ def iter_smear(s: SmearResult, model, spec, opts: PipelineOptions, tag: str = ""
 
         s.embedded = s.table["label"].to_numpy()[select_cells(s.table, opts.cell_types)]
         if len(s.embedded):
-            table, emb = yield from _tagged(iter_embed_cells(
+            table, emb = yield from tagged(iter_embed_cells(
                 s.image, s.labels, model, batch_size=opts.batch_size, precision=opts.precision,
                 label_ids=s.embedded), tag)
             s.embeddings = emb[_order(table["label"].to_numpy(), s.embedded)]
@@ -208,7 +208,7 @@ def iter_smear(s: SmearResult, model, spec, opts: PipelineOptions, tag: str = ""
                            f"{patch + 1} x {patch + 1})")
         else:
             try:
-                found = yield from _tagged(iter_cell_features(
+                found = yield from tagged(iter_cell_features(
                     s.image, model, opts.pca_resolution, table=s.table, name=s.name,
                     overlap=opts.pca_overlap, precision=opts.precision), tag)
             except NoCellsFound as exc:  # the other steps' results stand
@@ -264,16 +264,6 @@ def predict_cells(image, labels, table: pd.DataFrame, embeddings=None, embedded=
     table.loc[hit, "prediction"] = by_label.loc[table["label"][hit], "prediction"].to_numpy()
     table.loc[hit, "confidence"] = by_label.loc[table["label"][hit], "confidence"].to_numpy()
     return note
-
-
-def _tagged(gen, tag):
-    """Re-yield a step's progress with the image it belongs to; return the step's result."""
-    try:
-        while True:
-            p = next(gen)
-            yield Progress(p.done, p.total, f"{tag}: {p.message}" if p.message else tag)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _order(source_labels, wanted_labels) -> np.ndarray:

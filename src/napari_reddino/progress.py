@@ -49,3 +49,14 @@ def run(gen: "Steps[T]", callback: Callable[[Progress], None] | None = None, bar
     finally:
         if pbar is not None:
             pbar.close()
+
+
+def tagged(gen: "Steps[T]", tag: str) -> "Steps[T]":
+    """Re-yield ``gen``'s progress with ``tag`` before each message (the image or unit it belongs to);
+    return ``gen``'s result."""
+    try:
+        while True:
+            p = next(gen)
+            yield Progress(p.done, p.total, f"{tag}: {p.message}" if p.message else tag)
+    except StopIteration as stop:
+        return stop.value

@@ -190,9 +190,8 @@ def write_report(path: Path, smears, rows, one, cluster_s: float, differs, diffe
         "(learned segmenter, the default model, PCA overlay, UMAP, report): "
         f"{cells}. Wall time of the whole command, start-up, the pooled UMAP and report included.",
         "",
-        f"Machine: {cpu}, **shared with three other engineers' jobs during the run** (load average 1/5/15 min "
-        "before → after each run in the table): the figures are what this machine gave then, not a quiet "
-        "machine's.",
+        f"Machine: {cpu}; the load average (1/5/15 min) before → after each run is in the table: other jobs on "
+        "the machine slow the two workers most (a load near 1 before a run: nothing else was running).",
         "",
         "| command | wall time | CPU time (all its processes) | load before → after |",
         "|---|---|---|---|",

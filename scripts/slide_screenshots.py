@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from screenshots import wait  # noqa: E402  (the same wait as the main screenshots)
+
 
 def fields() -> list[np.ndarray]:
     from napari_reddino.images import read_image
@@ -31,15 +34,6 @@ def fields() -> list[np.ndarray]:
         print("slide_screenshots: no Chula disease smears found; using the synthetic smear", file=sys.stderr)
         images = [synthetic_smear(seed=s, shape=(960, 1280))[0] for s in range(4)]
     return images
-
-
-def wait(app, until, timeout=900.0):
-    start = time.monotonic()
-    while not until():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("the step did not finish")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def grab(window, out: str) -> None:
@@ -78,7 +72,7 @@ def main() -> int:
         dock.level.combo.value = args.level
     start = time.monotonic()
     dock.start()
-    wait(app, lambda: dock.worker is None)
+    wait(app, lambda: dock.worker is None, timeout=900.0)
     print(f"segmented level {dock.level.value} ({dock.level.combo.current_choice}) in "
           f"{time.monotonic() - start:.0f} s: {dock.found.value}")
     for toast in window.findChildren(NapariQtNotification):  # transient pop-ups would cover the slide

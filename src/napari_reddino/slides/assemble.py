@@ -9,6 +9,7 @@ from contextlib import ExitStack
 import numpy as np
 import pandas as pd
 
+from napari_reddino.slides import ngff
 from napari_reddino.slides.tiles import TilePlan, paint
 
 
@@ -54,7 +55,7 @@ def lazy_labels(folder, plan: TilePlan, chunk: int = 1024):
         return out
 
     h, w = plan.shape
-    chunks = tuple(tuple([chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])) for n in (h, w))
+    chunks = tuple(ngff.chunk_splits(n, chunk) for n in (h, w))
     return da.map_blocks(block, chunks=chunks, dtype=np.int32)
 
 

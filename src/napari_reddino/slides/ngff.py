@@ -49,6 +49,11 @@ class Multiscales:
         return self.attrs.get("_pixel_um", [None])[level] if self.attrs.get("_pixel_um") else None
 
 
+def chunk_splits(length: int, chunk: int = CHUNK) -> tuple[int, ...]:
+    """Dask chunk sizes along an axis of ``length``: whole ``chunk``s, then the remainder (the zarr grid)."""
+    return tuple([chunk] * (length // chunk) + ([length % chunk] if length % chunk else []))
+
+
 def as_yxc(array, axes: str):
     """A lazy view of ``array`` (stored with ``axes``) as (y, x, c) or (y, x); refuses what is not a 2-D image."""
     import dask.array as da

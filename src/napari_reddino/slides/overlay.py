@@ -300,7 +300,5 @@ def assembled(plan: OverlayPlan, tiles_dir, chunk: int = ngff.CHUNK):
                 out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
         return out
 
-    def splits(n):
-        return tuple([chunk] * (n // chunk) + ([n % chunk] if n % chunk else []))
-
-    return da.map_blocks(block, chunks=(splits(gh), splits(gw), (3,)), dtype=np.uint8)
+    chunks = (ngff.chunk_splits(gh, chunk), ngff.chunk_splits(gw, chunk), (3,))
+    return da.map_blocks(block, chunks=chunks, dtype=np.uint8)

@@ -37,12 +37,8 @@ def mosaic(fields: list[np.ndarray], shape: tuple[int, int], chunk: int = ngff.C
         return src.astype(np.uint8)
 
     h, w = shape
-    chunks = (_splits(h, chunk), _splits(w, chunk), (3,))
+    chunks = (ngff.chunk_splits(h, chunk), ngff.chunk_splits(w, chunk), (3,))
     return da.map_blocks(block, chunks=chunks, dtype=np.uint8)
-
-
-def _splits(length: int, chunk: int) -> tuple[int, ...]:
-    return tuple([chunk] * (length // chunk) + ([length % chunk] if length % chunk else []))
 
 
 def compose_slide(path, fields: list[np.ndarray], size: int | tuple[int, int], chunk: int = ngff.CHUNK,

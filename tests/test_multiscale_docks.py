@@ -218,3 +218,27 @@ def test_the_pipeline_dock_on_a_level_puts_its_layers_over_the_slide(make_napari
     np.testing.assert_allclose(edges(cells), edges(channels[0]))
     top_left = edges(pca)[0]
     np.testing.assert_allclose(top_left, edges(channels[0])[0])  # the overlay's grid starts at the slide's corner
+
+
+def test_a_level_too_large_for_a_dock_is_refused_before_it_is_read(make_napari_viewer, qtbot, slide, monkeypatch):
+    """Level 0 of a whole slide held in memory would get napari killed, the session lost: refused with a message."""
+    from napari_reddino._widgets import _common, levels
+    from napari_reddino._widgets.segment import SegmentWidget
+
+    monkeypatch.setattr(levels, "MAX_DOCK_PIXELS", 200_000)  # level 0 (600 x 700) over it, level 1 under
+    said = []
+    monkeypatch.setattr(_common, "show_error", said.append)
+    viewer = make_napari_viewer()
+    viewer.open(str(slide), plugin="napari-ome-zarr")
+    widget = SegmentWidget(viewer)
+    widget.backend.value = "threshold"
+    widget.level.combo.value = 0
+    assert widget.level.combo.current_choice.endswith("too large for a dock: napari-reddino slide")
+    assert "too large" not in dict((k, c) for c, k in levels.level_choices(widget.image.value))[1]
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "slide cells" not in viewer.layers
+    assert len(said) == 1 and "700 x 600 pixels" in said[0] and "napari-reddino slide" in said[0]
+    widget.level.combo.value = 1
+    run_widget(qtbot, widget)
+    assert viewer.layers["slide cells"].data.shape == (300, 350)

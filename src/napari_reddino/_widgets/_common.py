@@ -126,7 +126,7 @@ def follow_image_layers(viewer: "napari.Viewer", combo) -> None:
 def image_layer_data(layer, level: int = 0):
     """The 2D (gray or RGB) data of an image layer (or ``levels.ColourLayers``), ``level`` of a multiscale one
     (lazy: a dask or zarr array); refuse anything else."""
-    from napari_reddino._widgets.levels import image_level
+    from napari_reddino._widgets.levels import check_fits_dock, image_level
     from napari_reddino.images import InputError
 
     if layer is None:
@@ -137,6 +137,7 @@ def image_layer_data(layer, level: int = 0):
     if layer.ndim != 2:  # napari counts an RGB image as 2D
         raise InputError(f"Received image layer {layer.name!r} with shape {tuple(data.shape)}; accepted: a 2D "
                          "gray or RGB image layer.")
+    check_fits_dock(layer.name, data.shape)
     return data
 
 

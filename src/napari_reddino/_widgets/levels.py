@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_reddino.images import WHOLE_PIXELS
+
 DOCK_PIXELS = 16_000_000  # the default level's budget: a dock's step holds its level, and more, in memory
+MAX_DOCK_PIXELS = WHOLE_PIXELS  # above this a dock refuses the level, as a step refuses to read a file whole
 COLOURS = ("red", "green", "blue")
 
 
@@ -153,15 +156,17 @@ def level_choices(image) -> list[tuple[str, int]]:
         h, w = lv.shape[:2]
         f = level_factor(levels[0].shape[1], w)
         coarse = "full resolution" if k == 0 else f"{f:g}x coarser"
-        out.append((f"{k}: {w:,} x {h:,} px ({coarse}, {h * w / 1e6:.1f} Mpx)", k))
+        large = " - too large for a dock: napari-reddino slide" if h * w > MAX_DOCK_PIXELS else ""
+        out.append((f"{k}: {w:,} x {h:,} px ({coarse}, {h * w / 1e6:.1f} Mpx){large}", k))
     return out
 
 
 LEVEL_TIP = ("This image is a slide stored at several resolutions. The step reads the chosen one whole, at "
              "its own full resolution: 0 is the finest; each further level is coarser (cells fewer pixels "
              f"across). The default is the finest level of at most {DOCK_PIXELS / 1e6:.0f} megapixels, which "
-             "a dock holds in memory comfortably; for a whole slide at full resolution use the command "
-             "napari-reddino slide. The results are placed over the slide whatever the level")
+             f"a dock holds in memory comfortably; a level over {MAX_DOCK_PIXELS / 1e6:.0f} megapixels is refused. "
+             "For a whole slide at full resolution use the command napari-reddino slide. The results are placed "
+             "over the slide whatever the level")
 
 
 class LevelBox:
@@ -218,7 +223,20 @@ def image_level(image, level: int):
     if not 0 <= level < len(levels):
         raise InputError(f"Received level {level} of {image.name!r}, which has levels 0 to {len(levels) - 1}; "
                          "accepted: one of those.")
+    check_fits_dock(image.name, levels[level].shape, f"level {level} of ")
     return levels[level]
+
+
+def check_fits_dock(name: str, shape, what: str = "") -> None:
+    """Refuse an image (or a slide's level) a dock would hold in memory beyond ``MAX_DOCK_PIXELS``: napari
+    would be killed for memory, losing the session, before the step could say anything."""
+    from napari_reddino.images import InputError
+
+    h, w = shape[:2]
+    if h * w > MAX_DOCK_PIXELS:
+        raise InputError(f"Received {what}{name!r}, {w:,} x {h:,} pixels ({h * w / 1e6:,.0f} megapixels); accepted: "
+                         f"at most {MAX_DOCK_PIXELS / 1e6:.0f} megapixels in a dock, which holds the image in memory. "
+                         "Choose a coarser level, or run `napari-reddino slide` on the file: it works tile by tile.")
 
 
 def source_path(image) -> Path | None:

@@ -262,9 +262,21 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[np.ndarray]]:
     sides = (((slice(0, h), slice(1, w + 1)), (0, 0, 1, 0)), ((slice(1, h + 1), slice(2, w + 2)), (1, 0, 1, 1)),
              ((slice(2, h + 2), slice(1, w + 1)), (1, 1, 0, 1)), ((slice(1, h + 1), slice(0, w)), (0, 1, 0, 0)))
     parts = []
-    for neighbour, (ax, ay, bx, by) in sides:
+    for k, (neighbour, (ax, ay, bx, by)) in enumerate(sides):
         r, c = np.nonzero((core != lab[neighbour]) & (core != 0))
-        parts.append(np.stack([core[r, c], c + ax, r + ay, c + bx, r + by], axis=1).astype(np.int64))
+        # straight runs of edges become one segment (no other edge of the label leaves between them): the
+        # rings are traced over a few segments a cell instead of every pixel edge
+        label, fixed, moving = (core[r, c], r, c) if k % 2 == 0 else (core[r, c], c, r)
+        order = np.lexsort((moving, fixed, label))
+        label, fixed, moving, r, c = label[order], fixed[order], moving[order], r[order], c[order]
+        new_run = np.ones(len(label), bool)
+        new_run[1:] = (np.diff(label) != 0) | (np.diff(fixed) != 0) | (np.diff(moving) != 1)
+        first = np.flatnonzero(new_run)
+        last = np.append(first[1:], len(label)) - 1
+        if k in (2, 3):  # walked towards smaller x (bottom) or y (left): starts at the run's far end
+            first, last = last, first
+        parts.append(np.stack([label[first], c[first] + ax, r[first] + ay, c[last] + bx, r[last] + by],
+                              axis=1).astype(np.int64))
     edges = np.concatenate(parts)
     edges = edges[np.argsort(edges[:, 0], kind="stable")]
     bounds = np.flatnonzero(np.diff(edges[:, 0])) + 1
@@ -272,10 +284,10 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[np.ndarray]]:
 
 
 def _label_rings(edges: np.ndarray, width: int) -> list[np.ndarray]:
-    """The outer rings of one label from its directed pixel edges (x0, y0, x1, y1)."""
+    """The outer rings of one label from its directed segments along pixel edges (x0, y0, x1, y1)."""
     start = (edges[:, 1] * width + edges[:, 0]).tolist()
     end = (edges[:, 3] * width + edges[:, 2]).tolist()
-    direction = list(zip((edges[:, 2] - edges[:, 0]).tolist(), (edges[:, 3] - edges[:, 1]).tolist()))
+    direction = list(zip(np.sign(edges[:, 2] - edges[:, 0]).tolist(), np.sign(edges[:, 3] - edges[:, 1]).tolist()))
     leaving: dict[int, list[int]] = {}
     for i, s in enumerate(start):
         leaving.setdefault(s, []).append(i)

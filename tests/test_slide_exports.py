@@ -49,6 +49,7 @@ def check_outlines(geojson: Path, cells: pd.DataFrame, scale: int = 1, image: st
         assert points[:, 0].min() == row["bbox_x0"] * scale and points[:, 0].max() == row["bbox_x1"] * scale
         assert points[:, 1].min() == row["bbox_y0"] * scale and points[:, 1].max() == row["bbox_y1"] * scale
         assert p["type"] == row["type"] and p["measurements"]["area"] == row["area"]
+        assert set(p["measurements"]) <= set(cells.columns)  # the table's measurements (features not among them)
         assert p.get("image") == image
         props[p["label"]] = p
     return props

@@ -76,6 +76,7 @@ def write_slides_h5ad(path, slides: list[SlideCells], info: dict | None = None) 
 
     parts = [slide_obs(s) for s in slides]
     obs = pd.concat(parts) if parts else pd.DataFrame()
+    del parts  # obs alone is held while the file is written
     obsm = {}
     with_features = [s for s in slides if s.features is not None]
     if with_features:

@@ -180,7 +180,9 @@ def _write_outlines(path, table: pd.DataFrame, crop: np.ndarray, box, scale: flo
 
     from napari_reddino.atomic import atomic_path
     from napari_reddino.exports import cell_outlines, geojson_features
+    from napari_reddino.formats import FEATURE_PREFIX
 
+    table = table[[c for c in table.columns if not str(c).startswith(FEATURE_PREFIX)]]  # measurements, not features
     outlines = cell_outlines(crop) if len(table) else {}
     origin = np.array([box[2], box[0]], np.int64)  # x, y of the crop's corner in the level's pixels
     scale = int(scale) if float(scale).is_integer() else float(scale)

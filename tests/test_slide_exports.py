@@ -133,3 +133,14 @@ def test_at_level_1_outlines_and_pooled_centroids_are_in_level_0_pixels(tmp_path
     assert main(args + ["--resume"]) == 0 and "cells done before, kept" in capsys.readouterr().out
     assert (out / "s_cells.geojson").read_bytes() == before
     pd.testing.assert_frame_equal(anndata.read_h5ad(out / "cells.h5ad").obs, obs)
+
+
+def test_embedding_classifier_without_features_says_so_and_uses_morphology(slide_run, capsys):
+    root, out = slide_run
+    base = ["slide", str(root / "b.zarr"), "--tile", "256", "--backend", "threshold", "--classifier"]
+    assert main(base + ["embedding+morphology", "--out", str(root / "emb")]) == 0
+    assert "note: Cells classified from morphology only (no embeddings)." in capsys.readouterr().out
+    assert main(base + ["morphology", "--out", str(root / "morph")]) == 0
+    a, b = (pd.read_parquet(root / d / "b_cells.parquet") for d in ("emb", "morph"))
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["prediction"] != "").any()

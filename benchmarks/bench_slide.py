@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--smears-in", type=int, default=None, help="smears in the top-left N x N only")
     p.add_argument("--features", action="store_true")
     p.add_argument("--model", default="demo")
+    p.add_argument("--classifier", default=None, help="slide --classifier (a shipped classifier's name)")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     region = args.smears_in or args.size
@@ -90,13 +91,17 @@ def main(argv=None) -> int:
         r = timed([py, "-c", code], cwd=Path(__file__).parent)
         rows.append(f"| {args.size:,}² | compose (OME-Zarr) | {where} | {r['wall']:.0f} s | {r['cpu']:.0f} s | "
                     f"{r['rss_mb']:.0f} MB | |")
-    out = args.work / f"out_{slide.stem}_{args.backend}{'_features' if args.features else ''}"
+    flags = (["--features", "--model", args.model] if args.features else []) + \
+        (["--classifier", args.classifier] if args.classifier else [])
+    out = args.work / f"out_{slide.stem}_{args.backend}{'_features' if args.features else ''}" \
+        f"{'_' + args.classifier if args.classifier else ''}"
     cmd = [py, "-m", "napari_reddino.cli", "slide", str(slide), "--out", str(out), "--backend", args.backend,
-           "--tile", str(args.tile)] + (["--features", "--model", args.model] if args.features else [])
+           "--tile", str(args.tile)] + flags
     t = time.time()
     r = timed(cmd)
     said = r["said"].split(" → ")[0].split(": ", 1)[-1] + f" ({where})"
-    rows.append(f"| {args.size:,}² | slide --backend {args.backend}{' --features' if args.features else ''} | "
+    shown = " ".join(f for f in flags if f not in ("--model", args.model))
+    rows.append(f"| {args.size:,}² | slide --backend {args.backend}{' ' + shown if shown else ''} | "
                 f"{said} | {r['wall']:.0f} s | {r['cpu']:.0f} s | {r['rss_mb']:.0f} MB | "
                 f"{(time.time() - t) / (args.size ** 2 / 1e6):.2f} s/Mpx |")
     for row in rows:

@@ -25,6 +25,8 @@ the cells as a QuPath GeoJSON of outlines (``<stem>_cells.geojson``) and as a Pa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,7 @@ def h5ad_tables(cells: pd.DataFrame, features: dict) -> tuple[pd.DataFrame, dict
 def write_h5ad(path, obs: pd.DataFrame, obsm: dict, uns: dict) -> Path:
     """An ``.h5ad`` of ``obs``, ``obsm`` and ``uns`` (no ``X``), in anndata's on-disk format 0.1.0 (elements
     as its specification says: dataframe 0.2.0, categorical 0.2.0, string-array 0.2.0, array 0.2.0, dict
-    0.1.0)."""
+    0.1.0). An ``obsm`` value may be :class:`Rows`, written batch by batch."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -110,6 +112,26 @@ def write_h5ad(path, obs: pd.DataFrame, obsm: dict, uns: dict) -> Path:
             _mapping(f, group, items)
         _mapping(f, "uns", uns)
     return Path(path)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """An (n, d) array too large to hold, for :func:`write_h5ad`'s ``obsm``: ``batches`` yields its rows in
+    order, a few thousand at a time, and each batch is written as it comes."""
+    n: int
+    d: int
+    batches: Iterable
+    dtype: str = "float32"
+
+    def write(self, group, name: str):
+        data = group.create_dataset(name, (self.n, self.d), self.dtype, chunks=(max(1, min(self.n, 4096)), self.d))
+        at = 0
+        for batch in self.batches:
+            data[at:at + len(batch)] = batch
+            at += len(batch)
+        if at != self.n:
+            raise ValueError(f"{name}: {at} rows written of {self.n}")
+        return data
 
 
 def _encode(obj, kind: str, version: str = "0.2.0") -> None:
@@ -153,7 +175,9 @@ def _mapping(f, key, items: dict) -> None:
         name = str(name)
         if value is None:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, Rows):
+            _encode(value.write(group, name), "array")
+        elif isinstance(value, dict):
             _mapping(group, name, value)
         elif isinstance(value, (bool, int, float, np.number, np.bool_)):
             _encode(group.create_dataset(name, data=value), "numeric-scalar")
@@ -171,12 +195,17 @@ def _mapping(f, key, items: dict) -> None:
 def cells_geojson(table: pd.DataFrame, labels: np.ndarray) -> dict:
     """A ``FeatureCollection`` with one feature per row of ``table`` (one image's rows of the cell table)
     whose label is in ``labels``."""
-    outlines = cell_outlines(labels)
+    return {"type": "FeatureCollection", "features": geojson_features(table, cell_outlines(labels))}
+
+
+def geojson_features(table: pd.DataFrame, outlines: dict) -> list[dict]:
+    """One GeoJSON feature per row of ``table`` whose label has rings in ``outlines`` (label -> rings, as
+    :func:`cell_outlines` gives, in any coordinates: a slide's tile gives them in level-0 slide pixels)."""
     colors = _class_colors()
     features = []
     for row in table.to_dict("records"):
         rings = outlines.get(int(row["label"]))
-        if not rings:
+        if rings is None or not len(rings):
             continue
         polygons = [[ring.tolist()] for ring in rings]
         geometry = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
@@ -191,7 +220,7 @@ def cells_geojson(table: pd.DataFrame, labels: np.ndarray) -> dict:
         properties |= {k: bool(row[k]) for k in ("border", "analysed", "verified")
                        if k in row and isinstance(row[k], (bool, np.bool_))}
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    return {"type": "FeatureCollection", "features": features}
+    return features
 
 
 def _text(value) -> str:
@@ -233,9 +262,21 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[np.ndarray]]:
     sides = (((slice(0, h), slice(1, w + 1)), (0, 0, 1, 0)), ((slice(1, h + 1), slice(2, w + 2)), (1, 0, 1, 1)),
              ((slice(2, h + 2), slice(1, w + 1)), (1, 1, 0, 1)), ((slice(1, h + 1), slice(0, w)), (0, 1, 0, 0)))
     parts = []
-    for neighbour, (ax, ay, bx, by) in sides:
+    for k, (neighbour, (ax, ay, bx, by)) in enumerate(sides):
         r, c = np.nonzero((core != lab[neighbour]) & (core != 0))
-        parts.append(np.stack([core[r, c], c + ax, r + ay, c + bx, r + by], axis=1).astype(np.int64))
+        # straight runs of edges become one segment (no other edge of the label leaves between them): the
+        # rings are traced over a few segments a cell instead of every pixel edge
+        label, fixed, moving = (core[r, c], r, c) if k % 2 == 0 else (core[r, c], c, r)
+        order = np.lexsort((moving, fixed, label))
+        label, fixed, moving, r, c = label[order], fixed[order], moving[order], r[order], c[order]
+        new_run = np.ones(len(label), bool)
+        new_run[1:] = (np.diff(label) != 0) | (np.diff(fixed) != 0) | (np.diff(moving) != 1)
+        first = np.flatnonzero(new_run)
+        last = np.append(first[1:], len(label)) - 1
+        if k in (2, 3):  # walked towards smaller x (bottom) or y (left): starts at the run's far end
+            first, last = last, first
+        parts.append(np.stack([label[first], c[first] + ax, r[first] + ay, c[last] + bx, r[last] + by],
+                              axis=1).astype(np.int64))
     edges = np.concatenate(parts)
     edges = edges[np.argsort(edges[:, 0], kind="stable")]
     bounds = np.flatnonzero(np.diff(edges[:, 0])) + 1
@@ -243,10 +284,10 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[np.ndarray]]:
 
 
 def _label_rings(edges: np.ndarray, width: int) -> list[np.ndarray]:
-    """The outer rings of one label from its directed pixel edges (x0, y0, x1, y1)."""
+    """The outer rings of one label from its directed segments along pixel edges (x0, y0, x1, y1)."""
     start = (edges[:, 1] * width + edges[:, 0]).tolist()
     end = (edges[:, 3] * width + edges[:, 2]).tolist()
-    direction = list(zip((edges[:, 2] - edges[:, 0]).tolist(), (edges[:, 3] - edges[:, 1]).tolist()))
+    direction = list(zip(np.sign(edges[:, 2] - edges[:, 0]).tolist(), np.sign(edges[:, 3] - edges[:, 1]).tolist()))
     leaving: dict[int, list[int]] = {}
     for i, s in enumerate(start):
         leaving.setdefault(s, []).append(i)

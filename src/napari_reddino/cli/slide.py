@@ -8,14 +8,20 @@ running dask scheduler).
 Writes, into the --out folder, per slide:
 - <stem>_labels.zarr: the labels as an OME-Zarr label image (with --labels-beside, in <slide>/labels/cells
   instead, where napari-ome-zarr shows them over the slide)
-- <stem>_cells.parquet: one row per object (centroid and box in slide pixels, area, perimeter, diameter,
-  eccentricity, solidity, mean colour, type, border: touching the slide's edge)
+- <stem>_cells.parquet: one row per object (centroid and box in the pixels of the level segmented, area,
+  perimeter, diameter, eccentricity, solidity, mean colour, type, border: touching the slide's edge; with
+  --classifier, prediction and confidence of every red cell)
 - <stem>_features.parquet, with --features: image, label, centroid_x, centroid_y, emb_0 ... per embedded cell
+- <stem>_cells.geojson: the cells' outlines for QuPath (File > Import objects), in level-0 slide pixels, each
+  classified by its prediction (else its object type) and with its measurements
 - <stem>.tiles/: each finished tile (what --resume keeps), removed when the slide is done unless --keep-tiles
 - <stem>_pca.zarr, with --pca: the PCA overlay of the RedDino patch features, made tile by tile at the
   resolution of the cells (a red cell about 6 patches across), as a multiscale OME-Zarr image placed on the
   slide; <stem>_pca_fit.npz its colours (fitted on a few tiles that hold cells), <stem>.pca_tiles/ its finished
   tiles (what --resume keeps)
+and for all the slides of the run:
+- cells.h5ad: AnnData for scanpy: obs every slide's cells (image = the slide, label, centroid and box in level-0
+  pixels, type, prediction, ...), with --features only the embedded ones and obsm["X_reddino"] their features
 - run.json: the settings (what --resume checks)
 - failed.csv, when a slide could not be done: which and why (the others are still done; exit code 2)
 
@@ -52,6 +58,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model spec for --features and --pca (default: a cached RedDino, "
                                                  "else the demo model)")
     add_cell_types_argument(p)
+    p.add_argument("--classifier", default=None, choices=["morphology", "embedding+morphology"],
+                   help="name every red cell with this shipped classifier, as napari-reddino run does (default: none; "
+                        "embedding+morphology needs --features of the demo model, else morphology is used)")
     p.add_argument("--weights", default=None, help="the segmenter's weights: with --backend learned, a file written "
                    "by reddino-train segmenter (default: the shipped one); with cellpose, a Cellpose 4 weights file "
                    "(default: cpsam in Cellpose's model folder)")
@@ -61,7 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-tiles", action="store_true", help="keep <stem>.tiles/ after the slide is done")
     p.add_argument("--resume", action="store_true",
                    help="keep the tiles and slides already done in --out (made with the same settings)")
-    add_distribute_arguments(p)
+    add_distribute_arguments(p, what="tiles")
     p.set_defaults(func=run)
 
 
@@ -100,19 +109,27 @@ def run(args) -> int:
         opts["weights"] = args.weights
     if args.backend == "cellpose":
         opts["device"] = args.device
+    if args.classifier:
+        from napari_reddino.classifier import choose
+
+        note = choose(model, args.classifier)[1]
+        if note:
+            print(f"note: {note}")
     names = unique_names(args.slides)
-    failures, done = Failures(), 0
+    failures, done, pooled = Failures(), 0, []
     for path, name, stem in zip(args.slides, names, output_stems(names)):
         files = slide_files(out, stem)
         if args.resume and files["cells"].is_file() and not files["tiles"].exists():
             print(f"{name}: cells done before, kept")
+            pooled.append(_pooled(path, name, files, args))
             done += _overlay(args, path, name, out, stem, failures)
             continue
         try:
             result = drive(iter_segment_slide(
                 path, out, stem, level=args.level, tile=args.tile, backend=args.backend, opts=opts, model=model,
                 cell_types=tuple(cell_types), embed_opts={"device": args.device}, resume=args.resume,
-                keep_tiles=args.keep_tiles, labels_beside=args.labels_beside, image=name, run_units=run_units),
+                keep_tiles=args.keep_tiles, labels_beside=args.labels_beside, image=name,
+                classifier=args.classifier, run_units=run_units),
                 bar=sys.stderr.isatty())
         except (InputError, MemoryError) as exc:
             print(f"{name}: not done: {failures.add(name, exc)}", file=sys.stderr)
@@ -132,15 +149,32 @@ def run(args) -> int:
         if not args.labels_beside and Path(path).suffix.lower() == ".zarr" and not args.level:
             print(f"{name}: --labels-beside writes the labels into the slide itself, where napari-ome-zarr shows "
                   "them over it")
-        print(f"{line} → {result.files['labels']}, {result.files['cells']}")
+        print(f"{line} → {result.files['labels']}, {result.files['cells']}, {result.files['geojson']}")
+        pooled.append(_pooled(path, name, files, args))
         if result.reaching:
             print(f"{name}: {result.reaching} of {result.tiles} tiles keep cells of a clump of touching cells that runs "
                   "past the tile (a crowded field): their outlines may differ a little from one piece's", file=sys.stderr)
         done += _overlay(args, path, name, out, stem, failures)
+    if pooled:
+        from napari_reddino.exports import H5AD_FILE, run_info
+        from napari_reddino.slides.pooled import write_slides_h5ad
+
+        info = {"model": model, "level": args.level, "classifier": args.classifier}
+        n = write_slides_h5ad(out / H5AD_FILE, pooled, run_info(out, info))
+        print(f"{n} cells of {len(pooled)} slide{'s' if len(pooled) > 1 else ''} → {out / H5AD_FILE}")
     failures.write(out / "failed.csv")
     if len(args.slides) > 1 or failures:
         print(f"{len(args.slides)} slides: {failures.summary(done)}" + (" (see failed.csv)" if failures else ""))
     return 2 if failures else 0
+
+
+def _pooled(path, name, files, args):
+    """What ``cells.h5ad`` takes from a finished slide."""
+    from napari_reddino.slides.pooled import SlideCells
+    from napari_reddino.slides.tiled import level_scale
+
+    return SlideCells(name, files["cells"], files["features"] if args.features else None,
+                      level_scale(path, args.level) if args.level else 1.0)
 
 
 def _overlay(args, path, name, out, stem, failures) -> int:

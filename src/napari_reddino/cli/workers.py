@@ -16,13 +16,14 @@ def workers_value(text: str) -> int:
     return value
 
 
-def add_distribute_arguments(p) -> None:
-    group = p.add_argument_group("many images at once").add_mutually_exclusive_group()
+def add_distribute_arguments(p, what: str = "images") -> None:
+    """``what``: the units spread over the workers, as the help names them (``slide``: tiles)."""
+    group = p.add_argument_group(f"many {what} at once").add_mutually_exclusive_group()
     group.add_argument("--workers", type=workers_value, default=1, metavar="N",
-                       help="images done at the same time, each in its own process on this machine (default 1: "
+                       help=f"{what} done at the same time, each in its own process on this machine (default 1: "
                             "one after another in this process); each process gets its share of the CPU cores")
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="send the images to the workers of a running dask scheduler (e.g. tcp://10.0.0.5:8786, "
+                       help=f"send the {what} to the workers of a running dask scheduler (e.g. tcp://10.0.0.5:8786, "
                             "its workers on cluster nodes started with dask-jobqueue) instead of this machine; its "
                             "workers must see the input and --out folders")
 

@@ -62,9 +62,10 @@ def lazy_labels(folder, plan: TilePlan, chunk: int = 1024):
 CELL_SCHEMA = {"type": "string", "border": "bool"}
 
 
-def stream_tables(folder, plan: TilePlan, cells_path, features_path=None, image: str = ""):
-    """Write the cell table (``<stem>_cells.parquet``) and, when the tiles hold features, the features table
-    (``formats.features_frame``'s columns) one tile at a time; returns ``(cells, features rows)``."""
+def stream_tables(folder, plan: TilePlan, cells_path, features_path=None, image: str = "", predicted: bool = False):
+    """Write the cell table (``<stem>_cells.parquet``; with ``predicted``, the tiles' ``prediction`` and
+    ``confidence`` too) and, when the tiles hold features, the features table (``formats.features_frame``'s
+    columns) one tile at a time; returns ``(cells, features rows)``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -74,9 +75,10 @@ def stream_tables(folder, plan: TilePlan, cells_path, features_path=None, image:
     from napari_reddino.slides.tiled import tile_files
 
     _, offsets, _ = tile_boxes(folder, plan)
-    columns = TABLE_COLUMNS + ["type", "border"]
+    columns = TABLE_COLUMNS + ["type", "border"] + (["prediction", "confidence"] if predicted else [])
     cell_schema = pa.schema([(c, pa.int64() if c == "label" or c.startswith("bbox") else pa.float64())
-                             for c in TABLE_COLUMNS] + [("type", pa.string()), ("border", pa.bool_())])
+                             for c in TABLE_COLUMNS] + [("type", pa.string()), ("border", pa.bool_())]
+                            + ([("prediction", pa.string()), ("confidence", pa.float32())] if predicted else []))
     n_cells = n_feats = 0
     with ExitStack() as stack:
         cells_writer = stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_path(cells_path)),
@@ -105,3 +107,31 @@ def stream_tables(folder, plan: TilePlan, cells_path, features_path=None, image:
         if feats_tmp is not None and feat_writer is None:  # no cell embedded: an empty table says so
             pd.DataFrame(columns=["image", "label", "centroid_x", "centroid_y"]).to_parquet(feats_tmp, index=False)
     return n_cells, n_feats
+
+
+def stream_geojson(folder, plan: TilePlan, path, image: str = "") -> int:
+    """The tiles' outlines (``tiled.outlines_file``) streamed into one QuPath ``FeatureCollection`` at ``path``
+    (written atomically), a feature at a time, with the slide's labels (as ``stream_tables`` numbers them) and
+    its name; returns the number of features."""
+    import json
+
+    from napari_reddino.atomic import atomic_path
+    from napari_reddino.slides.tiled import outlines_file
+
+    _, offsets, _ = tile_boxes(folder, plan)
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"type":"FeatureCollection","features":[')
+        for tile, offset in zip(plan.tiles, offsets):
+            with open(outlines_file(folder, tile), encoding="utf-8") as lines:
+                for line in lines:
+                    feature = json.loads(line)
+                    props = feature["properties"]
+                    props["label"] = label = props["label"] + int(offset)
+                    props["measurements"]["label"] = float(label)
+                    if image:
+                        props["image"] = image
+                    fh.write(("," if n else "") + json.dumps(feature, separators=(",", ":")))
+                    n += 1
+        fh.write("]}")
+    return n

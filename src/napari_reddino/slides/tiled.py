@@ -4,12 +4,14 @@
 2. Each tile is a *unit* (:class:`TileUnit`, picklable, no argument): it reads its window, segments it (any
    backend), keeps the cells whose centroid lies in its core (:mod:`napari_reddino.slides.tiles`), measures
    them in slide coordinates (the cell table, type, border flag against the *slide* border), optionally embeds
-   them with RedDino, and writes ``<stem>.tiles/<row>_<col>.parquet`` then ``<row>_<col>.npz`` (the kept
-   cells' tile-local labels, cropped), each atomically. A unit whose ``.npz`` exists is skipped on a re-run
+   them with RedDino, optionally classifies its red cells (a shipped classifier), and writes
+   ``<stem>.tiles/<row>_<col>.parquet``, ``<row>_<col>.geojsonl`` (the kept cells' outlines, QuPath GeoJSON
+   features in level-0 pixels) then ``<row>_<col>.npz`` (the kept cells' tile-local labels, cropped), each
+   atomically. A unit whose ``.npz`` exists is skipped on a re-run
    (``<stem>.tiles/run.json`` holds the settings, checked as ``outputs.RunRecord`` does).
 3. Assembly: global label ids in tile order; the labels a lazy dask array whose every chunk reads only the
    tiles over it (an earlier tile wins a pixel two kept cells claim), written as OME-Zarr; the cell table and
-   the features streamed into Parquet, a tile at a time.
+   the features streamed into Parquet, the outlines into ``<stem>_cells.geojson``, a tile at a time.
 
 Peak memory is a tile's work (and a few label chunks), whatever the slide's size
 (``benchmarks/results_slide.md``).
@@ -71,12 +73,13 @@ class Settings:
     model: str | None = None  # RedDino features when set
     cell_types: tuple = ("rbc",)
     embed_opts: dict = field(default_factory=dict)
+    classifier: str | None = None  # a shipped classifier's name: every red cell's prediction and confidence
 
     def record(self) -> dict:
         return {"backend": self.backend, "opts": self.opts, "diameter": self.diameter, "model": self.model,
                 "background": [round(float(v), 9) for v in self.stats.background],
                 "threshold": float(self.stats.threshold), "cell_types": list(self.cell_types),
-                "embed_opts": self.embed_opts}
+                "embed_opts": self.embed_opts} | ({"classifier": self.classifier} if self.classifier else {})
 
 
 def segment_pixels(rgb: np.ndarray, s: Settings) -> np.ndarray:
@@ -121,6 +124,7 @@ class TileUnit:
     tile: Tile
     settings: Settings
     folder: str
+    scale: float = 1.0  # level-0 pixels per pixel of the level segmented (the outlines are in level-0 pixels)
 
     @property
     def name(self) -> str:
@@ -134,11 +138,16 @@ def tile_files(folder, tile: Tile) -> tuple[Path, Path]:
     return Path(folder) / f"{tile.name}.parquet", Path(folder) / f"{tile.name}.npz"
 
 
+def outlines_file(folder, tile: Tile) -> Path:
+    """The tile's cells as GeoJSON features, one a line, labelled 1..N as in its ``.parquet``."""
+    return Path(folder) / f"{tile.name}.geojsonl"
+
+
 def run_tile(unit: TileUnit) -> TileDone:
     from napari_reddino.atomic import atomic_path
 
     table_file, labels_file = tile_files(unit.folder, unit.tile)
-    if labels_file.is_file() and table_file.is_file():
+    if labels_file.is_file() and table_file.is_file() and outlines_file(unit.folder, unit.tile).is_file():
         with np.load(labels_file) as done:
             return TileDone(unit.name, int(done["cells"]), int(done["reaching"]), skipped=True)
     data = open_levels(unit.path, unit.level)[0][0]
@@ -148,18 +157,39 @@ def run_tile(unit: TileUnit) -> TileDone:
     table = measure_kept(rgb, labels, keep, window, unit.plan.shape, s)
     if s.model and len(keep):
         table = _with_features(table, rgb, labels, keep, s)
+    if s.classifier:
+        table = _with_predictions(table, rgb, labels, keep, s)
     with atomic_path(table_file) as tmp:
         table.to_parquet(tmp, index=False)
     lut = np.zeros(int(labels.max(initial=0)) + 1, np.uint32)
     lut[keep] = np.arange(1, len(keep) + 1)
     local = lut[labels]
     box = _box(local, window)
-    with atomic_path(labels_file) as tmp:
+    crop = local[box[0] - window[0]:box[1] - window[0], box[2] - window[2]:box[3] - window[2]]
+    _write_outlines(outlines_file(unit.folder, unit.tile), table, crop, box, unit.scale)
+    with atomic_path(labels_file) as tmp:  # last: the tile is done when its .npz is there
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, labels=local[box[0] - window[0]:box[1] - window[0],
-                                               box[2] - window[2]:box[3] - window[2]],
-                                box=np.asarray(box, np.int64), cells=len(keep), reaching=reaching)
+            np.savez_compressed(fh, labels=crop, box=np.asarray(box, np.int64), cells=len(keep), reaching=reaching)
     return TileDone(unit.name, len(keep), reaching)
+
+
+def _write_outlines(path, table: pd.DataFrame, crop: np.ndarray, box, scale: float) -> None:
+    """The kept cells' outlines (``exports.cell_outlines``, along their pixels' edges) as QuPath GeoJSON
+    features in level-0 slide pixels, one a line, written atomically."""
+    import json
+
+    from napari_reddino.atomic import atomic_path
+    from napari_reddino.exports import cell_outlines, geojson_features
+    from napari_reddino.formats import FEATURE_PREFIX
+
+    table = table[[c for c in table.columns if not str(c).startswith(FEATURE_PREFIX)]]  # measurements, not features
+    outlines = cell_outlines(crop) if len(table) else {}
+    origin = np.array([box[2], box[0]], np.int64)  # x, y of the crop's corner in the level's pixels
+    scale = int(scale) if float(scale).is_integer() else float(scale)
+    outlines = {k: [(ring + origin) * scale for ring in rings] for k, rings in outlines.items()}
+    lines = [json.dumps(f, separators=(",", ":")) + "\n" for f in geojson_features(table, outlines)]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
 
 
 def _box(local: np.ndarray, window) -> tuple[int, int, int, int]:
@@ -211,6 +241,30 @@ def _with_features(table, rgb, labels, keep, s: Settings) -> pd.DataFrame:
     return pd.concat([table, feats], axis=1)
 
 
+def _with_predictions(table, rgb, labels, keep, s: Settings) -> pd.DataFrame:
+    """``prediction`` and ``confidence`` of the shipped classifier ``s.classifier`` for every red cell ('' and
+    NaN for the other objects), as ``pipeline.predict_cells``; measured on the tile's window (sizes relative to
+    the slide's red-cell diameter and the tile's median red cell), with the cells' features when the classifier
+    takes them (else from morphology alone, as ``classifier.choose`` says)."""
+    from napari_reddino.classifier import classify_smear
+    from napari_reddino.formats import FEATURE_PREFIX
+
+    red = (table["type"] == "rbc").to_numpy()
+    table["prediction"] = ""
+    table["confidence"] = np.full(len(table), np.nan, np.float32)
+    if not red.any():
+        return table
+    emb = table.loc[red, [c for c in table.columns if str(c).startswith(FEATURE_PREFIX)]].to_numpy(np.float32)
+    emb = emb if emb.shape[1] and np.isfinite(emb).all() else None
+    sizes = pd.DataFrame({"label": np.asarray(keep)[red]})
+    sizes.attrs["diameter"] = s.diameter
+    got, _ = classify_smear(rgb, labels, sizes, sizes["label"].to_numpy(), emb, s.model if emb is not None else None,
+                            s.classifier, stats=s.stats)
+    table.loc[red, "prediction"] = got["prediction"].to_numpy(object)
+    table.loc[red, "confidence"] = got["confidence"].to_numpy(np.float32)
+    return table
+
+
 # --- running the units (the lead swaps in distribute.iter_map_units) -----------------------------------------
 @dataclass(frozen=True)
 class UnitFailed:
@@ -247,13 +301,28 @@ class SlideResult:
 def slide_files(out, stem: str) -> dict[str, Path]:
     out = Path(out)
     return {"labels": out / f"{stem}_labels.zarr", "cells": out / f"{stem}_cells.parquet",
-            "features": out / f"{stem}_features.parquet", "tiles": out / f"{stem}.tiles"}
+            "features": out / f"{stem}_features.parquet", "geojson": out / f"{stem}_cells.geojson",
+            "tiles": out / f"{stem}.tiles"}
+
+
+def level_scale(path, level: int) -> float:
+    """Level-0 pixels per pixel of ``level``: the pyramid's factor (2, 4, ...) when the sizes are within 1 % of
+    it (a halving pyramid rounds odd sizes), else the ratio of the widths."""
+    from napari_reddino.slides.read import open_slide
+
+    slide = open_slide(str(path), level)
+    try:
+        ratio = float(slide.downsample(level))
+    finally:
+        slide.close()
+    return float(round(ratio)) if abs(ratio - round(ratio)) <= 0.01 * ratio else ratio
 
 
 def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048, backend: str = "learned",
                        opts: dict | None = None, model: str | None = None, cell_types=("rbc",),
                        embed_opts: dict | None = None, resume: bool = False, keep_tiles: bool = False,
-                       labels_beside: bool = False, image: str = "", run_units=None):
+                       labels_beside: bool = False, image: str = "", classifier: str | None = None,
+                       run_units=None):
     """Progress generator: segment (and optionally embed) the slide at ``path`` tile by tile into ``out``;
     returns a :class:`SlideResult`. ``run_units``: a progress generator over units (default the sequential
     :func:`_run_units`; ``distribute.iter_map_units`` has the same contract)."""
@@ -291,14 +360,16 @@ def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048
 
         diameter, align = tile_grid(diameter)
     plan = plan_tiles(levels[0].shape[:2], tile, diameter, align=align)
-    settings = Settings(backend, opts, stats, float(diameter), model, tuple(cell_types), dict(embed_opts or {}))
+    settings = Settings(backend, opts, stats, float(diameter), model, tuple(cell_types), dict(embed_opts or {}),
+                        classifier)
     folder = files["tiles"]
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     RunRecord(folder, "slide", {"slide": path, "level": level, "shape": list(plan.shape), "tile": plan.tile,
                                 "overlap": plan.overlap, **settings.record()}).start(resume)
-    units = [TileUnit(path, level, plan, t, settings, str(folder)) for t in plan.tiles]
+    scale = level_scale(path, level) if level else 1.0
+    units = [TileUnit(path, level, plan, t, settings, str(folder), scale) for t in plan.tiles]
     values = yield from (run_units or _run_units)(units, what=f"{image or stem}: tiles")
     failed = [v for v in values if isinstance(v, UnitFailed)]
     done = [v for v in values if not isinstance(v, UnitFailed)]
@@ -307,7 +378,8 @@ def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048
         return SlideResult(0, 0, {}, len(plan), reaching, skipped, failed)
     yield Progress(0, 2, "writing the tables")
     n_cells, n_feats = assemble.stream_tables(folder, plan, files["cells"], files["features"] if model else None,
-                                              image or stem)
+                                              image or stem, predicted=bool(classifier))
+    assemble.stream_geojson(folder, plan, files["geojson"], image or stem)
     yield Progress(1, 2, "writing the labels")
     labels = assemble.lazy_labels(folder, plan)
     if labels_beside:
@@ -315,7 +387,7 @@ def iter_segment_slide(path, out, stem: str, *, level: int = 0, tile: int = 2048
     else:
         written = ngff.write_label_image(files["labels"], labels)
     yield Progress(2, 2, "writing the labels")
-    written_files = {"labels": written, "cells": files["cells"]}
+    written_files = {"labels": written, "cells": files["cells"], "geojson": files["geojson"]}
     if model:
         written_files["features"] = files["features"]
     if not keep_tiles:

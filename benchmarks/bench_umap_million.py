@@ -261,7 +261,9 @@ def bench_gui(args) -> None:
     from bench_gui_stalls import Stopwatch, drag
 
     import napari_reddino.annotate as annotate
+    from napari_reddino._widgets._common import display_labels
     from napari_reddino._widgets.annotate import AnnotationWidget
+    from napari_reddino._widgets.smear_link import draw_cells, smear_geometry
     from napari_reddino.cells import cell_table
     from napari_reddino.chula import CLASSES
 
@@ -277,7 +279,9 @@ def bench_gui(args) -> None:
     viewer.window._qt_window.resize(*(int(v) for v in args.window.split("x")))
     sw = Stopwatch(bool(args.profile))
     viewer.add_image(image, name="smear")
-    cells = viewer.add_labels(labels, name="smear cells", features=cell_table(labels, image))
+    # as the segment dock leaves it: uint16 labels drawn as outlines coloured by type
+    cells = viewer.add_labels(display_labels(labels), name="smear cells", features=cell_table(labels, image))
+    draw_cells(viewer, cells)
     slides = 100
     image_of = np.array([f"slide {k}" for k in range(slides)], dtype=object)[np.arange(n) * slides // n]
     label = np.arange(n) - np.searchsorted(np.arange(n) * slides // n, np.arange(n) * slides // n) + 1
@@ -293,9 +297,18 @@ def bench_gui(args) -> None:
     order = table.index.to_numpy()
     table = table.reset_index(drop=True)
     Y = Y[order]
-    result = {"table": table, "X": Y.copy(), "Y": Y, "sources": sources, "images": images,
-              "params": {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": 0}, "geometry": None}
     dock = AnnotationWidget(viewer)
+    # what the dock's worker hands its display (``AnnotationWidget.work``): the open smear's outlines, and the
+    # rows as codes where the code has them
+    result = {"table": table, "X": Y.copy(), "Y": Y, "sources": sources, "images": images,
+              "params": {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": 0},
+              "geometry": {"smear cells": smear_geometry(cells.data, image)}}
+    try:
+        from napari_reddino._widgets.annotation_state import RowIndex
+
+        result["index"] = RowIndex(table, dock.classes)
+    except ImportError:  # the code before it
+        pass
     dock.project.value = tempfile.mkdtemp()
     viewer.window.add_dock_widget(dock, name="annotate")
     sw.pump(2.0)
@@ -337,7 +350,9 @@ def bench_gui(args) -> None:
 Machine: {machine()}; software OpenGL under Xvfb, window 1920x1080.
 
 The annotation dock shows the `time` part's map of {n:,} cells as pooled from 100 slides, one of them open:
-a 2560x1920 smear (4x4 Chula fields, segmented by the plugin; {len(ids)} cells, rows spread over the map).
+a 2560x1920 smear (4x4 Chula fields, segmented by the plugin; {len(ids)} cells, rows spread over the map),
+its cells layer as the segment dock leaves it (uint16, outlined), and what the dock's worker prepares (the smear's
+outlines; the rows as codes) made before the show, as the worker does.
 Each action's longest gap of the event loop (`bench_gui_stalls.Stopwatch`: a 10 ms timer; the window is
 frozen that long) and its wall time from the action until its work and repaint are done. The lasso is an
 80-vertex circle dragged over the canvas move by move; it selected {selected:,} cells, {outlined} of them

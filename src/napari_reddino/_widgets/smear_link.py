@@ -413,12 +413,15 @@ class SmearLink:
             self._wanted[s] = np.sort(self.labels[rows[order[bounds[s]:bounds[s + 1]]]])
         self._draw_visible()
 
-    def color_cells(self, annotated, predicted, confidence, classes) -> None:
+    def color_cells(self, annotated, predicted, confidence, classes, changed=None) -> None:
         """Give each row's cell its class (``annotated``), ``predicted`` class and ``confidence``: written
-        into its cells layer's features and drawn as its outline's colour (``draw_cells``)."""
+        into its cells layer's features and drawn as its outline's colour (``draw_cells``). ``changed``: the
+        rows that may have changed (None: any), so that only their smears are compared."""
         self._cells = {"class": np.asarray(annotated, dtype=object), "prediction": np.asarray(predicted, dtype=object),
                        "confidence": np.asarray(confidence, dtype=np.float32), "classes": list(classes)}
-        for s, rows in enumerate(self._rows_of_source):  # redraw only the smears whose cells changed
+        sources = range(len(self.sources)) if changed is None else np.unique(self.source_of_row[changed])
+        for s in (s for s in sources if s >= 0):  # redraw only the smears whose cells changed
+            rows = self._rows_of_source[s]
             now = tuple(self._cells[col][rows].tobytes() if col == "confidence" else tuple(self._cells[col][rows])
                         for col in CLASS_COLUMNS)
             if now != self._drawn_classes[s]:

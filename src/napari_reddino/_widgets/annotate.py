@@ -213,7 +213,11 @@ class AnnotationWidget(StepWidget):
         store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()
-        self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
+            self.state = None
+        yield from self.canvas.iter_make_layers(len(result["Y"]) > self.canvas.point_budget)  # a layer a turn
+        self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel, draw=False)
+        yield
+        self.state.refresh(points=False)  # the smears, legend and report, in a turn of their own
         self._bind_keys()
         self._tell_listeners()
         self.panel.set_enabled(True)

@@ -85,7 +85,9 @@ class RowIndex:
 
 
 class AnnotationState:
-    def __init__(self, viewer, canvas, classes, store, result: dict, panel):
+    def __init__(self, viewer, canvas, classes, store, result: dict, panel, draw: bool = True):
+        """``draw``: the smears, legend and report now (else a dock's next display slice calls
+        ``refresh(points=False)``)."""
         from napari_reddino._widgets.smear_link import SmearLink
 
         self.viewer, self.canvas, self.classes, self.store, self.panel = viewer, canvas, classes, store, panel
@@ -124,7 +126,8 @@ class AnnotationState:
         self._paths = sorted({store.path_of(i) for i in index.image_names})
         canvas.selection_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)
-        self.refresh(points=False)
+        if draw:
+            self.refresh(points=False)
 
     def disconnect(self) -> None:
         self.link.disconnect()
@@ -177,7 +180,7 @@ class AnnotationState:
         legend, the report and the status line; ``points``: the map's points too (not when just made)."""
         cls = self.class_column()
         if points:
-            features = self.points.features  # napari's own table: its class column replaced, not the table
+            features = self.canvas.features  # napari's own table: its class column replaced, not the table
             features["class"] = pd.Series(cls, index=features.index, dtype=object)
             if rows is None:
                 features["prediction"] = pd.Series(self.prediction, index=features.index, dtype=object)

@@ -419,9 +419,12 @@ class SmearLink:
         rows that may have changed (None: any), so that only their smears are compared."""
         self._cells = {"class": np.asarray(annotated, dtype=object), "prediction": np.asarray(predicted, dtype=object),
                        "confidence": np.asarray(confidence, dtype=np.float32), "classes": list(classes)}
-        sources = range(len(self.sources)) if changed is None else np.unique(self.source_of_row[changed])
-        for s in (s for s in sources if s >= 0):  # redraw only the smears whose cells changed
-            rows = self._rows_of_source[s]
+        if changed is not None:  # the caller knows these rows changed: their smears are redrawn, no comparing
+            for s in np.unique(self.source_of_row[changed]):
+                self._drawn_classes[s], self._classes_stale[s] = None, True
+            self._draw_visible()
+            return
+        for s, rows in enumerate(self._rows_of_source):  # redraw only the smears whose cells changed
             now = tuple(self._cells[col][rows].tobytes() if col == "confidence" else tuple(self._cells[col][rows])
                         for col in CLASS_COLUMNS)
             if now != self._drawn_classes[s]:

@@ -216,8 +216,15 @@ class AnnotationWidget(StepWidget):
             self.state = None
         yield from self.canvas.iter_make_layers(len(result["Y"]) > self.canvas.point_budget)  # a layer a turn
         self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel, draw=False)
+        yield  # then the map's view, the legend and report, the smears: a turn of the event loop each
+        self.canvas.frame_points()
+        self.canvas.update_view()
         yield
-        self.state.refresh(points=False)  # the smears, legend and report, in a turn of their own
+        self.state.refresh(points=False, smears=False)
+        yield
+        self.state.draw_smears()
+        yield
+        yield from self.state.link.iter_make_selection_layers()
         self._bind_keys()
         self._tell_listeners()
         self.panel.set_enabled(True)

@@ -65,6 +65,9 @@ class RowIndex:
             self.pred = encode(table["prediction"], self.names, self.code_of)
             self.confidence = table["confidence"].to_numpy(np.float32)
             self.prior = True
+        self.features = pd.DataFrame({  # the map's points' table (its class column: the state's, when shown)
+            "image": text(self.image), "label": self.label, "class": text(np.full(len(table), "", dtype=object)),
+            "prediction": text(np.asarray([*self.names, ""], dtype=object)[self.pred]), "confidence": self.confidence})
         order = np.argsort(self.image_code, kind="stable")
         bounds = np.searchsorted(self.image_code[order], np.arange(len(images) + 1))
         self.row_of = []  # per image: label -> row (-1: none)
@@ -86,8 +89,8 @@ class RowIndex:
 
 class AnnotationState:
     def __init__(self, viewer, canvas, classes, store, result: dict, panel, draw: bool = True):
-        """``draw``: the smears, legend and report now (else a dock's next display slice calls
-        ``refresh(points=False)``)."""
+        """``draw``: the map's view, the smears, legend and report now (else a dock's next display slices call
+        ``canvas.update_view``, ``refresh(points=False, smears=False)`` and ``draw_smears``)."""
         from napari_reddino._widgets.smear_link import SmearLink
 
         self.viewer, self.canvas, self.classes, self.store, self.panel = viewer, canvas, classes, store, panel
@@ -121,7 +124,7 @@ class AnnotationState:
         extent = float(np.ptp(data, axis=0).max()) or 1.0
         name = " + ".join(result["sources"]) + " UMAP"
         self._face = self._face_colors()
-        self.points = canvas.set_points(name, data, self._features(), self._face, extent / 80)
+        self.points = canvas.set_points(name, data, self._features(), self._face, extent / 80, draw=draw)
         self.points.metadata[REDDINO_UMAP] = {"sources": list(result["sources"])}
         self._paths = sorted({store.path_of(i) for i in index.image_names})
         canvas.selection_changed.connect(self._on_selection)
@@ -147,9 +150,9 @@ class AnnotationState:
         return self._decode(self._ann)
 
     def _features(self) -> pd.DataFrame:
-        return pd.DataFrame({"image": text(self.index.image), "label": self.index.label,
-                             "class": text(self.class_column()), "prediction": text(self.prediction),
-                             "confidence": self.confidence})
+        features = self.index.features.copy(deep=False)  # made in the worker; a new class column here
+        features["class"] = text(self.class_column())
+        return features
 
     def _face_colors(self, rows=None) -> np.ndarray:
         """One RGBA per row (of ``rows``; all when None): its class' colour, else its prediction's (faded),
@@ -175,9 +178,10 @@ class AnnotationState:
         else:
             self._ann[rows] = encode(classes, self.names, self._code_of)
 
-    def refresh(self, rows=None, points: bool = True) -> None:
+    def refresh(self, rows=None, points: bool = True, smears: bool = True) -> None:
         """Show the classes and predictions of ``rows`` (every row when None) on the map, the smears, the
-        legend, the report and the status line; ``points``: the map's points too (not when just made)."""
+        legend, the report and the status line; ``points``: the map's points too (not when just made);
+        ``smears``: the smears too (else ``draw_smears`` later)."""
         cls = self.class_column()
         if points:
             features = self.canvas.features  # napari's own table: its class column replaced, not the table
@@ -189,7 +193,8 @@ class AnnotationState:
             else:
                 self._face[rows] = self._face_colors(rows)
             self.canvas.set_colors(self._face)
-        self.link.color_cells(cls, self.prediction, self.confidence, self.classes, rows)
+        if smears:
+            self.link.color_cells(cls, self.prediction, self.confidence, self.classes, rows)
         self._show_counts()
         self.panel.report.set_frame(self.report())
         n_ann = int((self._ann >= 0).sum())
@@ -202,6 +207,10 @@ class AnnotationState:
                 listener()
             except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
                 self.listeners.remove(listener)
+
+    def draw_smears(self) -> None:
+        """Every row's class and prediction on its smear (``refresh(smears=False)`` left them)."""
+        self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes)
 
     def class_counts(self, cls=None) -> list[tuple[str, str, int, int]]:
         """(name, colour, annotated, predicted) per class, then the unannotated cells (as

@@ -233,10 +233,12 @@ class UmapCanvas(QWidget):
         layer then holds no points)."""
         return self._features if self.big else self.points.features
 
-    def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
+    def set_points(self, name: str, data: np.ndarray, features, face_color, size: float, draw: bool = True):
         """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1)); above
         ``point_budget`` points it holds none (making a Points layer of 10^6 took napari seconds): the view is
-        drawn as a density image (``update_view``) from the canvas' own ``data`` and ``features``."""
+        drawn as a density image (``update_view``) from the canvas' own ``data`` and ``features``. ``draw``:
+        frame and draw the view now (else the caller's next display slice calls ``frame_points`` and
+        ``update_view``)."""
         big = len(data) > self.point_budget
         self.big, self._size = big, float(size)
         for _ in self.iter_make_layers(big):
@@ -261,8 +263,9 @@ class UmapCanvas(QWidget):
         self._draw_selection()
         self.model.layers.selection.active = self.points
         self.set_mode(self.mode)
-        self.frame_points()
-        self.update_view()
+        if draw:
+            self.frame_points()
+            self.update_view()
         return self.points
 
     def set_colors(self, face_color) -> None:
@@ -327,6 +330,7 @@ class UmapCanvas(QWidget):
 
         if not self.big or self.qt_viewer is None or self.density is None:
             return
+        self._view_timer.stop()  # drawn now: a redraw the view's last move asked for is moot
         (r0, r1, c0, c1), (h, w) = self._view_rect()
         m = VIEW_MARGIN
         rect = (r0 - m * (r1 - r0), r1 + m * (r1 - r0), c0 - m * (c1 - c0), c1 + m * (c1 - c0))

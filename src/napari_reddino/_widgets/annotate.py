@@ -222,8 +222,7 @@ class AnnotationWidget(StepWidget):
         yield
         self.state.refresh(points=False, smears=False)
         yield
-        self.state.draw_smears()
-        yield
+        yield from self.state.iter_draw_smears()
         yield from self.state.link.iter_make_selection_layers()
         self._bind_keys()
         self._tell_listeners()

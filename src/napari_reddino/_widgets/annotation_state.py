@@ -90,7 +90,7 @@ class RowIndex:
 class AnnotationState:
     def __init__(self, viewer, canvas, classes, store, result: dict, panel, draw: bool = True):
         """``draw``: the map's view, the smears, legend and report now (else a dock's next display slices call
-        ``canvas.update_view``, ``refresh(points=False, smears=False)`` and ``draw_smears``)."""
+        ``canvas.update_view``, ``refresh(points=False, smears=False)`` and ``iter_draw_smears``)."""
         from napari_reddino._widgets.smear_link import SmearLink
 
         self.viewer, self.canvas, self.classes, self.store, self.panel = viewer, canvas, classes, store, panel
@@ -181,7 +181,7 @@ class AnnotationState:
     def refresh(self, rows=None, points: bool = True, smears: bool = True) -> None:
         """Show the classes and predictions of ``rows`` (every row when None) on the map, the smears, the
         legend, the report and the status line; ``points``: the map's points too (not when just made);
-        ``smears``: the smears too (else ``draw_smears`` later)."""
+        ``smears``: the smears too (else ``iter_draw_smears`` later)."""
         cls = self.class_column()
         if points:
             features = self.canvas.features  # napari's own table: its class column replaced, not the table
@@ -208,9 +208,11 @@ class AnnotationState:
             except RuntimeError:  # its Qt widget was deleted (a closed gallery): forget it
                 self.listeners.remove(listener)
 
-    def draw_smears(self) -> None:
-        """Every row's class and prediction on its smear (``refresh(smears=False)`` left them)."""
-        self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes)
+    def iter_draw_smears(self):
+        """Every row's class and prediction on its smear (``refresh(smears=False)`` left them), a smear per turn
+        of the event loop (a generator for the dock's display slices)."""
+        self.link.color_cells(self.class_column(), self.prediction, self.confidence, self.classes, draw=False)
+        yield from self.link.iter_draw()
 
     def class_counts(self, cls=None) -> list[tuple[str, str, int, int]]:
         """(name, colour, annotated, predicted) per class, then the unannotated cells (as

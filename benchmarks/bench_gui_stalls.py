@@ -315,19 +315,20 @@ NOTES = """Where the time of a gap goes (main-thread profiles, `--profile FILE`)
 
 
 ANNOTATION_RUNS = ("main 52a88de", "stalls-annot")  # the --only runs the table shows (all stay in the JSON)
-ANNOTATION_NOTES = """*main*: the code before this round (368ef23); *branch*: after it, run one after the other on the same
-host, the second under a somewhat heavier load (*export cell table*, pure pandas and untouched, took 0.08 s in
-the first, 0.14 s in the second). The bench waits for every smear to be drawn (the branch makes a smear's first
-selection layer one per turn of the event loop). What changed: a class change writes only the changed cells'
-colours into the layer's colormap and napari's colour table (napari redrew the whole smear's outlines and rebuilt
-its 65,536-entry table in a Python loop, a second a smear), the legend's counts are updated in place, several
-smears' updates are drawn in one go (each turn of the event loop repaints the window) but their first selection
-layers one per turn, the lasso/box outline is redrawn at most every 0.1 s and 30 % of the time, the report
-export builds its cell table in its worker. Where the longest gap is well above the wall time (assign: 0.3 s of
-work, 0.9 s gap) the rest is the repaint of the window after it: 8 smears stacked, each with its image, outlines,
-selection and legend, and the UMAP canvas, in software OpenGL (0.4-0.9 s here under this load; not measured on
-an idle host or a GPU). Single runs at a load average of ~5 on 2 cores: earlier pairs of runs this session moved
-by 2-4x with the load, so read the columns side by side, not the absolute values."""
+ANNOTATION_NOTES = """*main 52a88de*: the code before this round; *stalls-annot*: after it (the annotation file written by a
+background thread, each row's class and prediction kept as codes, the display in more slices: the canvas'
+layers one per slice, then the view, the legend and report, and each smear's classes). Run one after the other
+(12:29 and 12:58 UTC), the second at a higher load (7.6 against 5.0: untouched *export cell table* took 0.13 and
+0.15 s, its main-thread CPU 0.07 and 0.09 s). *Main-thread CPU* is `time.thread_time` of napari's thread over
+the action: the plugin's and napari's Python work, not the rasterising of software OpenGL (llvmpipe's own
+threads) nor the time the thread waits for a core. On this 2,676-cell map no gain is measurable within this
+machine's noise: each action costs the main thread 0.2-0.7 s (napari updating a layer or two and repainting
+8 stacked smears), and its longest gap is 1-2.5 s, the rest being the window's repaint in llvmpipe and the load
+(the previous round's pair, labels *main* and *branch*, is in the JSON). The codes and the background writer
+pay off with many cells: `results_umap_million.md` (10^6 cells: showing the map 18.6 -> 1.9 s longest gap,
+6.4 -> 2.5 s main-thread CPU; a class for 100,000 cells 24.2 -> 3.9 s, 6.9 -> 0.7 s CPU). The 0.5 s target is
+not met here; napari's own floor at this load, without the plugin's work: an empty layer added 0.35 s CPU,
+1.2-2.4 s gap."""
 
 
 def table(runs: dict, labels: list, compact: bool = False) -> list[str]:

@@ -223,7 +223,6 @@ class AnnotationWidget(StepWidget):
         self.state.refresh(points=False, smears=False)
         yield
         yield from self.state.iter_draw_smears()
-        yield from self.state.link.iter_make_selection_layers()
         self._bind_keys()
         self._tell_listeners()
         self.panel.set_enabled(True)

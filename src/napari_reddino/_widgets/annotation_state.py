@@ -126,7 +126,6 @@ class AnnotationState:
         self._face = self._face_colors()
         self.points = canvas.set_points(name, data, self._features(), self._face, extent / 80, draw=draw)
         self.points.metadata[REDDINO_UMAP] = {"sources": list(result["sources"])}
-        self._paths = sorted({store.path_of(i) for i in index.image_names})
         canvas.selection_changed.connect(self._on_selection)
         viewer.mouse_drag_callbacks.append(self._on_smear_drag)
         if draw:
@@ -198,9 +197,10 @@ class AnnotationState:
         self._show_counts()
         self.panel.report.set_frame(self.report())
         n_ann = int((self._ann >= 0).sum())
-        saved = [str(p) for p in self._paths if p.is_file() or self.store.is_pending(p)]
+        where = sorted({self.store.path_of(i) for i in self.index.image_names})  # (a fallback may have replaced one)
+        saved = [str(p) for p in where if p.is_file() or self.store.is_pending(p)]
         said = (f"saved to {', '.join(saved)}" if saved else
-                f"nothing saved yet (the first annotation goes to {', '.join(map(str, self._paths))})")
+                f"nothing saved yet (the first annotation goes to {', '.join(map(str, where))})")
         self.panel.status.setText(f"{len(self.table)} cells, {n_ann} annotated; {said}")
         for listener in list(self.listeners):
             try:

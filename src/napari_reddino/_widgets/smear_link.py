@@ -357,7 +357,6 @@ class SmearLink:
         self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
         self.pending: list[int] = []  # smears to draw on the next turns of the event loop
-        self._premade: set[tuple[int, str]] = set()  # (smear, suffix) of layers made ahead, hidden until filled
         self._scheduled = False
 
     def _layer(self, s):
@@ -381,16 +380,8 @@ class SmearLink:
         """Update the derived layer ``<source> <suffix>`` in place, or add it over the source."""
         name = style.derived_layer_name(self.sources[s], suffix)
         if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if (s, suffix) in self._premade and not layer.visible:  # made ahead, hidden: filled and shown once
-                from napari_reddino._widgets._common import one_refresh
-
-                self._premade.discard((s, suffix))
-                with one_refresh(layer, visible=True):
-                    layer.data = data
-            else:
-                layer.data = data
-            return layer
+            self.viewer.layers[name].data = data
+            return self.viewer.layers[name]
         source = self._layer(s)
         kwargs = {k: getattr(source, k) for k in SOURCE_KWARGS} if source is not None else {}
         active = self.viewer.layers.selection.active
@@ -403,21 +394,6 @@ class SmearLink:
         if active is not None:  # adding a layer must not steal the user's active layer
             self.viewer.layers.selection.active = active
         return layer
-
-    def iter_make_selection_layers(self):
-        """Make each open, shown smear's selection layer ahead, empty and hidden, one per turn of the event loop
-        (a generator for the dock's display slices): the first selection then only fills it (making a full-size
-        image layer took 0.3-1 s of the GUI thread, inside the first lasso)."""
-        for s in range(len(self.sources)):
-            layer = self._layer(s)
-            name = style.derived_layer_name(self.sources[s], style.SELECTION_SUFFIX)
-            if layer is None or not layer.visible or not self._current(s) or getattr(layer, "multiscale", False) \
-                    or name in self.viewer.layers:
-                continue
-            self._premade.add((s, style.SELECTION_SUFFIX))
-            self._put(s, style.SELECTION_SUFFIX, np.zeros(np.shape(layer.data)[-2:], np.uint8), kind="image",
-                      colormap=_selection_colormap(), blending="additive", contrast_limits=(0, 1), visible=False)
-            yield
 
     # --- rows -> smear ----------------------------------------------------------------------------
     def _rings(self, s) -> np.ndarray:

@@ -97,7 +97,7 @@ class Stopwatch:
         self.pump(0.1)
         prof = cProfile.Profile() if self.profile else None
         self.gaps, self.last, self.show_s = [], time.perf_counter(), 0.0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()  # this (the main) thread's CPU, not the workers'
         if prof:
             prof.enable()
         out = action()
@@ -113,9 +113,10 @@ class Stopwatch:
             prof.disable()
         gaps = np.asarray(self.gaps + [time.perf_counter() - self.last])
         row = {"action": name, "wall_s": wall, "show_s": self.show_s, "gap_ms": 1000 * gaps.max(), "over_100ms": int((gaps > 0.1).sum()),
-               "over_500ms": int((gaps > 0.5).sum())}
+               "over_500ms": int((gaps > 0.5).sum()), "cpu_s": time.thread_time() - cpu0}
         self.rows.append(row)
-        print(f"{name:60s} {wall:7.2f} s  show {self.show_s:5.2f} s  longest gap {row['gap_ms']:6.0f} ms  "
+        print(f"{name:60s} {wall:7.2f} s  show {self.show_s:5.2f} s  main CPU {row['cpu_s']:5.2f} s  "
+              f"longest gap {row['gap_ms']:6.0f} ms  "
               f">0.1 s: {row['over_100ms']:3d}  >0.5 s: {row['over_500ms']}", flush=True)
         if prof and row["gap_ms"] > 500:
             text = io.StringIO()
@@ -313,19 +314,21 @@ NOTES = """Where the time of a gap goes (main-thread profiles, `--profile FILE`)
   Python's lock in long C calls (image crops, ndimage) while the main thread waits (not profiled)."""
 
 
-ANNOTATION_NOTES = """*main*: the code before this round (368ef23); *branch*: after it, run one after the other on the same
-host, the second under a somewhat heavier load (*export cell table*, pure pandas and untouched, took 0.08 s in
-the first, 0.14 s in the second). The bench waits for every smear to be drawn (the branch makes a smear's first
-selection layer one per turn of the event loop). What changed: a class change writes only the changed cells'
-colours into the layer's colormap and napari's colour table (napari redrew the whole smear's outlines and rebuilt
-its 65,536-entry table in a Python loop, a second a smear), the legend's counts are updated in place, several
-smears' updates are drawn in one go (each turn of the event loop repaints the window) but their first selection
-layers one per turn, the lasso/box outline is redrawn at most every 0.1 s and 30 % of the time, the report
-export builds its cell table in its worker. Where the longest gap is well above the wall time (assign: 0.3 s of
-work, 0.9 s gap) the rest is the repaint of the window after it: 8 smears stacked, each with its image, outlines,
-selection and legend, and the UMAP canvas, in software OpenGL (0.4-0.9 s here under this load; not measured on
-an idle host or a GPU). Single runs at a load average of ~5 on 2 cores: earlier pairs of runs this session moved
-by 2-4x with the load, so read the columns side by side, not the absolute values."""
+ANNOTATION_RUNS = ("main 52a88de", "stalls-annot")  # the --only runs the table shows (all stay in the JSON)
+ANNOTATION_NOTES = """*main 52a88de*: the code before this round; *stalls-annot*: after it (the annotation file written by a
+background thread, each row's class and prediction kept as codes, the display in more slices: the canvas'
+layers one per slice, then the view, the legend and report, and each smear's classes). Run one after the other
+(12:29 and 12:58 UTC), the second at a higher load (7.6 against 5.0: untouched *export cell table* took 0.13 and
+0.15 s, its main-thread CPU 0.07 and 0.09 s). *Main-thread CPU* is `time.thread_time` of napari's thread over
+the action: the plugin's and napari's Python work, not the rasterising of software OpenGL (llvmpipe's own
+threads) nor the time the thread waits for a core. On this 2,676-cell map no gain is measurable within this
+machine's noise: each action costs the main thread 0.2-0.7 s (napari updating a layer or two and repainting
+8 stacked smears), and its longest gap is 1-2.5 s, the rest being the window's repaint in llvmpipe and the load
+(the previous round's pair, labels *main* and *branch*, is in the JSON). The codes and the background writer
+pay off with many cells: `results_umap_million.md` (10^6 cells: showing the map 18.6 -> 1.9 s longest gap,
+6.4 -> 2.5 s main-thread CPU; a class for 100,000 cells 24.2 -> 3.9 s, 6.9 -> 0.7 s CPU). The 0.5 s target is
+not met here; napari's own floor at this load, without the plugin's work: an empty layer added 0.35 s CPU,
+1.2-2.4 s gap."""
 
 
 def table(runs: dict, labels: list, compact: bool = False) -> list[str]:
@@ -336,12 +339,19 @@ def table(runs: dict, labels: list, compact: bool = False) -> list[str]:
     if compact:
         first = "4. Compute UMAP: 8 smears pooled"
         actions = actions[actions.index(first):] if first in actions else actions
-        lines = ["| action | " + " | ".join(f"{lab}: wall s | {lab}: longest gap ms" for lab in labels) + " |",
-                 "|---|" + "---|---|" * len(labels)]
+        lines = ["| action | " + " | ".join(f"{lab}: wall s | {lab}: main-thread CPU s | {lab}: longest gap ms"
+                                            for lab in labels) + " |",
+                 "|---|" + "---|---|---|" * len(labels)]
         for action in actions:
-            cells = [("– | –" if (r := by[lab].get(action)) is None else
-                      f"{r['wall_s']:.2f} | {'**' if r['gap_ms'] > 500 else ''}{r['gap_ms']:.0f}"
-                      f"{'**' if r['gap_ms'] > 500 else ''}") for lab in labels]
+            cells = []
+            for lab in labels:
+                r = by[lab].get(action)
+                if r is None:
+                    cells.append("– | – | –")
+                    continue
+                bold = "**" if r["gap_ms"] > 500 else ""
+                cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else "–"
+                cells.append(f"{r['wall_s']:.2f} | {cpu} | {bold}{r['gap_ms']:.0f}{bold}")
             lines.append(f"| {action} | " + " | ".join(cells) + " |")
         return lines
     head = "| action | " + " | ".join(f"{lab}: wall s | {lab}: display s | {lab}: longest gap ms | "
@@ -370,8 +380,8 @@ def write_table(label: str, rows: list, info: dict) -> None:
     runs = json.loads(RAW.read_text()) if RAW.exists() else {}
     runs[label] = {"rows": rows, "info": info}
     RAW.write_text(json.dumps(runs, indent=1) + "\n")
-    subset = [x for x in runs if runs[x]["info"].get("only")]
-    runs_all = {k: v for k, v in runs.items() if k not in subset}
+    subset = [x for x in runs if runs[x]["info"].get("only") and x in ANNOTATION_RUNS]
+    runs_all = {k: v for k, v in runs.items() if not v["info"].get("only")}
     labels = [x for x in ("before", "after") if x in runs_all] + [x for x in runs_all if x not in ("before", "after")]
     cmd = ('OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python '
            "benchmarks/bench_gui_stalls.py --label LABEL")

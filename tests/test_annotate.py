@@ -306,3 +306,64 @@ def test_a_script_writing_the_file_is_merged_not_overwritten(tmp_path):
     store.assign([("a", 2)], "target")
     saved = read_annotations(tmp_path / "ann.csv")
     assert sorted(zip(saved["image"], saved["label"])) == [("a", 1), ("a", 2), ("b", 7)]
+
+
+def test_a_background_store_writes_off_the_callers_thread_and_flush_waits_for_it(tmp_path, monkeypatch):
+    """The dock's store (``background=True``): ``assign`` returns while the file is being written by a thread
+    of its own (a class for 100,000 cells wrote 100,000 rows on the GUI thread: seconds); the writer is not a
+    daemon (Python's exit waits for it) and ``flush`` returns once the file holds every change."""
+    import threading
+
+    import napari_reddino.annotate as annotate
+
+    release, started, threads = threading.Event(), threading.Event(), []
+    write = annotate.atomic_write_csv
+
+    def slow(df, path):
+        threads.append(threading.current_thread())
+        started.set()
+        release.wait(10)
+        write(df, path)
+
+    monkeypatch.setattr(annotate, "atomic_write_csv", slow)
+    store = AnnotationStore(tmp_path / "ann.csv", background=True)
+    assert store.assign([("a", 1), ("a", 2)], "normal") == 2  # returned: the write waits for `release`
+    store.assign([("a", 3)], "burr")
+    assert not (tmp_path / "ann.csv").exists() and store.is_pending(tmp_path / "ann.csv")
+    assert started.wait(10)
+    assert threads and threads[0] is not threading.main_thread() and not threads[0].daemon
+    release.set()
+    store.flush()
+    saved = read_annotations(tmp_path / "ann.csv").set_index("label")["class"].to_dict()
+    assert saved == {1: "normal", 2: "normal", 3: "burr"} and not store.is_pending(tmp_path / "ann.csv")
+    assert len(threads) <= 2  # the second change's copy replaced the first's while it waited, or followed it
+
+
+def test_a_write_interrupted_midway_leaves_the_previous_file_and_the_annotation_is_kept(tmp_path, monkeypatch):
+    """A write that dies halfway (a crash, a full disk) leaves the last complete file; the change stays in the
+    store and goes to disk with the next save; the user is told."""
+    import napari_reddino.annotate as annotate
+    from napari_reddino.atomic import atomic_path
+
+    notes = []
+    store = AnnotationStore(tmp_path / "ann.csv", background=True, notify=notes.append)
+    store.assign([("a", 1)], "normal")
+    store.flush()
+    before = (tmp_path / "ann.csv").read_bytes()
+
+    def dies_midway(df, path):
+        with atomic_path(path) as tmp:
+            df.iloc[:1].to_csv(tmp, index=False)
+            raise OSError("disk full")
+
+    monkeypatch.setattr(annotate, "atomic_write_csv", dies_midway)
+    monkeypatch.setattr(annotate.AnnotationStore, "_fallback", lambda self, path: tmp_path / "ro" / "x" / path.name)
+    (tmp_path / "ro").write_text("not a folder")  # the fallback cannot be written either
+    store.assign([("a", 2)], "burr")
+    store.flush()
+    assert (tmp_path / "ann.csv").read_bytes() == before and notes  # the old complete file; said
+    monkeypatch.undo()
+    store.assign([("a", 3)], "target")
+    store.flush()
+    saved = read_annotations(tmp_path / "ann.csv").set_index("label")["class"].to_dict()
+    assert saved == {1: "normal", 2: "burr", 3: "target"}

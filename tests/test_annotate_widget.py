@@ -137,7 +137,8 @@ def test_a_map_over_the_point_budget_selects_annotates_and_outlines_on_the_smear
     viewer, make = dock
     w = make()
     c = w.canvas
-    assert c.big and c.density.visible and not c.points.visible and len(c.points.data) == 24
+    assert c.big and c.density.visible and not c.points.visible and len(c.data) == len(c.features) == 24
+    assert len(c.points.data) == 0  # napari's Points layer holds none of them (seconds to make for 10^6)
     s2 = np.flatnonzero(w.state.table["image"] == "s2")
     lo, hi = c.data[s2].min(0) - 0.01, c.data[s2].max(0) + 0.01
     box = np.array([lo, [lo[0], hi[1]], hi, [hi[0], lo[1]], lo])
@@ -153,7 +154,7 @@ def test_a_map_over_the_point_budget_selects_annotates_and_outlines_on_the_smear
         assert set(np.unique(lit)) == set(w.state.table["label"].to_numpy()[mine])
     before = c.density.data.copy()
     assert w.assign("target") == len(rows)
-    assert (w.state.points.features["class"].to_numpy()[rows] == "target").all()
+    assert (c.features["class"].to_numpy()[rows] == "target").all()
     assert not np.array_equal(c.density.data, before)  # the density image took the class' colour
 
 
@@ -731,3 +732,72 @@ def test_a_class_change_updates_only_the_changed_cells_colours(dock):
     assert cells.colormap is cmap
     rewritten = {k for k, v in cmap.color_dict.items() if v is not before[k]}
     assert rewritten == set(w.state.table["label"].to_numpy()[s2[3:5]].tolist())
+
+
+def test_the_dock_writes_annotations_off_the_gui_thread_and_closing_waits_for_the_write(dock, tmp_path,
+                                                                                         monkeypatch):
+    """A class for many cells wrote the annotation file on the GUI thread (seconds for 100,000 rows): the
+    dock's writer thread writes it now; closing the dock waits until the file holds the last change."""
+    import threading
+
+    import napari_reddino.annotate as annotate
+
+    viewer, make = dock
+    w = make()
+    threads, write = [], annotate.atomic_write_csv
+
+    def recorded(df, path):
+        threads.append(threading.current_thread())
+        write(df, path)
+
+    monkeypatch.setattr(annotate, "atomic_write_csv", recorded)
+    w.canvas.select(np.arange(5))
+    w.assign("target")
+    w.canvas.select([7])
+    w.assign("burr")
+    w.close_canvas()  # waits for the writer
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    saved = pd.read_csv(tmp_path / "proj" / "reddino-annotations.csv")
+    assert sorted(saved["class"]) == ["burr"] + ["target"] * 5
+
+
+def test_a_class_change_updates_the_rows_it_touched_not_every_rows_lookup(dock, monkeypatch):
+    """Each refresh looked every row's class up in the store's dictionary (seconds for 10^6 cells): the rows
+    are codes now, updated where a change touched them; counts and the report equal the ones computed from
+    the full columns (an annotation of a class not in the list included)."""
+    from napari_reddino.annotate import AnnotationStore
+    from napari_reddino.report import morphology_report
+    from napari_reddino.style import class_counts
+
+    viewer, make = dock
+    w = make()
+    state = w.state
+    pred = np.array(["normal", "burr", ""] * 8, dtype=object)
+    state.set_predictions(pred, np.where(pred != "", 0.7, np.nan).astype(np.float32))
+
+    def no_lookup(*_):
+        raise AssertionError("every row looked up in the store")
+
+    monkeypatch.setattr(AnnotationStore, "column", no_lookup)
+    w.canvas.select([0, 1, 2])
+    w.assign("target")
+    w.canvas.select([1, 5])
+    w.assign("my own class")  # not in the dock's list
+    state.undo()
+    state.undo()
+    w.canvas.select([4])
+    w.assign(None)
+    monkeypatch.undo()
+    expected = state.store.column(state.table)
+    assert list(state.class_column()) == list(expected)
+    assert list(state.points.features["class"]) == list(expected)
+    assert state.class_counts() == class_counts(state.classes, expected, state.prediction)
+    full = morphology_report(pd.DataFrame({"image": state.table["image"].astype(str).to_numpy(),
+                                           "class": expected, "prediction": state.prediction}))
+    pd.testing.assert_frame_equal(state.report(), full)
+    w.canvas.select([1, 5])
+    w.assign("my own class")
+    expected = state.store.column(state.table)
+    pd.testing.assert_frame_equal(state.report(), morphology_report(pd.DataFrame({
+        "image": state.table["image"].astype(str).to_numpy(), "class": expected, "prediction": state.prediction})))
+    assert state.class_counts() == class_counts(state.classes, expected, state.prediction)

@@ -6,7 +6,11 @@ the fingerprint of the segmentation it was made on, so that a re-segmentation ca
 other cells, see ``annotation_match.py``; whether a person set or confirmed the class, who and when; a hash of
 the image's pixels, so that another image of the same name never receives them): one file
 beside each image (``<stem>.reddino-annotations.csv``) or one
-file in a chosen project folder. Re-opening a store reads those files back. Classifier: ``classify.py``;
+file in a chosen project folder. Re-opening a store reads those files back. In the dock the file is written
+by a background writer (``AnnotationStore(background=True)``): the GUI thread only copies the store's
+dictionaries; the writer writes the latest copy of each file (atomic replace: a crash or kill mid-write
+leaves the previous complete file), and ``flush`` (the dock's close, a new map, a saved session) and Python's
+exit wait for it. Classifier: ``classify.py``;
 tables and the morphology report: ``report.py``.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,10 +139,13 @@ class AnnotationStore:
     is there, and writes that back with only this store's own changes since its last save applied (a cell
     both changed: the later save wins). So neither loses the other's work, and ``notify`` says once that
     another writer is at work.
+
+    ``background``: a change is written by a writer thread, not before ``assign`` returns (module docstring);
+    ``flush()`` waits for it. ``notify`` may then be called from that thread.
     """
 
     def __init__(self, path_for: Callable[[str], Path] | Path | str, fallback_folder=None,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, background: bool = False):
         if isinstance(path_for, (str, Path)):
             fixed = Path(path_for)
             path_for = lambda image: fixed
@@ -153,10 +161,17 @@ class AnnotationStore:
         self._unmatched: list[tuple] = []  # file rows that fit no current cell: kept, written back
         self.restored = {"same": 0, "matched": 0, "by_label": 0, "unmatched": 0, "other_image": 0}
         self._undo: list[dict[Key, tuple]] = []  # per step: key -> (class, verification) before it
-        self._changed: set[Key] = set()  # changed here since the last save: these win over the file
+        self._changed: dict[Key, int] = {}  # changed here since the last save (-> edit number): these win over the file
+        self._edits = 0
         self._seen: dict[Path, tuple] = {}  # each file as this store last read or wrote it (inode, mtime, size)
         self._others: dict[Path, list[tuple]] = {}  # rows another writer made on another segmentation: kept
         self._told: set[Path] = set()
+        self.background = background
+        self._lock = threading.RLock()  # the dictionaries above, between the GUI thread and the writer
+        self._idle = threading.Condition(self._lock)
+        self._queued: dict[Path, _Snapshot] = {}  # files waiting for the writer: the latest copy of each
+        self._writing: set[Path] = set()
+        self._writer: threading.Thread | None = None
 
     # --- files ------------------------------------------------------------------------------------
     def path_of(self, image: str) -> Path:
@@ -182,9 +197,10 @@ class AnnotationStore:
             raise InputError(f"Could not save annotations: neither {str(path.parent)!r} nor "
                              f"{str(fallback.parent)!r} is writable; they are kept only until this dock "
                              "closes.") from None
-        for image, p in self._paths.items():
-            if p == path:
-                self._paths[image] = fallback
+        with self._lock:
+            for image, p in self._paths.items():
+                if p == path:
+                    self._paths[image] = fallback
         self.notify(f"The folder {path.parent} is not writable: your annotations are saved in {fallback} "
                     "instead.")
         return fallback
@@ -230,32 +246,79 @@ class AnnotationStore:
                         self._where[(img, int(lbl))] = (*row[3:6], row[9])
         return sum(v for k, v in self.restored.items() if k not in ("unmatched", "other_image"))
 
-    def _row(self, img: str, lbl: int, cls: str) -> tuple:
-        cells = self._cells.get(img)
-        if cells:
-            where = (*cells.centroid(lbl), cells.fingerprint, cells.image)
-        else:
-            where = self._where.get((img, lbl), (np.nan, np.nan, "", ""))
-        by, at = self.verified.get((img, lbl), ("", ""))
-        return (img, lbl, cls, *where[:3], (img, lbl) in self.verified, by, at, where[3])
-
     def save(self, images: Iterable[str] | None = None) -> list[Path]:
-        """Write the files holding ``images`` (all files when None); return where they were written."""
-        images = set(self._paths) if images is None else {str(i) for i in images}
-        written = []
-        for path in {self.path_of(i) for i in images}:
-            with _locked(path):
-                if path.is_file() and _stamp(path) != self._seen.get(path):
+        """Write the files holding ``images`` (all files when None) now; return where they were written."""
+        with self._lock:
+            images = set(self._paths) if images is None else {str(i) for i in images}
+            paths = {self.path_of(i) for i in images}
+            snapshot = self._snapshot()
+        return sorted(self._write_file(path, snapshot) for path in paths)
+
+    def _save_soon(self, images: Iterable[str]) -> None:
+        """Save ``images``' files: at once, or (``background``) by the writer thread."""
+        if not self.background:
+            self.save(images)
+            return
+        with self._lock:
+            snapshot = self._snapshot()
+            for path in {self.path_of(str(i)) for i in images}:
+                self._queued[path] = snapshot  # a newer copy replaces one not written yet
+            if self._writer is None:
+                # not a daemon: Python's exit (napari closed) waits for the last write
+                self._writer = threading.Thread(target=self._write_queued, name="napari-reddino annotations")
+                self._writer.start()
+
+    def _write_queued(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._writer = None
+                    self._idle.notify_all()
+                    return
+                path = next(iter(self._queued))
+                snapshot = self._queued.pop(path)
+                self._writing.add(path)
+            try:
+                self._write_file(path, snapshot)
+            except Exception as exc:  # noqa: BLE001 - kept in memory; said, never lost silently
+                self.notify(str(exc) if isinstance(exc, InputError) else
+                            f"Could not save annotations to {path} ({type(exc).__name__}: {exc}); they are kept "
+                            "in memory and saved with the next change.")
+            finally:
+                with self._lock:
+                    self._writing.discard(path)
+
+    def flush(self) -> None:
+        """Wait until every change is on disk (``background``: the writer's queue is empty)."""
+        with self._lock:
+            while self._writer is not None:
+                self._idle.wait()
+
+    def is_pending(self, path) -> bool:
+        """Whether the writer has yet to write (or is writing) ``path``."""
+        with self._lock:
+            return Path(path) in self._queued or Path(path) in self._writing
+
+    def _snapshot(self) -> _Snapshot:
+        """What a save writes, copied (the writer reads it while the GUI thread edits the store)."""
+        images = {k[0] for k in self.classes} | {r[0] for r in self._unmatched} | {
+            r[0] for rows in self._others.values() for r in rows}
+        return _Snapshot(dict(self.classes), dict(self.verified), dict(self._where), list(self._unmatched),
+                         {p: list(v) for p, v in self._others.items()}, dict(self._cells),
+                         {str(i): self.path_of(str(i)) for i in images}, self._edits)
+
+    def _write_file(self, path: Path, snap: _Snapshot) -> Path:
+        with _locked(path):
+            if path.is_file() and _stamp(path) != self._seen.get(path):
+                with self._lock:  # someone else wrote it: merge (rare), on the store itself
                     self._take_theirs(path)
-                rows = [self._row(img, lbl, cls) for (img, lbl), cls in sorted(self.classes.items())
-                        if self.path_of(img) == path]
-                rows += [r for r in self._unmatched + self._others.get(path, []) if self.path_of(r[0]) == path]
-                frame = pd.DataFrame(rows, columns=FILE_COLUMNS)
-                where = self._write(frame, path)
-                self._seen[where] = _stamp(where)
-            written.append(where)
-            self._changed = {k for k in self._changed if self.path_of(k[0]) != path}
-        return sorted(written)
+                    snap = self._snapshot()
+            where = self._write(_frame(path, snap), path)
+            self._seen[where] = _stamp(where)
+        with self._lock:
+            self._changed = {k: n for k, n in self._changed.items()
+                             if n > snap.edits or self.path_of(k[0]) != path}
+        return where
 
     def _take_theirs(self, path: Path) -> None:
         """Someone else wrote ``path`` since this store read or wrote it: take their rows, except for the
@@ -300,18 +363,25 @@ class AnnotationStore:
         return self._apply({(str(i), int(lbl)): str(c) for (i, lbl), c in classes.items() if c})
 
     def _apply(self, new: dict[Key, str | None]) -> int:
-        before: dict[Key, tuple] = {}
         stamp = (self.user, now_iso())
-        for key, cls in new.items():
-            old = (self.classes.get(key), self.verified.get(key))
-            if old[0] == cls and (cls is None or old[1] is not None):
-                continue  # nothing new: same class, already verified
-            before[key] = old
-            self._changed.add(key)
-            self._set(key, cls, None if cls is None else stamp)
-        if before:
+        with self._lock:
+            classes, verified = self.classes, self.verified
+            # one pass per step in C where it can be (100,000 cells at once: a tenth of a second, not a second)
+            old = {k: (classes.get(k), verified.get(k)) for k in new}
+            before = {k: o for k, o in old.items() if not (o[0] == new[k] and (new[k] is None or o[1] is not None))}
+            if not before:
+                return 0
+            self._edits += 1
+            self._changed.update(dict.fromkeys(before, self._edits))
+            gone = [k for k in before if new[k] is None]
+            for k in gone:
+                classes.pop(k, None)
+                verified.pop(k, None)
+            kept = [k for k in before if new[k] is not None]
+            classes.update({k: new[k] for k in kept})
+            verified.update(dict.fromkeys(kept, stamp))
             self._undo.append(before)
-            self.save({img for img, _ in before})
+        self._save_soon({img for img, _ in before})
         return len(before)
 
     def _set(self, key: Key, cls: str | None, verification: Verification | None) -> None:
@@ -326,13 +396,15 @@ class AnnotationStore:
 
     def undo(self) -> list[Key]:
         """Revert the last change; return the keys it touched (empty when there is nothing to undo)."""
-        if not self._undo:
-            return []
-        before = self._undo.pop()
-        self._changed |= set(before)
-        for key, (cls, verification) in before.items():
-            self._set(key, cls, verification)
-        self.save({img for img, _ in before})
+        with self._lock:
+            if not self._undo:
+                return []
+            before = self._undo.pop()
+            self._edits += 1
+            self._changed.update(dict.fromkeys(before, self._edits))
+            for key, (cls, verification) in before.items():
+                self._set(key, cls, verification)
+        self._save_soon({img for img, _ in before})
         return list(before)
 
     @property
@@ -361,6 +433,55 @@ class AnnotationStore:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A copy of what a save writes (``AnnotationStore._snapshot``)."""
+    classes: dict
+    verified: dict
+    where: dict
+    unmatched: list
+    others: dict
+    cells: dict
+    paths: dict  # image -> its file
+    edits: int  # the store's edit count when copied
+
+
+def _frame(path: Path, snap: _Snapshot) -> pd.DataFrame:
+    """The file ``path`` as ``snap`` holds it: its images' annotations, sorted by (image, label), then the
+    rows kept as read (unmatched, or another writer's on another segmentation). Any thread."""
+    keys = sorted(k for k in snap.classes if snap.paths.get(k[0]) == path)
+    n = len(keys)
+    img = np.array([k[0] for k in keys], dtype=object)
+    lbl = np.fromiter((k[1] for k in keys), np.int64, n)
+    x, y = np.full(n, np.nan), np.full(n, np.nan)
+    seg, made_on = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+    for image in dict.fromkeys(img.tolist()):
+        rows = np.flatnonzero(img == image)
+        cells = snap.cells.get(image)
+        if cells:
+            lab = lbl[rows]
+            has = (lab > 0) & (lab < len(cells.area))
+            has[has] = cells.area[lab[has]] > 0
+            x[rows[has]], y[rows[has]] = cells.x[lab[has]], cells.y[lab[has]]
+            seg[rows], made_on[rows] = cells.fingerprint, cells.image
+        else:
+            for r in rows:
+                where = snap.where.get((image, int(lbl[r])), (np.nan, np.nan, "", ""))
+                x[r], y[r], seg[r], made_on[r] = where[0], where[1], where[2], where[3]
+    by_at = [snap.verified.get(k) for k in keys]
+    frame = pd.DataFrame({"image": pd.Series(img, dtype=object), "label": lbl,
+                          "class": pd.Series([snap.classes[k] for k in keys], dtype=object),
+                          "centroid_x": x, "centroid_y": y, "segmentation": pd.Series(seg, dtype=object),
+                          "verified": np.array([v is not None for v in by_at], bool),
+                          "by": pd.Series([v[0] if v else "" for v in by_at], dtype=object),
+                          "at": pd.Series([v[1] if v else "" for v in by_at], dtype=object),
+                          IMAGE_HASH: pd.Series(made_on, dtype=object)}, columns=FILE_COLUMNS)
+    kept = [r for r in snap.unmatched + snap.others.get(path, []) if snap.paths.get(r[0]) == path]
+    if kept:
+        frame = pd.concat([frame, pd.DataFrame(kept, columns=FILE_COLUMNS)], ignore_index=True)
+    return frame
 
 
 def _lookup(table: pd.DataFrame, values: dict, missing) -> np.ndarray:

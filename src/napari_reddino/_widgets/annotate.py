@@ -21,7 +21,7 @@ from napari_reddino._widgets._common import (
 from napari_reddino._widgets.annotate_panel import KEYS, AnnotationPanel
 from napari_reddino._widgets.dock_layout import fit_rows
 from napari_reddino._widgets.layers import cells_features
-from napari_reddino._widgets.annotation_state import AnnotationState
+from napari_reddino._widgets.annotation_state import AnnotationState, RowIndex
 from napari_reddino._widgets.session import SessionButtons
 from napari_reddino.annotate import default_classes
 from napari_reddino.images import InputError
@@ -181,7 +181,8 @@ class AnnotationWidget(StepWidget):
         yield Progress(3, 4, "outlining the cells")
         geometry = {name: smear_geometry(labels, job["pixels"][name]) for name, labels in job["labels"].items()}
         return {"table": table, "X": X, "Y": Y, "sources": job["sources"], "params": p,
-                "images": [it[0] for it in job["items"]], "geometry": geometry}
+                "images": [it[0] for it in job["items"]], "geometry": geometry,
+                "index": RowIndex(table, self.classes)}  # the rows as codes, here rather than on the GUI thread
 
     # --- main thread ------------------------------------------------------------------------------
     def show(self, result):
@@ -197,8 +198,10 @@ class AnnotationWidget(StepWidget):
         if folder is None and any(p is None and i not in known for i, p in paths.items()):
             folder = FALLBACK_FOLDER
             show_info(f"Some images were not opened from a file: annotations are saved in {folder}")
+        if self.state is not None:
+            self.state.store.flush()  # the last session's last change is on disk before its files are read again
         store = AnnotationStore(lambda image: known.get(image) or annotation_path(paths.get(image), folder),
-                                notify=show_warning)
+                                notify=show_warning, background=True)  # written by a thread, not the GUI's
         geometry = result.get("geometry") or {}
         for image, source in zip(result["images"], result["sources"]):
             if source in self.viewer.layers:
@@ -210,7 +213,16 @@ class AnnotationWidget(StepWidget):
         store.load(result["images"])
         if self.state is not None:
             self.state.disconnect()
-        self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel)
+            self.state = None
+        yield from self.canvas.iter_make_layers(len(result["Y"]) > self.canvas.point_budget)  # a layer a turn
+        self.state = AnnotationState(self.viewer, self.canvas, self.classes, store, result, self.panel, draw=False)
+        yield  # then the map's view, the legend and report, the smears: a turn of the event loop each
+        self.canvas.frame_points()
+        self.canvas.update_view()
+        yield
+        self.state.refresh(points=False, smears=False)
+        yield
+        yield from self.state.iter_draw_smears()
         self._bind_keys()
         self._tell_listeners()
         self.panel.set_enabled(True)
@@ -406,6 +418,7 @@ class AnnotationWidget(StepWidget):
 
     def close_canvas(self):
         if self.state is not None:
+            self.state.store.flush()  # closing waits for the last change to be written
             self.state.disconnect()
             self.state = None
             self._tell_listeners()

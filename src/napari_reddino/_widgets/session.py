@@ -125,6 +125,7 @@ def _add_umap(session: "Session", dock) -> None:
                          "the last feature step (press 'Compute UMAP' first, then save).")
     result.umap = np.asarray(state.Y, np.float32)[[row[k] for k in keys]]
     result.umap_params = dict(state.params)
+    state.store.flush()  # the files the session names hold every annotation made so far
     session.annotation_files = {i: str(state.store.path_of(i)) for i in images}
     annotated = state.class_column() != ""
     session.annotated = {i: int(annotated[(table["image"] == i).to_numpy()].sum()) for i in images}

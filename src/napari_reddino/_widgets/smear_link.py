@@ -413,18 +413,30 @@ class SmearLink:
             self._wanted[s] = np.sort(self.labels[rows[order[bounds[s]:bounds[s + 1]]]])
         self._draw_visible()
 
-    def color_cells(self, annotated, predicted, confidence, classes) -> None:
+    def color_cells(self, annotated, predicted, confidence, classes, changed=None, draw: bool = True) -> None:
         """Give each row's cell its class (``annotated``), ``predicted`` class and ``confidence``: written
-        into its cells layer's features and drawn as its outline's colour (``draw_cells``)."""
+        into its cells layer's features and drawn as its outline's colour (``draw_cells``). ``changed``: the
+        rows that may have changed (None: any), so that only their smears are compared; ``draw``: draw them now
+        (else ``iter_draw``)."""
         self._cells = {"class": np.asarray(annotated, dtype=object), "prediction": np.asarray(predicted, dtype=object),
                        "confidence": np.asarray(confidence, dtype=np.float32), "classes": list(classes)}
+        if changed is not None:  # the caller knows these rows changed: their smears are redrawn, no comparing
+            for s in np.unique(self.source_of_row[changed]):
+                self._drawn_classes[s], self._classes_stale[s] = None, True
+            if draw:
+                self._draw_visible()
+            return
         for s, rows in enumerate(self._rows_of_source):  # redraw only the smears whose cells changed
+            if not self._current(s):  # not open (a map of 100 slides, one open): drawn if it is opened again
+                self._drawn_classes[s], self._classes_stale[s] = None, True
+                continue
             now = tuple(self._cells[col][rows].tobytes() if col == "confidence" else tuple(self._cells[col][rows])
                         for col in CLASS_COLUMNS)
             if now != self._drawn_classes[s]:
                 self._drawn_classes[s] = now
                 self._classes_stale[s] = True
-        self._draw_visible()
+        if draw:
+            self._draw_visible()
 
     def _draw_visible(self) -> None:
         """Redraw visible smears; a hidden smear is redrawn when it is shown (users flip through smears one
@@ -437,9 +449,8 @@ class SmearLink:
             layer = self._layer(s)
             if layer is not None and layer.visible:
                 todo.append(s)
-            elif layer is not None and s not in self._watching:
-                self._watching[s] = lambda event=None, s=s: self._draw(s) if self._layer(s).visible else None
-                layer.events.visible.connect(self._watching[s])
+            else:
+                self._watch(s)
         todo = [s for s in todo if self._needs_draw(s)]
         new = [s for s in todo if self._needs_layer(s)]
         for s in todo:
@@ -451,6 +462,24 @@ class SmearLink:
 
             self._scheduled = True
             QTimer.singleShot(0, self._draw_next)
+
+    def _watch(self, s) -> None:
+        """Draw hidden smear ``s`` when it is shown."""
+        layer = self._layer(s)
+        if layer is not None and s not in self._watching:
+            self._watching[s] = lambda event=None, s=s: self._draw(s) if self._layer(s).visible else None
+            layer.events.visible.connect(self._watching[s])
+
+    def iter_draw(self):
+        """Draw the shown smears that need it, one per turn of the event loop (a generator for a dock's display
+        slices: recolouring a smear and its legend takes a few tenths of a second); hidden ones when shown."""
+        for s in range(len(self.sources)):
+            layer = self._layer(s)
+            if layer is None or not layer.visible:
+                self._watch(s)
+            elif self._needs_draw(s):
+                self._draw(s)
+                yield
 
     def _draw_next(self) -> None:
         self._scheduled = False

@@ -99,6 +99,8 @@ class UmapCanvas(QWidget):
         self._size = 1.0
         self._selected = np.zeros(0, np.int64)
         self.density = self.chosen = self.near = None
+        self._features = None
+        self._bins = None  # (grid, bin of each point in view, those points) of the density image drawn last
         self._near_rows = np.zeros(0, np.int64)
         self._grid = None
         self._view_timer = QTimer(self)
@@ -193,49 +195,77 @@ class UmapCanvas(QWidget):
         self.legend.setText("&nbsp;&nbsp; ".join(parts))
 
     # --- layer ------------------------------------------------------------------------------------
-    def set_points(self, name: str, data: np.ndarray, features, face_color, size: float):
-        """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1)); above
-        ``point_budget`` points it is hidden and the view drawn as a density image (``update_view``)."""
+    def iter_make_layers(self, big: bool):
+        """Make the canvas' layers that are not there yet, one per turn of the event loop (a generator for a
+        dock's display slices: napari takes a few tenths of a second to make each); ``set_points`` then only
+        fills them."""
         if self.preview is None:
             self.preview = self.model.add_shapes(name="selection outline", edge_color="yellow",
-                                                 face_color="transparent", edge_width=size / 3)
+                                                 face_color="transparent", edge_width=self._size / 3)
+            yield
         if self.points is not None and self.points not in self.model.layers:
             self.points = None
-        if self.points is not None and self.points.name != name:  # another map: renamed and updated in place
-            self.points.name = name  # (removing a layer costs napari a full garbage collection: ~1 s)
+        if self.points is None:
+            self._add_points("UMAP", np.zeros((0, 2)), None, "white", 1.0, visible=False)
+            yield
+        if self.marks is None:
+            self._draw_selection()
+            yield
+        if big and self.density is None:
+            yield from self._iter_big_layers()
+
+    def _add_points(self, name, data, features, face_color, size, visible) -> None:
+        colour = {} if face_color is None else {"face_color": face_color}
+        self.points = self.model.add_points(data, name=name, features=features, size=size, border_width=0,
+                                            visible=visible, **colour)
+        self.model.layers.move(self.model.layers.index(self.points), 0)
+        # positions are data: whatever switches the layer to napari's add/select (drag) modes, undo it
+        self.points.events.mode.connect(self._keep_pan_zoom)
+        # no napari highlight (the user's global colour, blue by default, like the "normal" class):
+        # the rings of ``marks`` show the selection instead
+        self.points.update_highlight_visibility = self._no_napari_highlight
+        self._no_napari_highlight(False)
+        self.points.selected_data.events.items_changed.connect(self._on_points_selection)
+
+    @property
+    def features(self):
+        """The map's features, one row per point (above the budget the canvas' own table: the hidden Points
+        layer then holds no points)."""
+        return self._features if self.big else self.points.features
+
+    def set_points(self, name: str, data: np.ndarray, features, face_color, size: float, draw: bool = True):
+        """Create or update the Points layer ``name`` (positions are (row, col) = (-UMAP2, UMAP1)); above
+        ``point_budget`` points it holds none (making a Points layer of 10^6 took napari seconds): the view is
+        drawn as a density image (``update_view``) from the canvas' own ``data`` and ``features``. ``draw``:
+        frame and draw the view now (else the caller's next display slice calls ``frame_points`` and
+        ``update_view``)."""
         big = len(data) > self.point_budget
         self.big, self._size = big, float(size)
+        for _ in self.iter_make_layers(big):
+            pass
+        if self.points.name != name:  # another map: renamed and updated in place
+            self.points.name = name  # (removing a layer costs napari a full garbage collection: ~1 s)
         self.data = np.asarray(data, dtype=np.float32)
         self.colors = _rgba(face_color, len(self.data))
         self._selected = np.zeros(0, np.int64)
-        # hidden above the budget, and without colours (napari's colour bookkeeping of 10^6 points: 0.3 s)
-        colour = {} if big else {"face_color": face_color}
-        if self.points is None:
-            self.points = self.model.add_points(data, name=name, features=features, size=size, border_width=0,
-                                                visible=not big, **colour)
-            self.model.layers.move(self.model.layers.index(self.points), 0)
-            # positions are data: whatever switches the layer to napari's add/select (drag) modes, undo it
-            self.points.events.mode.connect(self._keep_pan_zoom)
-            # no napari highlight (the user's global colour, blue by default, like the "normal" class):
-            # the rings of ``marks`` show the selection instead
-            self.points.update_highlight_visibility = self._no_napari_highlight
-            self._no_napari_highlight(False)
-            self.points.selected_data.events.items_changed.connect(self._on_points_selection)
-        else:
-            self.points.selected_data = set()
-            self.points.visible = not big
-            self.points.data = data
-            self.points.features = features
-            if not big:
-                self.points.face_color = face_color
-            self.points.size = size
+        self._features = features if big else None
+        self._bins = None
+        self.points.selected_data = set()
+        self.points.visible = not big
+        self.points.data = np.zeros((0, 2)) if big else data
+        self.points.features = features.iloc[:0] if big else features
+        if not big:
+            self.points.face_color = face_color
+        self.points.size = size
+        self.preview.current_edge_width = size / 3
         self._ring_size = size * SELECTION_RING
         self._put_big_layers(big)
         self._draw_selection()
         self.model.layers.selection.active = self.points
         self.set_mode(self.mode)
-        self.frame_points()
-        self.update_view()
+        if draw:
+            self.frame_points()
+            self.update_view()
         return self.points
 
     def set_colors(self, face_color) -> None:
@@ -249,18 +279,29 @@ class UmapCanvas(QWidget):
             self.points.face_color = face_color
             self.points.refresh()
 
+    def _iter_big_layers(self):
+        """The density image, the selection image and the near points, one per turn of the event loop."""
+        blank = np.zeros((1, 1, 4), np.uint8)
+        for attr, make in (("density", lambda: self.model.add_image(blank, name="map density", rgb=True)),
+                           ("chosen", lambda: self.model.add_image(blank, name="selected density", rgb=True)),
+                           # on screen at most NEAR_PIXELS across however far the user zooms in (sizes are in
+                           # map units: 20,000 points of 400 px each took software OpenGL minutes to draw)
+                           ("near", lambda: self.model.add_points(np.zeros((0, 2)), name="points in view",
+                                                                  border_width=0, size=self._size,
+                                                                  canvas_size_limits=(2, NEAR_PIXELS)))):
+            layer = make()
+            layer.visible = False
+            setattr(self, attr, layer)
+            # above the hidden points, in this order
+            self.model.layers.move(self.model.layers.index(layer), self.model.layers.index(self.points) + 1 +
+                                   ["density", "chosen", "near"].index(attr))
+            yield
+
     def _put_big_layers(self, big: bool) -> None:
         """Make (above the budget) or empty the density image, the selection image and the near points."""
         if big and self.density is None:
-            blank = np.zeros((1, 1, 4), np.uint8)
-            self.density = self.model.add_image(blank, name="map density", rgb=True)
-            self.chosen = self.model.add_image(blank, name="selected density", rgb=True)
-            # on screen at most NEAR_PIXELS across however far the user zooms in (sizes are in map units:
-            # 20,000 points of 400 px each took software OpenGL minutes to draw)
-            self.near = self.model.add_points(np.zeros((0, 2)), name="points in view", border_width=0,
-                                              size=self._size, canvas_size_limits=(2, NEAR_PIXELS))
-            for i, layer in enumerate((self.density, self.chosen, self.near)):  # above the hidden points
-                self.model.layers.move(self.model.layers.index(layer), self.model.layers.index(self.points) + 1 + i)
+            for _ in self._iter_big_layers():
+                pass
         if self.density is not None:
             for layer in (self.density, self.chosen, self.near):
                 layer.visible = False
@@ -285,10 +326,11 @@ class UmapCanvas(QWidget):
         """Above the budget: draw the view (and a margin around it) as real points when it holds fewer
         than the budget, else as the density image."""
         from napari_reddino._widgets._common import one_refresh
-        from napari_reddino._widgets.umap_density import density_image, grid, in_rect
+        from napari_reddino._widgets.umap_density import bin_of, density_of, grid, in_rect
 
         if not self.big or self.qt_viewer is None or self.density is None:
             return
+        self._view_timer.stop()  # drawn now: a redraw the view's last move asked for is moot
         (r0, r1, c0, c1), (h, w) = self._view_rect()
         m = VIEW_MARGIN
         rect = (r0 - m * (r1 - r0), r1 + m * (r1 - r0), c0 - m * (c1 - c0), c1 + m * (c1 - c0))
@@ -304,7 +346,10 @@ class UmapCanvas(QWidget):
             self._near_rows = np.zeros(0, np.int64)
             self.near.visible = False
             bins, size, origin = self._grid = grid(rect, (h * (1 + 2 * m), w * (1 + 2 * m)))
-            self._put_image(self.density, density_image(self.data, self.colors, rows, bins, size, origin))
+            key = (bins, size, origin, len(rows))
+            if self._bins is None or self._bins[0] != key:  # new colours on the same view: the same bins
+                self._bins = (key, *bin_of(self.data, rows, bins, size, origin))
+            self._put_image(self.density, density_of(*self._bins[1:], self.colors, bins))
         self._draw_selection()
 
     def _no_napari_highlight(self, visible=False) -> None:

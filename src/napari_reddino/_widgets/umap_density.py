@@ -42,7 +42,11 @@ def bin_of(data, rows, bins, size, origin) -> tuple[np.ndarray, np.ndarray]:
 def density_image(data, colors, rows, bins, size, origin) -> np.ndarray:
     """(h, w, 4) uint8 RGBA: per bin the mean colour of the points ``rows`` in it (weighted by their
     opacity: a faded prediction counts less than an annotation), opaque in proportion to log(count)."""
-    flat, rows = bin_of(data, rows, bins, size, origin)
+    return density_of(*bin_of(data, rows, bins, size, origin), colors, bins)
+
+
+def density_of(flat, rows, colors, bins) -> np.ndarray:
+    """``density_image`` from the points' bins (``bin_of``): a new colouring of the same view bins nothing."""
     n = bins[0] * bins[1]
     count = np.bincount(flat, minlength=n).astype(np.float32)
     alpha = colors[rows, 3].astype(np.float32)

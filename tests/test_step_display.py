@@ -162,3 +162,33 @@ def test_segment_dock_outlines_the_cells_in_the_worker_and_napari_takes_over_aft
     assert any(t is threading.main_thread() for t in outlined)
     np.testing.assert_array_equal(np.asarray(cells._slice.image.view),
                                   cells.colormap._data_to_texture(original(np.asarray(cells.data), cells.contour, 0)))
+
+
+class Busy(StepWidget):
+    """A worker reporting 300 steps as fast as it can, as the segmentation's tiles or the features' batches."""
+    title = "Busy"
+    uses_torch = False
+
+    def work(self):
+        from napari_reddino.progress import Progress
+
+        for i in range(300):
+            yield Progress(i, 300, "cells")
+        yield Progress(0, 2, "next part")
+        return "done"
+
+    def show(self, result):
+        pass
+
+
+def test_a_worker_reporting_fast_repaints_the_bar_a_few_times_not_at_every_step(make_napari_viewer, qtbot):
+    """QProgressBar.setValue repaints at once, and with it the window around napari's canvas (tens of ms of the
+    GUI thread in software OpenGL): the bar follows a worker at most every 0.2 s, a new message at once."""
+    w = Busy(make_napari_viewer())
+    values, formats = [], []
+    w.progress.setValue = lambda v, original=w.progress.setValue: values.append(v) or original(v)
+    w.progress.setFormat = lambda f, original=w.progress.setFormat: formats.append(f) or original(f)
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    assert 1 <= len(values) < 30
+    assert formats[0] == "cells %v/%m" and formats[-1] == "next part %v/%m"

@@ -340,12 +340,26 @@ class StepWidget(QWidget):
             self.worker.quit()
             show_info(f"{self.title}: cancelled")
 
+    PROGRESS_EVERY_S = 0.2  # the bar's refresh at most this often (a new message at once)
+
     def _on_progress(self, p):
-        if isinstance(p, Progress) and p.total:
+        """Show a worker's ``Progress``. A bar's new value repaints it at once (QProgressBar.setValue), which
+        repaints the window around napari's canvas (tens of ms each in software OpenGL): a worker yielding
+        per batch or tile would keep the GUI thread busy, so the bar follows at most every 0.2 s."""
+        if not (isinstance(p, Progress) and p.total):
+            return
+        import time
+
+        now, message = time.monotonic(), p.message or ""
+        if message == getattr(self, "_shown_message", None) and p.done < p.total and \
+                now - getattr(self, "_shown_at", 0.0) < self.PROGRESS_EVERY_S:
+            return
+        self._shown_at, self._shown_message = now, message
+        if self.progress.maximum() != p.total:
             self.progress.setRange(0, p.total)
-            self.progress.setValue(p.done)
-            if p.message:
-                self.progress.setFormat(f"{p.message} %v/%m")
+        self.progress.setValue(p.done)
+        if message:
+            self.progress.setFormat(f"{message} %v/%m")
 
     def _on_returned(self, result):
         try:

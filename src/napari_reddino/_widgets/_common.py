@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -276,6 +277,10 @@ class StepWidget(QWidget):
         self.cancel_button.changed.connect(self.cancel)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
+        self._elapsed = QTimer(self)  # while the worker reports no count: its message and the seconds spent
+        self._elapsed.setInterval(1000)
+        self._elapsed.timeout.connect(self._show_elapsed)
+        self._started_at, self._shown_at, self._shown_message, self._uncounted = time.monotonic(), 0.0, None, ""
         self.body = QWidget()  # in a scroll area: a long dock scrolls instead of growing napari's window
         layout = DockColumn(self.body)
         layout.addWidget(self.form.native)
@@ -339,7 +344,8 @@ class StepWidget(QWidget):
             pass
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self.progress.setRange(0, 0)
+        self._started_at, self._shown_at, self._shown_message = time.monotonic(), 0.0, None
+        self._show_uncounted("working…")
         self.progress.setVisible(True)
         self.worker.start()
         return self.worker
@@ -364,17 +370,34 @@ class StepWidget(QWidget):
 
     PROGRESS_EVERY_S = 0.2  # the bar's refresh at most this often (a new message at once)
 
+    def _show_uncounted(self, message: str) -> None:
+        """A step part with no count: the bar empty, with the part's name and the seconds spent, refreshed
+        once a second. Not Qt's busy indicator: its animation repaints the whole window about 60 times a
+        second, in software OpenGL ~30 % of a core taken from the step itself for as long as it runs."""
+        self._uncounted = message
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._show_elapsed()
+        self._elapsed.start()
+
+    def _show_elapsed(self) -> None:
+        seconds = int(time.monotonic() - self._started_at)
+        self.progress.setFormat(f"{self._uncounted} {seconds} s")
+
     def _on_progress(self, p):
         """Show a worker's ``Progress``. A bar's new value repaints it at once (QProgressBar.setValue), which
         repaints the window around napari's canvas (tens of ms each in software OpenGL): a worker yielding
         per batch or tile would keep the GUI thread busy, so the bar follows at most every 0.2 s."""
-        if not (isinstance(p, Progress) and p.total):
+        if not isinstance(p, Progress):
             return
-        import time
-
+        if not p.total:  # a part with no count ("loading model"): its name, once
+            if p.message and p.message != self._shown_message:
+                self._shown_message = p.message
+                self._show_uncounted(p.message)
+            return
+        self._elapsed.stop()
         now, message = time.monotonic(), p.message or ""
-        if message == getattr(self, "_shown_message", None) and p.done < p.total and \
-                now - getattr(self, "_shown_at", 0.0) < self.PROGRESS_EVERY_S:
+        if message == self._shown_message and p.done < p.total and now - self._shown_at < self.PROGRESS_EVERY_S:
             return
         self._shown_at, self._shown_message = now, message
         if self.progress.maximum() != p.total:
@@ -427,6 +450,7 @@ class StepWidget(QWidget):
             self._finish_after_slices = True
             return
         self.worker = None
+        self._elapsed.stop()
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.setVisible(False)

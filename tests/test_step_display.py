@@ -212,9 +212,15 @@ def test_the_first_step_freezes_what_the_session_keeps_out_of_full_garbage_colle
         w.start()
         qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
     assert calls == ["collect", "freeze"]  # once a session, garbage collected first
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    w.viewer.add_image(np.zeros((8, 8)), name="opened before")
+    w.viewer.layers.remove("opened before")  # a frozen layer must be freed: everything goes back to the collector
+    assert calls[:2] == ["collect", "freeze"] and "unfreeze" in calls[2:]  # (napari collects on a removal too)
     monkeypatch.setattr(common, "_frozen", False)
     monkeypatch.setenv("NAPARI_REDDINO_GC_FREEZE", "0")
-    assert not common.freeze_long_lived() and calls == ["collect", "freeze"]
+    before = list(calls)
+    assert not common.freeze_long_lived() and calls == before
 
 
 class Uncounted(StepWidget):

@@ -107,9 +107,10 @@ def freeze_long_lived() -> bool:
     """Once per session, from the first step's worker: collect the garbage, then freeze what is alive (napari,
     Qt, torch, the plugin: ~570,000 objects) so that Python's full garbage collections no longer scan them.
     Each full collection scanned them all: 0.3 s of CPU, in whichever thread triggered it, holding Python's
-    lock (so the window froze) at unpredictable moments of a step's display. Objects alive now that become
-    garbage in a cycle later are never freed (a few at this point of a session). ``NAPARI_REDDINO_GC_FREEZE=0``
-    turns it off. Returns whether it froze now."""
+    lock (so the window froze) at unpredictable moments of a step's display. A frozen object that becomes
+    garbage in a cycle is not freed: a napari layer removed later is one (an image opened before the first
+    step), so the first removal of a layer gives them all back (:func:`unfreeze_when_a_layer_goes`).
+    ``NAPARI_REDDINO_GC_FREEZE=0`` turns it off. Returns whether it froze now."""
     global _frozen
     if _frozen or os.environ.get("NAPARI_REDDINO_GC_FREEZE", "1").strip().lower() in ("0", "false", "no"):
         return False
@@ -119,6 +120,21 @@ def freeze_long_lived() -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+_watched: set[int] = set()
+
+
+def unfreeze_when_a_layer_goes(viewer: "napari.Viewer") -> None:
+    """Give the frozen objects (``freeze_long_lived``) back to the garbage collector when a layer leaves
+    ``viewer``, so that the layer and its data are freed (the full collections cost as before from then on)."""
+    import gc
+
+    layers = getattr(viewer.layers, "__wrapped__", viewer.layers)  # the same list behind napari's proxies
+    if id(layers) in _watched:
+        return
+    _watched.add(id(layers))
+    layers.events.removed.connect(lambda *_: gc.get_freeze_count() and gc.unfreeze())
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
@@ -342,6 +358,7 @@ class StepWidget(QWidget):
             self.worker.errored.disconnect(self.worker._relay_error)
         except (AttributeError, TypeError, RuntimeError):
             pass
+        unfreeze_when_a_layer_goes(self.viewer)  # before the worker may freeze the session's objects
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self._started_at, self._shown_at, self._shown_message = time.monotonic(), 0.0, None

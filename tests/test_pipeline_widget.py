@@ -186,31 +186,3 @@ def test_pipeline_result_is_readable_outlines_over_a_hidden_pca_and_updated_in_p
         assert "burr 3" in set(viewer.layers["s cells legend"].text.values)  # restored on the same cells
     finally:
         dock.close_canvas()
-
-
-def test_the_map_is_shown_a_turn_of_the_event_loop_after_its_dock_and_canvas(make_napari_viewer, tmp_path,
-                                                                            model_spec):
-    """Making the annotation dock with its map's canvas and showing the map are each a second or so of the
-    GUI thread on a loaded host: they run in separate slices of the pipeline's display."""
-    from napari_reddino.progress import run
-    from napari_reddino._widgets.annotate import AnnotationWidget
-    from napari_reddino._widgets.pipeline import iter_add_result_layers
-    from napari_reddino.pipeline import PipelineOptions, iter_pipeline
-
-    image, _, _ = synthetic_smear(seed=2, shape=(240, 320), n_white=2)
-    result = run(iter_pipeline([("s", image)], PipelineOptions(model=model_spec)))
-    viewer = make_napari_viewer()
-    shown, seen = iter_add_result_layers(viewer, result, project_folder=tmp_path), []
-    while True:
-        try:
-            next(shown)
-        except StopIteration as done:
-            dock = done.value
-            break
-        docks = viewer.window._qt_window.findChildren(AnnotationWidget)
-        seen.append([(d.canvas is not None, d.state is not None) for d in docks])
-    try:
-        assert [(True, False)] in seen  # a slice ended with the dock and its canvas made, the map not yet
-        assert dock.state is not None and len(dock.state.table) == len(result.umap)
-    finally:
-        dock.close_canvas()

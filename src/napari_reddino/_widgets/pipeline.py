@@ -168,7 +168,6 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
         dock.project.value = str(project_folder)
     if dock.canvas is None:  # the map's canvas, made before the dock is first shown: the two are laid out together
         dock._ensure_canvas()
-    yield  # the dock and its canvas (a napari canvas of their own) in one slice, the map in the next
     dock.show_embedding(with_cells, result.umap, result.umap_params, geometry=getattr(result, "geometry", None))
     return dock  # the map starts from the predictions in the cells' tables (the shipped classifier's, a session's)
 

@@ -138,3 +138,35 @@ def test_the_dock_runs_the_model_on_the_gpu_when_there_is_one(make_napari_viewer
     widget.resolution.value = 1
     run_widget(qtbot, widget)
     assert asked == ["auto"] and "smear PCA" in viewer.layers
+
+
+def test_a_new_overlay_is_made_hidden_and_shown_a_turn_of_the_event_loop_later(make_napari_viewer, qtbot,
+                                                                              tiny_spec):
+    """Making a napari layer and its first draw (its texture sent to the screen) are each a few tenths of a
+    second of the GUI thread on a loaded host: a new overlay's display takes two slices; a re-run keeps the
+    overlay's visibility as the user left it."""
+    from napari_reddino._widgets.pca import PCAWidget
+    from napari_reddino.sample_data import synthetic_smear
+
+    viewer = make_napari_viewer()
+    viewer.add_image(synthetic_smear(seed=0, shape=(70, 90), n_cells=3)[0], name="smear")
+    widget = PCAWidget(viewer)
+    widget.model_spec.value = tiny_spec
+    widget.resolution.value = 1
+    widget.prepare()
+    work = widget.work()
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            result = done.value
+            break
+    shown = widget.show(result)
+    next(shown)
+    assert not viewer.layers["smear PCA"].visible  # made, not drawn yet
+    with pytest.raises(StopIteration):
+        next(shown)
+    assert viewer.layers["smear PCA"].visible
+    viewer.layers["smear PCA"].visible = False  # the user hides it: a re-run leaves it hidden
+    run_widget(qtbot, widget)
+    assert not viewer.layers["smear PCA"].visible

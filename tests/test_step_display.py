@@ -112,3 +112,146 @@ def test_a_new_map_renames_and_reuses_the_canvas_points_layer(qtbot):
     assert [la.name for la in canvas.model.layers].count("b cells UMAP") == 1
     assert "a cells UMAP" not in canvas.model.layers
     canvas.close_canvas()  # napari counts live QtViewers: none may outlive the test
+
+
+def _work_result(widget):
+    work = widget.work()
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
+
+
+def test_segment_dock_outlines_the_cells_in_the_worker_and_napari_takes_over_after_painting(
+        make_napari_viewer, qtbot, monkeypatch):
+    """napari outlines a Labels layer (get_contours over the whole image: 0.2-0.35 s of the GUI thread on a
+    2560x1920 smear) on every redraw: a segmentation's outlines are computed in work(), the same pixels, for
+    the first display and for a re-run's; once the user paints, napari outlines the layer itself again."""
+    import napari.layers.labels.labels as napari_labels
+
+    from napari_reddino._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image, _, _ = synthetic_smear(seed=2, shape=(240, 320), n_white=2)
+    viewer.add_image(image, name="smear", rgb=True)
+    widget = SegmentWidget(viewer)
+    widget.backend.value = "threshold"
+    outlined = []
+    original = napari_labels.get_contours
+    monkeypatch.setattr(napari_labels, "get_contours",
+                        lambda *a: outlined.append(threading.current_thread()) or original(*a))
+    for run in range(2):  # a new layer, then a re-run updating it (drop_border renumbers: other labels)
+        widget.drop_border.value = bool(run)
+        widget.prepare()
+        result = _work_result(widget)
+        widget.worker = object()
+        widget._on_returned(result)
+        widget._on_finished()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+        cells = viewer.layers["smear cells"]
+        assert cells.visible and cells.contour > 0
+        assert not any(t is threading.main_thread() for t in outlined)  # never on the GUI thread
+        shown = cells._slice.image.view  # what napari draws
+        expected = original(np.asarray(cells.data), cells.contour, 0)
+        np.testing.assert_array_equal(np.asarray(shown), cells.colormap._data_to_texture(expected))
+    label = int(cells.features["label"].iloc[0])
+    y, x = np.argwhere(np.asarray(cells.data) == label)[0]
+    cells.paint((y, x), 0)  # the user erases a bit: napari's own outlines from now on
+    cells.refresh()
+    assert any(t is threading.main_thread() for t in outlined)
+    np.testing.assert_array_equal(np.asarray(cells._slice.image.view),
+                                  cells.colormap._data_to_texture(original(np.asarray(cells.data), cells.contour, 0)))
+
+
+class Busy(StepWidget):
+    """A worker reporting 300 steps as fast as it can, as the segmentation's tiles or the features' batches."""
+    title = "Busy"
+    uses_torch = False
+
+    def work(self):
+        from napari_reddino.progress import Progress
+
+        for i in range(300):
+            yield Progress(i, 300, "cells")
+        yield Progress(0, 2, "next part")
+        return "done"
+
+    def show(self, result):
+        pass
+
+
+def test_a_worker_reporting_fast_repaints_the_bar_a_few_times_not_at_every_step(make_napari_viewer, qtbot):
+    """QProgressBar.setValue repaints at once, and with it the window around napari's canvas (tens of ms of the
+    GUI thread in software OpenGL): the bar follows a worker at most every 0.2 s, a new message at once."""
+    w = Busy(make_napari_viewer())
+    values, formats = [], []
+    w.progress.setValue = lambda v, original=w.progress.setValue: values.append(v) or original(v)
+    w.progress.setFormat = lambda f, original=w.progress.setFormat: formats.append(f) or original(f)
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    assert 1 <= len(values) < 30
+    counted = [f for f in formats if f.endswith("%v/%m")]
+    assert counted[0] == "cells %v/%m" and counted[-1] == "next part %v/%m"
+
+
+def test_the_first_step_freezes_what_the_session_keeps_out_of_full_garbage_collections(make_napari_viewer, qtbot,
+                                                                                     monkeypatch):
+    """A full garbage collection scanned napari's, Qt's and torch's ~570,000 objects (0.3 s of CPU holding
+    Python's lock, the window frozen) at any moment of a step; the first step collects once, then freezes them."""
+    import gc
+
+    import napari_reddino._widgets._common as common
+
+    monkeypatch.setattr(common, "_frozen", False)
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    w = Busy(make_napari_viewer())
+    for _ in range(2):
+        w.start()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    assert calls == ["collect", "freeze"]  # once a session, garbage collected first
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    w.viewer.add_image(np.zeros((8, 8)), name="opened before")
+    w.viewer.layers.remove("opened before")  # a frozen layer must be freed: everything goes back to the collector
+    assert calls[:2] == ["collect", "freeze"] and "unfreeze" in calls[2:]  # (napari collects on a removal too)
+    monkeypatch.setattr(common, "_frozen", False)
+    monkeypatch.setenv("NAPARI_REDDINO_GC_FREEZE", "0")
+    before = list(calls)
+    assert not common.freeze_long_lived() and calls == before
+
+
+class Uncounted(StepWidget):
+    """A worker with a part it cannot count (a model loading), then a counted one."""
+    title = "Uncounted"
+    uses_torch = False
+
+    def __init__(self, viewer):
+        super().__init__(viewer)
+        self.go = threading.Event()
+
+    def work(self):
+        from napari_reddino.progress import Progress
+
+        yield Progress(0, 0, "loading model")
+        self.go.wait(10)
+        yield Progress(1, 2, "cells")
+        return "done"
+
+    def show(self, result):
+        pass
+
+
+def test_a_part_without_a_count_shows_its_name_and_seconds_not_qts_busy_animation(make_napari_viewer, qtbot):
+    """Qt's busy indicator (a bar of range 0-0) repaints the window about 60 times a second: ~30 % of a core in
+    software OpenGL, taken from the step while it runs. The bar says what runs and for how long instead."""
+    w = Uncounted(make_napari_viewer())
+    w.start()
+    assert w.progress.maximum() > 0 and "working" in w.progress.format()
+    qtbot.waitUntil(lambda: "loading model" in w.progress.format(), timeout=10_000)
+    assert w.progress.maximum() > 0 and w.progress.format().endswith(" s")
+    w.go.set()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    assert not w._elapsed.isActive()

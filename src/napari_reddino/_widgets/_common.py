@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,43 @@ def _warm_up() -> None:
             step()
         except Exception:  # noqa: BLE001 - a warm-up must never disturb the session; the real run reports
             pass
+
+
+_frozen = False
+
+
+def freeze_long_lived() -> bool:
+    """Once per session, from the first step's worker: collect the garbage, then freeze what is alive (napari,
+    Qt, torch, the plugin: ~570,000 objects) so that Python's full garbage collections no longer scan them.
+    Each full collection scanned them all: 0.3 s of CPU, in whichever thread triggered it, holding Python's
+    lock (so the window froze) at unpredictable moments of a step's display. A frozen object that becomes
+    garbage in a cycle is not freed: a napari layer removed later is one (an image opened before the first
+    step), so the first removal of a layer gives them all back (:func:`unfreeze_when_a_layer_goes`).
+    ``NAPARI_REDDINO_GC_FREEZE=0`` turns it off. Returns whether it froze now."""
+    global _frozen
+    if _frozen or os.environ.get("NAPARI_REDDINO_GC_FREEZE", "1").strip().lower() in ("0", "false", "no"):
+        return False
+    import gc
+
+    _frozen = True
+    gc.collect()
+    gc.freeze()
+    return True
+
+
+_watched: set[int] = set()
+
+
+def unfreeze_when_a_layer_goes(viewer: "napari.Viewer") -> None:
+    """Give the frozen objects (``freeze_long_lived``) back to the garbage collector when a layer leaves
+    ``viewer``, so that the layer and its data are freed (the full collections cost as before from then on)."""
+    import gc
+
+    layers = getattr(viewer.layers, "__wrapped__", viewer.layers)  # the same list behind napari's proxies
+    if id(layers) in _watched:
+        return
+    _watched.add(id(layers))
+    layers.events.removed.connect(lambda *_: gc.get_freeze_count() and gc.unfreeze())
 
 
 def image_layer_choices(viewer: "napari.Viewer"):
@@ -256,6 +294,10 @@ class StepWidget(QWidget):
         self.cancel_button.changed.connect(self.cancel)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
+        self._elapsed = QTimer(self)  # while the worker reports no count: its message and the seconds spent
+        self._elapsed.setInterval(1000)
+        self._elapsed.timeout.connect(self._show_elapsed)
+        self._started_at, self._shown_at, self._shown_message, self._uncounted = time.monotonic(), 0.0, None, ""
         self.body = QWidget()  # in a scroll area: a long dock scrolls instead of growing napari's window
         layout = DockColumn(self.body)
         layout.addWidget(self.form.native)
@@ -317,9 +359,11 @@ class StepWidget(QWidget):
             self.worker.errored.disconnect(self.worker._relay_error)
         except (AttributeError, TypeError, RuntimeError):
             pass
+        unfreeze_when_a_layer_goes(self.viewer)  # before the worker may freeze the session's objects
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self.progress.setRange(0, 0)
+        self._started_at, self._shown_at, self._shown_message = time.monotonic(), 0.0, None
+        self._show_uncounted("working…")
         self.progress.setVisible(True)
         self.worker.start()
         return self.worker
@@ -332,6 +376,7 @@ class StepWidget(QWidget):
         try:
             if getattr(self, "uses_torch", True):  # cellpose, the ViT, PCA: hide a useless triton first
                 import_torch()
+            freeze_long_lived()  # torch imported: the bulk of what a session keeps
             return (yield from self.work())
         except RuntimeError as exc:
             raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -341,12 +386,43 @@ class StepWidget(QWidget):
             self.worker.quit()
             show_info(f"{self.title}: cancelled")
 
+    PROGRESS_EVERY_S = 0.2  # the bar's refresh at most this often (a new message at once)
+
+    def _show_uncounted(self, message: str) -> None:
+        """A step part with no count: the bar empty, with the part's name and the seconds spent, refreshed
+        once a second. Not Qt's busy indicator: its animation repaints the whole window about 60 times a
+        second, in software OpenGL ~30 % of a core taken from the step itself for as long as it runs."""
+        self._uncounted = message
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._show_elapsed()
+        self._elapsed.start()
+
+    def _show_elapsed(self) -> None:
+        seconds = int(time.monotonic() - self._started_at)
+        self.progress.setFormat(f"{self._uncounted} {seconds} s")
+
     def _on_progress(self, p):
-        if isinstance(p, Progress) and p.total:
+        """Show a worker's ``Progress``. A bar's new value repaints it at once (QProgressBar.setValue), which
+        repaints the window around napari's canvas (tens of ms each in software OpenGL): a worker yielding
+        per batch or tile would keep the GUI thread busy, so the bar follows at most every 0.2 s."""
+        if not isinstance(p, Progress):
+            return
+        if not p.total:  # a part with no count ("loading model"): its name, once
+            if p.message and p.message != self._shown_message:
+                self._shown_message = p.message
+                self._show_uncounted(p.message)
+            return
+        self._elapsed.stop()
+        now, message = time.monotonic(), p.message or ""
+        if message == self._shown_message and p.done < p.total and now - self._shown_at < self.PROGRESS_EVERY_S:
+            return
+        self._shown_at, self._shown_message = now, message
+        if self.progress.maximum() != p.total:
             self.progress.setRange(0, p.total)
-            self.progress.setValue(p.done)
-            if p.message:
-                self.progress.setFormat(f"{p.message} %v/%m")
+        self.progress.setValue(p.done)
+        if message:
+            self.progress.setFormat(f"{message} %v/%m")
 
     def _on_returned(self, result):
         try:
@@ -392,6 +468,7 @@ class StepWidget(QWidget):
             self._finish_after_slices = True
             return
         self.worker = None
+        self._elapsed.stop()
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.setVisible(False)

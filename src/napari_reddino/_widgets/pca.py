@@ -115,8 +115,11 @@ class PCAWidget(StepWidget):
             return job, exc
         return job, overlay
 
-    def show(self, result) -> None:
+    def show(self, result):
+        """A generator (``StepWidget`` runs it in slices): a new overlay is made hidden, then shown in the next
+        turn of the event loop (making a napari layer and its first draw are each a few tenths of a second)."""
         from napari_reddino._widgets.layers import put_pca_layer
+        from napari_reddino.style import pca_layer_name
 
         job, overlay = result
         if isinstance(overlay, Exception):
@@ -125,6 +128,11 @@ class PCAWidget(StepWidget):
         if overlay.note:
             show_info(f"PCA overlay of {job['name']!r}: {overlay.note}")
         self.last_fit = (job["spec"], overlay.fit)
-        put_pca_layer(self.viewer, job["name"], overlay.rgb, model=job["spec"], patch=overlay.patch,
-                      upsampled=overlay.upsampled, factor=overlay.factor, scale=job["scale"],
-                      translate=job["translate"], background=job["background"])
+        new = pca_layer_name(job["name"]) not in self.viewer.layers
+        layer = put_pca_layer(self.viewer, job["name"], overlay.rgb, model=job["spec"], patch=overlay.patch,
+                              upsampled=overlay.upsampled, factor=overlay.factor, scale=job["scale"],
+                              translate=job["translate"], background=job["background"], hidden_when_new=True)
+        if new:
+            yield
+            if layer in self.viewer.layers:
+                layer.visible = True

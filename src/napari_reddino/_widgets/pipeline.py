@@ -144,10 +144,12 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
             metadata[REDDINO] = features_metadata(s.embeddings, s.embedded, result.model, s.name)
         cells, look = None, (getattr(result, "looks", None) or {}).get(s.name)
         if s.labels is not None:
+            outlines = look.get("outlines") if look is not None else None
             features = look["features"] if look is not None else with_label_index(s.table)
             look = look["look"] if look is not None else cells_look(features)
             cells = yield from iter_put_cells_layer(viewer, s.name, s.labels, features=features, look=look,
-                                                    scale=scale, translate=translate, metadata=metadata)
+                                                    scale=scale, translate=translate, metadata=metadata,
+                                                    outlines=outlines)
             cells_layers.append(cells)
         if s.pca is not None:  # made hidden: over the whole smear it hides the stain (tick its eye to see it)
             put_pca_layer(viewer, s.name, s.pca, model=result.model, patch=s.patch, upsampled=s.pca_upsampled,
@@ -171,7 +173,9 @@ def iter_add_result_layers(viewer: "napari.Viewer", result: "PipelineResult", pr
 
 
 def cells_looks(result: "PipelineResult") -> dict:
-    """Per smear with cells, its cells layer's features and look (``smear_link.cells_look``), in the worker."""
+    """Per smear with cells, its cells layer's features, look (``smear_link.cells_look``) and outlines
+    (``layers.cell_outlines``), in the worker."""
+    from napari_reddino._widgets.layers import cell_outlines
     from napari_reddino._widgets.smear_link import cells_look
     from napari_reddino.style import with_label_index
 
@@ -179,7 +183,9 @@ def cells_looks(result: "PipelineResult") -> dict:
     for s in result.smears:
         if s.labels is not None:
             features = with_label_index(s.table)
-            looks[s.name] = {"features": features, "look": cells_look(features, dtype=np.asarray(s.labels).dtype)}
+            look = cells_look(features, dtype=np.asarray(s.labels).dtype)
+            looks[s.name] = {"features": features, "look": look,
+                             "outlines": cell_outlines(s.labels, look["contour"])}
     return looks
 
 

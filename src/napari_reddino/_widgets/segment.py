@@ -98,6 +98,7 @@ class SegmentWidget(StepWidget):
         return True
 
     def work(self):
+        from napari_reddino._widgets.layers import cell_outlines
         from napari_reddino._widgets.smear_link import cells_look
         from napari_reddino.segment import iter_segment_cells
         from napari_reddino.style import with_label_index
@@ -107,12 +108,14 @@ class SegmentWidget(StepWidget):
                                                       **job["opts"])
         labels = display_labels(labels)
         features = with_label_index(table)
-        # the GUI thread's share, prepared here: the outlines' colours down to napari's table of them
-        return job, labels, table, features, cells_look(features, dtype=labels.dtype)
+        # the GUI thread's share, prepared here: the outlines' colours down to napari's table of them, and the
+        # outlines themselves
+        look = cells_look(features, dtype=labels.dtype)
+        return job, labels, table, features, look, cell_outlines(labels, look["contour"])
 
     def show(self, result):
         """A generator (``StepWidget`` runs it in slices): the cells layer, then its marks, then its legend."""
-        job, labels, table, features, look = result
+        job, labels, table, features, look, outlines = result
         from napari_reddino._widgets.layers import iter_put_cells_layer
         from napari_reddino._widgets.smear_link import iter_draw_cells
 
@@ -121,7 +124,7 @@ class SegmentWidget(StepWidget):
         show_info(f"Segment cells: {message}")
         layer = yield from iter_put_cells_layer(
             self.viewer, job["name"], labels, features=features, look=look, scale=job["scale"],
-            translate=job["translate"], metadata={"source_image": job["name"], "source_level": job["level"],
+            translate=job["translate"], outlines=outlines, metadata={"source_image": job["name"], "source_level": job["level"],
                                                   "segmentation": {
                 "backend": job["backend"], **{k: v for k, v in job["opts"].items() if k != "download"},
                 "estimated_diameter": table.attrs.get("diameter")}})

@@ -34,6 +34,7 @@ def test_names_stay_unique_and_stable():
     assert unique_names(paths) == ["a/1.jpg", "b/1.jpg", "2.jpg", "2.png"]
     assert output_stems(unique_names(paths)) == ["a__1", "b__1", "2_jpg", "2_png"]
     assert unique_names(paths[2:3]) == ["2.jpg"] and output_stems(["2.jpg"]) == ["2"]  # no collision: as before
+    assert output_stems(["s.ome.zarr", "t.OME.tif", "u.zarr"]) == ["s", "t", "u"]  # an OME file's two suffixes
 
 
 def test_inputs_of_the_same_name_keep_their_own_results(two_sites, tmp_path):

@@ -39,11 +39,17 @@ def unique_names(paths) -> list[str]:
 
 
 def output_stems(names) -> list[str]:
-    """File stems for the inputs' results: ``a/1.jpg`` → ``a__1``; where two still collide (``1.jpg`` and
+    """File stems for the inputs' results: ``a/1.jpg`` → ``a__1``, ``s.ome.zarr`` → ``s``; where two still collide (``1.jpg`` and
     ``1.png``), the suffix stays: ``1_jpg``, ``1_png``."""
-    stems = [Path(n).with_suffix("").as_posix().replace("/", "__") for n in names]
+    stems = [_without_suffix(Path(n)).as_posix().replace("/", "__") for n in names]
     counts = Counter(stems)
     return [s if counts[s] == 1 else s + "_" + Path(n).suffix.lstrip(".").lower() for s, n in zip(stems, names)]
+
+
+def _without_suffix(path: Path) -> Path:
+    """``a.jpg`` → ``a``; an OME file's two suffixes both (``s.ome.tif``, ``s.ome.zarr`` → ``s``)."""
+    path = path.with_suffix("")
+    return path.with_suffix("") if path.suffix.lower() == ".ome" else path
 
 
 def _writable(folder: Path) -> None:

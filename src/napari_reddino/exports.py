@@ -272,7 +272,7 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[np.ndarray]]:
         new_run = np.ones(len(label), bool)
         new_run[1:] = (np.diff(label) != 0) | (np.diff(fixed) != 0) | (np.diff(moving) != 1)
         first = np.flatnonzero(new_run)
-        last = np.append(first[1:], len(label)) - 1
+        last = np.append(first[1:], len(label)) - 1 if len(first) else first  # (no cell: no edge)
         if k in (2, 3):  # walked towards smaller x (bottom) or y (left): starts at the run's far end
             first, last = last, first
         parts.append(np.stack([label[first], c[first] + ax, r[first] + ay, c[last] + bx, r[last] + by],

@@ -253,7 +253,8 @@ class UmapCanvas(QWidget):
         self.points.selected_data = set()
         self.points.visible = not big
         self.points.data = np.zeros((0, 2)) if big else data
-        self.points.features = features.iloc[:0] if big else features
+        if features is not None:
+            self.points.features = features.iloc[:0] if big else features
         if not big:
             self.points.face_color = face_color
         self.points.size = size
@@ -368,7 +369,7 @@ class UmapCanvas(QWidget):
             return
         if self.big:
             shown = self._near_rows[np.isin(self._near_rows, self._selected, assume_unique=True)]
-            data = self.data[shown]
+            data = self.data[shown] if len(shown) else np.zeros((0, 2))  # (no map yet on a first big one)
             self._draw_chosen()
         else:
             rows = np.array(sorted(self.points.selected_data), dtype=int)

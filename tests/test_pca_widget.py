@@ -148,19 +148,15 @@ def test_a_new_overlay_is_made_hidden_and_shown_a_turn_of_the_event_loop_later(m
     from napari_reddino._widgets.pca import PCAWidget
     from napari_reddino.sample_data import synthetic_smear
 
+    from napari_reddino import progress
+
     viewer = make_napari_viewer()
     viewer.add_image(synthetic_smear(seed=0, shape=(70, 90), n_cells=3)[0], name="smear")
     widget = PCAWidget(viewer)
     widget.model_spec.value = tiny_spec
     widget.resolution.value = 1
     widget.prepare()
-    work = widget.work()
-    while True:
-        try:
-            next(work)
-        except StopIteration as done:
-            result = done.value
-            break
+    result = progress.run(widget.work())  # the worker's part, here on the test's thread
     shown = widget.show(result)
     next(shown)
     assert not viewer.layers["smear PCA"].visible  # made, not drawn yet

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_reddino._widgets._common import StepWidget
+from napari_reddino.progress import run as run_work
 from napari_reddino.sample_data import synthetic_smear
 
 pytestmark = pytest.mark.gui
@@ -69,13 +70,7 @@ def test_segment_dock_prepares_the_colours_in_the_worker_and_draws_in_slices(mak
     widget = SegmentWidget(viewer)
     widget.backend.value = "threshold"
     widget.prepare()
-    work = widget.work()
-    while True:
-        try:
-            next(work)
-        except StopIteration as done:
-            result = done.value
-            break
+    result = run_work(widget.work())  # the worker's part, here on the test's thread
     mapped = []
     original = DirectLabelColormap._map_without_cache
     monkeypatch.setattr(DirectLabelColormap, "_map_without_cache",
@@ -114,15 +109,6 @@ def test_a_new_map_renames_and_reuses_the_canvas_points_layer(qtbot):
     canvas.close_canvas()  # napari counts live QtViewers: none may outlive the test
 
 
-def _work_result(widget):
-    work = widget.work()
-    while True:
-        try:
-            next(work)
-        except StopIteration as done:
-            return done.value
-
-
 def test_segment_dock_outlines_the_cells_in_the_worker_and_napari_takes_over_after_painting(
         make_napari_viewer, qtbot, monkeypatch):
     """napari outlines a Labels layer (get_contours over the whole image: 0.2-0.35 s of the GUI thread on a
@@ -144,7 +130,7 @@ def test_segment_dock_outlines_the_cells_in_the_worker_and_napari_takes_over_aft
     for run in range(2):  # a new layer, then a re-run updating it (drop_border renumbers: other labels)
         widget.drop_border.value = bool(run)
         widget.prepare()
-        result = _work_result(widget)
+        result = run_work(widget.work())
         widget.worker = object()
         widget._on_returned(result)
         widget._on_finished()

@@ -20,7 +20,18 @@ from napari_reddino.slides import ngff, tiled
 from napari_reddino.slides.tiles import plan_tiles
 from napari_reddino.style import TYPE_NAMES
 
-anndata = pytest.importorskip("anndata")
+try:  # opens cells.h5ad where installed (not on Python 3.11: pyproject's test extra); h5py reads it elsewhere
+    import anndata
+except ImportError:
+    anndata = None
+
+
+def h5ad_columns(path: Path, *columns: str) -> dict:
+    """Numeric obs columns of an .h5ad and its obsm keys, read with h5py (no anndata needed)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {**{c: f["obs"][c][:] for c in columns}, "obsm": sorted(f["obsm"].keys())}
 
 
 def rings_of(geometry) -> list[np.ndarray]:
@@ -87,6 +98,8 @@ def test_geojson_has_each_cell_once_also_across_tiles_with_its_prediction(slide_
 
 
 def test_pooled_h5ad_opens_in_anndata_and_matches_the_parquet_row_for_row(slide_run):
+    if anndata is None:
+        pytest.skip("anndata is not installed")
     root, out = slide_run
     adata = anndata.read_h5ad(out / "cells.h5ad")
     parts = []
@@ -122,17 +135,18 @@ def test_at_level_1_outlines_and_pooled_centroids_are_in_level_0_pixels(tmp_path
     cells = pd.read_parquet(out / "s_cells.parquet")
     assert cells["bbox_x1"].max() <= 480 and len(cells) > 20  # the table: level 1's pixels
     check_outlines(out / "s_cells.geojson", cells, scale=2, image="s.zarr")
-    obs = anndata.read_h5ad(out / "cells.h5ad").obs
-    assert len(obs) == len(cells) and obs["label"].tolist() == cells["label"].tolist()  # every object
+    obs = h5ad_columns(out / "cells.h5ad", "label", "centroid_x", "bbox_y1")
+    assert obs["label"].tolist() == cells["label"].tolist()  # every object, in order
     np.testing.assert_allclose(obs["centroid_x"], (cells["centroid_x"] + 0.5) * 2 - 0.5)
     np.testing.assert_array_equal(obs["bbox_y1"], cells["bbox_y1"] * 2)
-    assert "X_reddino" not in anndata.read_h5ad(out / "cells.h5ad").obsm
+    assert "X_reddino" not in obs["obsm"]
     # --resume keeps the slide and writes the same GeoJSON and pooled table again
     before = (out / "s_cells.geojson").read_bytes()
     capsys.readouterr()
     assert main(args + ["--resume"]) == 0 and "cells done before, kept" in capsys.readouterr().out
     assert (out / "s_cells.geojson").read_bytes() == before
-    pd.testing.assert_frame_equal(anndata.read_h5ad(out / "cells.h5ad").obs, obs)
+    again = h5ad_columns(out / "cells.h5ad", "label", "centroid_x", "bbox_y1")
+    assert all(np.array_equal(again[k], obs[k]) for k in ("label", "centroid_x", "bbox_y1"))
 
 
 def test_embedding_classifier_without_features_says_so_and_uses_morphology(slide_run, capsys):

@@ -139,5 +139,9 @@ def mean_over_ranks(values: list[float], d: Dist) -> list[float]:
 
 
 def cleanup() -> None:
+    """End of a finished run: every rank waits for the others (rank 0 may still be writing the checkpoint) before
+    the group goes; a rank tearing gloo down alone aborted now and then ("terminate called without an active
+    exception", SIGABRT in the two-process test)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -12,7 +12,7 @@ button clicked (the lasso and box as mouse drags over the UMAP canvas). Smears: 
 UMAP pools the cells of all of them and of four more disease smears. ``--label`` names the column of the
 results table this run fills (``before``: the code before the fixes; ``after``); ``--profile`` writes the
 main thread's profile of every action with a gap over 0.5 s to FILE (slower: its numbers are not put in
-the table). ``--only annotation``: the smears segmented (learned) and embedded, then the annotation loop
+the table); ``--where FILE`` the functions on the main thread's stack during each gap over 0.5 s (sampled). ``--only annotation``: the smears segmented (learned) and embedded, then the annotation loop
 only (no threshold segmentation, PCA, re-runs or pipeline); its rows go to a table of their own.
 """
 
@@ -65,13 +65,20 @@ def chula(i: int) -> np.ndarray:
 
 
 class Stopwatch:
-    """Event-loop gaps measured by a 10 ms timer; one row per action."""
+    """Event-loop gaps measured by a 10 ms timer; one row per action. ``where``: sample the main thread's stack
+    during stalls (``stall_sampler``) and keep, for each gap over 0.5 s, where it was."""
 
-    def __init__(self, profile: bool):
+    def __init__(self, profile: bool, where: bool = False):
         from qtpy.QtCore import QTimer
 
         self.rows, self.gaps, self.last, self.show_s = [], [], time.perf_counter(), 0.0
         self.profile, self.profiles = profile, []
+        self.tick_at = [self.last]
+        self.sampler = None
+        if where:
+            from stall_sampler import StallSampler
+
+            self.sampler = StallSampler(self.tick_at)
         self.timer = QTimer()
         self.timer.timeout.connect(self._tick)
         self.timer.start(10)
@@ -79,7 +86,10 @@ class Stopwatch:
     def _tick(self):
         now = time.perf_counter()
         self.gaps.append(now - self.last)
-        self.last = now
+        if self.sampler is not None and now - self.last > 0.5:
+            self.profiles.append(f"- gap of {1000 * (now - self.last):.0f} ms\n"
+                                 f"{self.sampler.report(self.last, now)}")
+        self.last = self.tick_at[0] = now
 
     def pump(self, seconds: float):
         from qtpy.QtWidgets import QApplication
@@ -97,6 +107,9 @@ class Stopwatch:
         self.pump(0.1)
         prof = cProfile.Profile() if self.profile else None
         self.gaps, self.last, self.show_s = [], time.perf_counter(), 0.0
+        self.tick_at[0] = self.last
+        if self.sampler is not None:
+            self.profiles.append(f"## {name}")
         t0, cpu0 = time.perf_counter(), time.thread_time()  # this (the main) thread's CPU, not the workers'
         if prof:
             prof.enable()
@@ -171,7 +184,7 @@ def drag(canvas, path, shift=False):
         pass
 
 
-def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
+def session(profile: bool, only: str | None = None, where: bool = False) -> tuple[list, dict, list]:
     from qtpy.QtWidgets import QApplication
 
     import napari
@@ -181,7 +194,7 @@ def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
     out = Path(tempfile.mkdtemp())
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1920, 1080)
-    sw = Stopwatch(profile)
+    sw = Stopwatch(profile, where)
     sw.pump(1.0)
     win = viewer.window
 
@@ -226,22 +239,28 @@ def session(profile: bool, only: str | None = None) -> tuple[list, dict, list]:
     info["umap_cells"] = int(len(ann.state.table))
     canvas, pts = ann.canvas, ann.canvas.points
     data = np.asarray(pts.data)
-    lo, hi = data.min(0), data.max(0)
-    mid = (lo + hi) / 2
+    # the lasso and the box are drawn around a cell in the thick of the map, sized to hold about a fifth and a
+    # twentieth of the cells (a map's middle may be empty: UMAP puts smears and kinds of cells apart)
+    mid = data[np.argmin(np.linalg.norm(data - np.median(data, 0), axis=1))]
+    far = np.linalg.norm(data - mid, axis=1)
     canvas.set_mode("lasso")
 
     def drawn():  # every smear drawn (the branch draws a smear per turn of the event loop; main: at once)
         return not getattr(ann.state.link, "pending", None)
 
     t = np.linspace(0, 2 * np.pi, 60)
-    circle = np.column_stack([mid[0] + 0.3 * (hi[0] - lo[0]) * np.sin(t), mid[1] + 0.3 * (hi[1] - lo[1]) * np.cos(t)])
+    radius = np.quantile(far, 0.2)
+    circle = np.column_stack([mid[0] + radius * np.sin(t), mid[1] + radius * np.cos(t)])
     sw.measure("lasso select (60 moves)", lambda: drag(canvas, circle), drawn)
     info["lasso_selected"] = len(pts.selected_data)
+    if not info["lasso_selected"]:
+        raise SystemExit("the lasso selected no cell: the annotation loop's rows would measure nothing")
     sw.measure("assign class (button)", lambda: ann.panel.assign_button.click(), drawn)
     sw.measure("undo", lambda: ann.panel.undo_button.click(), drawn)
     sw.measure("assign class again", lambda: ann.panel.assign_button.click(), drawn)
     canvas.set_mode("select")
-    box = np.linspace(lo, lo + 0.35 * (hi - lo), 20)
+    half = np.quantile(far, 0.05)
+    box = np.linspace(mid - half, mid + half, 20)
     sw.measure("box select (20 moves)", lambda: drag(canvas, box), drawn)
     ann.panel.class_list.setCurrentRow(3)
     sw.measure("assign another class", lambda: ann.panel.assign_button.click(), drawn)
@@ -412,17 +431,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="after")
     parser.add_argument("--profile", metavar="FILE", help="write the main thread's profiles here instead")
+    parser.add_argument("--where", metavar="FILE", help="write where the main thread was during each gap over "
+                        "0.5 s here instead (stall_sampler.py)")
     parser.add_argument("--only", choices=["annotation"], help="the annotation loop only (its own table)")
     args = parser.parse_args()
     os.environ.setdefault("NAPARI_REDDINO_OFFLINE", "1")
     load = os.getloadavg()
-    rows, info, profiles = session(bool(args.profile), args.only)
+    rows, info, profiles = session(bool(args.profile), args.only, bool(args.where))
     info["only"] = args.only
     info["load"] = f"{load[0]:.1f} (1 min), {load[1]:.1f} (5 min)"
     info["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    if args.profile:
-        Path(args.profile).write_text("\n\n".join(profiles))
-        print(f"wrote {args.profile}")
+    if args.profile or args.where:
+        Path(args.profile or args.where).write_text("\n\n".join(profiles))
+        print(f"wrote {args.profile or args.where}")
     else:
         write_table(args.label, rows, info)
 

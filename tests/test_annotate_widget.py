@@ -94,7 +94,7 @@ def drag(canvas, path, modifiers=()):
         next(gen)
 
 
-def test_umap_points_layer_and_linking_both_ways(dock):
+def test_umap_points_layer_and_linking_both_ways(dock, qtbot):
     viewer, make = dock
     w = make()
     pts = w.canvas.points
@@ -103,6 +103,7 @@ def test_umap_points_layer_and_linking_both_ways(dock):
     assert set(pts.features["image"]) == {"s1", "s2"}
     rows = np.flatnonzero(pts.features["image"] == "s2")[:3]
     w.canvas.select(rows)
+    qtbot.waitUntil(lambda: not w.state.link.pending)  # a smear's first selection layer: on the next turn
     lit = viewer.layers["s2 cells"].data[viewer.layers["s2 cells selection"].data > 0]
     assert set(np.unique(lit)) == set(pts.features["label"].to_numpy()[rows])
     assert "s1 cells selection" not in viewer.layers  # made only once one of its cells is selected
@@ -116,6 +117,7 @@ def test_umap_points_layer_and_linking_both_ways(dock):
         next(gen)
     [row] = list(pts.selected_data)
     assert (pts.features["image"][row], pts.features["label"][row]) == ("s1", 7)
+    qtbot.waitUntil(lambda: not w.state.link.pending)
     lit = viewer.layers["s1 cells"].data[viewer.layers["s1 cells selection"].data > 0]
     assert set(np.unique(lit)) == {7}
     assert not viewer.layers["s2 cells selection"].data.any()
@@ -698,15 +700,25 @@ def test_export_report_builds_the_cell_table_in_its_worker(dock, qtbot, tmp_path
 
 def test_a_first_selection_on_several_smears_makes_their_layers_one_turn_at_a_time(dock, qtbot):
     """A lasso over a map of several smears made a full-size selection layer on each of them in one go (0.3-1 s
-    a layer): the window froze for seconds. Now one is made at once, the others on the next turns of the
-    event loop, each showing the selection it was made for."""
+    a layer): the window froze for seconds; made at once for the first smear, it froze the lasso's release
+    (0.6-0.9 s). Now the selection returns at once and the layers are made on the next turns of the event
+    loop, one a turn, each made hidden and shown on the turn after (its first draw), each showing the
+    selection it was made for."""
     viewer, make = dock
     w = make()
+    link = w.state.link
+    names = ("s1 cells selection", "s2 cells selection")
+    before_turn = []  # (layers made, layers shown) as each turn starts
+    draw_next = link._draw_next
+    link._draw_next = lambda: (before_turn.append((sum(n in viewer.layers for n in names),
+                                                   sum(n in viewer.layers and viewer.layers[n].visible
+                                                       for n in names))), draw_next())
     rows = np.array([0, 1, 12, 13])  # cells of both smears
     w.canvas.select(rows)
-    made = [n for n in ("s1 cells selection", "s2 cells selection") if n in viewer.layers]
-    assert len(made) == 1 and w.state.link.pending
-    qtbot.waitUntil(lambda: not w.state.link.pending)
+    assert not any(n in viewer.layers for n in names) and len(link.pending) == 2
+    qtbot.waitUntil(lambda: not link.pending)
+    assert before_turn == [(0, 0), (1, 0), (1, 1), (2, 1)]
+    assert all(viewer.layers[n].visible for n in names)
     pts = w.canvas.points.features
     for image in ("s1", "s2"):
         lit = viewer.layers[f"{image} cells"].data[viewer.layers[f"{image} cells selection"].data > 0]
@@ -801,3 +813,25 @@ def test_a_class_change_updates_the_rows_it_touched_not_every_rows_lookup(dock, 
     pd.testing.assert_frame_equal(state.report(), morphology_report(pd.DataFrame({
         "image": state.table["image"].astype(str).to_numpy(), "class": expected, "prediction": state.prediction})))
     assert state.class_counts() == class_counts(state.classes, expected, state.prediction)
+
+
+def test_smears_beyond_a_turns_budget_are_recoloured_on_the_next_turns(dock, monkeypatch, qtbot):
+    """A change over many smears (a prediction, a class for cells of every smear) recoloured all of them in one
+    turn of the event loop, the window frozen meanwhile; now as many as a turn's budget allows, at least one,
+    the rest on the next turns."""
+    from napari_reddino._widgets import smear_link
+
+    def cell_colours(layer):
+        return {tuple(np.round(layer.colormap.map(int(v)), 3)) for v in np.unique(layer.data) if v > 0}
+
+    viewer, make = dock
+    w = make()
+    monkeypatch.setattr(smear_link, "DRAW_BUDGET_S", 0.0)  # one smear a turn
+    before = {i: cell_colours(viewer.layers[f"{i} cells"]) for i in ("s1", "s2")}
+    w.canvas.select(np.arange(len(w.state.table)))  # cells of both smears
+    qtbot.waitUntil(lambda: not w.state.link.pending)
+    w.assign("target")
+    now = {i: cell_colours(viewer.layers[f"{i} cells"]) for i in ("s1", "s2")}
+    assert sorted(now[i] != before[i] for i in now) == [False, True] and w.state.link.pending
+    qtbot.waitUntil(lambda: not w.state.link.pending)
+    assert all(cell_colours(viewer.layers[f"{i} cells"]) != before[i] for i in ("s1", "s2"))

@@ -95,6 +95,7 @@ def test_click_selects_on_smear_and_map_and_map_selection_comes_back(docks, qtbo
     row = int(gallery.model.rows[3])
     assert set(pts.selected_data) == {row}
     image, label = pts.features["image"][row], int(pts.features["label"][row])
+    qtbot.waitUntil(lambda: not dock.state.link.pending)  # a smear's first selection layer: on the next turn
     lit = viewer.layers[f"{image} cells"].data[viewer.layers[f"{image} cells selection"].data > 0]
     assert set(np.unique(lit)) == {label}
     click(qtbot, gallery, 5, Qt.KeyboardModifier.ControlModifier)  # Ctrl adds one

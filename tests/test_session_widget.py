@@ -122,6 +122,7 @@ def test_save_then_open_in_a_new_viewer_puts_everything_back_without_recomputing
         # opened again into the same viewer: refused in one line, nothing added or replaced
         seen = []
         monkeypatch.setattr("napari_reddino._widgets.session.show_error", seen.append)
+        qtbot.waitUntil(lambda: not ann2.state.link.pending)  # the selected cell's smear outline: a later turn
         n_layers = len(viewer2.layers)
         w2.session_buttons.open(folder)
         wait_for(qtbot, w2.session_buttons)

@@ -5,6 +5,7 @@ UMAP canvas' Points layer. Behaviour, not timings (bench_gui_stalls.py measures 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -184,7 +185,8 @@ def test_a_worker_reporting_fast_repaints_the_bar_a_few_times_not_at_every_step(
 def test_the_first_step_freezes_what_the_session_keeps_out_of_full_garbage_collections(make_napari_viewer, qtbot,
                                                                                      monkeypatch):
     """A full garbage collection scanned napari's, Qt's and torch's ~570,000 objects (0.3 s of CPU holding
-    Python's lock, the window frozen) at any moment of a step; the first step collects once, then freezes them."""
+    Python's lock, the window frozen) at any moment of a step; the first step collects once, then freezes them,
+    and each step's end freezes what it made (a session that a layer's removal unfroze, too)."""
     import gc
 
     import napari_reddino._widgets._common as common
@@ -194,15 +196,24 @@ def test_the_first_step_freezes_what_the_session_keeps_out_of_full_garbage_colle
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
     w = Busy(make_napari_viewer())
-    for _ in range(2):
-        w.start()
-        qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
-    assert calls == ["collect", "freeze"]  # once a session, garbage collected first
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    qtbot.waitUntil(lambda: len(calls) == 4)
+    # the first step's worker collects and freezes the session; after the step, what it made (its layers) too
+    assert calls == ["collect", "freeze"] * 2
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    qtbot.waitUntil(lambda: len(calls) == 6)
+    assert calls == ["collect", "freeze"] * 3  # the worker's freeze once a session; each step's end after it
     monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
     monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
     w.viewer.add_image(np.zeros((8, 8)), name="opened before")
     w.viewer.layers.remove("opened before")  # a frozen layer must be freed: everything goes back to the collector
-    assert calls[:2] == ["collect", "freeze"] and "unfreeze" in calls[2:]  # (napari collects on a removal too)
+    assert calls[:6] == ["collect", "freeze"] * 3 and "unfreeze" in calls[6:]  # (napari collects on a removal too)
+    w.start()  # the next step's end freezes the session again
+    qtbot.waitUntil(lambda: w.worker is None, timeout=20_000)
+    qtbot.waitUntil(lambda: calls[-1] == "freeze")
+    assert calls[-2:] == ["collect", "freeze"] and calls.index("unfreeze") < len(calls) - 2
     monkeypatch.setattr(common, "_frozen", False)
     monkeypatch.setenv("NAPARI_REDDINO_GC_FREEZE", "0")
     before = list(calls)
@@ -241,3 +252,60 @@ def test_a_part_without_a_count_shows_its_name_and_seconds_not_qts_busy_animatio
     w.go.set()
     qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
     assert not w._elapsed.isActive()
+
+
+class SlowSliced(Sliced):
+    """Slices that each ask for a slow repaint, as a layer change does in napari (a posted event)."""
+
+    def show(self, result):
+        from qtpy.QtCore import QCoreApplication, QEvent, QObject
+
+        class Repaint(QObject):
+            def event(self, ev):
+                time.sleep(0.03)  # the repaint of the window in software OpenGL
+                return True
+
+        self._repaint = Repaint()
+        for i in range(3):
+            self.slices.append((i, self.ticks))
+            time.sleep(0.03)
+            QCoreApplication.postEvent(self._repaint, QEvent(QEvent.Type.User))
+            yield
+
+
+def test_a_timer_runs_between_a_displays_slices_and_their_repaints(make_napari_viewer, qtbot):
+    """The slices of a display wait behind timers and input: chained as posted events (``singleShot(0)``) they
+    ran back to back with the repaints they asked for, and a 10 ms timer (napari's own, the benchmark's tick)
+    did not run for the whole display (0.5-0.65 s for a new smear here)."""
+    from qtpy.QtCore import QTimer
+
+    w = SlowSliced(make_napari_viewer())
+    timer = QTimer()
+    timer.timeout.connect(lambda: setattr(w, "ticks", w.ticks + 1))
+    timer.start(10)
+    qtbot.wait(50)
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    timer.stop()
+    ticks = [s[1] for s in w.slices]
+    assert len(ticks) == 3 and ticks[0] < ticks[1] < ticks[2], ticks
+
+
+def test_a_drawn_layer_is_added_without_switching_the_users_active_layer(make_napari_viewer):
+    """The plugin's marks, legend and selection layers were added as napari adds any layer (made active), then
+    the user's layer was made active again: two switches of napari's layer controls, each repainting both
+    canvases at once (0.1-0.15 s each here). Now the selection is not touched at all."""
+    from napari_reddino._widgets.smear_link import _keep_active
+
+    viewer = make_napari_viewer()
+    mine = viewer.add_image(np.zeros((8, 8)), name="the user's")
+    viewer.add_image(np.zeros((8, 8)), name="other")
+    viewer.layers.selection.active = mine
+    switches = []
+    viewer.layers.selection.events.active.connect(lambda e: switches.append(e.value))
+    added = _keep_active(viewer, lambda: viewer.add_points(np.zeros((1, 2)), name="marks"))
+    assert added in viewer.layers and switches == []
+    assert viewer.layers.selection.active is mine and set(viewer.layers.selection) == {mine}
+    viewer.layers.selection.active = added  # napari's own adding and selecting is unchanged afterwards
+    viewer.add_points(np.zeros((1, 2)), name="the user's points")
+    assert viewer.layers.selection.active.name == "the user's points"

@@ -14,6 +14,8 @@ A Labels layer with a direct colormap was ~10x slower (napari maps every pixel t
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -21,6 +23,7 @@ from napari_reddino import style
 
 SOURCE_KWARGS = ("scale", "translate")
 CLASS_COLUMNS = ("class", "prediction", "confidence")  # what the annotation dock writes into the features
+DRAW_BUDGET_S = 0.15  # GUI-thread time for redrawing smears in one turn of the event loop; the rest on the next
 
 
 def _selection_colormap():
@@ -30,7 +33,19 @@ def _selection_colormap():
 
 
 def _keep_active(viewer, add):
-    """Run ``add()`` (which adds a layer) without stealing the user's active layer."""
+    """Run ``add()`` (which adds a layer) without stealing the user's active layer, nor selecting the new one:
+    each change of the active layer switches napari's layer controls, which repaints both canvases at once
+    (0.1-0.15 s each in software OpenGL with a few smears open; a new layer made active, then the user's made
+    active again, was two). napari's private switch (0.9.2); where it is missing, the user's layer is made
+    active again afterwards."""
+    layers = getattr(viewer.layers, "__wrapped__", viewer.layers)  # napari hands plugins a proxy
+    if isinstance(getattr(layers, "_activate_on_insert", None), bool):
+        before = layers._activate_on_insert
+        layers._activate_on_insert = False
+        try:
+            return add()
+        finally:
+            layers._activate_on_insert = before
     active = viewer.layers.selection.active
     layer = add()
     if active is not None and active in viewer.layers:
@@ -357,6 +372,7 @@ class SmearLink:
         self._cells: dict | None = None  # class, prediction, confidence per row, and the classes
         self._classes_stale = [False] * len(self.sources)
         self.pending: list[int] = []  # smears to draw on the next turns of the event loop
+        self._to_reveal: set[int] = set()  # smears whose new selection layer is to be shown on the next turn
         self._scheduled = False
 
     def _layer(self, s):
@@ -384,15 +400,16 @@ class SmearLink:
             return self.viewer.layers[name]
         source = self._layer(s)
         kwargs = {k: getattr(source, k) for k in SOURCE_KWARGS} if source is not None else {}
-        active = self.viewer.layers.selection.active
-        layer = getattr(self.viewer, f"add_{kind}")(data, name=name, **kwargs, **create_kwargs)
+        layer = _keep_active(self.viewer, lambda: getattr(self.viewer, f"add_{kind}")(
+            data, name=name, **kwargs, **create_kwargs, visible=False))
+        self._to_reveal.add(s)  # shown on the next turn: making a layer and its first draw are each ~0.2 s here
+        self.pending.insert(0, s)
+        self._schedule()
         if source is not None and source in self.viewer.layers:  # just over its smear, not over smears on top of it
             layers = self.viewer.layers
             here, above = layers.index(layer), layers.index(source) + 1
             if here > above:
                 layers.move(here, above)
-        if active is not None:  # adding a layer must not steal the user's active layer
-            self.viewer.layers.selection.active = active
         return layer
 
     # --- rows -> smear ----------------------------------------------------------------------------
@@ -440,10 +457,12 @@ class SmearLink:
 
     def _draw_visible(self) -> None:
         """Redraw visible smears; a hidden smear is redrawn when it is shown (users flip through smears one
-        at a time, and redrawing every hidden one would multiply the cost). Updates are drawn now, in one go
-        (each turn of the event loop repaints the window: ~0.3 s here); a smear's first selection layer is
-        made now for one smear, and for each other one on a later turn (a lasso over a map of several
-        smears made a layer on each in one go, 0.3-1 s each: the window froze for seconds)."""
+        at a time, and redrawing every hidden one would multiply the cost). Updates are drawn now, as many as
+        ``DRAW_BUDGET_S`` of the GUI thread allows (each turn of the event loop repaints the window: ~0.2 s
+        here), the rest on the next turns; a smear's first selection layer is made on a later turn, one smear
+        a turn, and shown on the turn after (a lasso over several smears made a layer on each in one go, 0.3-1
+        s each: the window froze for seconds; made at once for the first smear, it froze the lasso's release
+        with the map's own update and repaint: 0.6-0.9 s)."""
         todo = []
         for s in sorted(range(len(self.sources)), key=lambda s: not len(self._wanted[s])):
             layer = self._layer(s)
@@ -453,15 +472,22 @@ class SmearLink:
                 self._watch(s)
         todo = [s for s in todo if self._needs_draw(s)]
         new = [s for s in todo if self._needs_layer(s)]
-        for s in todo:
-            if s not in new[1:]:
-                self._draw(s)
-        self.pending = [*new[1:], *(s for s in self.pending if s not in todo)]
+        start, later = time.perf_counter(), []
+        for i, s in enumerate(todo):
+            if i == 0 or time.perf_counter() - start < DRAW_BUDGET_S:
+                self._draw(s, make_layer=False)  # the classes now; a new selection layer waits for its turn
+            if self._needs_draw(s) and s not in new:
+                later.append(s)
+        reveal = [s for s in self.pending if s in self._to_reveal]
+        self.pending = [*reveal, *new, *later, *(s for s in self.pending if s not in todo and s not in reveal)]
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self.pending and not self._scheduled:
-            from qtpy.QtCore import QTimer
+            from napari_reddino._widgets._common import next_turn
 
             self._scheduled = True
-            QTimer.singleShot(0, self._draw_next)
+            next_turn(self._draw_next)
 
     def _watch(self, s) -> None:
         """Draw hidden smear ``s`` when it is shown."""
@@ -482,18 +508,32 @@ class SmearLink:
                 yield
 
     def _draw_next(self) -> None:
+        """One turn of the pending work: a new selection layer shown, or one made (hidden), or smears drawn for
+        up to ``DRAW_BUDGET_S``."""
         self._scheduled = False
-        while self.pending:
-            s = self.pending.pop(0)
-            layer = self._layer(s)
-            if layer is not None and layer.visible and self._needs_draw(s):
-                self._draw(s)
+        start, drawn = time.perf_counter(), 0
+        while self.pending and (not drawn or time.perf_counter() - start < DRAW_BUDGET_S):
+            s = self.pending[0]
+            if s in self._to_reveal:
+                self.pending.pop(0)
+                self._to_reveal.discard(s)
+                name = style.derived_layer_name(self.sources[s], style.SELECTION_SUFFIX)
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].visible = True  # its first draw: a turn of its own
                 break
-        if self.pending:
-            from qtpy.QtCore import QTimer
-
-            self._scheduled = True
-            QTimer.singleShot(0, self._draw_next)
+            layer = self._layer(s)
+            if layer is None or not layer.visible or not self._needs_draw(s):
+                self.pending.pop(0)
+                continue
+            made = self._needs_layer(s)
+            if made and drawn:
+                break  # a new layer gets a turn of its own
+            self.pending.pop(0)
+            self._draw(s)
+            drawn += 1
+            if made:
+                break
+        self._schedule()
 
     def _needs_layer(self, s) -> bool:
         """Whether drawing smear ``s`` makes its selection layer (a full-size layer: slow to make)."""
@@ -509,6 +549,11 @@ class SmearLink:
         return len(self._wanted[s]) > 0 if shown is None else not np.array_equal(shown, self._wanted[s])
 
     def disconnect(self) -> None:
+        for s in self._to_reveal:  # made for this session's selection: not left hidden
+            name = style.derived_layer_name(self.sources[s], style.SELECTION_SUFFIX)
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = True
+        self._to_reveal.clear()
         self.pending = []  # a newer session draws these smears now
         for s, callback in self._watching.items():
             layer = self._layer(s)
@@ -516,12 +561,16 @@ class SmearLink:
                 layer.events.visible.disconnect(callback)
         self._watching.clear()
 
-    def _draw(self, s) -> None:
+    def _draw(self, s, make_layer: bool = True) -> None:
+        """Draw smear ``s``'s classes and selection (without ``make_layer``, not a selection that needs its
+        layer made: ``_needs_layer``)."""
         if not self._current(s):
             return
         if self._cells is not None and self._classes_stale[s]:
             self._classes_stale[s] = False
             self._draw_classes(s)
+        if not make_layer and self._needs_layer(s):
+            return
         wanted = self._wanted[s]
         if self._shown[s] is not None and np.array_equal(self._shown[s], wanted):
             return

@@ -23,7 +23,7 @@ from napari_reddino import style
 
 SOURCE_KWARGS = ("scale", "translate")
 CLASS_COLUMNS = ("class", "prediction", "confidence")  # what the annotation dock writes into the features
-DRAW_BUDGET_S = 0.15  # GUI-thread time for redrawing smears in one turn of the event loop; the rest on the next
+DRAW_BUDGET_S = 0.1  # GUI-thread time for redrawing smears in one turn of the event loop; the rest on the next
 
 
 def _selection_colormap():
@@ -398,18 +398,19 @@ class SmearLink:
         if name in self.viewer.layers:
             self.viewer.layers[name].data = data
             return self.viewer.layers[name]
+        import napari.layers
+
         source = self._layer(s)
         kwargs = {k: getattr(source, k) for k in SOURCE_KWARGS} if source is not None else {}
-        layer = _keep_active(self.viewer, lambda: getattr(self.viewer, f"add_{kind}")(
-            data, name=name, **kwargs, **create_kwargs, visible=False))
+        layer = getattr(napari.layers, kind.capitalize())(data, name=name, **kwargs, **create_kwargs, visible=False)
+        layers = self.viewer.layers
+        # just over its smear, not over smears on top of it: put there, not added on top and moved (a move
+        # reorders every layer's drawing and repainted the window once more)
+        at = layers.index(source) + 1 if source is not None and source in layers else len(layers)
+        _keep_active(self.viewer, lambda: layers.insert(at, layer))
         self._to_reveal.add(s)  # shown on the next turn: making a layer and its first draw are each ~0.2 s here
         self.pending.insert(0, s)
         self._schedule()
-        if source is not None and source in self.viewer.layers:  # just over its smear, not over smears on top of it
-            layers = self.viewer.layers
-            here, above = layers.index(layer), layers.index(source) + 1
-            if here > above:
-                layers.move(here, above)
         return layer
 
     # --- rows -> smear ----------------------------------------------------------------------------

@@ -104,3 +104,26 @@ def test_pipeline_annotation_and_all_docks_fit_the_screen(make_napari_viewer, qt
             assert getattr(step.image.value, "name", step.image.value) == "smear", type(step).__name__
     finally:
         ann.close_canvas()
+
+
+def test_the_annotation_status_line_has_room_for_a_long_saved_to_path(qtbot):
+    """The annotation dock's "saved to <path>" was cut off at 1366x768: at the dock's width it wraps onto three
+    lines and the line had room for two. Now three, the whole text is the tooltip, and a path wraps at its
+    folders and underscores too; the text reads back as set."""
+    from qtpy.QtCore import QRect, Qt
+    from qtpy.QtWidgets import QLabel
+
+    from napari_reddino._widgets.annotate_panel import AnnotationPanel
+    from napari_reddino.annotate import default_classes
+
+    panel = AnnotationPanel(default_classes())
+    qtbot.addWidget(panel)
+    status = panel.status
+    text = "123 cells, 11 annotated; saved to /tmp/reddino_screenshots_vv97c_ov/reddino-annotations.csv"
+    status.setText(text)
+    width = 280  # the status line in a narrow annotation dock (1366x768: ~340-360 px; napari lets it narrow)
+    needed = status.fontMetrics().boundingRect(QRect(0, 0, width, 10_000), Qt.TextFlag.TextWordWrap,
+                                               QLabel.text(status))
+    assert needed.height() <= status.minimumHeight() - 2 * status.margin()
+    assert status.text() == text and status.toolTip() == text
+    assert "reddino_\u200bscreenshots" in QLabel.text(status)  # a place to wrap inside the folder's name

@@ -72,7 +72,7 @@ class AnnotationPanel(QWidget):
         self.export_report_button.setToolTip("Save the number and percentage of cells of each class per image "
                                              "(CSV), and beside it the graded slide report (NAME_graded.csv and "
                                              ".html: ICSH grade per sample, warnings, cells of each class, the map)")
-        self.status = WrappedLabel("Run the UMAP to start annotating.", lines=2)
+        self.status = WrappedLabel("Run the UMAP to start annotating.", lines=3)  # a saved-to path can take 3
         self.report = FrameTable()
         self.left_out = WrappedLabel("", lines=2)
         self.left_out.setToolTip("The UMAP, the classifier and the report use the objects the feature step "

@@ -87,14 +87,28 @@ class _RowFitter(QObject):
             view.setMaximumHeight(frame + self.maximum * row)
 
 
+BREAK = "\u200b"  # a zero-width space: where Qt may wrap a line inside a word
+
+
 class WrappedLabel(QLabel):
     """A word-wrapped label with room for ``lines`` lines and no height per width (see :class:`DockColumn`;
-    QLabel turns its height-for-width back on at every ``setText``, hence a subclass)."""
+    QLabel turns its height-for-width back on at every ``setText``, hence a subclass). A file path wraps at its
+    folders (Qt wraps only at spaces and hyphens: a long path ran past the dock's edge, cut off at 1366x768);
+    ``text()`` gives the text as set, and the whole text is the tooltip."""
 
     def __init__(self, text: str = "", lines: int = 2, parent=None):
-        super().__init__(text, parent)
+        super().__init__("", parent)
         self.setWordWrap(True)
         self.setMinimumHeight(lines * self.fontMetrics().lineSpacing() + 2 * self.margin())
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        self._text = text
+        super().setText(text.replace("/", "/" + BREAK).replace("\\", "\\" + BREAK).replace("_", "_" + BREAK))
+        self.setToolTip(text)
+
+    def text(self) -> str:
+        return self._text
 
     def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt's name)
         return False

@@ -127,3 +127,32 @@ def test_the_annotation_status_line_has_room_for_a_long_saved_to_path(qtbot):
     assert needed.height() <= status.minimumHeight() - 2 * status.margin()
     assert status.text() == text and status.toolTip() == text
     assert "reddino_\u200bscreenshots" in QLabel.text(status)  # a place to wrap inside the folder's name
+
+
+@pytest.mark.parametrize("size", SCREENS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_step_dock_beside_the_pipeline_is_not_cut_at_its_right_edge(make_napari_viewer, qtbot, size):
+    """In the tabbed panel beside the pipeline dock, the segment dock's result line, Cancel button and choice
+    boxes ran past the panel's right edge (its form was wider than the panel: the result as one long line, a
+    choice box as wide as the longest layer name). Every control now shows whole."""
+    from qtpy.QtWidgets import QAbstractButton, QComboBox, QLabel
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.setGeometry(0, 0, *size)
+    image, _, _ = synthetic_smear(seed=1, shape=(120, 160))
+    viewer.add_image(image, name="smear", rgb=True)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Run the whole pipeline")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "1. Segment cells")
+    settle(qtbot)
+    # the step's result, then an image with a long name, once the panel is laid out (as after a segmentation)
+    seg.found.value = "123 red cells in 'smear' (also 2 white cells, 4 artefacts); red cells about 39 px across"
+    viewer.add_image(image, name="megaloblastic-anemia smear 2026-12-07 ward 7 (field 12 of 40)", rgb=True)
+    settle(qtbot)
+    dock = next(d for d in reddino_docks(window) if d.widget() is seg)
+    dock.raise_()
+    settle(qtbot)
+    shown = [w for w in seg.findChildren((QAbstractButton, QComboBox, QLabel)) if w.isVisible() and w.width()]
+    assert seg.cancel_button.native in shown and seg.found.native in shown
+    cut = [(type(w).__name__, w.width(), on_screen(w, window).width()) for w in shown
+           if on_screen(w, window).width() < w.width()]
+    assert not cut, cut

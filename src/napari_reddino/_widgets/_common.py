@@ -24,7 +24,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from napari_reddino.progress import Progress
-from napari_reddino._widgets.dock_layout import DockColumn, ScrollForm, join_reddino_tabs
+from napari_reddino._widgets.dock_layout import DockColumn, ScrollForm, join_reddino_tabs, narrow_fields
 
 if TYPE_CHECKING:
     import napari
@@ -357,6 +357,7 @@ class StepWidget(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         wrap_tooltips(self)  # once the subclass has set them all; cheap and idempotent
+        narrow_fields(self)
         super().showEvent(event)
         if not self._tabbed:  # once, when napari first shows the dock: later the user arranges the docks
             self._tabbed = True

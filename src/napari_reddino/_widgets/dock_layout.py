@@ -50,6 +50,26 @@ class ScrollForm(QScrollArea):
         return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
 
 
+FIELD_CHARACTERS = 10  # a choice box is at least this many characters wide, whatever its longest choice
+
+
+def narrow_fields(root: QWidget) -> None:
+    """Let a form be narrower than its longest texts: choice boxes sized for ``FIELD_CHARACTERS`` characters
+    (not their longest layer name) and word-wrapped labels (a step's result line) for a few words, not one line.
+    Docks share one tabbed panel, as wide as its widest form allows: a form wider than the panel was cut off
+    at its right edge (the segment dock's result line and Cancel button beside the pipeline's, at 1920x1080
+    and at 1366x768). Idempotent."""
+    from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy
+
+    for box in root.findChildren(QComboBox):
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setMinimumContentsLength(FIELD_CHARACTERS)
+    for label in root.findChildren(QLabel):
+        if label.wordWrap() and not label.minimumWidth():
+            label.setMinimumWidth(label.fontMetrics().horizontalAdvance("x" * 12))
+            label.setSizePolicy(QSizePolicy.Policy.Expanding, label.sizePolicy().verticalPolicy())  # the room left
+
+
 def fit_rows(view, minimum: int, maximum: int | None = None) -> None:
     """Size a list or table view to show at least ``minimum`` rows (and at most ``maximum``, when given):
     in a scrolling dock its rows are then never squeezed out of sight. Kept up to date as napari's theme

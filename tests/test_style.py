@@ -79,3 +79,16 @@ def test_hover_row_of_each_label_is_its_own():
     assert out.columns[0] == "index" and out["index"].tolist() == [1, 2, 5]
     assert out.drop(columns="index").equals(features)
     assert style.with_label_index(out).equals(out)  # idempotent
+
+
+def test_objects_side_by_side_are_named_once_and_each_keeps_its_ring():
+    """Two artefacts side by side wrote "artefact" twice, one over the other (the README's screenshot): a group of
+    objects of one kind whose rings touch is named once; a different kind beside them, or one further away,
+    keeps its own name."""
+    table = pd.DataFrame({"label": [1, 2, 3, 4, 5], "centroid_y": [100.0, 108, 104, 400, 100],
+                          "centroid_x": [100.0, 106, 300, 400, 112], "equivalent_diameter": [12.0] * 5,
+                          "type": ["artefact", "artefact", "artefact", "artefact", "platelet"]})
+    marks = style.object_marks(table)
+    assert marks["caption"].tolist() == ["artefact", "", "artefact", "artefact", "platelet"]
+    assert marks["name"].tolist() == ["artefact"] * 4 + ["platelet"]  # each object's own name stays (hover)
+    assert len(marks) == 5  # every ring is drawn

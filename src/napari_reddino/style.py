@@ -152,10 +152,11 @@ def legend_entries(counts, types=None) -> list[tuple[str, str]]:
 # --- marks on objects that are not red cells --------------------------------------------------------------
 def object_marks(table: pd.DataFrame) -> pd.DataFrame:
     """One row per object of ``table`` (a cell table with ``type``) that is not a red cell: its centre
-    (``y``, ``x``, image pixels), ring ``size`` (a little wider than the object), ``name`` and ``color``."""
+    (``y``, ``x``, image pixels), ring ``size`` (a little wider than the object), ``name``, ``color`` and the
+    ``caption`` written beside its ring (:func:`_captions`)."""
     if "type" not in table.columns or not len(table):
         return pd.DataFrame({"label": np.zeros(0, np.int64), "y": [], "x": [], "size": [], "name": [],
-                             "color": []})
+                             "color": [], "caption": []})
     rows = table[table["type"].isin(list(TYPE_COLORS))]
     if "equivalent_diameter" in rows.columns:
         diameter = rows["equivalent_diameter"].to_numpy(float)
@@ -167,10 +168,26 @@ def object_marks(table: pd.DataFrame) -> pd.DataFrame:
         box = np.maximum(rows["bbox_y1"].to_numpy(float) - rows["bbox_y0"].to_numpy(float),
                          rows["bbox_x1"].to_numpy(float) - rows["bbox_x0"].to_numpy(float))
         diameter = np.maximum(diameter, box)
-    return pd.DataFrame({"label": rows["label"].to_numpy(np.int64), "y": rows["centroid_y"].to_numpy(float),
-                         "x": rows["centroid_x"].to_numpy(float), "size": 1.25 * diameter + 4,
-                         "name": [TYPE_NAMES[t] for t in rows["type"]],
-                         "color": [TYPE_COLORS[t] for t in rows["type"]]})
+    marks = pd.DataFrame({"label": rows["label"].to_numpy(np.int64), "y": rows["centroid_y"].to_numpy(float),
+                          "x": rows["centroid_x"].to_numpy(float), "size": 1.25 * diameter + 4,
+                          "name": [TYPE_NAMES[t] for t in rows["type"]],
+                          "color": [TYPE_COLORS[t] for t in rows["type"]]})
+    marks["caption"] = _captions(marks)
+    return marks
+
+
+def _captions(marks: pd.DataFrame) -> list[str]:
+    """The words written beside each ring: its object's name, once for a group of objects of the same kind whose
+    rings touch (two artefacts side by side wrote "artefact" twice, one over the other)."""
+    yx, size, names = marks[["y", "x"]].to_numpy(float), marks["size"].to_numpy(float), marks["name"].tolist()
+    named: list[int] = []
+    out = []
+    for i, name in enumerate(names):
+        near = any(names[j] == name and np.hypot(*(yx[i] - yx[j])) < (size[i] + size[j]) / 2 for j in named)
+        out.append("" if near else name)
+        if not near:
+            named.append(i)
+    return out
 
 
 def with_label_index(features: pd.DataFrame) -> pd.DataFrame:

@@ -242,10 +242,10 @@ def _draw_marks(viewer, layer, features) -> None:
     marks = style.object_marks(features)
     ring = float(np.median(marks["size"])) if len(marks) else 0.0  # a typical ring's size
     _upsert_points(viewer, style.derived_layer_name(layer.name, style.OBJECTS_SUFFIX), marks[["y", "x"]],
-                   marks[["label", "name", "color"]], like=layer, size=marks["size"].to_numpy(), symbol="disc",
-                   face_color="transparent", border_color=[style.rgba(c) for c in marks["color"]],
+                   marks[["label", "name", "color", "caption"]], like=layer, size=marks["size"].to_numpy(),
+                   symbol="disc", face_color="transparent", border_color=[style.rgba(c) for c in marks["color"]],
                    border_width=0.08, border_width_is_relative=True,
-                   text={"string": "{name}", "color": {"feature": "color"}, "size": 10, "anchor": "upper_left",
+                   text={"string": "{caption}", "color": {"feature": "color"}, "size": 10, "anchor": "upper_left",
                          "translation": [0, 0.5 * ring]})  # on the ring's top right
 
 

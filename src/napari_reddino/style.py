@@ -178,16 +178,23 @@ def object_marks(table: pd.DataFrame) -> pd.DataFrame:
 
 def _captions(marks: pd.DataFrame) -> list[str]:
     """The words written beside each ring: its object's name, once for a group of objects of the same kind whose
-    rings touch (two artefacts side by side wrote "artefact" twice, one over the other)."""
-    yx, size, names = marks[["y", "x"]].to_numpy(float), marks["size"].to_numpy(float), marks["name"].tolist()
-    named: list[int] = []
-    out = []
-    for i, name in enumerate(names):
-        near = any(names[j] == name and np.hypot(*(yx[i] - yx[j])) < (size[i] + size[j]) / 2 for j in named)
-        out.append("" if near else name)
-        if not near:
-            named.append(i)
-    return out
+    rings touch (two artefacts side by side wrote "artefact" twice, one over the other). Runs in a dock's display
+    on the GUI thread: neighbours from a k-d tree, not every pair (a slide level can hold thousands of objects)."""
+    from scipy.spatial import cKDTree
+
+    yx, size = marks[["y", "x"]].to_numpy(float), marks["size"].to_numpy(float)
+    names = marks["name"].to_numpy(object)
+    out = names.copy()
+    for name in dict.fromkeys(names.tolist()):
+        rows = np.flatnonzero(names == name)
+        near = cKDTree(yx[rows]).query_ball_point(yx[rows], (size[rows] + size[rows].max()) / 2)
+        named = np.zeros(len(rows), bool)
+        for k, others in enumerate(near):  # in order: an object is named unless a named one's ring touches it
+            touching = [j for j in others if j < k and named[j] and
+                        np.hypot(*(yx[rows[k]] - yx[rows[j]])) < (size[rows[k]] + size[rows[j]]) / 2]
+            named[k] = not touching
+        out[rows[~named]] = ""
+    return out.tolist()
 
 
 def with_label_index(features: pd.DataFrame) -> pd.DataFrame:

@@ -126,11 +126,8 @@ def freeze_long_lived() -> bool:
     global _frozen
     if _frozen or os.environ.get("NAPARI_REDDINO_GC_FREEZE", "1").strip().lower() in ("0", "false", "no"):
         return False
-    import gc
-
     _frozen = True
-    gc.collect()
-    gc.freeze()
+    refreeze()
     return True
 
 
